@@ -1,0 +1,366 @@
+"""The FineTuneJob spec as a typed model.
+
+It mirrors the CRD's openAPIV3Schema (manifests/crd/finetunejobs.yaml) field for field, and adds the
+checks a schema cannot express (child-name lengths, for one). The operator parses every spec through
+`parse_spec` before it creates anything: a spec that fails here never gets pods, and the error names
+the field, what was given and a valid example.
+
+Field names are camelCase on the wire (as users write them) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    AliasGenerator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+TASKS = (
+    "text-classification",
+    "token-classification",
+    "causal-lm",
+    "seq2seq",
+    "image-classification",
+    "audio-classification",
+    "speech-recognition",
+)
+Task = Literal[
+    "text-classification",
+    "token-classification",
+    "causal-lm",
+    "seq2seq",
+    "image-classification",
+    "audio-classification",
+    "speech-recognition",
+]
+DatasetFormat = Literal["csv", "json", "jsonl", "parquet", "imagefolder", "audiofolder"]
+MethodType = Literal["full", "lora", "freeze"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+EvalStrategy = Literal["epoch", "steps", "no"]
+
+# One pattern per URI family; the CRD carries the same strings (a test keeps them equal).
+_PVC = r"pvc://[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(/[^\s]*)?"
+_S3 = r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?"
+_FILE = r"file:///[^\s]*"
+_HF = r"hf://[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?"
+MODEL_URI_PATTERN = rf"^({_HF}|{_PVC}|{_S3}|{_FILE})$"
+DATA_URI_PATTERN = rf"^({_HF}|{_PVC}|{_S3}|{_FILE})$"
+OUTPUT_URI_PATTERN = rf"^({_PVC}|{_S3}|{_FILE})$"
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+RESOURCE_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$"
+METRIC_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$"
+COLUMN_ROLES = (
+    "text", "textPair", "label", "tokens", "tags", "prompt", "response",
+    "source", "target", "image", "audio", "transcript",
+)
+
+# The env vars the operator sets for the distributed contract; a user value would silently break it.
+RESERVED_ENV = (
+    "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "NODE_RANK", "LOCAL_RANK", "NPROC_PER_NODE",
+    "PET_MASTER_ADDR", "PET_MASTER_PORT", "PET_NNODES", "PET_NODE_RANK", "PET_NPROC_PER_NODE",
+    "FINETUNE_CONFIG", "FINETUNE_JOB_NAME", "FINETUNE_JOB_NAMESPACE", "FINETUNE_VOLUME_MOUNTS",
+)
+
+# The longest child name is "<name>-trainer-<index>" for the rank pods' hostnames (a DNS label,
+# at most 63 characters), so the FineTuneJob's own name must leave room for the suffix.
+MAX_NAME_LENGTH = 45
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class ModelSource(_Model):
+    source: str = Field(pattern=MODEL_URI_PATTERN, max_length=1024)
+    revision: str = Field(default="main", pattern=r"^[A-Za-z0-9._/-]{1,128}$")
+
+
+class Dataset(_Model):
+    train: str = Field(pattern=DATA_URI_PATTERN, max_length=1024)
+    validation: str | None = Field(default=None, pattern=DATA_URI_PATTERN, max_length=1024)
+    validation_split: float | None = Field(default=None, gt=0.0, lt=1.0)
+    # Evaluated before and after fine-tuning to measure what was forgotten.
+    retention: str | None = Field(default=None, pattern=DATA_URI_PATTERN, max_length=1024)
+    format: DatasetFormat = "csv"
+    columns: dict[str, str] = Field(default_factory=dict)
+    # Label names in id order; inferred from the training data when empty.
+    labels: list[str] = Field(default_factory=list, max_length=10000)
+    max_train_samples: int | None = Field(default=None, ge=1)
+
+    @field_validator("columns")
+    @classmethod
+    def _known_roles(cls, columns: dict[str, str]) -> dict[str, str]:
+        for role, column in columns.items():
+            if role not in COLUMN_ROLES:
+                raise ValueError(
+                    f"unknown column role {role!r}; valid roles are {', '.join(COLUMN_ROLES)} "
+                    "(e.g. columns: {text: sentence, label: label})"
+                )
+            if not 1 <= len(column) <= 256:
+                raise ValueError(f"column name for {role!r} must be 1-256 characters, got {column!r}")
+        return columns
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> Dataset:
+        if self.validation is not None and self.validation_split is not None:
+            raise ValueError(
+                "set either validation (a file) or validationSplit (a fraction of train), not both"
+            )
+        return self
+
+
+class LoraSettings(_Model):
+    r: int = Field(default=8, ge=1, le=1024)
+    alpha: float = Field(default=16, gt=0, le=4096)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    # Empty: chosen per architecture by the trainer.
+    target_modules: list[str] = Field(default_factory=list, max_length=64)
+    merge_adapter: bool = False
+
+
+class FreezeSettings(_Model):
+    # How many of the top transformer layers train (the task head always trains).
+    trainable_layers: int = Field(default=2, ge=0, le=1000)
+
+
+class Method(_Model):
+    type: MethodType = "full"
+    lora: LoraSettings | None = None
+    freeze: FreezeSettings | None = None
+
+    @model_validator(mode="after")
+    def _settings_match_type(self) -> Method:
+        if self.lora is not None and self.type != "lora":
+            raise ValueError(f"lora settings are only allowed with type: lora (type is {self.type!r})")
+        if self.freeze is not None and self.type != "freeze":
+            raise ValueError(f"freeze settings are only allowed with type: freeze (type is {self.type!r})")
+        return self
+
+
+class Hyperparameters(_Model):
+    learning_rate: float = Field(default=2.0e-5, gt=0.0, le=1.0)
+    epochs: float = Field(default=3, gt=0, le=1000)
+    # Overrides epochs when set: the total optimizer steps.
+    max_steps: int | None = Field(default=None, ge=1, le=100_000_000)
+    batch_size: int = Field(default=16, ge=1, le=65536)
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=4096)
+    warmup_ratio: float = Field(default=0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_seq_length: int = Field(default=128, ge=8, le=131072)
+    precision: Precision = "auto"
+    seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    eval_strategy: EvalStrategy = "epoch"
+    eval_steps: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _eval_steps_with_steps(self) -> Hyperparameters:
+        if self.eval_strategy == "steps" and self.eval_steps is None:
+            raise ValueError("evalStrategy: steps needs evalSteps (e.g. evalSteps: 100)")
+        return self
+
+
+class EarlyStopping(_Model):
+    metric: str = Field(default="eval_loss", pattern=METRIC_PATTERN)
+    patience: int = Field(default=3, ge=1, le=1000)
+    # Unset: inferred from the metric's name (loss-like metrics are minimised).
+    greater_is_better: bool | None = None
+
+
+class Augmentation(_Model):
+    enabled: bool = False
+    # Text only: probability of replacing a token with the mask/unknown token during training.
+    token_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class Regularization(_Model):
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)
+    early_stopping: EarlyStopping | None = None
+    augmentation: Augmentation = Field(default_factory=Augmentation)
+
+
+class Resources(_Model):
+    nodes: int = Field(default=1, ge=1, le=1024)
+    gpus_per_node: int = Field(default=1, ge=0, le=64)
+    gpu_resource_name: str = Field(default="nvidia.com/gpu", pattern=RESOURCE_NAME_PATTERN, max_length=253)
+    cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
+    memory: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
+
+    @field_validator("cpu", "memory", mode="before")
+    @classmethod
+    def _quantity_as_string(cls, value: Any) -> Any:
+        # Users write cpu: 8 as often as cpu: "8"; both mean the same quantity.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class Scheduling(_Model):
+    queue_name: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN)
+    priority_class_name: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
+    affinity: dict[str, Any] = Field(default_factory=dict)
+    scheduler_name: str | None = Field(default=None, max_length=253)
+
+
+class Output(_Model):
+    uri: str = Field(pattern=OUTPUT_URI_PATTERN, max_length=1024)
+    checkpoint_steps: int = Field(default=200, ge=1, le=10_000_000)
+    checkpoints_to_keep: int = Field(default=2, ge=1, le=100)
+
+
+class RunPolicy(_Model):
+    backoff_limit: int = Field(default=3, ge=0, le=100)
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    startup_deadline_seconds: int = Field(default=1800, ge=1)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    suspend: bool = False
+    termination_grace_period_seconds: int = Field(default=120, ge=0, le=3600)
+
+
+class SecretKeyRef(_Model):
+    name: str = Field(pattern=DNS_LABEL_PATTERN)
+    key: str = Field(default="token", pattern=r"^[-._a-zA-Z0-9]{1,253}$")
+
+
+class SecretRef(_Model):
+    name: str = Field(pattern=DNS_LABEL_PATTERN)
+
+
+class Secrets(_Model):
+    hf_token: SecretKeyRef | None = None
+    s3_credentials: SecretRef | None = None
+
+
+class EnvVar(_Model):
+    name: str = Field(pattern=ENV_NAME_PATTERN, max_length=256)
+    value: str | None = Field(default=None, max_length=32768)
+    value_from: dict[str, Any] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name in RESERVED_ENV:
+            raise ValueError(f"{name} is set by the operator for distributed training; remove it from env")
+        return name
+
+
+class FineTuneJobSpec(_Model):
+    task: Task
+    model: ModelSource
+    dataset: Dataset
+    method: Method = Field(default_factory=Method)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    regularization: Regularization = Field(default_factory=Regularization)
+    resources: Resources = Field(default_factory=Resources)
+    scheduling: Scheduling = Field(default_factory=Scheduling)
+    image: str = Field(default="", max_length=1024)
+    output: Output
+    run_policy: RunPolicy = Field(default_factory=RunPolicy)
+    secrets: Secrets = Field(default_factory=Secrets)
+    env: list[EnvVar] = Field(default_factory=list, max_length=128)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> FineTuneJobSpec:
+        fmt = self.dataset.format
+        if fmt == "imagefolder" and self.task != "image-classification":
+            raise ValueError(f"dataset.format imagefolder needs task: image-classification (task is {self.task!r})")
+        if fmt == "audiofolder" and self.task not in ("audio-classification", "speech-recognition"):
+            raise ValueError(
+                f"dataset.format audiofolder needs task: audio-classification or speech-recognition "
+                f"(task is {self.task!r})"
+            )
+        early = self.regularization.early_stopping
+        has_eval = self.dataset.validation is not None or self.dataset.validation_split is not None
+        if early is not None and not has_eval:
+            raise ValueError(
+                "regularization.earlyStopping needs an evaluation set: set dataset.validation "
+                "or dataset.validationSplit (e.g. validationSplit: 0.1)"
+            )
+        if early is not None and self.hyperparameters.eval_strategy == "no":
+            raise ValueError("regularization.earlyStopping needs evaluation: evalStrategy must not be 'no'")
+        return self
+
+    @property
+    def total_gpus(self) -> int:
+        return self.resources.nodes * self.resources.gpus_per_node
+
+
+class InvalidSpec(ValueError):
+    """A spec the operator refuses; `field` is the dotted camelCase path, `message` says how to fix it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"spec.{field}: {message}" if field else f"spec: {message}")
+        self.field = field
+        self.message = message
+
+
+def _describe(error: dict[str, Any]) -> tuple[str, str]:
+    path = ".".join(str(part) for part in error["loc"])
+    given = error.get("input")
+    kind = error["type"]
+    if kind == "missing":
+        return path, "is required"
+    if kind == "extra_forbidden":
+        return path, "is not a known field (check its spelling and nesting)"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return path, f"must be one of {expected}; got {given!r}"
+    if kind == "string_pattern_mismatch":
+        return path, f"{given!r} is not valid here; {_pattern_hint(path)}"
+    message = error["msg"].removeprefix("Value error, ")
+    if given is not None and not isinstance(given, dict | list) and kind != "value_error":
+        return path, f"{message}; got {given!r}"
+    return path, message
+
+
+def _pattern_hint(path: str) -> str:
+    if path.startswith("model.source"):
+        return "use hf://org/name, pvc://claim/path, s3://bucket/prefix or file:///path"
+    if path.startswith("output.uri"):
+        return "use pvc://claim/path, s3://bucket/prefix or file:///path"
+    if path.startswith("dataset."):
+        return "use pvc://claim/path/file.csv, s3://bucket/key, hf://org/dataset or file:///path"
+    if path.endswith(("cpu", "memory")):
+        return "use a Kubernetes quantity such as 8, 500m or 32Gi"
+    if path.endswith(("queueName", "name")):
+        return "use a DNS label: lowercase letters, digits and '-', e.g. team-a-queue"
+    return "see the CRD schema (kubectl explain finetunejob.spec) for the accepted form"
+
+
+def parse_spec(spec: dict[str, Any] | None, name: str = "") -> FineTuneJobSpec:
+    """Parse and check a FineTuneJob spec; raise InvalidSpec naming the first bad field."""
+    if name:
+        check_name(name)
+    try:
+        return FineTuneJobSpec.model_validate(spec or {})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field, message = _describe(first)
+        raise InvalidSpec(field, message) from None
+
+
+def check_name(name: str) -> None:
+    # Service names are DNS-1035 labels (start with a letter), and pod hostnames add a suffix.
+    if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) or len(name) > MAX_NAME_LENGTH:
+        raise InvalidSpec(
+            "",
+            f"metadata.name {name!r} must start with a letter, contain only lowercase letters, digits "
+            f"and '-', and be at most {MAX_NAME_LENGTH} characters (e.g. sentiment-minilm), because the "
+            "operator derives Service and pod hostnames from it",
+        )
