@@ -1,0 +1,79 @@
+"""Condition types, phases and reasons: the vocabulary of a FineTuneJob's status, in one place.
+
+Reasons are CamelCase (metav1.Condition convention) and stable: dashboards, alerts and users' scripts
+match on them.
+"""
+
+from __future__ import annotations
+
+# Phases: a short summary for humans and printer columns; the conditions are the truth.
+PENDING = "Pending"
+QUEUED = "Queued"
+STARTING = "Starting"
+RUNNING = "Running"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+SUSPENDED = "Suspended"
+PHASES = (PENDING, QUEUED, STARTING, RUNNING, SUCCEEDED, FAILED, SUSPENDED)
+TERMINAL_PHASES = (SUCCEEDED, FAILED)
+
+# Condition types.
+COND_QUEUED = "Queued"
+COND_ADMITTED = "Admitted"
+COND_RUNNING = "Running"
+COND_SUSPENDED = "Suspended"
+COND_SUCCEEDED = "Succeeded"
+COND_FAILED = "Failed"
+CONDITION_TYPES = (COND_QUEUED, COND_ADMITTED, COND_RUNNING, COND_SUSPENDED, COND_SUCCEEDED, COND_FAILED)
+
+# Reasons while a job is on its way.
+CREATED = "Created"
+WAITING_FOR_ADMISSION = "WaitingForAdmission"
+ADMITTED_BY_QUEUE = "AdmittedByQueue"
+NO_QUEUE = "NoQueue"
+POD_PENDING = "PodsPending"
+UNSCHEDULABLE = "Unschedulable"
+IMAGE_PULL_FAILED = "ImagePullFailed"
+PODS_RUNNING = "PodsRunning"
+RETRYING = "Retrying"
+SUSPENDED_BY_USER = "SuspendedByUser"
+RESUMED = "Resumed"
+NOT_SUSPENDED = "NotSuspended"
+COMPLETED = "Completed"
+NOT_FINISHED = "NotFinished"
+
+# Failure reasons (the Failed condition's reason; also the label of the failures metric).
+INVALID_SPEC = "InvalidSpec"
+INVALID_DATA = "InvalidData"
+OUT_OF_MEMORY = "OutOfMemory"
+STARTUP_DEADLINE_EXCEEDED = "StartupDeadlineExceeded"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+COMMUNICATION_TIMEOUT = "CommunicationTimeout"
+PREEMPTED = "Preempted"
+NODE_LOST = "NodeLost"
+TRAINER_CRASHED = "TrainerCrashed"
+JOB_DELETED = "JobDeleted"
+FAILURE_REASONS = (
+    INVALID_SPEC, INVALID_DATA, OUT_OF_MEMORY, IMAGE_PULL_FAILED, UNSCHEDULABLE, STARTUP_DEADLINE_EXCEEDED,
+    DEADLINE_EXCEEDED, COMMUNICATION_TIMEOUT, PREEMPTED, NODE_LOST, TRAINER_CRASHED, JOB_DELETED,
+)
+
+# Trainer exit codes (docs/pod-contract.md) and the failure reason each one means.
+EXIT_INVALID_DATA = 3
+EXIT_OUT_OF_MEMORY = 4
+EXIT_COMMUNICATION_TIMEOUT = 5
+EXIT_CODE_REASONS = {
+    EXIT_INVALID_DATA: INVALID_DATA,
+    EXIT_OUT_OF_MEMORY: OUT_OF_MEMORY,
+    EXIT_COMMUNICATION_TIMEOUT: COMMUNICATION_TIMEOUT,
+}
+
+# Hints appended to failure messages: what a user can do about it.
+FAILURE_HINTS = {
+    OUT_OF_MEMORY: "reduce hyperparameters.batchSize, raise gradientAccumulationSteps, "
+    "lower maxSeqLength or use method.type: lora",
+    INVALID_DATA: "fix the dataset or model named above and recreate the job; retrying cannot help",
+    IMAGE_PULL_FAILED: "check spec.image and the cluster's pull secrets",
+    UNSCHEDULABLE: "no node can fit the pods: lower resources, check nodeSelector/tolerations or the queue's quota",
+    DEADLINE_EXCEEDED: "raise runPolicy.activeDeadlineSeconds or train fewer steps",
+}

@@ -1,0 +1,189 @@
+"""A whole sandbox cluster on one machine: API server, scheduler, Job controller, process kubelet,
+the FineTuneJob CRD and (optionally) the real operator as a subprocess.
+
+`Sandbox` runs on an asyncio loop; `SandboxThread` runs one on a background thread for synchronous
+callers (the `ftjob` CLI, pytest fixtures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .apiserver import ApiServer
+from .client import ApiError, SandboxClient
+from .jobcontroller import JobController
+from .kubelet import ProcessKubelet
+from .scheduler import Scheduler
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+MANIFESTS = REPO_ROOT / "manifests"
+CRD_FILE = MANIFESTS / "crd" / "finetunejobs.yaml"
+# The image recorded on sandbox pods: the kubelet runs the trainer from this Python environment instead.
+SANDBOX_TRAINER_IMAGE = "finetune-operator/trainer:sandbox"
+
+
+def operator_environment(kubeconfig: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        KUBECONFIG=str(kubeconfig),
+        FINETUNE_DEFAULT_IMAGE=SANDBOX_TRAINER_IMAGE,
+        # Laptop-sized defaults; the sandbox's scheduler does not block on CPU or memory anyway.
+        FINETUNE_DEFAULT_CPU="1",
+        FINETUNE_DEFAULT_MEMORY="4Gi",
+        FINETUNE_RECONCILE_INTERVAL_SECONDS="5",
+        FINETUNE_WATCH_SERVER_TIMEOUT="60",
+        FINETUNE_WATCH_CLIENT_TIMEOUT="75",
+        # No hub here: the trainer must only ever read local models.
+        FINETUNE_TRAINER_ENV="HF_HUB_OFFLINE=1,TRANSFORMERS_OFFLINE=1,HF_DATASETS_OFFLINE=1",
+    )
+    env.update(extra or {})
+    return env
+
+
+class Sandbox:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        port: int = 0,
+        gpus: int = 0,
+        gpu_resource_name: str = "nvidia.com/gpu",
+        run_operator: bool = True,
+        operator_env: dict[str, str] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.gpus = gpus
+        self.gpu_resource_name = gpu_resource_name
+        self.run_operator = run_operator
+        self.operator_env = operator_env or {}
+        self.kubeconfig = self.data_dir / "kubeconfig"
+        self.operator_log = self.data_dir / "operator.log"
+        self.url = ""
+        self.server: ApiServer | None = None
+        self.client: SandboxClient | None = None
+        self.kubelet: ProcessKubelet | None = None
+        self.operator: subprocess.Popen[bytes] | None = None
+        self._controllers: list[Any] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.server = ApiServer(host="127.0.0.1", port=self.port, graceful_pod_deletion=True)
+        self.url = await self.server.start()
+        self.server.write_kubeconfig(self.kubeconfig)
+        self.client = SandboxClient(self.url)
+        capacity = {"cpu": str(os.cpu_count() or 2), "memory": "64Gi", "pods": "110", self.gpu_resource_name: str(self.gpus)}
+        self.kubelet = ProcessKubelet(
+            self.client, self.data_dir, node_name="sandbox", python=sys.executable,
+            register_log=self.server.set_log_path,
+        )
+        self._controllers = [
+            Scheduler(self.client, node_name="sandbox", capacity=capacity),
+            JobController(self.client),
+            self.kubelet,
+        ]
+        self._tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in self._controllers]
+        await self.install_crd()
+        if self.run_operator:
+            self.start_operator()
+        return self.url
+
+    async def install_crd(self) -> None:
+        assert self.client is not None
+        crd = yaml.safe_load(CRD_FILE.read_text())
+        with contextlib.suppress(ApiError):
+            await self.client.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, crd)
+        # Wait until the API serves the new resource (a real server takes a moment too).
+        for _ in range(100):
+            try:
+                await self.client.list("finetune.dev/v1alpha1", "finetunejobs", "default")
+                return
+            except ApiError:
+                await asyncio.sleep(0.05)
+        raise RuntimeError("the sandbox API server never served finetunejobs after the CRD was created")
+
+    def start_operator(self) -> None:
+        log = open(self.operator_log, "ab")  # noqa: SIM115 (owned by the subprocess for its lifetime)
+        self.operator = subprocess.Popen(
+            [sys.executable, "-m", "finetune_operator", "--all-namespaces", "--standalone", "--liveness", ""],
+            env=operator_environment(self.kubeconfig, self.operator_env),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+
+    def stop_operator(self, timeout: float = 10.0) -> None:
+        if self.operator is None:
+            return
+        self.operator.terminate()
+        try:
+            self.operator.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.operator.kill()
+            self.operator.wait()
+        self.operator = None
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.stop_operator)
+        for controller in reversed(self._controllers):
+            with contextlib.suppress(Exception):
+                await controller.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.client is not None:
+            await self.client.close()
+        if self.server is not None:
+            await self.server.stop()
+
+
+class SandboxThread:
+    """A Sandbox on its own event loop in a daemon thread, driven from synchronous code."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="sandbox", daemon=True)
+
+    def start(self, timeout: float = 60.0) -> str:
+        self._thread.start()
+        return self.call(self.sandbox.start(), timeout)
+
+    def call(self, coroutine: Any, timeout: float = 60.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        try:
+            self.call(self.sandbox.stop(), timeout)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout)
+
+    def __enter__(self) -> SandboxThread:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.2, message: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy (tests and the demo use it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {message}")
+        time.sleep(interval)

@@ -1,0 +1,309 @@
+"""From what the cluster shows (the training Job and its pods) to a FineTuneJob's status (pure).
+
+`derive_status` is the one place that decides phase, conditions and the human message. It never
+claims more than the children show: Running only when every rank's pod runs, Succeeded only when the
+Job is Complete, and it always says why a job is not running.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from . import reasons as r
+from .conditions import find_condition, set_condition
+from .names import TRAINER_CONTAINER
+from .spec import FineTuneJobSpec
+
+_IMAGE_PULL_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+MAX_FAILURE_MESSAGE = 1024
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_timestamp(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The children as last seen: the training Job (None while absent) and its pods."""
+
+    job: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+    exit_code: int | None = None
+    pod: str | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reason": self.reason, "message": self.message}
+        if self.exit_code is not None:
+            out["exitCode"] = self.exit_code
+        if self.pod:
+            out["pod"] = self.pod
+        return out
+
+
+def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    condition = find_condition((job.get("status") or {}).get("conditions"), type_)
+    return condition if condition and condition.get("status") == "True" else None
+
+
+def _live_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        p for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+    ]
+
+
+def _trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
+    for status in (pod.get("status") or {}).get("containerStatuses") or ():
+        if status.get("name") == TRAINER_CONTAINER:
+            return status
+    statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
+    return statuses[0]
+
+
+def _is_running(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") == "Running" and "running" in (
+        _trainer_status(pod).get("state") or {}
+    )
+
+
+def _why_not_running(pods: list[dict[str, Any]], nodes: int) -> tuple[str, str]:
+    """The most useful explanation for pods that are not all running yet."""
+    for pod in pods:
+        scheduled = find_condition((pod.get("status") or {}).get("conditions"), "PodScheduled")
+        if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+            return r.UNSCHEDULABLE, f"pod {pod['metadata']['name']} cannot be scheduled: {scheduled.get('message', '')}".strip()
+    for pod in pods:
+        waiting = (_trainer_status(pod).get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _IMAGE_PULL_WAITING:
+            return r.IMAGE_PULL_FAILED, (
+                f"pod {pod['metadata']['name']} cannot pull its image ({waiting['reason']}): "
+                f"{waiting.get('message', '')}".strip()
+            )
+    running = sum(1 for p in pods if _is_running(p))
+    return r.POD_PENDING, f"{running} of {nodes} trainer pods running"
+
+
+def _termination(pod: dict[str, Any]) -> dict[str, Any]:
+    status = _trainer_status(pod)
+    return (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated") or {}
+
+
+def classify_failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> Failure:
+    """Why a training Job failed, from the Job's Failed condition and the failed pods' exits."""
+    failed_condition = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget") or {}
+    job_reason = failed_condition.get("reason", "")
+    if job_reason == "DeadlineExceeded":
+        return Failure(r.DEADLINE_EXCEEDED, "the job ran longer than runPolicy.activeDeadlineSeconds; "
+                       + r.FAILURE_HINTS[r.DEADLINE_EXCEEDED])
+    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+    # The newest failed pod tells the story of the last attempt.
+    failed.sort(key=lambda p: _termination(p).get("finishedAt") or "")
+    if not failed:
+        message = failed_condition.get("message") or "the training Job failed"
+        return Failure(r.TRAINER_CRASHED, message)
+    pod = failed[-1]
+    terminated = _termination(pod)
+    exit_code = terminated.get("exitCode")
+    reported = _reported_failure(terminated.get("message", ""))
+    if reported and reported[0] in r.FAILURE_REASONS:
+        reason, detail = reported
+    elif terminated.get("reason") == "OOMKilled":
+        reason, detail = r.OUT_OF_MEMORY, "the trainer was killed for using more memory than its limit"
+    elif exit_code in r.EXIT_CODE_REASONS:
+        reason, detail = r.EXIT_CODE_REASONS[exit_code], (terminated.get("message") or "").strip()
+    else:
+        reason = r.TRAINER_CRASHED
+        detail = (terminated.get("message") or "").strip() or f"the trainer exited with code {exit_code}"
+    hint = r.FAILURE_HINTS.get(reason)
+    message = f"{detail}; {hint}" if hint and detail else (detail or hint or reason)
+    return Failure(reason, message[:MAX_FAILURE_MESSAGE], exit_code, pod["metadata"]["name"])
+
+
+def _reported_failure(message: str) -> tuple[str, str] | None:
+    """The trainer's termination message is a JSON object {"reason", "message"} (docs/pod-contract.md)."""
+    try:
+        report = json.loads(message)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(report, dict) and isinstance(report.get("reason"), str):
+        return report["reason"], str(report.get("message", ""))
+    return None
+
+
+def derive_status(
+    spec: FineTuneJobSpec,
+    previous: dict[str, Any],
+    observed: Observed,
+    *,
+    job_name: str,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The status fields this module owns, computed afresh; callers write only what changed."""
+    stamp = timestamp(now)
+    conditions = list(previous.get("conditions") or [])
+    queue = spec.scheduling.queue_name
+    out: dict[str, Any] = {
+        "jobName": job_name,
+        "gpus": spec.total_gpus,
+        "queue": queue,
+        "observedGeneration": generation,
+        "startTime": previous.get("startTime"),
+        "completionTime": previous.get("completionTime"),
+        "retries": previous.get("retries", 0),
+        "failure": previous.get("failure"),
+    }
+
+    def cond(type_: str, status: bool, reason: str, message: str) -> None:
+        nonlocal conditions
+        conditions = set_condition(conditions, type_, status, reason, message, now=stamp, generation=generation)
+
+    def finish(phase: str, reason: str, message: str) -> dict[str, Any]:
+        out.update(phase=phase, reason=reason, message=message, conditions=conditions)
+        return out
+
+    # A finished job stays finished: its children may be garbage-collected later.
+    if previous.get("phase") in r.TERMINAL_PHASES:
+        return finish(previous["phase"], previous.get("reason", ""), previous.get("message", ""))
+
+    job = observed.job
+    if job is None:
+        cond(r.COND_RUNNING, False, r.POD_PENDING, "the training Job is being created")
+        return finish(r.PENDING, r.CREATED, "creating the training Job")
+
+    job_status = job.get("status") or {}
+    out["retries"] = max(out["retries"] or 0, int(job_status.get("failed") or 0))
+
+    if _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet"):
+        out["completionTime"] = job_status.get("completionTime") or stamp
+        out["startTime"] = out["startTime"] or job_status.get("startTime") or stamp
+        cond(r.COND_RUNNING, False, r.COMPLETED, "training finished")
+        cond(r.COND_SUCCEEDED, True, r.COMPLETED, "training finished and the model was written")
+        cond(r.COND_FAILED, False, r.COMPLETED, "training finished")
+        return finish(r.SUCCEEDED, r.COMPLETED, f"training finished; model written to {spec.output.uri}")
+
+    if _job_condition(job, "Failed") or _job_condition(job, "FailureTarget"):
+        failure = classify_failure(job, observed.pods)
+        out["failure"] = failure.as_status()
+        out["completionTime"] = stamp
+        cond(r.COND_RUNNING, False, failure.reason, failure.message)
+        cond(r.COND_SUCCEEDED, False, failure.reason, "training did not finish")
+        cond(r.COND_FAILED, True, failure.reason, failure.message)
+        return finish(r.FAILED, failure.reason, failure.message)
+
+    cond(r.COND_FAILED, False, r.NOT_FINISHED, "no failure")
+    cond(r.COND_SUCCEEDED, False, r.NOT_FINISHED, "training has not finished")
+
+    if (job.get("spec") or {}).get("suspend"):
+        cond(r.COND_RUNNING, False, r.COND_SUSPENDED, "the training Job is suspended")
+        if spec.run_policy.suspend:
+            cond(r.COND_SUSPENDED, True, r.SUSPENDED_BY_USER, "suspended by runPolicy.suspend; set it to false to resume")
+            return finish(r.SUSPENDED, r.SUSPENDED_BY_USER, "suspended by runPolicy.suspend; its pods were released")
+        if queue:
+            message = f"waiting for admission by Kueue in LocalQueue {queue}"
+            cond(r.COND_QUEUED, True, r.WAITING_FOR_ADMISSION, message)
+            cond(r.COND_ADMITTED, False, r.WAITING_FOR_ADMISSION, message)
+            return finish(r.QUEUED, r.WAITING_FOR_ADMISSION, message)
+        # Suspended by someone else (the operator is about to resume it).
+        cond(r.COND_SUSPENDED, True, r.COND_SUSPENDED, "the training Job is suspended")
+        return finish(r.SUSPENDED, r.COND_SUSPENDED, "the training Job is suspended")
+
+    if find_condition(conditions, r.COND_SUSPENDED):
+        cond(r.COND_SUSPENDED, False, r.RESUMED, "not suspended")
+    if queue:
+        cond(r.COND_QUEUED, False, r.ADMITTED_BY_QUEUE, f"admitted by Kueue from LocalQueue {queue}")
+        cond(r.COND_ADMITTED, True, r.ADMITTED_BY_QUEUE, f"admitted by Kueue from LocalQueue {queue}")
+    else:
+        cond(r.COND_ADMITTED, True, r.NO_QUEUE, "no queue: admitted on creation")
+
+    nodes = spec.resources.nodes
+    live = _live_pods(observed.pods)
+    if sum(1 for p in live if _is_running(p)) >= nodes:
+        out["startTime"] = out["startTime"] or stamp
+        message = f"all {nodes} trainer pods running" if nodes > 1 else "the trainer pod is running"
+        cond(r.COND_RUNNING, True, r.PODS_RUNNING, message)
+        return finish(r.RUNNING, r.PODS_RUNNING, message)
+
+    reason, message = _why_not_running(live, nodes)
+    if out["retries"] and reason == r.POD_PENDING:
+        reason = r.RETRYING
+        message = f"retry {out['retries']} of {spec.run_policy.backoff_limit}: {message}"
+    cond(r.COND_RUNNING, False, reason, message)
+    return finish(r.STARTING, reason, message)
+
+
+def invalid_spec_status(message: str, previous: dict[str, Any], *, generation: int | None, now: datetime) -> dict[str, Any]:
+    stamp = timestamp(now)
+    conditions = list(previous.get("conditions") or [])
+    conditions = set_condition(conditions, r.COND_FAILED, True, r.INVALID_SPEC, message, now=stamp, generation=generation)
+    conditions = set_condition(conditions, r.COND_SUCCEEDED, False, r.INVALID_SPEC, "the spec is invalid", now=stamp, generation=generation)
+    conditions = set_condition(conditions, r.COND_RUNNING, False, r.INVALID_SPEC, "no pods were created", now=stamp, generation=generation)
+    return {
+        "phase": r.FAILED,
+        "reason": r.INVALID_SPEC,
+        "message": message,
+        "conditions": conditions,
+        "observedGeneration": generation,
+        "completionTime": stamp,
+        "failure": {"reason": r.INVALID_SPEC, "message": message},
+    }
+
+
+def startup_deadline_exceeded(spec: FineTuneJobSpec, status: dict[str, Any], created: datetime, now: datetime) -> bool:
+    """A job that was admitted (or created, without a queue) but never ran within startupDeadlineSeconds."""
+    if status.get("phase") not in (r.PENDING, r.STARTING) or status.get("startTime"):
+        return False
+    admitted = find_condition(status.get("conditions"), r.COND_ADMITTED)
+    since = parse_timestamp(admitted.get("lastTransitionTime")) if admitted and admitted.get("status") == "True" else created
+    return (now - (since or created)).total_seconds() > spec.run_policy.startup_deadline_seconds
+
+
+def startup_failure_status(status: dict[str, Any], *, generation: int | None, now: datetime) -> dict[str, Any]:
+    """Fail a job that never started; keeps the scheduler's explanation when there is one."""
+    stamp = timestamp(now)
+    why = status.get("reason")
+    reason = why if why in (r.UNSCHEDULABLE, r.IMAGE_PULL_FAILED) else r.STARTUP_DEADLINE_EXCEEDED
+    message = f"did not start within runPolicy.startupDeadlineSeconds: {status.get('message', '')}".rstrip(": ")
+    hint = r.FAILURE_HINTS.get(reason)
+    if hint:
+        message = f"{message}; {hint}"
+    conditions = list(status.get("conditions") or [])
+    for type_, value in ((r.COND_FAILED, True), (r.COND_RUNNING, False), (r.COND_SUCCEEDED, False)):
+        conditions = set_condition(conditions, type_, value, reason, message, now=stamp, generation=generation)
+    return {
+        "phase": r.FAILED,
+        "reason": reason,
+        "message": message,
+        "conditions": conditions,
+        "completionTime": stamp,
+        "failure": {"reason": reason, "message": message},
+    }
+
+
+def ttl_expired(spec: FineTuneJobSpec, status: dict[str, Any], now: datetime) -> bool:
+    ttl = spec.run_policy.ttl_seconds_after_finished
+    finished = parse_timestamp(status.get("completionTime"))
+    if ttl is None or finished is None or status.get("phase") not in r.TERMINAL_PHASES:
+        return False
+    return (now - finished).total_seconds() >= ttl
+
+
+def status_changes(previous: dict[str, Any], derived: dict[str, Any]) -> dict[str, Any]:
+    """Only the fields that differ: unchanged status is never rewritten."""
+    return {k: v for k, v in derived.items() if previous.get(k) != v}
