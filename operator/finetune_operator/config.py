@@ -18,6 +18,9 @@ class OperatorConfig:
     # Extra env for every trainer container (the sandbox sets HF_HUB_OFFLINE=1 here).
     trainer_env: dict[str, str] = field(default_factory=dict)
     image_pull_policy: str = "IfNotPresent"
+    # Size cap of the trainer's memory-backed /dev/shm (dataloader workers, NCCL); it counts against
+    # the container's memory limit, so it is kept well below the default memory request.
+    shm_size: str = "2Gi"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
@@ -33,4 +36,5 @@ class OperatorConfig:
             status_interval_seconds=float(env.get("FINETUNE_STATUS_INTERVAL_SECONDS", cls.status_interval_seconds)),
             trainer_env=extra,
             image_pull_policy=env.get("FINETUNE_IMAGE_PULL_POLICY", cls.image_pull_policy),
+            shm_size=env.get("FINETUNE_SHM_SIZE", cls.shm_size),
         )

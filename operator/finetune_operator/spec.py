@@ -11,7 +11,7 @@ Field names are camelCase on the wire (as users write them) and snake_case in Py
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasGenerator,
@@ -60,6 +60,12 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 RESOURCE_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$"
 METRIC_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+# An image reference (registry/path:tag@digest) or empty for the operator's default; no spaces or shell
+# metacharacters, so a value can never smuggle a command into anything that renders it.
+IMAGE_PATTERN = r"^([a-zA-Z0-9][a-zA-Z0-9._/:@+-]*)?$"
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+MODULE_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 COLUMN_ROLES = (
     "text", "textPair", "label", "tokens", "tags", "prompt", "response",
     "source", "target", "image", "audio", "transcript",
@@ -72,9 +78,28 @@ RESERVED_ENV = (
     "FINETUNE_CONFIG", "FINETUNE_JOB_NAME", "FINETUNE_JOB_NAMESPACE", "FINETUNE_VOLUME_MOUNTS",
 )
 
+# Upper bound of counters and durations that have no natural limit: the int32 range the CRD declares.
+INT32_MAX = 2**31 - 1
+# A spec beyond this many JSON values is abuse (e.g. a YAML alias bomb), not a training job.
+MAX_SPEC_VALUES = 100_000
+
+ColumnName = Annotated[str, Field(min_length=1, max_length=256)]
+LabelName = Annotated[str, Field(max_length=256)]
+ModuleName = Annotated[str, Field(max_length=128, pattern=MODULE_NAME_PATTERN)]
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+
 # The longest child name is "<name>-trainer-<index>" for the rank pods' hostnames (a DNS label,
 # at most 63 characters), so the FineTuneJob's own name must leave room for the suffix.
 MAX_NAME_LENGTH = 45
+
+
+class _FieldRuleError(ValueError):
+    """A cross-field rule broken; `field` is the camelCase path, relative to the model that checks it,
+    of the field to blame (the CRD's CEL rule reports the same path through its fieldPath)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class _Model(BaseModel):
@@ -83,12 +108,15 @@ class _Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        # The API server only ever stores JSON types the CRD schema allows ("16" is not an integer there);
+        # strict parsing keeps `parse_spec` from accepting what `kubectl apply` would refuse.
+        strict=True,
     )
 
 
 class ModelSource(_Model):
     source: str = Field(pattern=MODEL_URI_PATTERN, max_length=1024)
-    revision: str = Field(default="main", pattern=r"^[A-Za-z0-9._/-]{1,128}$")
+    revision: str = Field(default="main", pattern=r"^[A-Za-z0-9._/-]{1,128}$", max_length=128)
 
 
 class Dataset(_Model):
@@ -98,39 +126,38 @@ class Dataset(_Model):
     # Evaluated before and after fine-tuning to measure what was forgotten.
     retention: str | None = Field(default=None, pattern=DATA_URI_PATTERN, max_length=1024)
     format: DatasetFormat = "csv"
-    columns: dict[str, str] = Field(default_factory=dict)
+    columns: dict[str, ColumnName] = Field(default_factory=dict, max_length=len(COLUMN_ROLES))
     # Label names in id order; inferred from the training data when empty.
-    labels: list[str] = Field(default_factory=list, max_length=10000)
-    max_train_samples: int | None = Field(default=None, ge=1)
+    labels: list[LabelName] = Field(default_factory=list, max_length=10000)
+    max_train_samples: int | None = Field(default=None, ge=1, le=INT32_MAX)
 
     @field_validator("columns")
     @classmethod
     def _known_roles(cls, columns: dict[str, str]) -> dict[str, str]:
-        for role, column in columns.items():
+        for role in columns:
             if role not in COLUMN_ROLES:
                 raise ValueError(
-                    f"unknown column role {role!r}; valid roles are {', '.join(COLUMN_ROLES)} "
+                    f"unknown column role {role[:64]!r}; valid roles are {', '.join(COLUMN_ROLES)} "
                     "(e.g. columns: {text: sentence, label: label})"
                 )
-            if not 1 <= len(column) <= 256:
-                raise ValueError(f"column name for {role!r} must be 1-256 characters, got {column!r}")
         return columns
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> Dataset:
         if self.validation is not None and self.validation_split is not None:
-            raise ValueError(
-                "set either validation (a file) or validationSplit (a fraction of train), not both"
+            raise _FieldRuleError(
+                "validationSplit",
+                "set either validation (a file) or validationSplit (a fraction of train), not both",
             )
         return self
 
 
 class LoraSettings(_Model):
     r: int = Field(default=8, ge=1, le=1024)
-    alpha: float = Field(default=16, gt=0, le=4096)
+    alpha: float = Field(default=16.0, gt=0, le=4096)
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     # Empty: chosen per architecture by the trainer.
-    target_modules: list[str] = Field(default_factory=list, max_length=64)
+    target_modules: list[ModuleName] = Field(default_factory=list, max_length=64)
     merge_adapter: bool = False
 
 
@@ -147,9 +174,11 @@ class Method(_Model):
     @model_validator(mode="after")
     def _settings_match_type(self) -> Method:
         if self.lora is not None and self.type != "lora":
-            raise ValueError(f"lora settings are only allowed with type: lora (type is {self.type!r})")
+            raise _FieldRuleError("lora", f"lora settings are only allowed with type: lora (type is {self.type!r})")
         if self.freeze is not None and self.type != "freeze":
-            raise ValueError(f"freeze settings are only allowed with type: freeze (type is {self.type!r})")
+            raise _FieldRuleError(
+                "freeze", f"freeze settings are only allowed with type: freeze (type is {self.type!r})"
+            )
         return self
 
 
@@ -166,12 +195,12 @@ class Hyperparameters(_Model):
     precision: Precision = "auto"
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
     eval_strategy: EvalStrategy = "epoch"
-    eval_steps: int | None = Field(default=None, ge=1)
+    eval_steps: int | None = Field(default=None, ge=1, le=100_000_000)
 
     @model_validator(mode="after")
     def _eval_steps_with_steps(self) -> Hyperparameters:
         if self.eval_strategy == "steps" and self.eval_steps is None:
-            raise ValueError("evalStrategy: steps needs evalSteps (e.g. evalSteps: 100)")
+            raise _FieldRuleError("evalSteps", "evalStrategy: steps needs evalSteps (e.g. evalSteps: 100)")
         return self
 
 
@@ -199,8 +228,8 @@ class Resources(_Model):
     nodes: int = Field(default=1, ge=1, le=1024)
     gpus_per_node: int = Field(default=1, ge=0, le=64)
     gpu_resource_name: str = Field(default="nvidia.com/gpu", pattern=RESOURCE_NAME_PATTERN, max_length=253)
-    cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
-    memory: str | None = Field(default=None, pattern=QUANTITY_PATTERN)
+    cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN, max_length=64)
+    memory: str | None = Field(default=None, pattern=QUANTITY_PATTERN, max_length=64)
 
     @field_validator("cpu", "memory", mode="before")
     @classmethod
@@ -210,12 +239,12 @@ class Resources(_Model):
 
 
 class Scheduling(_Model):
-    queue_name: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN)
-    priority_class_name: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    queue_name: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN, max_length=63)
+    priority_class_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN_PATTERN)
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=64)
     tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
     affinity: dict[str, Any] = Field(default_factory=dict)
-    scheduler_name: str | None = Field(default=None, max_length=253)
+    scheduler_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
 
 
 class Output(_Model):
@@ -226,20 +255,20 @@ class Output(_Model):
 
 class RunPolicy(_Model):
     backoff_limit: int = Field(default=3, ge=0, le=100)
-    active_deadline_seconds: int | None = Field(default=None, ge=1)
-    startup_deadline_seconds: int = Field(default=1800, ge=1)
-    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    active_deadline_seconds: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    startup_deadline_seconds: int = Field(default=1800, ge=1, le=INT32_MAX)
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, le=INT32_MAX)
     suspend: bool = False
     termination_grace_period_seconds: int = Field(default=120, ge=0, le=3600)
 
 
 class SecretKeyRef(_Model):
-    name: str = Field(pattern=DNS_LABEL_PATTERN)
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63)
     key: str = Field(default="token", pattern=r"^[-._a-zA-Z0-9]{1,253}$")
 
 
 class SecretRef(_Model):
-    name: str = Field(pattern=DNS_LABEL_PATTERN)
+    name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63)
 
 
 class Secrets(_Model):
@@ -269,7 +298,7 @@ class FineTuneJobSpec(_Model):
     regularization: Regularization = Field(default_factory=Regularization)
     resources: Resources = Field(default_factory=Resources)
     scheduling: Scheduling = Field(default_factory=Scheduling)
-    image: str = Field(default="", max_length=1024)
+    image: str = Field(default="", pattern=IMAGE_PATTERN, max_length=1024)
     output: Output
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     secrets: Secrets = Field(default_factory=Secrets)
@@ -279,21 +308,29 @@ class FineTuneJobSpec(_Model):
     def _cross_field_rules(self) -> FineTuneJobSpec:
         fmt = self.dataset.format
         if fmt == "imagefolder" and self.task != "image-classification":
-            raise ValueError(f"dataset.format imagefolder needs task: image-classification (task is {self.task!r})")
+            raise _FieldRuleError(
+                "dataset.format",
+                f"dataset.format imagefolder needs task: image-classification (task is {self.task!r})",
+            )
         if fmt == "audiofolder" and self.task not in ("audio-classification", "speech-recognition"):
-            raise ValueError(
+            raise _FieldRuleError(
+                "dataset.format",
                 f"dataset.format audiofolder needs task: audio-classification or speech-recognition "
                 f"(task is {self.task!r})"
             )
         early = self.regularization.early_stopping
         has_eval = self.dataset.validation is not None or self.dataset.validation_split is not None
         if early is not None and not has_eval:
-            raise ValueError(
+            raise _FieldRuleError(
+                "regularization.earlyStopping",
                 "regularization.earlyStopping needs an evaluation set: set dataset.validation "
                 "or dataset.validationSplit (e.g. validationSplit: 0.1)"
             )
         if early is not None and self.hyperparameters.eval_strategy == "no":
-            raise ValueError("regularization.earlyStopping needs evaluation: evalStrategy must not be 'no'")
+            raise _FieldRuleError(
+                "regularization.earlyStopping",
+                "regularization.earlyStopping needs evaluation: hyperparameters.evalStrategy must not be 'no'",
+            )
         return self
 
     @property
@@ -311,7 +348,11 @@ class InvalidSpec(ValueError):
 
 
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
-    path = ".".join(str(part) for part in error["loc"])
+    loc = [str(part) for part in error["loc"]]
+    rule = error.get("ctx", {}).get("error")
+    if isinstance(rule, _FieldRuleError):
+        loc.append(rule.field)
+    path = ".".join(loc)
     given = error.get("input")
     kind = error["type"]
     if kind == "missing":
@@ -320,13 +361,33 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
         return path, "is not a known field (check its spelling and nesting)"
     if kind == "literal_error":
         expected = error.get("ctx", {}).get("expected", "")
-        return path, f"must be one of {expected}; got {given!r}"
+        return path, f"must be one of {expected}; got {_shorten(given)}"
     if kind == "string_pattern_mismatch":
-        return path, f"{given!r} is not valid here; {_pattern_hint(path)}"
+        return path, f"{_shorten(given)} is not valid here; {_pattern_hint(path)}"
     message = error["msg"].removeprefix("Value error, ")
     if given is not None and not isinstance(given, dict | list) and kind != "value_error":
-        return path, f"{message}; got {given!r}"
+        return path, f"{message}; got {_shorten(given)}"
     return path, message
+
+
+def _shorten(value: Any) -> str:
+    # Error messages end up in events and status: never echo a megabyte back.
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def _count_values(value: Any, budget: int) -> int:
+    """How many JSON values `value` holds, counting shared (YAML-aliased) subtrees every time they occur,
+    stopping once `budget` is exceeded."""
+    count, stack = 0, [value]
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 def _pattern_hint(path: str) -> str:
@@ -347,6 +408,8 @@ def parse_spec(spec: dict[str, Any] | None, name: str = "") -> FineTuneJobSpec:
     """Parse and check a FineTuneJob spec; raise InvalidSpec naming the first bad field."""
     if name:
         check_name(name)
+    if _count_values(spec, MAX_SPEC_VALUES) > MAX_SPEC_VALUES:
+        raise InvalidSpec("", f"is too large: more than {MAX_SPEC_VALUES} values (YAML aliases count every time)")
     try:
         return FineTuneJobSpec.model_validate(spec or {})
     except ValidationError as exc:

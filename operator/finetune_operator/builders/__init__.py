@@ -1,0 +1,12 @@
+"""Pure builders: a FineTuneJob spec in, the manifest dicts of its children out.
+
+No I/O and no Kopf here; the create handler adopts what these return (owner references) and sends it.
+docs/pod-contract.md is the specification these functions implement.
+"""
+
+from .claims import pvc_claims
+from .configmap import build_config_map, config_hash
+from .job import build_job
+from .service import build_service
+
+__all__ = ["build_config_map", "build_job", "build_service", "config_hash", "pvc_claims"]

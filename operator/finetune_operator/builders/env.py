@@ -1,0 +1,105 @@
+"""The trainer container's environment: the distributed contract, operator extras, the user's env, secrets.
+
+Order matters only for readability and `$(VAR)` expansion; names are unique, and a later source
+replaces an earlier entry of the same name (operator-wide `trainer_env` may override contract
+values, e.g. the sandbox pointing MASTER_ADDR at localhost; the spec's own env cannot touch reserved
+names, which spec.py enforces).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..config import OperatorConfig
+from ..names import (
+    CACHE_MOUNT_DIR,
+    CONFIG_FILE_KEY,
+    CONFIG_MOUNT_DIR,
+    RENDEZVOUS_PORT,
+    TERMINATION_LOG,
+    service_name,
+    training_job_name,
+)
+from ..spec import FineTuneJobSpec
+from .volumes import claim_mount_table
+
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+HF_TOKEN_ENV = "HF_TOKEN"
+
+
+def procs_per_node(spec: FineTuneJobSpec) -> int:
+    # A CPU-only node still runs one training process.
+    return max(1, spec.resources.gpus_per_node)
+
+
+def master_address(name: str, namespace: str) -> str:
+    """Rank 0's pod through the headless Service: Indexed Job pods are named JOB-INDEX."""
+    return f"{training_job_name(name)}-0.{service_name(name)}.{namespace}.svc"
+
+
+def contract_env(spec: FineTuneJobSpec, name: str, namespace: str) -> list[dict[str, Any]]:
+    nodes = spec.resources.nodes
+    nproc = procs_per_node(spec)
+    master = master_address(name, namespace)
+    plain = {
+        "FINETUNE_CONFIG": f"{CONFIG_MOUNT_DIR}/{CONFIG_FILE_KEY}",
+        "FINETUNE_JOB_NAME": name,
+        "FINETUNE_JOB_NAMESPACE": namespace,
+        "FINETUNE_VOLUME_MOUNTS": json.dumps(claim_mount_table(spec), sort_keys=True),
+        "FINETUNE_TERMINATION_LOG": TERMINATION_LOG,
+        "HF_HOME": f"{CACHE_MOUNT_DIR}/huggingface",
+        "MASTER_ADDR": master,
+        "PET_MASTER_ADDR": master,
+        "MASTER_PORT": str(RENDEZVOUS_PORT),
+        "PET_MASTER_PORT": str(RENDEZVOUS_PORT),
+        "WORLD_SIZE": str(nodes * nproc),
+        "NNODES": str(nodes),
+        "PET_NNODES": str(nodes),
+        "NPROC_PER_NODE": str(nproc),
+        "PET_NPROC_PER_NODE": str(nproc),
+    }
+    env = [{"name": key, "value": value} for key, value in plain.items()]
+    rank_path = f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
+    env += [
+        {"name": key, "valueFrom": {"fieldRef": {"fieldPath": rank_path}}}
+        for key in ("RANK", "NODE_RANK", "PET_NODE_RANK")
+    ]
+    return env
+
+
+def user_env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    env = []
+    for var in spec.env:
+        entry: dict[str, Any] = {"name": var.name}
+        if var.value_from is not None:
+            entry["valueFrom"] = var.value_from
+        else:
+            entry["value"] = var.value or ""
+        env.append(entry)
+    return env
+
+
+def secret_env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    token = spec.secrets.hf_token
+    if token is None:
+        return []
+    return [{"name": HF_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}]
+
+
+def build_env(spec: FineTuneJobSpec, name: str, namespace: str, config: OperatorConfig) -> list[dict[str, Any]]:
+    operator_env = [{"name": key, "value": value} for key, value in config.trainer_env.items()]
+    merged: dict[str, dict[str, Any]] = {}
+    for entry in [*contract_env(spec, name, namespace), *operator_env, *user_env(spec), *secret_env(spec)]:
+        # Re-inserting moves an overridden name to its new source's position, so the list still
+        # reads contract, operator, user, secrets.
+        merged.pop(entry["name"], None)
+        merged[entry["name"]] = entry
+    return list(merged.values())
+
+
+def build_env_from(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    credentials = spec.secrets.s3_credentials
+    if credentials is None:
+        return []
+    return [{"secretRef": {"name": credentials.name}}]

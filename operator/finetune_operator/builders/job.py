@@ -1,0 +1,73 @@
+"""The batch/v1 Job that runs the trainer: Indexed, one completion per node, rank = completion index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import OperatorConfig
+from ..names import LABEL_QUEUE_NAME, TRAINER_CONTAINER, training_job_name
+from ..spec import FineTuneJobSpec
+from .meta import child_metadata
+from .pod_template import build_pod_template
+
+# The trainer's exit code for bad input (docs/pod-contract.md): retrying cannot help.
+EXIT_CODE_INVALID_DATA = 3
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": TRAINER_CONTAINER,
+                    "operator": "In",
+                    "values": [EXIT_CODE_INVALID_DATA],
+                },
+            },
+            # Preemption, node drain and eviction are not the trainer's fault.
+            {
+                "action": "Ignore",
+                "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+            },
+            {
+                "action": "Count",
+                "onExitCodes": {
+                    "containerName": TRAINER_CONTAINER,
+                    "operator": "NotIn",
+                    "values": [0, EXIT_CODE_INVALID_DATA],
+                },
+            },
+        ]
+    }
+
+
+def build_job(
+    spec: FineTuneJobSpec, name: str, namespace: str, *, config: OperatorConfig, config_hash: str
+) -> dict[str, Any]:
+    metadata = child_metadata(training_job_name(name), namespace, name)
+    queue = spec.scheduling.queue_name
+    if queue:
+        metadata["labels"][LABEL_QUEUE_NAME] = queue
+    nodes = spec.resources.nodes
+    run_policy = spec.run_policy
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": nodes,
+        "parallelism": nodes,
+        # Job-level, not backoffLimitPerIndex: ranks train together, so any rank's failure is the
+        # whole run's failure, and a per-index budget would let one flaky rank exhaust the others.
+        "backoffLimit": run_policy.backoff_limit,
+        "podFailurePolicy": pod_failure_policy(),
+        # A replacement rank starts only once the failed one is gone, so two pods never claim one
+        # hostname (and rank) at the same time.
+        "podReplacementPolicy": "Failed",
+        # Kueue admits a queued Job by unsuspending it.
+        "suspend": run_policy.suspend or bool(queue),
+        "template": build_pod_template(spec, name, namespace, config=config, config_hash=config_hash),
+    }
+    # No ttlSecondsAfterFinished: the operator applies the FineTuneJob's TTL itself, after it has
+    # read the Job's final status.
+    if run_policy.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = run_policy.active_deadline_seconds
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}

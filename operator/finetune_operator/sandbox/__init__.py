@@ -1,0 +1,1 @@
+"""The local sandbox control plane: an in-process Kubernetes API server and its helpers."""

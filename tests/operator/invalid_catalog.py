@@ -1,0 +1,262 @@
+"""Invalid FineTuneJobs, each with the one field it is about and which side (CRD schema, spec.py) catches it.
+
+Each case edits a copy of a valid FineTuneJob (`base_job()`) in place. `field` is the dotted camelCase
+path under `spec` ("" = the spec or the object as a whole) as `InvalidSpec.field` names it; the CRD's
+cause path is the same field written the API server's way (`spec.env[0].name`). Both sides reject
+unless a case says otherwise, and then the test asserts exactly what it says.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+REJECT = "reject"
+# The API server drops unknown fields silently by default and rejects them with fieldValidation=Strict.
+PRUNE = "prune"
+# The API server accepts the object as written (after pruning and defaulting).
+ACCEPT = "accept"
+
+
+def base_job() -> dict[str, Any]:
+    return {
+        "apiVersion": "finetune.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "sentiment-minilm", "namespace": "default"},
+        "spec": {
+            "task": "text-classification",
+            "model": {"source": "pvc://models/all-MiniLM-L6-v2"},
+            "dataset": {
+                "train": "pvc://datasets/sentiment/train.csv",
+                "validation": "pvc://datasets/sentiment/validation.csv",
+                "columns": {"text": "sentence", "label": "label"},
+            },
+            "hyperparameters": {"epochs": 2, "batchSize": 16},
+            "output": {"uri": "pvc://models/sentiment-minilm"},
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    field: str
+    edit: Callable[[dict[str, Any]], None]
+    crd: str = REJECT
+    pydantic: str = REJECT
+    # Where a side reports the problem somewhere else than `field`, e.g. the object name: "" = the object.
+    crd_field: str | None = None
+    pydantic_field: str | None = None
+    # A word the message must contain (used where the path alone cannot say what went wrong).
+    says: str = ""
+
+    def job(self) -> dict[str, Any]:
+        job = base_job()
+        self.edit(job)
+        return job
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    """Edit: set spec.<path> (dotted; missing objects are created) to value."""
+    def edit(job: dict[str, Any]) -> None:
+        node = job["spec"]
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = copy.deepcopy(value)
+    return edit
+
+
+def _drop(path: str) -> Callable[[dict[str, Any]], None]:
+    def edit(job: dict[str, Any]) -> None:
+        node = job["spec"]
+        *parents, last = path.split(".")
+        for part in parents:
+            node = node[part]
+        del node[last]
+    return edit
+
+
+def _both(*edits: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def edit(job: dict[str, Any]) -> None:
+        for one in edits:
+            one(job)
+    return edit
+
+
+def _name(value: str) -> Callable[[dict[str, Any]], None]:
+    def edit(job: dict[str, Any]) -> None:
+        job["metadata"]["name"] = value
+    return edit
+
+
+def _whole_spec(value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(job: dict[str, Any]) -> None:
+        job["spec"] = value
+    return edit
+
+
+# YAML anchors: each level references the previous one ten times. Eight levels are 10^8 strings once
+# expanded, a few KB in memory: a "billion laughs" that both sides must refuse without expanding it.
+_ALIAS_BOMB = yaml.safe_load("""
+l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+l1: &l1 [*l0, *l0, *l0, *l0, *l0, *l0, *l0, *l0, *l0, *l0]
+l2: &l2 [*l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1, *l1]
+l3: &l3 [*l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2, *l2]
+l4: &l4 [*l3, *l3, *l3, *l3, *l3, *l3, *l3, *l3, *l3, *l3]
+l5: &l5 [*l4, *l4, *l4, *l4, *l4, *l4, *l4, *l4, *l4, *l4]
+l6: &l6 [*l5, *l5, *l5, *l5, *l5, *l5, *l5, *l5, *l5, *l5]
+l7: &l7 [*l6, *l6, *l6, *l6, *l6, *l6, *l6, *l6, *l6, *l6]
+""")
+# A small alias: a list of lists where a list of strings belongs.
+_ALIAS_NESTED = yaml.safe_load("""
+row: &row ["a", "b"]
+labels: ["ok", *row]
+""")["labels"]
+
+_LORA = _set("method.type", "lora")
+
+CASES: list[Case] = [
+    # task
+    Case("unknown-task", "task", _set("task", "text-generation")),
+    Case("task-missing", "task", _drop("task")),
+    Case("task-not-a-string", "task", _set("task", 5)),
+    # model
+    Case("model-missing", "model", _drop("model")),
+    Case("model-source-missing", "model.source", _set("model", {"revision": "main"})),
+    Case("model-source-http", "model.source", _set("model.source", "http://evil.example/model.bin")),
+    Case("model-source-shell-injection", "model.source", _set("model.source", "pvc://models/x; rm -rf /")),
+    Case("model-source-command-substitution", "model.source", _set("model.source", "$(curl x)")),
+    Case("model-source-trailing-newline", "model.source", _set("model.source", "hf://org/name\n")),
+    Case("model-source-too-long", "model.source", _set("model.source", "pvc://models/" + "a" * 2000)),
+    Case("model-revision-injection", "model.revision", _set("model.revision", "main; rm -rf /")),
+    Case("model-revision-too-long", "model.revision", _set("model.revision", "r" * 129)),
+    # dataset
+    Case("dataset-missing", "dataset", _drop("dataset")),
+    Case("dataset-train-ftp", "dataset.train", _set("dataset.train", "ftp://host/train.csv")),
+    Case("dataset-retention-javascript", "dataset.retention", _set("dataset.retention", "javascript:alert(1)")),
+    Case("dataset-validation-and-split", "dataset.validationSplit", _set("dataset.validationSplit", 0.1)),
+    Case("dataset-split-one", "dataset.validationSplit",
+         _both(_drop("dataset.validation"), _set("dataset.validationSplit", 1.0))),
+    Case("dataset-split-zero", "dataset.validationSplit",
+         _both(_drop("dataset.validation"), _set("dataset.validationSplit", 0))),
+    Case("dataset-format-unknown", "dataset.format", _set("dataset.format", "xlsx")),
+    Case("imagefolder-for-text", "dataset.format", _set("dataset.format", "imagefolder")),
+    Case("audiofolder-for-causal-lm", "dataset.format",
+         _both(_set("task", "causal-lm"), _set("dataset.format", "audiofolder"))),
+    Case("column-role-unknown", "dataset.columns", _set("dataset.columns", {"text": "s", "question": "q"})),
+    Case("column-name-empty", "dataset.columns.text", _set("dataset.columns", {"text": ""})),
+    Case("column-name-not-a-string", "dataset.columns.label", _set("dataset.columns", {"label": 3})),
+    Case("labels-too-many", "dataset.labels", _set("dataset.labels", [f"l{i}" for i in range(10001)])),
+    Case("labels-nested-by-yaml-alias", "dataset.labels.1", _set("dataset.labels", _ALIAS_NESTED)),
+    Case("max-train-samples-zero", "dataset.maxTrainSamples", _set("dataset.maxTrainSamples", 0)),
+    Case("max-train-samples-string", "dataset.maxTrainSamples", _set("dataset.maxTrainSamples", "100")),
+    Case("max-train-samples-huge", "dataset.maxTrainSamples", _set("dataset.maxTrainSamples", 10**12)),
+    # method
+    Case("method-type-unknown", "method.type", _set("method.type", "qlora")),
+    Case("lora-settings-with-full", "method.lora", _set("method.lora", {"r": 8})),
+    Case("freeze-settings-with-lora", "method.freeze", _both(_LORA, _set("method.freeze", {}))),
+    Case("lora-rank-zero", "method.lora.r", _both(_LORA, _set("method.lora.r", 0))),
+    Case("lora-rank-fractional", "method.lora.r", _both(_LORA, _set("method.lora.r", 1.5))),
+    Case("lora-dropout-one", "method.lora.dropout", _both(_LORA, _set("method.lora.dropout", 1.0))),
+    Case("lora-too-many-targets", "method.lora.targetModules",
+         _both(_LORA, _set("method.lora.targetModules", [f"m{i}" for i in range(65)]))),
+    Case("lora-target-injection", "method.lora.targetModules.0",
+         _both(_LORA, _set("method.lora.targetModules", ["q_proj; rm -rf /"]))),
+    Case("freeze-layers-negative", "method.freeze.trainableLayers",
+         _both(_set("method.type", "freeze"), _set("method.freeze.trainableLayers", -1))),
+    # hyperparameters
+    Case("learning-rate-zero", "hyperparameters.learningRate", _set("hyperparameters.learningRate", 0)),
+    Case("learning-rate-string", "hyperparameters.learningRate", _set("hyperparameters.learningRate", "fast")),
+    Case("learning-rate-huge", "hyperparameters.learningRate", _set("hyperparameters.learningRate", 1e10)),
+    Case("epochs-negative", "hyperparameters.epochs", _set("hyperparameters.epochs", -1)),
+    Case("batch-size-huge", "hyperparameters.batchSize", _set("hyperparameters.batchSize", 10**12)),
+    Case("batch-size-boolean", "hyperparameters.batchSize", _set("hyperparameters.batchSize", True)),
+    Case("batch-size-numeric-string", "hyperparameters.batchSize", _set("hyperparameters.batchSize", "16")),
+    Case("max-seq-length-tiny", "hyperparameters.maxSeqLength", _set("hyperparameters.maxSeqLength", 4)),
+    Case("warmup-ratio-above-one", "hyperparameters.warmupRatio", _set("hyperparameters.warmupRatio", 1.5)),
+    Case("precision-unknown", "hyperparameters.precision", _set("hyperparameters.precision", "fp8")),
+    Case("seed-negative", "hyperparameters.seed", _set("hyperparameters.seed", -1)),
+    Case("eval-steps-missing", "hyperparameters.evalSteps", _set("hyperparameters.evalStrategy", "steps")),
+    Case("eval-steps-zero", "hyperparameters.evalSteps",
+         _both(_set("hyperparameters.evalStrategy", "steps"), _set("hyperparameters.evalSteps", 0))),
+    # regularization
+    Case("early-stopping-without-eval-set", "regularization.earlyStopping",
+         _both(_drop("dataset.validation"), _set("regularization.earlyStopping", {}))),
+    Case("early-stopping-without-evaluation", "regularization.earlyStopping",
+         _both(_set("hyperparameters.evalStrategy", "no"), _set("regularization.earlyStopping", {}))),
+    Case("early-stopping-metric-injection", "regularization.earlyStopping.metric",
+         _set("regularization.earlyStopping", {"metric": "eval_loss; DROP TABLE runs"})),
+    Case("label-smoothing-one", "regularization.labelSmoothing", _set("regularization.labelSmoothing", 1)),
+    Case("token-dropout-negative", "regularization.augmentation.tokenDropout",
+         _set("regularization.augmentation", {"tokenDropout": -0.1})),
+    # resources
+    Case("nodes-zero", "resources.nodes", _set("resources.nodes", 0)),
+    Case("nodes-huge", "resources.nodes", _set("resources.nodes", 5000)),
+    Case("gpus-negative", "resources.gpusPerNode", _set("resources.gpusPerNode", -1)),
+    Case("cpu-words", "resources.cpu", _set("resources.cpu", "lots")),
+    Case("cpu-negative-integer", "resources.cpu", _set("resources.cpu", -2)),
+    Case("cpu-float", "resources.cpu", _set("resources.cpu", 0.5)),
+    Case("memory-command-substitution", "resources.memory", _set("resources.memory", "$(curl x)")),
+    Case("gpu-resource-name-injection", "resources.gpuResourceName",
+         _set("resources.gpuResourceName", "nvidia.com/gpu; rm -rf /")),
+    # scheduling
+    Case("queue-name-uppercase", "scheduling.queueName", _set("scheduling.queueName", "Team_A")),
+    Case("queue-name-newline-injection", "scheduling.queueName",
+         _set("scheduling.queueName", "team-a\nkind: Secret")),
+    Case("priority-class-injection", "scheduling.priorityClassName",
+         _set("scheduling.priorityClassName", "high; rm -rf /")),
+    Case("scheduler-name-too-long", "scheduling.schedulerName", _set("scheduling.schedulerName", "s" * 300)),
+    Case("node-selector-value-not-a-string", "scheduling.nodeSelector.gpu",
+         _set("scheduling.nodeSelector", {"gpu": 1})),
+    Case("node-selector-value-injection", "scheduling.nodeSelector.pool",
+         _set("scheduling.nodeSelector", {"pool": "$(curl x)"})),
+    Case("tolerations-not-a-list", "scheduling.tolerations", _set("scheduling.tolerations", {"key": "gpu"})),
+    Case("toleration-not-an-object", "scheduling.tolerations.0", _set("scheduling.tolerations", ["gpu"])),
+    # output
+    Case("output-missing", "output", _drop("output")),
+    Case("output-to-the-hub", "output.uri", _set("output.uri", "hf://me/model")),
+    Case("output-uppercase-claim", "output.uri", _set("output.uri", "pvc://Models/x")),
+    Case("checkpoints-to-keep-zero", "output.checkpointsToKeep", _set("output.checkpointsToKeep", 0)),
+    # runPolicy
+    Case("backoff-limit-huge", "runPolicy.backoffLimit", _set("runPolicy.backoffLimit", 101)),
+    Case("suspend-yes-string", "runPolicy.suspend", _set("runPolicy.suspend", "yes")),
+    Case("grace-period-too-long", "runPolicy.terminationGracePeriodSeconds",
+         _set("runPolicy.terminationGracePeriodSeconds", 7200)),
+    Case("deadline-beyond-int32", "runPolicy.activeDeadlineSeconds", _set("runPolicy.activeDeadlineSeconds", 2**31)),
+    # secrets
+    Case("hf-token-without-name", "secrets.hfToken.name", _set("secrets.hfToken", {"key": "token"})),
+    Case("hf-token-path-traversal", "secrets.hfToken.name", _set("secrets.hfToken", {"name": "../etc/passwd"})),
+    # env
+    Case("env-reserved-master-addr", "env.0.name", _set("env", [{"name": "MASTER_ADDR", "value": "evil"}])),
+    Case("env-reserved-second-item", "env.1.name",
+         _set("env", [{"name": "HOME", "value": "/h"}, {"name": "WORLD_SIZE", "value": "1"}])),
+    Case("env-name-with-space", "env.0.name", _set("env", [{"name": "A B", "value": "x"}])),
+    Case("env-name-command-substitution", "env.0.name", _set("env", [{"name": "$(curl x)"}])),
+    Case("env-name-missing", "env.0.name", _set("env", [{"value": "x"}])),
+    Case("env-value-too-long", "env.0.value", _set("env", [{"name": "BIG", "value": "x" * 40000}])),
+    Case("env-value-from-string", "env.0.valueFrom", _set("env", [{"name": "T", "valueFrom": "secret"}])),
+    Case("env-too-many", "env", _set("env", [{"name": f"V{i}", "value": "1"} for i in range(129)])),
+    # image
+    Case("image-shell-injection", "image", _set("image", "trainer:1; rm -rf /")),
+    Case("image-too-long", "image", _set("image", "a" * 2000)),
+    Case("image-not-a-string", "image", _set("image", 42)),
+    # the object as a whole
+    Case("spec-not-an-object", "", _whole_spec("hello")),
+    Case("alias-bomb-in-labels", "", _set("dataset.labels", _ALIAS_BOMB["l7"]), says="too large"),
+    Case("alias-bomb-in-affinity", "", _set("scheduling.affinity", {"nodeAffinity": _ALIAS_BOMB["l7"]}),
+         says="too large"),
+    Case("name-starts-with-digit", "metadata.name", _name("9lives"), crd_field="", pydantic_field="",
+         says="metadata.name"),
+    Case("name-too-long", "metadata.name", _name("a" * 46), crd_field="", pydantic_field="", says="metadata.name"),
+    Case("name-shell-injection", "metadata.name", _name("job; rm -rf /"), crd_field="", pydantic_field="",
+         says="metadata.name"),
+    # Where the two sides differ, by design of the API server:
+    Case("unknown-field-typo", "hyperparameters.learningrate", _set("hyperparameters.learningrate", 1e-4),
+         crd=PRUNE),
+    Case("null-image", "image", _set("image", None), crd=ACCEPT),
+]
