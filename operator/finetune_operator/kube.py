@@ -6,7 +6,6 @@ the `RBAC_CALLS` table below and checks it against the role.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -38,10 +37,6 @@ def load_config() -> None:
         config.load_kube_config()
 
 
-def _json(response: Any) -> dict[str, Any]:
-    return json.loads(response.data)
-
-
 class KubeApi:
     """Thin, synchronous wrappers; handlers run them in threads."""
 
@@ -63,13 +58,9 @@ class KubeApi:
 
     def patch_finetunejob_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # A JSON merge patch: lists (conditions) are replaced whole, so callers send complete lists.
-        self.custom.api_client.call_api(
-            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status",
-            "PATCH",
-            body={"status": status},
-            header_params={"Content-Type": "application/merge-patch+json", "Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status},
+            _content_type="application/merge-patch+json", _preload_content=False,
         )
 
     def delete_finetunejob(self, namespace: str, name: str) -> None:

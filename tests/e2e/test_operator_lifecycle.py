@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from finetune_operator.sandbox.cluster import wait_for
+from sandbox_support import Cluster, finetunejob, write_sentiment_csv
 
-from .conftest import Cluster, finetunejob, write_sentiment_csv
+from finetune_operator.sandbox.cluster import wait_for
 
 pytestmark = pytest.mark.e2e
 
