@@ -142,3 +142,18 @@ def test_spec_changes_after_creation_are_refused_with_a_warning(cluster: Cluster
     wait_for(warned, 30, message="a SpecChangeIgnored event")
     job = cluster.core.read_namespaced_config_map("frozen-config", team)
     assert json.loads(job.data["config.json"])["learning_rate"] == pytest.approx(1.0e-3)
+
+
+def test_operator_killed_right_after_apply_resumes_without_duplicates(cluster: Cluster, team: str) -> None:
+    cluster.apply(finetunejob("survivor", team, hyperparameters={"maxSteps": 20}))
+    # No grace: the operator may be mid-create. Its replacement must converge, not duplicate.
+    cluster.sandbox.operator.kill()
+    cluster.sandbox.operator.wait()
+    cluster.sandbox.start_operator()
+
+    status = cluster.wait_phase(team, "survivor", "Succeeded", "Failed", timeout=240)
+    assert status["phase"] == "Succeeded", status
+    assert [j.metadata.name for j in cluster.batch.list_namespaced_job(team).items] == ["survivor"]
+    assert [c.metadata.name for c in cluster.core.list_namespaced_config_map(team).items
+            if c.metadata.name.startswith("survivor")] == ["survivor-config"]
+    assert len(cluster.pods(team, "survivor")) == 1

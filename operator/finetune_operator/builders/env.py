@@ -49,6 +49,9 @@ def contract_env(spec: FineTuneJobSpec, name: str, namespace: str) -> list[dict[
         "FINETUNE_VOLUME_MOUNTS": json.dumps(claim_mount_table(spec), sort_keys=True),
         "FINETUNE_TERMINATION_LOG": TERMINATION_LOG,
         "HF_HOME": f"{CACHE_MOUNT_DIR}/huggingface",
+        # The root filesystem is read-only: libraries that cache under ~ or XDG dirs need a writable home.
+        "HOME": "/tmp",
+        "XDG_CACHE_HOME": CACHE_MOUNT_DIR,
         "MASTER_ADDR": master,
         "PET_MASTER_ADDR": master,
         "MASTER_PORT": str(RENDEZVOUS_PORT),

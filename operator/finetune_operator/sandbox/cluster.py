@@ -60,6 +60,7 @@ class Sandbox:
         gpu_resource_name: str = "nvidia.com/gpu",
         run_operator: bool = True,
         operator_env: dict[str, str] | None = None,
+        crd: dict[str, Any] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
@@ -67,6 +68,8 @@ class Sandbox:
         self.gpu_resource_name = gpu_resource_name
         self.run_operator = run_operator
         self.operator_env = operator_env or {}
+        # Tests may install a different CRD (e.g. a stale, looser one) to exercise the operator's own checks.
+        self.crd = crd
         self.kubeconfig = self.data_dir / "kubeconfig"
         self.operator_log = self.data_dir / "operator.log"
         self.url = ""
@@ -101,7 +104,7 @@ class Sandbox:
 
     async def install_crd(self) -> None:
         assert self.client is not None
-        crd = yaml.safe_load(CRD_FILE.read_text())
+        crd = self.crd or yaml.safe_load(CRD_FILE.read_text())
         with contextlib.suppress(ApiError):
             await self.client.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, crd)
         # Wait until the API serves the new resource (a real server takes a moment too).
