@@ -157,3 +157,12 @@ def test_operator_killed_right_after_apply_resumes_without_duplicates(cluster: C
     assert [c.metadata.name for c in cluster.core.list_namespaced_config_map(team).items
             if c.metadata.name.startswith("survivor")] == ["survivor-config"]
     assert len(cluster.pods(team, "survivor")) == 1
+
+
+def test_finished_job_is_deleted_after_its_ttl(cluster: Cluster, team: str) -> None:
+    write_sentiment_csv(cluster.pvc_dir(team, "datasets") / "broken" / "train.csv", label_column="stars")
+    cluster.apply(finetunejob("ephemeral", team, dataset={"train": "pvc://datasets/broken/train.csv"},
+                              runPolicy={"ttlSecondsAfterFinished": 2}))
+    cluster.wait_phase(team, "ephemeral", "Failed", timeout=180)
+    wait_for(lambda: cluster.ftj(team, "ephemeral") is None, 60, message="the FineTuneJob to be deleted after its TTL")
+    wait_for(lambda: not cluster.batch.list_namespaced_job(team).items, 60, message="its Job to be garbage-collected")
