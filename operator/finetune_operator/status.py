@@ -234,7 +234,15 @@ def derive_status(
 
     nodes = spec.resources.nodes
     live = _live_pods(observed.pods)
-    if sum(1 for p in live if _is_running(p)) >= nodes:
+    running = sum(1 for p in live if _is_running(p))
+    succeeded = sum(1 for p in observed.pods if (p.get("status") or {}).get("phase") == "Succeeded")
+    if succeeded and running + succeeded >= nodes:
+        # Ranks that exited 0 are done, not "starting": the Job controller has yet to mark it Complete.
+        out["startTime"] = out["startTime"] or stamp
+        message = f"{succeeded} of {nodes} trainer pods finished; waiting for the Job to complete"
+        cond(r.COND_RUNNING, True, r.FINISHING, message)
+        return finish(r.RUNNING, r.FINISHING, message)
+    if running >= nodes:
         out["startTime"] = out["startTime"] or stamp
         message = f"all {nodes} trainer pods running" if nodes > 1 else "the trainer pod is running"
         cond(r.COND_RUNNING, True, r.PODS_RUNNING, message)

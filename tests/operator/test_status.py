@@ -216,3 +216,12 @@ def test_ttl_after_finished():
     assert not ttl_expired(spec, status, NOW + timedelta(seconds=59))
     assert ttl_expired(spec, status, NOW + timedelta(seconds=60))
     assert not ttl_expired(make_spec(), status, NOW + timedelta(days=365))
+
+
+def test_ranks_that_finished_keep_the_job_running_until_the_job_completes():
+    done = pod("ft-0", "Succeeded", state={"terminated": {"exitCode": 0, "reason": "Completed"}})
+    status = derive(make_spec(resources={"nodes": 2}), Observed(job(active=1), [done, pod("ft-1")]))
+    assert status["phase"] == r.RUNNING
+    assert status["reason"] == r.FINISHING
+    alone = derive(make_spec(resources={"nodes": 1}), Observed(job(), [done]))
+    assert (alone["phase"], alone["message"]) == (r.RUNNING, "1 of 1 trainer pods finished; waiting for the Job to complete")
