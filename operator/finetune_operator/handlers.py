@@ -3,7 +3,8 @@
 Every trigger (a FineTuneJob created/resumed/updated, an event on its Job or pods, a periodic timer)
 runs the same idempotent `reconcile`: read the FineTuneJob, make sure its children exist, derive the
 status from what the children show, write only what changed. Level-triggered, so a restarted
-operator or a missed event converges on the next trigger.
+operator or a missed event converges on the next trigger. Progress reports arrive separately
+(progress_server -> progress_hub) and are written to the status on their own throttled path.
 """
 
 from __future__ import annotations
@@ -12,19 +13,26 @@ import asyncio
 import copy
 import logging
 import os
+import secrets
 from typing import Any
 
 import kopf
 
 from . import clock
 from . import reasons as r
-from .builders import build_config_map, build_job, build_service, config_hash
+from .builders import build_config_map, build_job, build_progress_secret, build_service, config_hash
+from .conditions import find_condition
 from .config import OperatorConfig
 from .kube import KubeApi, load_config
+from .metrics import OperatorMetrics
 from .names import GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION, training_job_name
-from .spec import InvalidSpec, parse_spec
+from .progress_hub import ProgressHub
+from .progress_server import Servers
+from .progress_tracking import JobRecord
+from .spec import FineTuneJobSpec, InvalidSpec, parse_spec
 from .status import (
     Observed,
+    apply_stall,
     derive_status,
     invalid_spec_status,
     parse_timestamp,
@@ -34,15 +42,18 @@ from .status import (
     ttl_expired,
 )
 
+log = logging.getLogger(__name__)
+
 CHILDREN = {LABEL_MANAGED_BY: MANAGED_BY}
-# Deadlines and TTLs need a clock tick even when nothing else happens to a job.
+# Deadlines, TTLs and stall detection need a clock tick even when nothing else happens to a job.
 RECONCILE_INTERVAL_SECONDS = float(os.environ.get("FINETUNE_RECONCILE_INTERVAL_SECONDS", "30"))
 # Spec fields that may change after creation; the training Job's pod template is immutable.
 MUTABLE_SPEC_FIELDS = {("runPolicy", "suspend")}
+PROGRESS_KEY_SECRET = "finetune-operator-progress-key"
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Kopf's own bookkeeping goes into annotations so the typed status schema stays ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
@@ -54,10 +65,33 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Handler logs are not Kubernetes events; only explicit kopf.event() calls and errors are posted.
     settings.posting.level = logging.ERROR
     settings.execution.max_workers = 16
-    memo.config = OperatorConfig.from_env()
+    memo.config = config = OperatorConfig.from_env()
     memo.locks = {}
     load_config()
-    memo.kube = KubeApi()
+    memo.kube = kube = KubeApi()
+    key = await asyncio.to_thread(_progress_key, kube)
+    memo.hub = hub = ProgressHub(key, kube.patch_finetunejob_status, OperatorMetrics(lambda: list(hub.records.values())),
+                                 status_interval=config.status_interval_seconds, clock=clock.now)
+    memo.servers = Servers(hub, progress_port=config.progress_port, metrics_port=config.metrics_port)
+    await memo.servers.start()
+
+
+def _progress_key(kube: KubeApi) -> bytes:
+    if os.environ.get("FINETUNE_PROGRESS_KEY"):
+        return os.environ["FINETUNE_PROGRESS_KEY"].encode()
+    namespace = os.environ.get("POD_NAMESPACE")
+    if namespace:
+        return kube.progress_key(namespace, PROGRESS_KEY_SECRET)
+    # Outside a cluster with no key given: tokens change when the operator restarts, so running
+    # trainers' reports are refused (403) until their jobs restart. Set FINETUNE_PROGRESS_KEY to avoid it.
+    log.warning("no FINETUNE_PROGRESS_KEY and no POD_NAMESPACE: using an ephemeral progress key")
+    return secrets.token_bytes(32)
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    await memo.servers.stop()
+    await memo.hub.close()
 
 
 @kopf.index("batch", "v1", "jobs", labels=CHILDREN)
@@ -95,23 +129,40 @@ async def child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, tr
     await reconcile(namespace, labels[LABEL_JOB_NAME], memo, training_jobs, trainer_pods)
 
 
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def job_deleted(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002 (Kopf's name)
+    # No finalizer needed: children go by owner references; only in-memory state is ours to drop.
+    if type == "DELETED":
+        memo.hub.forget(namespace, name)
+        memo.locks.pop((namespace, name), None)
+
+
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL_SECONDS, initial_delay=RECONCILE_INTERVAL_SECONDS)
 async def job_tick(namespace: str, name: str, memo: kopf.Memo, training_jobs: kopf.Index, trainer_pods: kopf.Index, **_: Any) -> None:
     await reconcile(namespace, name, memo, training_jobs, trainer_pods)
 
 
 async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index) -> None:
+    try:
+        await _reconcile(namespace, name, memo, jobs, pods)
+    except Exception:
+        memo.hub.metrics.reconcile_errors.inc()
+        raise
+
+
+async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index) -> None:
     # One reconcile per FineTuneJob at a time: child events for one job arrive concurrently.
     lock = memo.locks.setdefault((namespace, name), asyncio.Lock())
     async with lock:
         kube: KubeApi = memo.kube
+        hub: ProgressHub = memo.hub
         ftj = await asyncio.to_thread(kube.get_finetunejob, namespace, name)
         if ftj is None or ftj["metadata"].get("deletionTimestamp"):
-            memo.locks.pop((namespace, name), None)
             return
         previous = ftj.get("status") or {}
         generation = ftj["metadata"].get("generation")
         now = clock.now()
+        created = parse_timestamp(ftj["metadata"].get("creationTimestamp")) or now
         try:
             spec = parse_spec(ftj.get("spec"), name)
         except InvalidSpec as exc:
@@ -119,27 +170,39 @@ async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index
                 await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name,
                                         invalid_spec_status(str(exc), previous, generation=generation, now=now))
                 kopf.event(ftj, type="Warning", reason=r.INVALID_SPEC, message=str(exc))
+                hub.metrics.failures.labels(r.INVALID_SPEC).inc()
+            hub.track(namespace, name, uid=ftj["metadata"].get("uid", ""), created=created, gpus=0, gpu_seconds=0).phase = r.FAILED
             return
+        record = hub.track(namespace, name, uid=ftj["metadata"].get("uid", ""), created=created,
+                           gpus=spec.total_gpus, gpu_seconds=float(previous.get("gpuSeconds") or 0))
 
         key = (namespace, name)
         job = next(iter(jobs.get(key, ())), None)
         observed = Observed(job=job, pods=list(pods.get(key, ())))
         if previous.get("phase") not in r.TERMINAL_PHASES:
             if job is None:
-                await asyncio.to_thread(_create_children, kube, ftj, spec, memo.config)
+                token = hub.token(namespace, name, record.uid)
+                await asyncio.to_thread(_create_children, kube, ftj, spec, memo.config, token)
             else:
                 await asyncio.to_thread(_apply_suspension, kube, spec, job)
 
         derived = derive_status(spec, previous, observed, job_name=training_job_name(name), generation=generation, now=now)
-        created = parse_timestamp(ftj["metadata"].get("creationTimestamp")) or now
         if startup_deadline_exceeded(spec, derived, created, now):
             derived.update(startup_failure_status(derived, generation=generation, now=now))
             # Release whatever the job holds (quota, pending pods) now that it has failed.
             await asyncio.to_thread(kube.delete_job, namespace, training_job_name(name))
+        _account(hub, record, spec, previous, derived, now)
+        stalled = apply_stall(derived, record.seconds_without_progress(now), memo.config.stall_seconds,
+                              generation=generation, now=now)
+        if stalled and not record.stalled:
+            kopf.event(ftj, type="Warning", reason=r.NO_PROGRESS,
+                       message=find_condition(derived["conditions"], r.COND_STALLED)["message"])
+        record.stalled = stalled
 
         changes = status_changes(previous, derived)
         if changes:
             await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name, changes)
+            hub.metrics.status_writes.labels("reconcile").inc()
         if "phase" in changes or ("reason" in changes and derived["phase"] != r.RUNNING):
             failed = derived["phase"] == r.FAILED
             kopf.event(ftj, type="Warning" if failed else "Normal", reason=derived["reason"] or derived["phase"],
@@ -148,18 +211,49 @@ async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index
             await asyncio.to_thread(kube.delete_finetunejob, namespace, name)
 
 
-def _create_children(kube: KubeApi, ftj: dict[str, Any], spec: Any, config: OperatorConfig) -> None:
+def _account(hub: ProgressHub, record: JobRecord, spec: FineTuneJobSpec, previous: dict[str, Any],
+             derived: dict[str, Any], now: Any) -> None:
+    """Lifecycle metrics and GPU-seconds, from the transition between the old and the new status."""
+    metrics = hub.metrics
+    phase, old_phase = derived["phase"], previous.get("phase")
+    record.phase = phase
+    running = phase == r.RUNNING
+    was_running = record.running_since is not None
+    record.set_running(running, now)
+    total = record.gpu_seconds_at(now)
+    metrics.gpu_seconds.inc(max(0.0, total - record.gpu_counted))
+    record.gpu_counted = total
+    if running and not previous.get("startTime") and record.created is not None:
+        metrics.time_to_running.observe(max(0.0, (now - record.created).total_seconds()))
+    admitted = find_condition(derived.get("conditions"), r.COND_ADMITTED)
+    queued = find_condition(previous.get("conditions"), r.COND_QUEUED)
+    if (spec.scheduling.queue_name and admitted and admitted.get("status") == "True" and queued
+            and queued.get("status") == "True"):
+        waited_since = parse_timestamp(queued.get("lastTransitionTime"))
+        if waited_since:
+            metrics.queue_wait.observe(max(0.0, (now - waited_since).total_seconds()))
+    if phase == r.FAILED and old_phase != r.FAILED:
+        metrics.failures.labels(derived.get("reason") or r.TRAINER_CRASHED).inc()
+    new_retries = int(derived.get("retries") or 0) - int(previous.get("retries") or 0)
+    if new_retries > 0:
+        metrics.retries.inc(new_retries)
+    if was_running and not running:
+        # Leaving Running: write the final GPU-seconds and progress now rather than at the next report.
+        hub.schedule_write(record.namespace, record.name)
+
+
+def _create_children(kube: KubeApi, ftj: dict[str, Any], spec: FineTuneJobSpec, config: OperatorConfig, token: str) -> None:
     name, namespace = ftj["metadata"]["name"], ftj["metadata"]["namespace"]
     config_map = build_config_map(spec, name, namespace)
-    # The ConfigMap and Service first: the Job's pods mount the one and resolve rank 0 through the other.
-    children = [config_map, build_service(spec, name, namespace),
+    # The ConfigMap, Secret and Service first: the Job's pods mount the first two and resolve rank 0 through the third.
+    children = [config_map, build_progress_secret(name, namespace, token), build_service(spec, name, namespace),
                 build_job(spec, name, namespace, config=config, config_hash=config_hash(config_map))]
     for child in children:
         kopf.adopt(child, owner=ftj)
         kube.create_if_absent(child)
 
 
-def _apply_suspension(kube: KubeApi, spec: Any, job: dict[str, Any]) -> None:
+def _apply_suspension(kube: KubeApi, spec: FineTuneJobSpec, job: dict[str, Any]) -> None:
     desired = spec.run_policy.suspend
     actual = bool((job.get("spec") or {}).get("suspend"))
     # With a queue, unsuspending belongs to Kueue (admission); the operator only ever suspends.

@@ -6,7 +6,9 @@ the `RBAC_CALLS` table below and checks it against the role.
 
 from __future__ import annotations
 
+import base64
 import logging
+import secrets
 from typing import Any
 
 from kubernetes import client, config
@@ -23,9 +25,16 @@ RBAC_CALLS = {
     (GROUP, "finetunejobs/status", "patch"),
     ("", "configmaps", "create"),
     ("", "services", "create"),
+    ("", "secrets", "create"),
     ("batch", "jobs", "create"),
     ("batch", "jobs", "patch"),
     ("batch", "jobs", "delete"),
+}
+
+# Calls confined to the operator's own namespace (a Role, not the ClusterRole).
+OWN_NAMESPACE_CALLS = {
+    ("", "secrets", "get"),
+    ("", "secrets", "create"),
 }
 
 # What Kopf itself calls for the handlers we register, besides list+watch on every resource a handler
@@ -92,6 +101,7 @@ class KubeApi:
         create = {
             "ConfigMap": self.core.create_namespaced_config_map,
             "Service": self.core.create_namespaced_service,
+            "Secret": self.core.create_namespaced_secret,
             "Job": self.batch.create_namespaced_job,
         }[kind]
         try:
@@ -100,6 +110,25 @@ class KubeApi:
         except ApiException as exc:
             if exc.status == 409:
                 return False
+            raise
+
+    def progress_key(self, namespace: str, name: str) -> bytes:
+        """The operator's token-signing key, kept in a Secret of its own namespace (created on first start)."""
+        try:
+            secret = self.core.read_namespaced_secret(name, namespace)
+            return base64.b64decode(secret.data["key"])
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        key = secrets.token_bytes(32)
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
+                "data": {"key": base64.b64encode(key).decode()}}
+        try:
+            self.core.create_namespaced_secret(namespace, body, _preload_content=False)
+            return key
+        except ApiException as exc:
+            if exc.status == 409:  # another replica created it first: use theirs
+                return self.progress_key(namespace, name)
             raise
 
     def set_job_suspended(self, namespace: str, name: str, suspend: bool) -> None:

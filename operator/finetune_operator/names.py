@@ -21,10 +21,17 @@ CONFIG_FILE_KEY = "config.json"
 PVC_MOUNT_ROOT = "/mnt/pvc"
 CACHE_MOUNT_DIR = "/var/cache/finetune"
 TERMINATION_LOG = "/dev/termination-log"
+PROGRESS_TOKEN_DIR = "/var/run/secrets/finetune/progress"
+PROGRESS_TOKEN_KEY = "token"
+TRAINER_METRICS_PORT_NAME = "metrics"
 
 
 def config_map_name(job_name: str) -> str:
     return f"{job_name}-config"
+
+
+def progress_secret_name(job_name: str) -> str:
+    return f"{job_name}-progress"
 
 
 def service_name(job_name: str) -> str:

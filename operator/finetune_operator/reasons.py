@@ -24,7 +24,8 @@ COND_RUNNING = "Running"
 COND_SUSPENDED = "Suspended"
 COND_SUCCEEDED = "Succeeded"
 COND_FAILED = "Failed"
-CONDITION_TYPES = (COND_QUEUED, COND_ADMITTED, COND_RUNNING, COND_SUSPENDED, COND_SUCCEEDED, COND_FAILED)
+COND_STALLED = "Stalled"
+CONDITION_TYPES = (COND_QUEUED, COND_ADMITTED, COND_RUNNING, COND_SUSPENDED, COND_SUCCEEDED, COND_FAILED, COND_STALLED)
 
 # Reasons while a job is on its way.
 CREATED = "Created"
@@ -41,6 +42,8 @@ SUSPENDED_BY_USER = "SuspendedByUser"
 RESUMED = "Resumed"
 NOT_SUSPENDED = "NotSuspended"
 COMPLETED = "Completed"
+NO_PROGRESS = "NoProgress"
+PROGRESSING = "Progressing"
 NOT_FINISHED = "NotFinished"
 
 # Failure reasons (the Failed condition's reason; also the label of the failures metric).

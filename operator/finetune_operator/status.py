@@ -315,3 +315,25 @@ def ttl_expired(spec: FineTuneJobSpec, status: dict[str, Any], now: datetime) ->
 def status_changes(previous: dict[str, Any], derived: dict[str, Any]) -> dict[str, Any]:
     """Only the fields that differ: unchanged status is never rewritten."""
     return {k: v for k, v in derived.items() if previous.get(k) != v}
+
+
+def apply_stall(
+    derived: dict[str, Any], seconds_idle: float | None, threshold: float, *, generation: int | None, now: datetime
+) -> bool:
+    """Set the Stalled condition on a derived status; True when the job is stalled now.
+
+    Stalled: a Running job whose step has not advanced (or that has reported nothing) for `threshold`
+    seconds. Any other phase, or a moving step, clears it.
+    """
+    stalled = derived.get("phase") == r.RUNNING and seconds_idle is not None and seconds_idle >= threshold
+    current = find_condition(derived.get("conditions"), r.COND_STALLED)
+    if not stalled and current is None:
+        return False
+    minutes = int(threshold // 60)
+    if stalled:
+        reason, message = r.NO_PROGRESS, f"the training step has not advanced for {minutes}m or more; check the trainer's log (ftjob logs)"
+    else:
+        reason, message = r.PROGRESSING, "training is progressing" if derived.get("phase") == r.RUNNING else "not running"
+    derived["conditions"] = set_condition(list(derived.get("conditions") or []), r.COND_STALLED, stalled, reason, message,
+                                          now=timestamp(now), generation=generation)
+    return stalled

@@ -300,7 +300,9 @@ def test_config_and_scratch_volumes_are_always_mounted():
     assert volumes["tmp"]["emptyDir"] == {} and mounts["tmp"]["mountPath"] == "/tmp"
     assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Gi"}
     assert mounts["shm"]["mountPath"] == "/dev/shm"
-    assert set(volumes) == set(mounts) == {"config", "cache", "tmp", "shm"}
+    assert volumes["progress-token"]["secret"]["secretName"] == "sentiment-progress"
+    assert mounts["progress-token"] == {"name": "progress-token", "mountPath": "/var/run/secrets/finetune/progress", "readOnly": True}
+    assert set(volumes) == set(mounts) == {"config", "progress-token", "cache", "tmp", "shm"}
     assert json.loads(_env_values(job)["FINETUNE_VOLUME_MOUNTS"]) == {}
 
 
@@ -384,3 +386,20 @@ def test_built_children_are_valid_kubernetes_objects(fields):
             kubernetes_validate.validate(child, "1.31", strict=True)
         except kubernetes_validate.ValidationError as error:
             pytest.fail(f"{child['kind']}: {error.message} at {'.'.join(map(str, error.absolute_path))}")
+
+
+def test_progress_reporting_env_points_at_the_operator_with_the_jobs_token_file():
+    env = _env_values(_job(config=OperatorConfig(progress_base_url="http://op.sys.svc:8081", progress_interval_seconds=7)))
+    assert env["FINETUNE_PROGRESS_URL"] == "http://op.sys.svc:8081/progress/v1/namespaces/team-a/finetunejobs/sentiment"
+    assert env["FINETUNE_PROGRESS_TOKEN_FILE"] == "/var/run/secrets/finetune/progress/token"
+    assert env["FINETUNE_PROGRESS_INTERVAL_SECONDS"] == "7"
+    assert env["FINETUNE_METRICS_PORT"] == "9400"
+
+
+def test_reporting_can_be_switched_off_and_the_trainer_metrics_port_is_named():
+    job = _job(config=OperatorConfig(progress_base_url=""))
+    assert "FINETUNE_PROGRESS_URL" not in _env_values(job)
+    ports = {p["name"]: p["containerPort"] for p in _trainer(job)["ports"]}
+    assert ports["metrics"] == 9400
+    no_metrics = _job(config=OperatorConfig(trainer_metrics_port=0))
+    assert "metrics" not in {p["name"] for p in _trainer(no_metrics)["ports"]}

@@ -9,13 +9,13 @@ import kopf
 import yaml
 
 import finetune_operator.handlers  # noqa: F401  (registers the handlers)
-from finetune_operator.kube import KOPF_CALLS, RBAC_CALLS
+from finetune_operator.kube import KOPF_CALLS, OWN_NAMESPACE_CALLS, RBAC_CALLS
 
-ROLE = Path(__file__).resolve().parents[2] / "manifests" / "rbac" / "clusterrole.yaml"
+RBAC_DIR = Path(__file__).resolve().parents[2] / "manifests" / "rbac"
 
 
-def granted() -> set[tuple[str, str, str]]:
-    role = yaml.safe_load(ROLE.read_text())
+def granted(kind: str = "ClusterRole") -> set[tuple[str, str, str]]:
+    role = next(d for path in RBAC_DIR.glob("*.yaml") for d in yaml.safe_load_all(path.read_text()) if d["kind"] == kind)
     out = set()
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], f"wildcard in {rule}"
@@ -43,3 +43,7 @@ def test_cluster_role_grants_exactly_what_the_operator_calls():
     needed = RBAC_CALLS | KOPF_CALLS | watched_by_handlers()
     assert granted() - needed == set(), "the role grants more than the code uses"
     assert needed - granted() == set(), "the code calls something the role does not grant"
+
+
+def test_namespaced_role_grants_only_the_operators_own_secret_calls():
+    assert granted("Role") == OWN_NAMESPACE_CALLS

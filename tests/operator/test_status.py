@@ -225,3 +225,22 @@ def test_ranks_that_finished_keep_the_job_running_until_the_job_completes():
     assert status["reason"] == r.FINISHING
     alone = derive(make_spec(resources={"nodes": 1}), Observed(job(), [done]))
     assert (alone["phase"], alone["message"]) == (r.RUNNING, "1 of 1 trainer pods finished; waiting for the Job to complete")
+
+
+def test_a_running_job_whose_step_stands_still_is_stalled_until_it_moves():
+    from finetune_operator.status import apply_stall
+
+    running = derive(make_spec(resources={"nodes": 1}), Observed(job(), [pod("ft-0")]))
+    assert apply_stall(running, 60, 900, generation=1, now=NOW) is False
+    assert find_condition(running["conditions"], r.COND_STALLED) is None  # never stalled: no condition at all
+    assert apply_stall(running, 901, 900, generation=1, now=NOW) is True
+    stalled = find_condition(running["conditions"], r.COND_STALLED)
+    assert (stalled["status"], stalled["reason"]) == ("True", r.NO_PROGRESS)
+    assert apply_stall(running, 5, 900, generation=1, now=NOW + timedelta(minutes=1)) is False
+    moving = find_condition(running["conditions"], r.COND_STALLED)
+    assert (moving["status"], moving["reason"]) == ("False", r.PROGRESSING)
+
+
+def test_only_running_jobs_can_stall():
+    queued = derive(make_spec(scheduling={"queueName": "q"}), Observed(job(suspend=True)))
+    assert apply_stall(queued, 10_000, 900, generation=1, now=NOW) is False

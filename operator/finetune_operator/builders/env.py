@@ -16,6 +16,8 @@ from ..names import (
     CACHE_MOUNT_DIR,
     CONFIG_FILE_KEY,
     CONFIG_MOUNT_DIR,
+    PROGRESS_TOKEN_DIR,
+    PROGRESS_TOKEN_KEY,
     RENDEZVOUS_PORT,
     TERMINATION_LOG,
     service_name,
@@ -90,10 +92,23 @@ def secret_env(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     return [{"name": HF_TOKEN_ENV, "valueFrom": {"secretKeyRef": {"name": token.name, "key": token.key}}}]
 
 
+def progress_env(name: str, namespace: str, config: OperatorConfig) -> list[dict[str, Any]]:
+    """Where and how often rank 0 reports progress (docs/progress.md); nothing when reporting is off."""
+    plain = {"FINETUNE_METRICS_PORT": str(config.trainer_metrics_port)}
+    if config.progress_base_url:
+        plain.update(
+            FINETUNE_PROGRESS_URL=f"{config.progress_base_url}/progress/v1/namespaces/{namespace}/finetunejobs/{name}",
+            FINETUNE_PROGRESS_TOKEN_FILE=f"{PROGRESS_TOKEN_DIR}/{PROGRESS_TOKEN_KEY}",
+            FINETUNE_PROGRESS_INTERVAL_SECONDS=f"{config.progress_interval_seconds:g}",
+        )
+    return [{"name": key, "value": value} for key, value in plain.items()]
+
+
 def build_env(spec: FineTuneJobSpec, name: str, namespace: str, config: OperatorConfig) -> list[dict[str, Any]]:
     operator_env = [{"name": key, "value": value} for key, value in config.trainer_env.items()]
     merged: dict[str, dict[str, Any]] = {}
-    for entry in [*contract_env(spec, name, namespace), *operator_env, *user_env(spec), *secret_env(spec)]:
+    contract = [*contract_env(spec, name, namespace), *progress_env(name, namespace, config)]
+    for entry in [*contract, *operator_env, *user_env(spec), *secret_env(spec)]:
         # Re-inserting moves an overridden name to its new source's position, so the list still
         # reads contract, operator, user, secrets.
         merged.pop(entry["name"], None)

@@ -12,6 +12,7 @@ from ..names import (
     RENDEZVOUS_PORT,
     TERMINATION_LOG,
     TRAINER_CONTAINER,
+    TRAINER_METRICS_PORT_NAME,
     child_labels,
     service_name,
 )
@@ -36,6 +37,14 @@ def build_resources(spec: FineTuneJobSpec, config: OperatorConfig) -> dict[str, 
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
+def build_ports(config: OperatorConfig) -> list[dict[str, Any]]:
+    ports = [{"name": RENDEZVOUS_PORT_NAME, "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
+    if config.trainer_metrics_port > 0:
+        # The PodMonitor scrapes the trainer's own /metrics by this port's name.
+        ports.append({"name": TRAINER_METRICS_PORT_NAME, "containerPort": config.trainer_metrics_port, "protocol": "TCP"})
+    return ports
+
+
 def build_trainer_container(
     spec: FineTuneJobSpec, name: str, namespace: str, config: OperatorConfig
 ) -> dict[str, Any]:
@@ -46,7 +55,7 @@ def build_trainer_container(
         "command": list(TRAINER_COMMAND),
         "args": [f"{CONFIG_MOUNT_DIR}/{CONFIG_FILE_KEY}"],
         "env": build_env(spec, name, namespace, config),
-        "ports": [{"name": RENDEZVOUS_PORT_NAME, "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}],
+        "ports": build_ports(config),
         "resources": build_resources(spec, config),
         "volumeMounts": build_volume_mounts(spec),
         "securityContext": {

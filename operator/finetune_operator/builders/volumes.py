@@ -6,11 +6,19 @@ import hashlib
 from typing import Any
 
 from ..config import OperatorConfig
-from ..names import CACHE_MOUNT_DIR, CONFIG_MOUNT_DIR, PVC_MOUNT_ROOT, config_map_name
+from ..names import (
+    CACHE_MOUNT_DIR,
+    CONFIG_MOUNT_DIR,
+    PROGRESS_TOKEN_DIR,
+    PVC_MOUNT_ROOT,
+    config_map_name,
+    progress_secret_name,
+)
 from ..spec import FineTuneJobSpec
 from .claims import pvc_claims
 
 CONFIG_VOLUME = "config"
+PROGRESS_TOKEN_VOLUME = "progress-token"
 CACHE_VOLUME = "cache"
 TMP_VOLUME = "tmp"
 SHM_VOLUME = "shm"
@@ -40,6 +48,8 @@ def claim_mount_table(spec: FineTuneJobSpec) -> dict[str, str]:
 def build_volumes(spec: FineTuneJobSpec, name: str, config: OperatorConfig) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(name)}},
+        # The job's own progress token, readable only by the trainer's user (fsGroup).
+        {"name": PROGRESS_TOKEN_VOLUME, "secret": {"secretName": progress_secret_name(name), "defaultMode": 0o440}},
     ]
     for claim, writable in pvc_claims(spec).items():
         source: dict[str, Any] = {"claimName": claim}
@@ -57,6 +67,7 @@ def build_volumes(spec: FineTuneJobSpec, name: str, config: OperatorConfig) -> l
 def build_volume_mounts(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT_DIR, "readOnly": True},
+        {"name": PROGRESS_TOKEN_VOLUME, "mountPath": PROGRESS_TOKEN_DIR, "readOnly": True},
     ]
     for claim, writable in pvc_claims(spec).items():
         mounts.append(

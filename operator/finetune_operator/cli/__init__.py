@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from urllib3.exceptions import MaxRetryError
+
     from . import commands
 
     handler = {
@@ -81,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except commands.UserError as exc:
         print(f"ftjob: {exc}", file=sys.stderr)
+        return 2
+    except MaxRetryError as exc:
+        # The kubernetes client's retries are spent: the server is down or the kubeconfig points elsewhere.
+        server = f"{exc.pool.scheme}://{exc.pool.host}:{exc.pool.port}" if exc.pool else "the API server"
+        print(f"ftjob: cannot reach the Kubernetes API server at {server} ({exc.reason}); check --kubeconfig or "
+              "$KUBECONFIG, or start a local cluster with `ftjob sandbox up`", file=sys.stderr)
         return 2
 
 

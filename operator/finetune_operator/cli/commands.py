@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .. import clock
 from ..names import GROUP, LABEL_JOB_NAME, PLURAL, TRAINER_CONTAINER, VERSION
 from . import display
@@ -27,8 +29,10 @@ def _clients(args: argparse.Namespace) -> tuple[Any, Any, str]:
     try:
         api = config.new_client_from_config(config_file=args.kubeconfig)
         _, context = config.list_kube_config_contexts(config_file=args.kubeconfig)
-    except config.ConfigException as exc:
-        raise UserError(f"no usable kubeconfig ({exc}); start one with `ftjob sandbox up` or pass --kubeconfig") from None
+    except (config.ConfigException, yaml.YAMLError, TypeError, AttributeError) as exc:
+        # A file that is not YAML, or YAML that is not a kubeconfig, fails inside the client with these.
+        where = args.kubeconfig or "$KUBECONFIG or ~/.kube/config"
+        raise UserError(f"no usable kubeconfig in {where} ({exc}); start one with `ftjob sandbox up` or pass --kubeconfig") from None
     namespace = (context or {}).get("context", {}).get("namespace") or "default"
     return client.CustomObjectsApi(api), client.CoreV1Api(api), namespace
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
+import socket
 import subprocess
 import sys
 import threading
@@ -32,10 +34,29 @@ CRD_FILE = MANIFESTS / "crd" / "finetunejobs.yaml"
 SANDBOX_TRAINER_IMAGE = "finetune-operator/trainer:sandbox"
 
 
-def operator_environment(kubeconfig: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def operator_environment(
+    kubeconfig: Path, *, progress_port: int, metrics_port: int, progress_key: str,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         KUBECONFIG=str(kubeconfig),
+        # Progress reports and metrics on loopback; one signing key per sandbox, kept across operator restarts.
+        FINETUNE_PROGRESS_KEY=progress_key,
+        FINETUNE_PROGRESS_PORT=str(progress_port),
+        FINETUNE_PROGRESS_BASE_URL=f"http://127.0.0.1:{progress_port}",
+        FINETUNE_METRICS_PORT=str(metrics_port),
+        # A sandbox is for watching things move: report and write status often.
+        FINETUNE_PROGRESS_INTERVAL_SECONDS="2",
+        FINETUNE_STATUS_INTERVAL_SECONDS="2",
+        # Trainer pods share this machine's ports: they do not serve their own /metrics here.
+        FINETUNE_TRAINER_METRICS_PORT="0",
         FINETUNE_DEFAULT_IMAGE=SANDBOX_TRAINER_IMAGE,
         # Laptop-sized defaults; the sandbox's scheduler does not block on CPU or memory anyway.
         FINETUNE_DEFAULT_CPU="1",
@@ -61,6 +82,7 @@ class Sandbox:
         run_operator: bool = True,
         operator_env: dict[str, str] | None = None,
         crd: dict[str, Any] | None = None,
+        metrics_port: int = 0,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
@@ -71,6 +93,9 @@ class Sandbox:
         # Tests may install a different CRD (e.g. a stale, looser one) to exercise the operator's own checks.
         self.crd = crd
         self.kubeconfig = self.data_dir / "kubeconfig"
+        self.progress_port = free_port()
+        self.progress_key = secrets.token_hex(32)
+        self.metrics_port = metrics_port or free_port()
         self.operator_log = self.data_dir / "operator.log"
         self.url = ""
         self.server: ApiServer | None = None
@@ -120,10 +145,16 @@ class Sandbox:
         log = open(self.operator_log, "ab")  # noqa: SIM115 (owned by the subprocess for its lifetime)
         self.operator = subprocess.Popen(
             [sys.executable, "-m", "finetune_operator", "--all-namespaces", "--standalone", "--liveness", ""],
-            env=operator_environment(self.kubeconfig, self.operator_env),
+            env=operator_environment(self.kubeconfig, progress_port=self.progress_port,
+                                     metrics_port=self.metrics_port, progress_key=self.progress_key,
+                                     extra=self.operator_env),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def stop_operator(self, timeout: float = 10.0) -> None:
         if self.operator is None:

@@ -1,0 +1,113 @@
+"""Where progress reports land: per-job records, per-job tokens, and throttled status writes.
+
+Reconcile registers each job it sees (`track`); the progress endpoint hands over authenticated reports
+(`accept`); every accepted report schedules one status write per job per `status_interval` at most
+(trailing edge, so the newest report always lands within one interval).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from .metrics import OperatorMetrics
+from .progress_report import ProgressReport
+from .progress_tracking import JobRecord, progress_status
+
+log = logging.getLogger(__name__)
+
+
+def job_token(key: bytes, namespace: str, name: str, uid: str) -> str:
+    """A job's bearer token: unguessable without the operator's key, checkable without reading Secrets."""
+    return hmac.new(key, f"{namespace}/{name}/{uid}".encode(), hashlib.sha256).hexdigest()
+
+
+class ProgressHub:
+    def __init__(
+        self,
+        key: bytes,
+        write_status: Callable[[str, str, dict[str, Any]], None],
+        metrics: OperatorMetrics,
+        *,
+        status_interval: float,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._key = key
+        self._write_status = write_status
+        self.metrics = metrics
+        self.status_interval = status_interval
+        self._clock = clock
+        self.records: dict[tuple[str, str], JobRecord] = {}
+        self._last_write: dict[tuple[str, str], float] = {}
+        self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    def token(self, namespace: str, name: str, uid: str) -> str:
+        return job_token(self._key, namespace, name, uid)
+
+    def track(self, namespace: str, name: str, *, uid: str, created: datetime, gpus: int, gpu_seconds: float) -> JobRecord:
+        key = (namespace, name)
+        record = self.records.get(key)
+        if record is None or record.uid != uid:
+            # First sight (or a new job reusing the name): GPU-seconds continue from the status.
+            record = JobRecord(namespace, name, uid=uid, created=created, gpus=gpus, gpu_seconds=gpu_seconds,
+                               gpu_counted=gpu_seconds)
+            self.records[key] = record
+        return record
+
+    def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        self.records.pop(key, None)
+        self._last_write.pop(key, None)
+        task = self._pending.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    def accept(self, namespace: str, name: str, token: str, report: ProgressReport) -> tuple[int, str]:
+        """(HTTP status, reason) for one report; 204 when taken."""
+        record = self.records.get((namespace, name))
+        if record is None:
+            return 404, "UnknownJob"
+        if not hmac.compare_digest(token.encode(), self.token(namespace, name, record.uid).encode()):
+            return 403, "WrongToken"
+        had_first_step = record.first_step_time is not None
+        record.accept(report, self._clock())
+        if not had_first_step and record.first_step_time is not None and record.created is not None:
+            self.metrics.time_to_first_step.observe(max(0.0, (record.first_step_time - record.created).total_seconds()))
+        self.schedule_write(namespace, name)
+        return 204, "Accepted"
+
+    def schedule_write(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        if key in self._pending:
+            return
+        elapsed = time.monotonic() - self._last_write.get(key, float("-inf"))
+        delay = max(0.0, self.status_interval - elapsed)
+        self._pending[key] = asyncio.get_running_loop().create_task(self._write_after(key, delay))
+
+    async def _write_after(self, key: tuple[str, str], delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._pending.pop(key, None)
+        record = self.records.get(key)
+        if record is None:
+            return
+        self._last_write[key] = time.monotonic()
+        fields = progress_status(record, self._clock())
+        try:
+            await asyncio.to_thread(self._write_status, *key, fields)
+            self.metrics.status_writes.labels("progress").inc()
+        except Exception:  # noqa: BLE001 (the next report or reconcile retries; training must not notice)
+            log.exception("writing progress of %s/%s failed; will retry", *key)
+            self.metrics.reconcile_errors.inc()
+            self.schedule_write(*key)
+
+    async def close(self) -> None:
+        for task in self._pending.values():
+            task.cancel()
+        await asyncio.gather(*self._pending.values(), return_exceptions=True)
+        self._pending.clear()

@@ -1,0 +1,162 @@
+"""What the operator knows about each job's training progress, in memory (pure: no I/O, no clock).
+
+One `JobRecord` per FineTuneJob feeds both sinks: `progress_status()` renders the status fields and
+metrics.py renders the Prometheus series, from the same numbers. A deleted job's record is dropped,
+and with it every one of its series.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .progress_report import ProgressReport
+
+# Reports kept to measure the step rate: enough to smooth jitter, few enough to follow speed changes.
+RATE_WINDOW = 8
+MAX_STATUS_EVAL_METRICS = 16
+
+
+def format_eta(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class JobRecord:
+    namespace: str
+    name: str
+    uid: str = ""
+    phase: str = "Pending"
+    gpus: int = 0
+    created: datetime | None = None
+    report: ProgressReport | None = None
+    received: datetime | None = None
+    # (report time, step): the recent history the step rate is measured from.
+    samples: deque[tuple[datetime, int]] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
+    last_step_change: datetime | None = None
+    first_step_time: datetime | None = None
+    # The newest checkpoint ever reported, and when it was first seen: later reports may omit it.
+    checkpoint: tuple[int, str] | None = None
+    checkpoint_time: datetime | None = None
+    # GPU-seconds: what earlier runs (and earlier operator lives, via status) used, plus the open interval.
+    gpu_seconds: float = 0.0
+    running_since: datetime | None = None
+    # How much of gpu_seconds the Prometheus counter has already been given.
+    gpu_counted: float = 0.0
+    stalled: bool = False
+
+    def accept(self, report: ProgressReport, received: datetime) -> None:
+        previous = self.report
+        if previous is None or report.step != previous.step:
+            self.last_step_change = received
+        if previous is not None and report.step < previous.step:
+            # A retry resumed from an earlier checkpoint: the old rate says nothing about the new run.
+            self.samples.clear()
+        self.samples.append((report.time, report.step))
+        self.report = report
+        self.received = received
+        if report.checkpoint is not None:
+            reported = (report.checkpoint.step, report.checkpoint.path)
+            if reported != self.checkpoint:
+                self.checkpoint, self.checkpoint_time = reported, received
+        if report.firstStepTime and self.first_step_time is None:
+            self.first_step_time = report.firstStepTime
+
+    def steps_per_second(self) -> float | None:
+        if len(self.samples) < 2:
+            return None
+        (t0, s0), (t1, s1) = self.samples[0], self.samples[-1]
+        elapsed = (t1 - t0).total_seconds()
+        if elapsed <= 0 or s1 <= s0:
+            return None
+        return (s1 - s0) / elapsed
+
+    def eta_seconds(self) -> float | None:
+        report, rate = self.report, self.steps_per_second()
+        if report is None or not report.totalSteps:
+            return None
+        remaining = max(0, report.totalSteps - report.step)
+        if remaining == 0:
+            return 0.0
+        return remaining / rate if rate else None
+
+    def progress_ratio(self) -> float | None:
+        report = self.report
+        if report is None or not report.totalSteps:
+            return None
+        return min(1.0, report.step / report.totalSteps)
+
+    # -- GPU-seconds ------------------------------------------------------------------------------
+
+    def set_running(self, running: bool, now: datetime) -> float:
+        """Open or close the running interval; returns GPU-seconds newly accounted."""
+        if running and self.running_since is None:
+            self.running_since = now
+            return 0.0
+        if not running and self.running_since is not None:
+            added = self.gpus * max(0.0, (now - self.running_since).total_seconds())
+            self.gpu_seconds += added
+            self.running_since = None
+            return added
+        return 0.0
+
+    def gpu_seconds_at(self, now: datetime) -> float:
+        open_interval = (now - self.running_since).total_seconds() if self.running_since else 0.0
+        return self.gpu_seconds + self.gpus * max(0.0, open_interval)
+
+    # -- stall detection --------------------------------------------------------------------------
+
+    def seconds_without_progress(self, now: datetime) -> float | None:
+        """How long a running job's step has stood still (or, with no report yet, how long it ran)."""
+        if self.running_since is None:
+            return None
+        since = max(filter(None, (self.last_step_change, self.running_since)))
+        return (now - since).total_seconds()
+
+
+def progress_status(record: JobRecord, now: datetime) -> dict[str, Any]:
+    """The status fields the progress path owns: progress, checkpoint, timeToFirstStepSeconds, gpuSeconds."""
+    out: dict[str, Any] = {"gpuSeconds": round(record.gpu_seconds_at(now), 1)}
+    report = record.report
+    if report is None:
+        return out
+    progress: dict[str, Any] = {
+        "step": report.step,
+        "totalSteps": report.totalSteps,
+        "lastReportTime": _stamp(record.received or now),
+    }
+    ratio = record.progress_ratio()
+    if ratio is not None:
+        progress["percent"] = int(ratio * 100)
+    optional = {"epoch": report.epoch, "loss": report.loss, "samplesPerSecond": report.samplesPerSecond}
+    progress.update({k: round(v, 6) for k, v in optional.items() if v is not None})
+    eval_loss = report.evalMetrics.get("eval_loss")
+    if eval_loss is not None:
+        progress["evalLoss"] = round(eval_loss, 6)
+    others = {k: round(v, 6) for k, v in sorted(report.evalMetrics.items()) if k != "eval_loss"}
+    if others:
+        progress["evalMetrics"] = dict(list(others.items())[:MAX_STATUS_EVAL_METRICS])
+    eta = record.eta_seconds()
+    if eta is not None:
+        progress["etaSeconds"] = int(eta)
+        progress["eta"] = format_eta(eta)
+    out["progress"] = progress
+    if record.checkpoint is not None:
+        step, path = record.checkpoint
+        out["checkpoint"] = {"step": step, "path": path, "time": _stamp(record.checkpoint_time or now)}
+    if record.first_step_time is not None and record.created is not None:
+        out["timeToFirstStepSeconds"] = round(max(0.0, (record.first_step_time - record.created).total_seconds()), 1)
+    return out
