@@ -242,5 +242,7 @@ def test_a_running_job_whose_step_stands_still_is_stalled_until_it_moves():
 
 
 def test_only_running_jobs_can_stall():
+    from finetune_operator.status import apply_stall
+
     queued = derive(make_spec(scheduling={"queueName": "q"}), Observed(job(suspend=True)))
     assert apply_stall(queued, 10_000, 900, generation=1, now=NOW) is False
