@@ -136,6 +136,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if namespace != "default":
             client.CoreV1Api(custom.api_client).create_namespace({"metadata": {"name": namespace}})
         prepare_volumes(sandbox, namespace, demo_assets())
+        print(f"Operator metrics (Prometheus text): {sandbox.metrics_url}", flush=True)
         print(f"kubectl apply -f {sample}", flush=True)
         subprocess.run([kubectl_binary(), "--kubeconfig", str(sandbox.kubeconfig), "apply", "-f", str(sample)], check=True)
         final = follow(custom, namespace, name, args.timeout)
