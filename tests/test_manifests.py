@@ -155,7 +155,7 @@ def test_deployment_runs_the_operator_with_liveness_and_metrics(rendered):
 
 def test_deployment_env_names_are_settings_the_operator_reads(rendered):
     pod = _find(rendered, "Deployment", "finetune-operator")["spec"]["template"]["spec"]
-    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    env = {e["name"]: e.get("value", "") for e in pod["containers"][0]["env"]}
     package = ROOT / "operator" / "finetune_operator"
     operator_source = "".join(
         path.read_text() for path in package.rglob("*.py") if "sandbox" not in path.relative_to(package).parts
