@@ -1,0 +1,168 @@
+"""Checkpoints that count only when complete, rotation, automatic resume, and stop-on-SIGTERM.
+
+Trainer writes `checkpoint-STEP/` piece by piece; a pod killed mid-save leaves a partial folder.
+We write a `COMPLETE` marker after Trainer's save returns, resume only from marked folders, and
+remove unmarked ones on start. Rotation is ours (Trainer's save_total_limit would delete the
+previous checkpoint before the new one is marked, leaving a window with no complete checkpoint).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger("finetune_trainer")
+
+COMPLETE_MARKER = "COMPLETE"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_steps(checkpoints_dir: str) -> dict[int, str]:
+    """step -> folder of every checkpoint-STEP folder (complete or not)."""
+    if not os.path.isdir(checkpoints_dir):
+        return {}
+    found = {}
+    for name in os.listdir(checkpoints_dir):
+        match = _CHECKPOINT_RE.match(name)
+        if match and os.path.isdir(os.path.join(checkpoints_dir, name)):
+            found[int(match.group(1))] = os.path.join(checkpoints_dir, name)
+    return found
+
+
+def is_complete(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, COMPLETE_MARKER))
+
+
+def complete_checkpoints(checkpoints_dir: str) -> list[tuple[int, str]]:
+    """(step, folder) of complete checkpoints, oldest first."""
+    return sorted((step, folder) for step, folder in checkpoint_steps(checkpoints_dir).items() if is_complete(folder))
+
+
+def newest_complete_checkpoint(checkpoints_dir: str) -> str | None:
+    complete = complete_checkpoints(checkpoints_dir)
+    return complete[-1][1] if complete else None
+
+
+def remove_incomplete_checkpoints(checkpoints_dir: str) -> list[str]:
+    """Delete partial checkpoint folders (left by a kill during a save); returns what was removed."""
+    removed = []
+    for _, folder in sorted(checkpoint_steps(checkpoints_dir).items()):
+        if not is_complete(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def mark_complete(folder: str) -> None:
+    # Write-then-rename so the marker itself never exists half-written.
+    tmp = os.path.join(folder, COMPLETE_MARKER + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("ok\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(folder, COMPLETE_MARKER))
+
+
+def checkpoints_to_delete(complete: list[tuple[int, str]], keep: int, protected: str | None) -> list[str]:
+    """Folders beyond the newest `keep` complete ones, sparing `protected` (the best checkpoint). Pure."""
+    keep = max(1, keep)
+    old = [folder for _, folder in complete[:-keep]]
+    return [f for f in old if not protected or os.path.abspath(f) != os.path.abspath(protected)]
+
+
+class CompleteCheckpointCallback(TrainerCallback):
+    """After each save: mark the checkpoint complete, then rotate (main process only)."""
+
+    def __init__(self, checkpoints_dir: str, keep: int):
+        self.checkpoints_dir = checkpoints_dir
+        self.keep = keep
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        folder = os.path.join(self.checkpoints_dir, f"checkpoint-{state.global_step}")
+        if not os.path.isdir(folder):
+            return
+        mark_complete(folder)
+        for old in checkpoints_to_delete(complete_checkpoints(self.checkpoints_dir), self.keep, state.best_model_checkpoint):
+            shutil.rmtree(old, ignore_errors=True)
+        logger.info("checkpoint complete: %s", folder)
+
+
+class NoDuplicateFinalCheckpoint(TrainerCallback):
+    """Skip Trainer's end-of-training checkpoint when it falls between checkpoint_steps boundaries.
+
+    The final model is written to the output folder moments later; a checkpoint of the same weights
+    plus optimizer state (about 3x the model) would only cost time and disk. Saves asked for by
+    GracefulStop (registered after this) and by load_best_model_at_end are kept.
+    """
+
+    def __init__(self, checkpoint_steps: int):
+        self.checkpoint_steps = checkpoint_steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        at_end = state.max_steps > 0 and state.global_step >= state.max_steps
+        if at_end and not args.load_best_model_at_end and state.global_step % self.checkpoint_steps != 0:
+            control.should_save = False
+        return control
+
+
+class GracefulStop(TrainerCallback):
+    """On SIGTERM: finish the current optimizer step, save a checkpoint, and stop training.
+
+    The kubelet sends SIGTERM and waits terminationGracePeriodSeconds before SIGKILL; one step plus
+    one save must fit in that period. `run.main` then returns EXIT_PREEMPTED (143).
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def request(self, *_):
+        if not self.requested:
+            logger.warning("SIGTERM received: saving a checkpoint at the next step boundary, then stopping")
+        self.requested = True
+
+    def install(self) -> None:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self.request)
+        except ValueError:
+            # Not the main thread (an embedding app): it handles signals itself.
+            self._previous = None
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _agree(self, args) -> bool:
+        """In multi-process runs every rank must stop at the same step (saving is collective):
+        one rank's request stops them all. A one-element all-reduce per step."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return self.requested
+        import torch
+
+        flag = torch.tensor([1.0 if self.requested else 0.0], device=args.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.requested = bool(flag.item())
+        return self.requested
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._agree(args):
+            control.should_save = True
+            control.should_evaluate = False  # no time for it within the grace period
+            control.should_training_stop = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_evaluate = False
+            control.should_save = False  # saved at the step end already
+        return control

@@ -1,0 +1,75 @@
+"""Failure kinds the operator tells apart, their exit codes, and the termination message.
+
+The codes and the message format are the pod contract (docs/pod-contract.md): the Job's
+podFailurePolicy fails a job at once on exit 3, so only raise InvalidData when retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+EXIT_OK = 0
+EXIT_CRASH = 1
+EXIT_INVALID_DATA = 3
+EXIT_OUT_OF_MEMORY = 4
+EXIT_COMMUNICATION_TIMEOUT = 5
+# 128 + SIGTERM: the conventional code of a process that ended because of SIGTERM. We exit with it
+# after saving a checkpoint so the kubelet (and a human) sees "stopped on request", not a crash.
+EXIT_PREEMPTED = 143
+
+TERMINATION_MESSAGE_LIMIT = 4096
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+
+class InvalidData(Exception):
+    """Bad input that no retry can fix: a missing column, an empty file, an unknown label, a bad config."""
+
+    reason = "InvalidData"
+
+
+def classify_exception(exc: BaseException) -> tuple[int, str]:
+    """Map an exception escaping training to (exit code, reason) per the pod contract."""
+    if isinstance(exc, InvalidData):
+        return EXIT_INVALID_DATA, "InvalidData"
+    if isinstance(exc, MemoryError):
+        return EXIT_OUT_OF_MEMORY, "OutOfMemory"
+    name = type(exc).__name__
+    text = str(exc).lower()
+    if name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in text):
+        return EXIT_OUT_OF_MEMORY, "OutOfMemory"
+    if name in ("DistBackendError", "DistNetworkError", "DistStoreError") and ("timeout" in text or "timed out" in text):
+        return EXIT_COMMUNICATION_TIMEOUT, "CommunicationTimeout"
+    return EXIT_CRASH, "TrainerCrashed"
+
+
+def termination_message(reason: str, message: str) -> str:
+    """The JSON termination message, cut so that it fits the kubelet's 4096-byte limit."""
+    body = {"reason": reason, "message": message}
+    text = json.dumps(body)
+    while len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+        body["message"] = body["message"][: max(0, len(body["message"]) - (len(text.encode()) - TERMINATION_MESSAGE_LIMIT) - 4)] + "…"
+        text = json.dumps(body)
+    return text
+
+
+def termination_log_path(environ: dict | os._Environ = os.environ) -> str | None:
+    """Where to write the termination message: FINETUNE_TERMINATION_LOG, else /dev/termination-log if writable."""
+    path = environ.get("FINETUNE_TERMINATION_LOG")
+    if path:
+        return path
+    if os.path.exists(DEFAULT_TERMINATION_LOG) and os.access(DEFAULT_TERMINATION_LOG, os.W_OK):
+        return DEFAULT_TERMINATION_LOG
+    return None
+
+
+def write_termination_message(reason: str, message: str, environ: dict | os._Environ = os.environ) -> None:
+    path = termination_log_path(environ)
+    if path is None:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(termination_message(reason, message))
+    except OSError:
+        # The message is a courtesy; failing to write it must not hide the real failure.
+        pass

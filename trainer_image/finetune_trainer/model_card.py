@@ -1,0 +1,81 @@
+"""The model card (README.md) written beside the fine-tuned model."""
+
+from __future__ import annotations
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def render_model_card(*, model_args, data_args, run_args, metrics: dict, data_summary: dict, labels: list[str]) -> str:
+    title = run_args.job_name or "fine-tuned model"
+    lines = [
+        "---",
+        f"base_model: {model_args.model_uri}",
+        f"pipeline_tag: {model_args.task}",
+        "library_name: transformers" if model_args.method != "lora" else "library_name: peft",
+        "tags: [finetune-operator]",
+        "---",
+        "",
+        f"# {title}",
+        "",
+        f"Fine-tuned by finetune-operator"
+        + (f" (FineTuneJob `{run_args.job_namespace}/{run_args.job_name}`)" if run_args.job_name else "")
+        + f" from `{model_args.model_uri}` (revision `{model_args.model_revision}`) for **{model_args.task}**.",
+        "",
+        "## Data",
+        "",
+        f"- train: `{data_args.train_uri}` ({data_summary.get('train_rows', '?')} rows, format {data_args.dataset_format})",
+    ]
+    if data_args.validation_uri:
+        lines.append(f"- validation: `{data_args.validation_uri}` ({data_summary.get('validation_rows', '?')} rows)")
+    elif data_args.validation_split:
+        lines.append(f"- validation: {data_args.validation_split:.0%} of train held out ({data_summary.get('validation_rows', '?')} rows, seed {run_args.seed})")
+    if data_args.retention_uri:
+        lines.append(f"- retention (forgetting check): `{data_args.retention_uri}` ({data_summary.get('retention_rows', '?')} rows)")
+    if labels:
+        lines.append(f"- labels: {', '.join(labels)}")
+    method = model_args.method
+    if method == "lora":
+        method += f" (r={model_args.lora_r}, alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout}, targets={metrics.get('lora_target_modules')})"
+    elif method == "freeze":
+        method += f" (top {model_args.freeze_trainable_layers} layers and the head train)"
+    lines += [
+        "",
+        "## Method and hyperparameters",
+        "",
+        f"- method: {method}",
+        f"- trainable parameters: {metrics.get('trainable_parameters')} of {metrics.get('total_parameters')}",
+        f"- learning rate {run_args.learning_rate}, batch size {run_args.batch_size} x {run_args.gradient_accumulation_steps} accumulation, "
+        + (f"max steps {run_args.max_steps}" if run_args.max_steps else f"epochs {run_args.epochs}"),
+        f"- warmup ratio {run_args.warmup_ratio}, weight decay {run_args.weight_decay}, label smoothing {run_args.label_smoothing}, "
+        f"dropout {model_args.dropout if model_args.dropout is not None else 'as the base model'}",
+        f"- precision {metrics.get('precision')}, seed {run_args.seed}, max sequence length {data_args.max_seq_length}",
+        "",
+        "## Results",
+        "",
+        "Evaluation set, before fine-tuning and after:",
+        "",
+        "| metric | before | after |",
+        "|---|---|---|",
+    ]
+    for key in sorted(metrics):
+        if key.startswith("eval_") and not key.endswith(("_before", "_runtime", "_per_second")) and isinstance(metrics[key], (int, float)):
+            before = metrics.get(f"{key}_before")
+            lines.append(f"| {key.removeprefix('eval_')} | {_fmt(before) if before is not None else '-'} | {_fmt(metrics[key])} |")
+    retention = sorted(k for k in metrics if k.startswith("retention_") and k.endswith("_before"))
+    if retention:
+        lines += ["", "Retention set (forgetting: after minus before; a higher loss after means forgetting):", "",
+                  "| metric | before | after | delta |", "|---|---|---|---|"]
+        for key in retention:
+            name = key.removeprefix("retention_").removesuffix("_before")
+            after, delta = metrics.get(f"retention_{name}_after"), metrics.get(f"retention_{name}_delta")
+            lines.append(f"| {name} | {_fmt(metrics[key])} | {_fmt(after) if after is not None else '-'} | {_fmt(delta) if delta is not None else '-'} |")
+    lines += ["", "Training:", ""]
+    for key in ("train_loss", "train_runtime", "train_samples_per_second", "global_step", "epoch"):
+        if key in metrics:
+            lines.append(f"- {key}: {_fmt(metrics[key])}")
+    lines.append("")
+    return "\n".join(lines)

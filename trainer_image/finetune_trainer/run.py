@@ -1,0 +1,253 @@
+"""The trainer's entry point: parse the config, build the task, train, write model, metrics and card.
+
+Shaped like transformers' run_glue.py: one linear `main()` whose blocks are narrated by comments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+
+from finetune_trainer.errors import EXIT_OK, EXIT_PREEMPTED, InvalidData, classify_exception, write_termination_message
+
+logger = logging.getLogger("finetune_trainer")
+
+BASELINE_FILE = "baseline-metrics.json"  # before-training metrics, kept beside the checkpoints for resumes
+
+
+def main(config_path: str) -> int:
+    """Run one job in-process; return the exit code of docs/pod-contract.md (never calls sys.exit)."""
+    _setup_logging()
+    try:
+        return _run(config_path)
+    except BaseException as exc:  # noqa: BLE001 - every failure must become an exit code and a message
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        code, reason = classify_exception(exc)
+        if isinstance(exc, InvalidData):
+            logger.error("invalid input: %s", exc)
+        else:
+            logger.error("training failed (%s):\n%s", reason, traceback.format_exc())
+        write_termination_message(reason, str(exc) or type(exc).__name__)
+        return code
+
+
+def _setup_logging() -> None:
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+def parse_config(config_path: str):
+    from finetune_trainer.arguments import parse_config_file
+
+    if not os.path.isfile(config_path):
+        raise InvalidData(f"config file {config_path} does not exist")
+    try:
+        return parse_config_file(config_path)
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise InvalidData(f"config {config_path}: {exc}") from exc
+
+
+def assemble_callbacks(run_args, checkpoints_dir: str, stop) -> list:
+    """Every TrainerCallback of a run, in one place (a progress reporter plugs in here)."""
+    from transformers import EarlyStoppingCallback
+
+    from finetune_trainer.checkpoints import CompleteCheckpointCallback, NoDuplicateFinalCheckpoint
+    from finetune_trainer.progress import progress_callbacks
+
+    callbacks = [
+        CompleteCheckpointCallback(checkpoints_dir, run_args.checkpoints_to_keep),
+        NoDuplicateFinalCheckpoint(run_args.checkpoint_steps),
+        stop,  # after NoDuplicateFinalCheckpoint: a stop request always saves
+    ]
+    if run_args.early_stopping_metric:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=run_args.early_stopping_patience))
+    # After CompleteCheckpointCallback: a checkpoint is marked complete before its report says so.
+    callbacks += progress_callbacks()
+    return callbacks
+
+
+def trainer_with_derived_metrics(base_class, derive):
+    """A Trainer class whose evaluate() also returns metrics derived from the loss (e.g. perplexity)."""
+    if derive is None:
+        return base_class
+
+    class DerivedMetricsTrainer(base_class):
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **kwargs):
+            metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **kwargs)
+            metrics.update(derive(metrics, metric_key_prefix))
+            return metrics
+
+    return DerivedMetricsTrainer
+
+
+def _numbers(metrics: dict) -> dict:
+    return {
+        k: v for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.endswith("_model_preparation_time")
+    }
+
+
+def _run(config_path: str) -> int:
+    import torch
+    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers.utils import logging as hf_logging
+
+    # Progress bars garble pod logs; Trainer's own log lines carry the numbers.
+    hf_logging.disable_progress_bar()
+
+    from finetune_trainer.checkpoints import GracefulStop, newest_complete_checkpoint, remove_incomplete_checkpoints
+    from finetune_trainer.methods import apply_method, count_parameters
+    from finetune_trainer.model_card import render_model_card
+    from finetune_trainer.retention import retention_report
+    from finetune_trainer.sources import fetch, output_dir_for, upload
+    from finetune_trainer.tasks import DataPaths, build_task
+    from finetune_trainer.training_setup import choose_precision, training_arguments_kwargs
+
+    # Stop requests may come while we load data: catch SIGTERM from the start.
+    stop = GracefulStop()
+    stop.install()
+    try:
+        model_args, data_args, run_args = parse_config(config_path)
+        set_seed(run_args.seed)
+
+        # Where results go; partial checkpoints from a killed save are discarded.
+        output_dir, upload_to = output_dir_for(run_args.output_uri)
+        checkpoints_dir = os.path.join(output_dir, "checkpoints")
+        os.makedirs(checkpoints_dir, exist_ok=True)
+        if int(os.environ.get("RANK", "0")) == 0:  # one process cleans the shared output folder
+            for folder in remove_incomplete_checkpoints(checkpoints_dir):
+                logger.warning("removed incomplete checkpoint %s", folder)
+        resume_from = newest_complete_checkpoint(checkpoints_dir)
+
+        # Fetch the base model and the data (hf://, s3://, pvc://, file paths).
+        model_path = fetch(model_args.model_uri, revision=model_args.model_revision, what="model")
+        paths = DataPaths(
+            train=fetch(data_args.train_uri, what="train data"),
+            validation=fetch(data_args.validation_uri, what="validation data") if data_args.validation_uri else None,
+            retention=fetch(data_args.retention_uri, what="retention data") if data_args.retention_uri else None,
+        )
+
+        # Build the task: model, processor, datasets, collator and metrics.
+        setup = build_task(model_args.task, model_path, model_args, data_args, run_args, paths)
+
+        # Apply the method (full / lora / freeze).
+        model = apply_method(setup.model, model_args, setup.peft_task_type, setup.head_modules)
+        trainable, total = count_parameters(model)
+
+        # Precision: half precision only where CUDA supports it.
+        cuda = torch.cuda.is_available()
+        precision, why = choose_precision(run_args.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+        logger.info("precision %s (%s)", precision, why)
+
+        # Training arguments and callbacks.
+        kwargs = training_arguments_kwargs(
+            run_args, checkpoints_dir=checkpoints_dir, precision=precision, has_eval=setup.eval_dataset is not None, use_cpu=not cuda
+        )
+        kwargs.update(setup.extra_training_arguments)
+        trainer_class = trainer_with_derived_metrics(setup.trainer_class or Trainer, setup.derive_metrics)
+        training_args = (setup.arguments_class or TrainingArguments)(**kwargs)
+        trainer = trainer_class(
+            model=model,
+            args=training_args,
+            train_dataset=setup.train_dataset,
+            eval_dataset=setup.eval_dataset,
+            data_collator=setup.data_collator,
+            processing_class=setup.processor,
+            compute_metrics=setup.compute_metrics,
+            preprocess_logits_for_metrics=setup.preprocess_logits_for_metrics,
+            callbacks=assemble_callbacks(run_args, checkpoints_dir, stop),
+        )
+
+        # Evaluate before training (the "before" of before/after); a resumed run reuses the first run's numbers.
+        baseline_path = os.path.join(checkpoints_dir, BASELINE_FILE)
+        if resume_from and os.path.isfile(baseline_path):
+            with open(baseline_path) as f:
+                baseline = json.load(f)
+        else:
+            baseline = {}
+            if setup.eval_dataset is not None:
+                baseline.update(_numbers(trainer.evaluate()))
+            if setup.retention_dataset is not None:
+                baseline.update(_numbers(trainer.evaluate(setup.retention_dataset, metric_key_prefix="retention")))
+            if trainer.is_world_process_zero():
+                with open(baseline_path, "w") as f:
+                    json.dump(baseline, f)
+        if stop.requested:
+            logger.warning("stopped before training started; nothing to save")
+            return EXIT_PREEMPTED
+
+        # Train, resuming from the newest complete checkpoint.
+        if resume_from:
+            logger.info("resuming from %s", resume_from)
+        train_result = trainer.train(resume_from_checkpoint=resume_from)
+        if stop.requested and trainer.state.global_step < trainer.state.max_steps:
+            logger.warning("stopped at step %d after saving a checkpoint", trainer.state.global_step)
+            return EXIT_PREEMPTED
+
+        # Evaluate after training.
+        final_eval = _numbers(trainer.evaluate()) if setup.eval_dataset is not None else {}
+        retention_after = (
+            _numbers(trainer.evaluate(setup.retention_dataset, metric_key_prefix="retention")) if setup.retention_dataset is not None else {}
+        )
+
+        # Save the model (or adapter) with its processor; optionally the merged model too.
+        trainer.save_model(output_dir)
+        if trainer.is_world_process_zero():
+            if model_args.method == "lora" and model_args.merge_adapter:
+                merged_dir = os.path.join(output_dir, "merged")
+                trainer.model.merge_and_unload().save_pretrained(merged_dir)
+                if setup.processor is not None:
+                    setup.processor.save_pretrained(merged_dir)
+
+            # metrics.json and the model card.
+            metrics = {
+                "task": model_args.task,
+                "method": model_args.method,
+                "precision": precision,
+                "trainable_parameters": trainable,
+                "total_parameters": total,
+                "global_step": trainer.state.global_step,
+                "epoch": trainer.state.epoch,
+                "resumed_from_step": _step_of(resume_from),
+                "best_checkpoint": os.path.basename(trainer.state.best_model_checkpoint or "") or None,
+                "stopped_early": trainer.state.global_step < trainer.state.max_steps,  # early stopping ended it
+                "labels": setup.labels,
+                "data": setup.data_summary,
+                **_numbers(train_result.metrics),
+                **final_eval,
+            }
+            if getattr(model, "peft_config", None):
+                metrics["lora_target_modules"] = sorted(next(iter(model.peft_config.values())).target_modules)
+            for key, value in baseline.items():
+                if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")):
+                    metrics[f"{key}_before"] = value
+            metrics.update(retention_report(baseline, retention_after, language_model=model_args.task == "causal-lm"))
+            with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+                json.dump(metrics, f, indent=2, sort_keys=True)
+            with open(os.path.join(output_dir, "README.md"), "w") as f:
+                f.write(
+                    render_model_card(
+                        model_args=model_args, data_args=data_args, run_args=run_args, metrics=metrics,
+                        data_summary=setup.data_summary, labels=setup.labels,
+                    )
+                )
+            logger.info("done: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith("eval_")}, sort_keys=True))
+            if upload_to:
+                upload(output_dir, upload_to)
+        return EXIT_OK
+    finally:
+        stop.uninstall()
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    if not checkpoint:
+        return None
+    return int(os.path.basename(checkpoint).rsplit("-", 1)[-1])

@@ -1,0 +1,111 @@
+"""audio-classification: audiofolder or a path+label table; Wav2Vec2-like models; accuracy and macro-F1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from finetune_trainer.errors import InvalidData
+from finetune_trainer.labels import encode_labels, infer_labels
+from finetune_trainer.media import AUDIO_EXTENSIONS, load_waveform, media_frames
+from finetune_trainer.tasks import TaskSetup
+from finetune_trainer.tasks.common import argmax_logits, column, load_model_config, source_name, split_off_validation
+from finetune_trainer.tasks.image_classification import head_modules
+from finetune_trainer.tasks.text_classification import classification_metrics
+
+MAX_SECONDS = 30.0  # longer clips are cut: attention cost grows with the square of their length
+
+
+def load_feature_extractor(model_path: str, model_uri: str):
+    from transformers import AutoFeatureExtractor
+
+    try:
+        return AutoFeatureExtractor.from_pretrained(model_path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InvalidData(f"model {model_uri}: no feature extractor config (preprocessor_config.json) in {model_path} ({exc})") from exc
+
+
+def waveform_dataset(files: list[str], rows: list[int], rate: int, extra, *, augment: bool, seed: int):
+    """Examples {"input_values": waveform, **extra(row)}, decoded on read; files are checked up front."""
+    from finetune_trainer.augment import MappedDataset, augment_waveform
+
+    for row in rows:
+        load_waveform(files[row], rate, max_seconds=0.01)
+    rng = np.random.default_rng(seed)
+
+    def make(i):
+        row = rows[i]
+        wave = load_waveform(files[row], rate, max_seconds=MAX_SECONDS)
+        if augment:
+            wave = augment_waveform(wave, rng, rate)
+        return {"input_values": wave, **extra(row)}
+
+    return MappedDataset(len(rows), make)
+
+
+def audio_collator(feature_extractor):
+    import torch
+
+    def collate(features: list[dict]) -> dict:
+        batch = feature_extractor(
+            [f["input_values"] for f in features], sampling_rate=feature_extractor.sampling_rate, padding=True,
+            return_attention_mask=True, return_tensors="pt",
+        )
+        batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        return dict(batch)
+
+    return collate
+
+
+def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
+    from transformers import AutoModelForAudioClassification
+
+    audio_col, label_col = column(data_args, "audio", "audio"), column(data_args, "label", "label")
+    train, validation, retention = media_frames(
+        paths, data_args, folder_format="audiofolder", extensions=AUDIO_EXTENSIONS, path_column=audio_col,
+        label_column=label_col, required=[audio_col, label_col],
+    )
+    labels = list(data_args.labels) or infer_labels(train[label_col])
+    if len(labels) < 2:
+        raise InvalidData(f"{source_name(paths.train)}: only the label {labels}; a classifier needs at least 2")
+    extractor = load_feature_extractor(model_path, model_args.model_uri)
+    rate = extractor.sampling_rate
+
+    def dataset(frame, path, rows, train_mode):
+        ids = encode_labels(list(frame[label_col]), labels, source=source_name(path), column=label_col)
+        return waveform_dataset(
+            list(frame[audio_col]), rows, rate, lambda row: {"labels": ids[row]},
+            augment=train_mode and data_args.augment, seed=run_args.seed,
+        )
+
+    keep, held = split_off_validation(len(train), data_args, run_args)
+    train_ds = dataset(train, paths.train, keep, True)
+    if held:
+        eval_ds = dataset(train, paths.train, held, False)
+    else:
+        eval_ds = dataset(validation, paths.validation, list(range(len(validation))), False) if validation is not None else None
+    retention_ds = dataset(retention, paths.retention, list(range(len(retention))), False) if retention is not None else None
+
+    config = load_model_config(
+        model_path, model_args, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+    )
+    model = AutoModelForAudioClassification.from_pretrained(model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True)
+    return TaskSetup(
+        model=model,
+        processor=extractor,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        retention_dataset=retention_ds,
+        data_collator=audio_collator(extractor),
+        compute_metrics=classification_metrics(len(labels)),
+        preprocess_logits_for_metrics=argmax_logits,
+        main_metric="accuracy",
+        labels=labels,
+        head_modules=head_modules(model),
+        extra_training_arguments={"remove_unused_columns": False},
+        data_summary={
+            "train_rows": len(train_ds),
+            "validation_rows": len(eval_ds) if eval_ds is not None else 0,
+            "retention_rows": len(retention_ds) if retention_ds is not None else 0,
+            "sampling_rate": rate,
+        },
+    )

@@ -1,0 +1,121 @@
+"""causal-lm: plain `text`, or `prompt`/`response` pairs with the loss only on the response; perplexity."""
+
+from __future__ import annotations
+
+from finetune_trainer.errors import InvalidData
+from finetune_trainer.metrics import perplexity
+from finetune_trainer.tables import check_no_blanks
+from finetune_trainer.tasks import TaskSetup
+from finetune_trainer.tasks.common import load_frames, load_model_config, source_name, split_off_validation
+from finetune_trainer.tasks.text_classification import load_tokenizer
+
+IGNORE_INDEX = -100
+
+
+def pair_mode(columns: dict, frame_columns) -> bool:
+    """prompt/response pairs when the config names them, or when the data has them and no text column."""
+    if "prompt" in columns or "response" in columns:
+        return True
+    if "text" in columns:
+        return False
+    return "text" not in frame_columns and "prompt" in frame_columns and "response" in frame_columns
+
+
+def encode_pair(prompt_ids: list[int], response_ids: list[int], max_length: int) -> tuple[list[int], list[int]]:
+    """(input_ids, labels): the prompt is context only (labels -100), the response is learned. Pure."""
+    ids = (prompt_ids + response_ids)[:max_length]
+    labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]
+    return ids, labels
+
+
+def pad_batch(features: list[dict], pad_token_id: int) -> dict:
+    """Right-pad input_ids (pad id), attention_mask (0) and labels (-100) to the longest example."""
+    import torch
+
+    longest = max(len(f["input_ids"]) for f in features)
+    batch = {"input_ids": [], "attention_mask": [], "labels": []}
+    for f in features:
+        gap = longest - len(f["input_ids"])
+        batch["input_ids"].append(list(f["input_ids"]) + [pad_token_id] * gap)
+        batch["attention_mask"].append([1] * len(f["input_ids"]) + [0] * gap)
+        batch["labels"].append(list(f["labels"]) + [IGNORE_INDEX] * gap)
+    return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+
+
+def derive_perplexity(metrics: dict, prefix: str) -> dict:
+    loss = metrics.get(f"{prefix}_loss")
+    return {f"{prefix}_perplexity": perplexity(loss)} if loss is not None else {}
+
+
+def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    from finetune_trainer.tables import load_table
+
+    probe = load_table(paths.train, data_args.dataset_format, [], name=source_name(paths.train))
+    pairs = pair_mode(data_args.columns, probe.columns)
+    if pairs:
+        prompt_col, response_col = data_args.columns.get("prompt", "prompt"), data_args.columns.get("response", "response")
+        required = [prompt_col, response_col]
+    else:
+        text_col = data_args.columns.get("text", "text")
+        required = [text_col]
+    train, validation, retention = load_frames(paths, data_args, required)
+
+    tokenizer = load_tokenizer(model_path, model_args.model_uri)
+    if tokenizer.pad_token_id is None:
+        # GPT-2-style tokenizers have no pad token; padding positions are masked out anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    max_length = data_args.max_seq_length
+
+    def encode(frame, path):
+        name = source_name(path)
+        for c in required:
+            check_no_blanks(frame, c, name)
+        rows = {"input_ids": [], "labels": []}
+        if pairs:
+            prompts = tokenizer([str(p) for p in frame[prompt_col]], add_special_tokens=False)["input_ids"]
+            responses = tokenizer([str(r) for r in frame[response_col]], add_special_tokens=False)["input_ids"]
+            for row, (p, r) in enumerate(zip(prompts, responses), start=1):
+                if len(p) >= max_length:
+                    raise InvalidData(f"{name} row {row}: the prompt fills all {max_length} tokens of max_seq_length, so no response is learned; raise max_seq_length or shorten it")
+                ids, labels = encode_pair(p, r + eos, max_length)
+                rows["input_ids"].append(ids)
+                rows["labels"].append(labels)
+        else:
+            for ids in tokenizer([str(t) for t in frame[text_col]], add_special_tokens=False)["input_ids"]:
+                ids = (ids + eos)[:max_length]
+                rows["input_ids"].append(ids)
+                rows["labels"].append(list(ids))
+        return Dataset.from_dict(rows)
+
+    full_train = encode(train, paths.train)
+    keep, held = split_off_validation(len(full_train), data_args, run_args)
+    train_ds = full_train.select(keep) if held else full_train
+    eval_ds = full_train.select(held) if held else (encode(validation, paths.validation) if validation is not None else None)
+    retention_ds = encode(retention, paths.retention) if retention is not None else None
+
+    config = load_model_config(model_path, model_args)
+    model = AutoModelForCausalLM.from_pretrained(model_path, config=config, local_files_only=True)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+    return TaskSetup(
+        model=model,
+        processor=tokenizer,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        retention_dataset=retention_ds,
+        data_collator=lambda features: pad_batch(features, tokenizer.pad_token_id),
+        main_metric="perplexity",
+        peft_task_type="CAUSAL_LM",
+        derive_metrics=derive_perplexity,
+        data_summary={
+            "train_rows": len(train_ds),
+            "validation_rows": len(eval_ds) if eval_ds is not None else 0,
+            "retention_rows": len(retention_ds) if retention_ds is not None else 0,
+            "format": "prompt/response" if pairs else "text",
+        },
+    )

@@ -1,0 +1,77 @@
+"""Pieces shared by the task modules: config loading with overrides, splits, columns."""
+
+from __future__ import annotations
+
+import logging
+
+from finetune_trainer.errors import InvalidData
+from finetune_trainer.tables import load_table, split_train_validation
+
+logger = logging.getLogger("finetune_trainer")
+
+
+def dropout_overrides(config: dict, probability: float) -> dict:
+    """Every `*dropout*` probability of a model config set to `probability` (pure)."""
+    if not 0.0 <= probability < 1.0:
+        raise InvalidData(f"dropout must be in [0, 1); got {probability}")
+    return {
+        key: probability
+        for key, value in config.items()
+        if "dropout" in key and (value is None or (isinstance(value, float) and not isinstance(value, bool)))
+    }
+
+
+def load_model_config(model_path: str, model_args, **overrides):
+    """AutoConfig of the base model, with the dropout override and task-specific fields applied."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InvalidData(f"model {model_args.model_uri}: no usable config.json in {model_path} ({exc})") from exc
+    if model_args.dropout is not None:
+        changed = dropout_overrides(config.to_dict(), model_args.dropout)
+        logger.info("dropout override %.3f on %s", model_args.dropout, ", ".join(sorted(changed)) or "nothing")
+        overrides = {**changed, **overrides}
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def column(data_args, role: str, default: str) -> str:
+    return data_args.columns.get(role) or default
+
+
+def load_frames(paths, data_args, required: list[str]):
+    """(train, validation or None, retention or None) tables, each checked for rows and required columns.
+
+    A validation_split is applied later by `split_off_validation`, after the task has checked the
+    rows, so that errors name rows of the file as written.
+    """
+    fmt = data_args.dataset_format
+    train = load_table(paths.train, fmt, required, name=source_name(paths.train))
+    if data_args.max_train_samples:
+        train = train.iloc[: data_args.max_train_samples].reset_index(drop=True)
+    validation = load_table(paths.validation, fmt, required, name=source_name(paths.validation)) if paths.validation else None
+    retention = load_table(paths.retention, fmt, required, name=source_name(paths.retention)) if paths.retention else None
+    return train, validation, retention
+
+
+def split_off_validation(n_rows: int, data_args, run_args) -> tuple[list[int], list[int] | None]:
+    """(train row indices, validation row indices or None) for validation_split (seeded)."""
+    if not data_args.validation_split:
+        return list(range(n_rows)), None
+    return split_train_validation(n_rows, data_args.validation_split, run_args.seed)
+
+
+def source_name(path: str) -> str:
+    import os
+
+    return os.path.basename(path.rstrip("/")) or path
+
+
+def argmax_logits(logits, labels):
+    """preprocess_logits_for_metrics: keep only predicted ids, so evaluation does not hold all logits."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)

@@ -1,0 +1,95 @@
+"""image-classification: imagefolder or a path+label table; AutoImageProcessor; accuracy and macro-F1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from finetune_trainer.errors import InvalidData
+from finetune_trainer.labels import encode_labels, infer_labels
+from finetune_trainer.media import IMAGE_EXTENSIONS, load_image, media_frames
+from finetune_trainer.tasks import TaskSetup
+from finetune_trainer.tasks.common import argmax_logits, column, load_model_config, source_name, split_off_validation
+from finetune_trainer.tasks.text_classification import classification_metrics
+
+
+def head_modules(model) -> list[str]:
+    """Top-level modules outside the base model: the task head, trained in full under LoRA."""
+    prefix = getattr(model, "base_model_prefix", "")
+    return [name for name, _ in model.named_children() if name != prefix]
+
+
+def stack_batch(features: list[dict]) -> dict:
+    import torch
+
+    batch = {key: torch.stack([torch.as_tensor(f[key]) for f in features]) for key in features[0] if key != "labels"}
+    batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+    return batch
+
+
+def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    from finetune_trainer.augment import MappedDataset, augment_image
+
+    image_col, label_col = column(data_args, "image", "image"), column(data_args, "label", "label")
+    train, validation, retention = media_frames(
+        paths, data_args, folder_format="imagefolder", extensions=IMAGE_EXTENSIONS, path_column=image_col,
+        label_column=label_col, required=[image_col, label_col],
+    )
+    labels = list(data_args.labels) or infer_labels(train[label_col])
+    if len(labels) < 2:
+        raise InvalidData(f"{source_name(paths.train)}: only the label {labels}; a classifier needs at least 2")
+    try:
+        processor = AutoImageProcessor.from_pretrained(model_path, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise InvalidData(f"model {model_args.model_uri}: no image processor config (preprocessor_config.json) in {model_path} ({exc})") from exc
+
+    def dataset(frame, path, rows, train_mode):
+        ids = encode_labels(list(frame[label_col]), labels, source=source_name(path), column=label_col)
+        files = list(frame[image_col])
+        rng = np.random.default_rng(run_args.seed)
+
+        def make(i):
+            row = rows[i]
+            image = load_image(files[row], row=row + 1)
+            if train_mode and data_args.augment:
+                image = augment_image(image, rng)
+            pixels = processor(images=image, return_tensors="pt")["pixel_values"][0]
+            return {"pixel_values": pixels, "labels": ids[row]}
+
+        # Check every file opens before training starts, not at step 500.
+        for row in rows:
+            load_image(files[row], row=row + 1)
+        return MappedDataset(len(rows), make)
+
+    keep, held = split_off_validation(len(train), data_args, run_args)
+    train_ds = dataset(train, paths.train, keep, True)
+    if held:
+        eval_ds = dataset(train, paths.train, held, False)
+    else:
+        eval_ds = dataset(validation, paths.validation, list(range(len(validation))), False) if validation is not None else None
+    retention_ds = dataset(retention, paths.retention, list(range(len(retention))), False) if retention is not None else None
+
+    config = load_model_config(
+        model_path, model_args, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+    )
+    model = AutoModelForImageClassification.from_pretrained(model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True)
+    return TaskSetup(
+        model=model,
+        processor=processor,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        retention_dataset=retention_ds,
+        data_collator=stack_batch,
+        compute_metrics=classification_metrics(len(labels)),
+        preprocess_logits_for_metrics=argmax_logits,
+        main_metric="accuracy",
+        labels=labels,
+        head_modules=head_modules(model),
+        extra_training_arguments={"remove_unused_columns": False},
+        data_summary={
+            "train_rows": len(train_ds),
+            "validation_rows": len(eval_ds) if eval_ds is not None else 0,
+            "retention_rows": len(retention_ds) if retention_ds is not None else 0,
+        },
+    )

@@ -1,0 +1,127 @@
+"""speech-recognition: CTC on Wav2Vec2-like models with a character vocabulary; word error rate."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from finetune_trainer.errors import InvalidData
+from finetune_trainer.media import AUDIO_EXTENSIONS, media_frames
+from finetune_trainer.metrics import word_error_rate
+from finetune_trainer.tables import check_no_blanks
+from finetune_trainer.tasks import TaskSetup
+from finetune_trainer.tasks.audio_classification import load_feature_extractor, waveform_dataset
+from finetune_trainer.tasks.common import argmax_logits, column, load_model_config, source_name, split_off_validation
+
+PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
+
+
+def char_vocab(transcripts) -> dict[str, int]:
+    """CTC vocabulary: pad (the CTC blank, id 0), unk, "|" for spaces, then the sorted characters. Pure."""
+    chars = sorted({c for text in transcripts for c in str(text).lower() if c != " "})
+    return {token: i for i, token in enumerate([PAD, UNK, WORD_DELIMITER] + [c for c in chars if c not in (PAD, UNK, WORD_DELIMITER)])}
+
+
+def load_or_build_processor(model_path: str, model_args, transcripts):
+    """The model's own Wav2Vec2 processor when it ships a tokenizer, else one with a vocabulary from train."""
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
+
+    extractor = load_feature_extractor(model_path, model_args.model_uri)
+    if os.path.isfile(os.path.join(model_path, "vocab.json")):
+        tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(model_path, local_files_only=True)
+        return Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer), False
+    folder = tempfile.mkdtemp(prefix="ctc-vocab-")
+    with open(os.path.join(folder, "vocab.json"), "w") as f:
+        json.dump(char_vocab(transcripts), f)
+    tokenizer = Wav2Vec2CTCTokenizer(os.path.join(folder, "vocab.json"), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER, do_lower_case=False)
+    return Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer), True
+
+
+def ctc_collator(processor):
+    import torch
+
+    def collate(features: list[dict]) -> dict:
+        batch = processor.feature_extractor(
+            [f["input_values"] for f in features], sampling_rate=processor.feature_extractor.sampling_rate,
+            padding=True, return_attention_mask=True, return_tensors="pt",
+        )
+        longest = max(len(f["labels"]) for f in features)
+        labels = [list(f["labels"]) + [-100] * (longest - len(f["labels"])) for f in features]
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        return dict(batch)
+
+    return collate
+
+
+def wer_metrics(processor):
+    def compute(eval_pred) -> dict[str, float]:
+        pad = processor.tokenizer.pad_token_id
+        # Trainer pads predictions of different lengths with -100 when it joins batches.
+        predictions = np.where(np.asarray(eval_pred.predictions) < 0, pad, eval_pred.predictions)
+        references = np.where(eval_pred.label_ids < 0, processor.tokenizer.pad_token_id, eval_pred.label_ids)
+        hypotheses = processor.tokenizer.batch_decode(predictions)
+        targets = processor.tokenizer.batch_decode(references, group_tokens=False)
+        return {"wer": word_error_rate(hypotheses, targets)}
+
+    return compute
+
+
+def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
+    from transformers import AutoModelForCTC
+
+    audio_col, text_col = column(data_args, "audio", "audio"), column(data_args, "transcript", "transcript")
+    train, validation, retention = media_frames(
+        paths, data_args, folder_format="audiofolder", extensions=AUDIO_EXTENSIONS, path_column=audio_col,
+        label_column=text_col, required=[audio_col, text_col],
+    )
+    for frame, path in ((train, paths.train), (validation, paths.validation), (retention, paths.retention)):
+        if frame is not None:
+            check_no_blanks(frame, text_col, source_name(path))
+    processor, new_vocab = load_or_build_processor(model_path, model_args, train[text_col])
+    rate = processor.feature_extractor.sampling_rate
+
+    def dataset(frame, path, rows, train_mode):
+        ids = processor.tokenizer([str(t).lower() for t in frame[text_col]])["input_ids"]
+        unk = processor.tokenizer.unk_token_id
+        for row in rows:
+            if unk in ids[row]:
+                raise InvalidData(f"{source_name(path)} row {row + 1}: transcript has characters outside the model's vocabulary")
+        return waveform_dataset(list(frame[audio_col]), rows, rate, lambda row: {"labels": ids[row]}, augment=train_mode and data_args.augment, seed=run_args.seed)
+
+    keep, held = split_off_validation(len(train), data_args, run_args)
+    train_ds = dataset(train, paths.train, keep, True)
+    if held:
+        eval_ds = dataset(train, paths.train, held, False)
+    else:
+        eval_ds = dataset(validation, paths.validation, list(range(len(validation))), False) if validation is not None else None
+    retention_ds = dataset(retention, paths.retention, list(range(len(retention))), False) if retention is not None else None
+
+    overrides = {"ctc_loss_reduction": "mean", "pad_token_id": processor.tokenizer.pad_token_id}
+    if new_vocab:
+        overrides["vocab_size"] = len(processor.tokenizer)
+    config = load_model_config(model_path, model_args, **overrides)
+    # A new vocabulary means a new output layer (lm_head) sized to it.
+    model = AutoModelForCTC.from_pretrained(model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True)
+    return TaskSetup(
+        model=model,
+        processor=processor,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        retention_dataset=retention_ds,
+        data_collator=ctc_collator(processor),
+        compute_metrics=wer_metrics(processor),
+        preprocess_logits_for_metrics=argmax_logits,
+        main_metric="wer",
+        head_modules=["lm_head"],
+        extra_training_arguments={"remove_unused_columns": False},
+        data_summary={
+            "train_rows": len(train_ds),
+            "validation_rows": len(eval_ds) if eval_ds is not None else 0,
+            "retention_rows": len(retention_ds) if retention_ds is not None else 0,
+            "sampling_rate": rate,
+            "vocabulary": "built from train transcripts" if new_vocab else "the model's",
+        },
+    )

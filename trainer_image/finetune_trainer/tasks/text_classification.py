@@ -1,0 +1,100 @@
+"""text-classification: one text (or a text pair) -> one label; metrics accuracy and macro-F1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from finetune_trainer.errors import InvalidData
+from finetune_trainer.labels import encode_labels, infer_labels
+from finetune_trainer.metrics import accuracy, macro_f1
+from finetune_trainer.tables import check_no_blanks
+from finetune_trainer.tasks import TaskSetup
+from finetune_trainer.tasks.common import argmax_logits, column, load_frames, load_model_config, source_name, split_off_validation
+
+
+def load_tokenizer(model_path: str, model_uri: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InvalidData(f"model {model_uri}: no tokenizer files in {model_path} ({exc})") from exc
+
+
+def classification_metrics(num_labels: int):
+    def compute(eval_pred) -> dict[str, float]:
+        predictions = np.asarray(eval_pred.predictions)
+        references = np.asarray(eval_pred.label_ids)
+        return {"accuracy": accuracy(predictions, references), "f1_macro": macro_f1(predictions, references, num_labels)}
+
+    return compute
+
+
+def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+    text_col = column(data_args, "text", "text")
+    pair_col = data_args.columns.get("textPair")
+    label_col = column(data_args, "label", "label")
+    required = [text_col, label_col] + ([pair_col] if pair_col else [])
+    train, validation, retention = load_frames(paths, data_args, required)
+
+    # Labels: the configured list, else the sorted distinct labels of the training data.
+    labels = list(data_args.labels) or infer_labels(train[label_col])
+    if len(labels) < 2:
+        raise InvalidData(f"{source_name(paths.train)}: column {label_col!r} has only the label {labels}; a classifier needs at least 2")
+
+    tokenizer = load_tokenizer(model_path, model_args.model_uri)
+
+    def encode(frame, path):
+        name = source_name(path)
+        check_no_blanks(frame, text_col, name)
+        ids = encode_labels(list(frame[label_col]), labels, source=name, column=label_col)
+        texts = [str(t) for t in frame[text_col]]
+        pairs = [str(t) for t in frame[pair_col]] if pair_col else None
+        features = tokenizer(texts, pairs, truncation=True, max_length=data_args.max_seq_length)
+        return Dataset.from_dict({**features, "labels": ids})
+
+    full_train = encode(train, paths.train)
+    keep, held = split_off_validation(len(full_train), data_args, run_args)
+    train_ds = full_train.select(keep) if held else full_train
+    eval_ds = full_train.select(held) if held else (encode(validation, paths.validation) if validation is not None else None)
+    retention_ds = encode(retention, paths.retention) if retention is not None else None
+
+    config = load_model_config(
+        model_path,
+        model_args,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )
+    # ignore_mismatched_sizes: a base model fine-tuned for another label set gets a fresh head.
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True)
+
+    train_dataset = train_ds
+    if data_args.augment and data_args.token_dropout > 0:
+        from finetune_trainer.augment import TokenDropoutDataset
+
+        train_dataset = TokenDropoutDataset(train_ds, tokenizer, data_args.token_dropout, seed=run_args.seed)
+
+    return TaskSetup(
+        model=model,
+        processor=tokenizer,
+        train_dataset=train_dataset,
+        eval_dataset=eval_ds,
+        retention_dataset=retention_ds,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=classification_metrics(len(labels)),
+        preprocess_logits_for_metrics=argmax_logits,
+        main_metric="accuracy",
+        labels=labels,
+        peft_task_type="SEQ_CLS",
+        head_modules=[],  # peft keeps the classifier trainable for SEQ_CLS by itself
+        data_summary={
+            "train_rows": len(train_ds),
+            "validation_rows": len(eval_ds) if eval_ds is not None else 0,
+            "retention_rows": len(retention_ds) if retention_ds is not None else 0,
+            "columns": {"text": text_col, "label": label_col, **({"textPair": pair_col} if pair_col else {})},
+        },
+    )
