@@ -6,12 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install tools clean
 
+# pip's output goes to a log (shown only when it fails), so the test output stays readable.
+PIPLOG := $(VENV)/pip-install.log
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# The CPU build first: an unpinned torch would pull a multi-GB CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[trainer,sandbox,test]'
+	@echo "installing into $(VENV) (CPU torch first, then the project with its extras); log: $(PIPLOG)"
+	@$(PY) -m pip install -q --upgrade pip > $(PIPLOG) 2>&1 || { cat $(PIPLOG); exit 1; }
+	@# The CPU build first: an unpinned torch would pull a multi-GB CUDA build.
+	@$(PY) -m pip install -q torch==2.13.0 >> $(PIPLOG) 2>&1 || { cat $(PIPLOG); exit 1; }
+	@$(PY) -m pip install -q -e '.[trainer,sandbox,test]' >> $(PIPLOG) 2>&1 || { cat $(PIPLOG); exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)
