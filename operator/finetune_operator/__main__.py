@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -13,9 +14,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch FineTuneJobs in every namespace (default)")
     scope.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="Kopf liveness endpoint URL ('' to disable)")
-    parser.add_argument("--standalone", action="store_true", help="no peering with other operator replicas")
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument("--standalone", action="store_true", help="no peering with other operator replicas")
+    peering.add_argument("--peering", metavar="NAME", default=None,
+                         help="Kopf peering object to coordinate replicas through: the replica with the highest "
+                              "priority acts, the others pause until it is gone (created if absent)")
+    parser.add_argument("--priority", type=int, default=None,
+                        help="peering priority (default: derived from the start time, so the oldest replica stays active)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
+
+
+def start_time_priority(started: float) -> int:
+    """Older replicas get higher priorities, so a replica that starts later (a rollout, a reschedule)
+    waits instead of taking over. Kopf pauses *every* replica when two share a priority, so the
+    default must differ between replicas: microseconds make a tie practically impossible."""
+    return -int(started * 1_000_000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,11 +43,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import handlers  # noqa: F401  (registers the handlers)
 
+    peering: dict[str, object] = {}
+    if args.peering:
+        priority = args.priority if args.priority is not None else start_time_priority(time.time())
+        peering = {"peering_name": args.peering, "priority": priority}
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         standalone=args.standalone or None,
         liveness_endpoint=args.liveness or None,
+        # The start-up handler makes sure the peering object exists (Kopf would wait for it forever).
+        memo=kopf.Memo(peering_name=args.peering, peering_namespaces=list(args.namespace)),
+        **peering,  # type: ignore[arg-type]
     )
     return 0
 

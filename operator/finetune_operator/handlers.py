@@ -17,6 +17,7 @@ import secrets
 from typing import Any
 
 import kopf
+import urllib3
 
 from . import clock
 from . import reasons as r
@@ -25,21 +26,26 @@ from .conditions import find_condition
 from .config import OperatorConfig
 from .kube import KubeApi, load_config
 from .metrics import OperatorMetrics
-from .names import GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, VERSION, training_job_name
+from .names import GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, TRAINER_CONTAINER, VERSION, training_job_name
 from .progress_hub import ProgressHub
 from .progress_server import Servers
 from .progress_tracking import JobRecord
 from .spec import FineTuneJobSpec, InvalidSpec, parse_spec
 from .status import (
+    LOG_TAIL_BYTES,
+    LOG_TAIL_LINES,
     Observed,
     apply_stall,
+    completed_progress,
     derive_status,
     invalid_spec_status,
     parse_timestamp,
+    ran_to_completion,
     startup_deadline_exceeded,
     startup_failure_status,
     status_changes,
     ttl_expired,
+    with_log_tail,
 )
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,8 @@ CHILDREN = {LABEL_MANAGED_BY: MANAGED_BY}
 RECONCILE_INTERVAL_SECONDS = float(os.environ.get("FINETUNE_RECONCILE_INTERVAL_SECONDS", "30"))
 # Spec fields that may change after creation; the training Job's pod template is immutable.
 MUTABLE_SPEC_FIELDS = {("runPolicy", "suspend")}
+# The cap of the exponential backoff after a failed reconcile (API errors, dropped connections).
+RETRY_MAX_DELAY_SECONDS = 30
 PROGRESS_KEY_SECRET = "finetune-operator-progress-key"
 
 
@@ -65,10 +73,18 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Handler logs are not Kubernetes events; only explicit kopf.event() calls and errors are posted.
     settings.posting.level = logging.ERROR
     settings.execution.max_workers = 16
+    # Peering (--peering): how soon a paused replica takes over from one that died without saying goodbye.
+    settings.peering.lifetime = int(os.environ.get("FINETUNE_PEERING_LIFETIME_SECONDS", "60"))
     memo.config = config = OperatorConfig.from_env()
     memo.locks = {}
     load_config()
     memo.kube = kube = KubeApi()
+    peering_name = getattr(memo, "peering_name", None)
+    if peering_name:
+        # Kopf waits, paused, for the peering object to exist; create it rather than hang on a fresh cluster.
+        await asyncio.to_thread(kube.ensure_peering, peering_name, getattr(memo, "peering_namespaces", []))
+        log.info("peering %r with priority %d: only the live replica with the highest priority handles "
+                 "FineTuneJobs; this one pauses while such a peer exists", peering_name, settings.peering.priority)
     key = await asyncio.to_thread(_progress_key, kube)
     memo.hub = hub = ProgressHub(key, kube.patch_finetunejob_status, OperatorMetrics(lambda: list(hub.records.values())),
                                  status_interval=config.status_interval_seconds, clock=clock.now)
@@ -106,21 +122,22 @@ def trainer_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any)
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
-async def job_created(namespace: str, name: str, memo: kopf.Memo, training_jobs: kopf.Index, trainer_pods: kopf.Index, **_: Any) -> None:
-    await reconcile(namespace, name, memo, training_jobs, trainer_pods)
+async def job_created(namespace: str, name: str, memo: kopf.Memo, training_jobs: kopf.Index, trainer_pods: kopf.Index,
+                      retry: int, **_: Any) -> None:
+    await reconcile(namespace, name, memo, training_jobs, trainer_pods, retry=retry)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def job_updated(
     namespace: str, name: str, body: kopf.Body, diff: kopf.Diff, memo: kopf.Memo,
-    training_jobs: kopf.Index, trainer_pods: kopf.Index, **_: Any,
+    training_jobs: kopf.Index, trainer_pods: kopf.Index, retry: int, **_: Any,
 ) -> None:
     ignored = sorted({".".join(field[1:]) for _, field, _, _ in diff if field[:1] == ("spec",) and tuple(field[1:3]) not in MUTABLE_SPEC_FIELDS})
     if ignored:
         kopf.event(body, type="Warning", reason="SpecChangeIgnored",
                    message=f"only spec.runPolicy.suspend can change after creation; ignored changes to {', '.join(ignored)}: "
                            "delete and recreate the job to apply them")
-    await reconcile(namespace, name, memo, training_jobs, trainer_pods)
+    await reconcile(namespace, name, memo, training_jobs, trainer_pods, retry=retry)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
@@ -138,16 +155,28 @@ def job_deleted(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL_SECONDS, initial_delay=RECONCILE_INTERVAL_SECONDS)
-async def job_tick(namespace: str, name: str, memo: kopf.Memo, training_jobs: kopf.Index, trainer_pods: kopf.Index, **_: Any) -> None:
-    await reconcile(namespace, name, memo, training_jobs, trainer_pods)
+async def job_tick(namespace: str, name: str, memo: kopf.Memo, training_jobs: kopf.Index, trainer_pods: kopf.Index,
+                   retry: int, **_: Any) -> None:
+    await reconcile(namespace, name, memo, training_jobs, trainer_pods, retry=retry)
 
 
-async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index) -> None:
+async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index, *, retry: int = 0) -> None:
     try:
         await _reconcile(namespace, name, memo, jobs, pods)
-    except Exception:
+    except Exception as exc:
         memo.hub.metrics.reconcile_errors.inc()
-        raise
+        status = getattr(exc, "status", None)
+        if status is None and not isinstance(exc, (OSError, urllib3.exceptions.HTTPError)):
+            log.exception("reconciling %s/%s failed unexpectedly", namespace, name)  # a bug: keep its traceback
+        # Kopf's default is a flat 60 s before the next try (timers included): one 409/429/5xx or dropped
+        # connection would stall a job for a minute. Back off exponentially from 1 s instead.
+        cause = f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip() if status else repr(exc)
+        raise kopf.TemporaryError(f"reconciling {namespace}/{name} failed: {cause}", delay=retry_delay(retry)) from exc
+
+
+def retry_delay(retry: int) -> float:
+    """Seconds before retry number `retry` + 1 of a failed reconcile: 1, 2, 4, ... capped at 30."""
+    return float(min(RETRY_MAX_DELAY_SECONDS, 2 ** min(retry, 10)))
 
 
 async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index) -> None:
@@ -191,6 +220,8 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
             derived.update(startup_failure_status(derived, generation=generation, now=now))
             # Release whatever the job holds (quota, pending pods) now that it has failed.
             await asyncio.to_thread(kube.delete_job, namespace, training_job_name(name))
+        if derived["phase"] == r.FAILED and previous.get("phase") != r.FAILED:
+            derived["failure"] = await _with_failed_pod_log(kube, namespace, derived.get("failure") or {})
         _account(hub, record, spec, previous, derived, now)
         stalled = apply_stall(derived, record.seconds_without_progress(now), memo.config.stall_seconds,
                               generation=generation, now=now)
@@ -198,6 +229,12 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
             kopf.event(ftj, type="Warning", reason=r.NO_PROGRESS,
                        message=find_condition(derived["conditions"], r.COND_STALLED)["message"])
         record.stalled = stalled
+        if ran_to_completion(spec, derived):
+            # The final progress report may have been lost to an operator restart: the Job proves it.
+            record.finished = True
+            final = completed_progress(spec, previous.get("progress"))
+            if final:
+                derived["progress"] = final
 
         changes = status_changes(previous, derived)
         if changes:
@@ -240,6 +277,20 @@ def _account(hub: ProgressHub, record: JobRecord, spec: FineTuneJobSpec, previou
     if was_running and not running:
         # Leaving Running: write the final GPU-seconds and progress now rather than at the next report.
         hub.schedule_write(record.namespace, record.name)
+
+
+async def _with_failed_pod_log(kube: KubeApi, namespace: str, failure: dict[str, Any]) -> dict[str, Any]:
+    """The failure plus its pod's log tail; read once, as the job turns Failed (not on every reconcile)."""
+    if not failure.get("pod"):
+        return failure
+    try:
+        # Over-read: redaction and the byte bound are applied to the text, by status.with_log_tail.
+        log_text = await asyncio.to_thread(kube.read_log_tail, namespace, failure["pod"], TRAINER_CONTAINER,
+                                           lines=LOG_TAIL_LINES, max_bytes=4 * LOG_TAIL_BYTES)
+    except Exception:  # noqa: BLE001 - the failure itself must still be recorded; the tail is a courtesy
+        log.warning("could not read the log of failed pod %s/%s", namespace, failure["pod"], exc_info=True)
+        return failure
+    return with_log_tail(failure, log_text)
 
 
 def _create_children(kube: KubeApi, ftj: dict[str, Any], spec: FineTuneJobSpec, config: OperatorConfig, token: str) -> None:

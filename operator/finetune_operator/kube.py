@@ -18,6 +18,10 @@ from .names import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
+# Kopf's peering resources (manifests/crd/kopf-peering.yaml).
+KOPF_GROUP = "kopf.dev"
+KOPF_VERSION = "v1"
+
 # (apiGroup, resource, verb) for every call below: the least privilege the operator needs.
 RBAC_CALLS = {
     (GROUP, "finetunejobs", "get"),
@@ -29,6 +33,11 @@ RBAC_CALLS = {
     ("batch", "jobs", "create"),
     ("batch", "jobs", "patch"),
     ("batch", "jobs", "delete"),
+    # The failed trainer's last log lines, read once when its job fails (status.failure.logTail).
+    ("", "pods/log", "get"),
+    # With --peering: the peering object the replicas coordinate through, created if absent.
+    (KOPF_GROUP, "clusterkopfpeerings", "create"),
+    (KOPF_GROUP, "kopfpeerings", "create"),
 }
 
 # Calls confined to the operator's own namespace (a Role, not the ClusterRole).
@@ -49,6 +58,14 @@ KOPF_CALLS = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
     ("", "namespaces", "list"),
     ("", "namespaces", "watch"),
+    # Peering (--peering): every replica watches the peering object (ClusterKopfPeering with
+    # --all-namespaces, KopfPeering per namespace with -n) and patches its own keep-alive into it.
+    (KOPF_GROUP, "clusterkopfpeerings", "list"),
+    (KOPF_GROUP, "clusterkopfpeerings", "watch"),
+    (KOPF_GROUP, "clusterkopfpeerings", "patch"),
+    (KOPF_GROUP, "kopfpeerings", "list"),
+    (KOPF_GROUP, "kopfpeerings", "watch"),
+    (KOPF_GROUP, "kopfpeerings", "patch"),
 }
 
 
@@ -130,6 +147,34 @@ class KubeApi:
             if exc.status == 409:  # another replica created it first: use theirs
                 return self.progress_key(namespace, name)
             raise
+
+    def read_log_tail(self, namespace: str, pod: str, container: str, *, lines: int, max_bytes: int) -> str | None:
+        """The last `lines` lines of a container's log (at most `max_bytes`); None when the pod or its log is gone."""
+        try:
+            # Raw bytes: with content preloading the client may turn a log that looks like JSON into a dict repr.
+            response = self.core.read_namespaced_pod_log(pod, namespace, container=container, tail_lines=lines,
+                                                         limit_bytes=max_bytes, _preload_content=False)
+            return response.data.decode(errors="replace")
+        except ApiException as exc:
+            # 404: the pod was deleted; 400: its container never started (no log to read).
+            if exc.status in (400, 404):
+                return None
+            raise
+
+    def ensure_peering(self, name: str, namespaces: list[str]) -> None:
+        """Create the Kopf peering object(s) if absent: cluster-wide, or one per watched namespace."""
+        targets = [(ns, "kopfpeerings", "KopfPeering") for ns in namespaces] or [(None, "clusterkopfpeerings", "ClusterKopfPeering")]
+        for namespace, plural, kind in targets:
+            metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+            body = {"apiVersion": f"{KOPF_GROUP}/{KOPF_VERSION}", "kind": kind, "metadata": metadata}
+            try:
+                if namespace:
+                    self.custom.create_namespaced_custom_object(KOPF_GROUP, KOPF_VERSION, namespace, plural, body)
+                else:
+                    self.custom.create_cluster_custom_object(KOPF_GROUP, KOPF_VERSION, plural, body)
+            except ApiException as exc:
+                if exc.status != 409:  # another replica created it first
+                    raise
 
     def set_job_suspended(self, namespace: str, name: str, suspend: bool) -> None:
         self.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": suspend}}, _preload_content=False)

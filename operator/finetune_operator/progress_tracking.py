@@ -57,6 +57,9 @@ class JobRecord:
     # How much of gpu_seconds the Prometheus counter has already been given.
     gpu_counted: float = 0.0
     stalled: bool = False
+    # The Job completed and the trainer ran to its planned steps (no early stopping): the final report
+    # may have been lost while the operator was down, but the step count it would carry is known.
+    finished: bool = False
 
     def accept(self, report: ProgressReport, received: datetime) -> None:
         previous = self.report
@@ -89,7 +92,7 @@ class JobRecord:
         if report is None or not report.totalSteps:
             return None
         remaining = max(0, report.totalSteps - report.step)
-        if remaining == 0:
+        if remaining == 0 or self.finished:
             return 0.0
         return remaining / rate if rate else None
 
@@ -97,7 +100,7 @@ class JobRecord:
         report = self.report
         if report is None or not report.totalSteps:
             return None
-        return min(1.0, report.step / report.totalSteps)
+        return 1.0 if self.finished else min(1.0, report.step / report.totalSteps)
 
     # -- GPU-seconds ------------------------------------------------------------------------------
 
@@ -138,6 +141,8 @@ def progress_status(record: JobRecord, now: datetime) -> dict[str, Any]:
         "totalSteps": report.totalSteps,
         "lastReportTime": _stamp(record.received or now),
     }
+    if record.finished and report.totalSteps:
+        progress["step"] = report.totalSteps
     ratio = record.progress_ratio()
     if ratio is not None:
         progress["percent"] = int(ratio * 100)

@@ -35,6 +35,8 @@ NO_QUEUE = "NoQueue"
 POD_PENDING = "PodsPending"
 UNSCHEDULABLE = "Unschedulable"
 IMAGE_PULL_FAILED = "ImagePullFailed"
+# A Secret/ConfigMap the pod references is missing (the kubelet's CreateContainerConfigError).
+CONFIG_ERROR = "ConfigError"
 PODS_RUNNING = "PodsRunning"
 FINISHING = "Finishing"
 RETRYING = "Retrying"
@@ -58,7 +60,7 @@ NODE_LOST = "NodeLost"
 TRAINER_CRASHED = "TrainerCrashed"
 JOB_DELETED = "JobDeleted"
 FAILURE_REASONS = (
-    INVALID_SPEC, INVALID_DATA, OUT_OF_MEMORY, IMAGE_PULL_FAILED, UNSCHEDULABLE, STARTUP_DEADLINE_EXCEEDED,
+    INVALID_SPEC, INVALID_DATA, OUT_OF_MEMORY, IMAGE_PULL_FAILED, CONFIG_ERROR, UNSCHEDULABLE, STARTUP_DEADLINE_EXCEEDED,
     DEADLINE_EXCEEDED, COMMUNICATION_TIMEOUT, PREEMPTED, NODE_LOST, TRAINER_CRASHED, JOB_DELETED,
 )
 
@@ -78,6 +80,11 @@ FAILURE_HINTS = {
     "lower maxSeqLength or use method.type: lora",
     INVALID_DATA: "fix the dataset or model named above and recreate the job; retrying cannot help",
     IMAGE_PULL_FAILED: "check spec.image and the cluster's pull secrets",
+    CONFIG_ERROR: "create the Secret or ConfigMap named above in the job's own namespace "
+    "(spec.secrets and spec.env valueFrom never reach other namespaces), or fix the reference",
+    PREEMPTED: "the pod was preempted or evicted (node drain, a higher-priority workload or Kueue); "
+    "recreate the job to resume from its latest checkpoint",
+    NODE_LOST: "the node running the pod disappeared; recreate the job to resume from its latest checkpoint",
     UNSCHEDULABLE: "no node can fit the pods: lower resources, check nodeSelector/tolerations or the queue's quota",
     DEADLINE_EXCEEDED: "raise runPolicy.activeDeadlineSeconds or train fewer steps",
 }

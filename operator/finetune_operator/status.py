@@ -15,10 +15,17 @@ from typing import Any
 from . import reasons as r
 from .conditions import find_condition, set_condition
 from .names import TRAINER_CONTAINER
+from .redaction import redact, tail
 from .spec import FineTuneJobSpec
 
 _IMAGE_PULL_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
+_CONFIG_WAITING = ("CreateContainerConfigError",)
 MAX_FAILURE_MESSAGE = 1024
+# status.failure.logTail: enough to see the error and what led to it, small enough for every `kubectl get -o yaml`.
+LOG_TAIL_LINES = 40
+LOG_TAIL_BYTES = 4096
+# DisruptionTarget reasons that mean the pod's node went away (Kubernetes' PodGC and taint manager).
+_NODE_GONE_DISRUPTIONS = ("DeletionByPodGC", "DeletionByTaintManager")
 
 
 def timestamp(moment: datetime) -> str:
@@ -45,6 +52,7 @@ class Failure:
     message: str
     exit_code: int | None = None
     pod: str | None = None
+    log_tail: str | None = None
 
     def as_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reason": self.reason, "message": self.message}
@@ -52,7 +60,23 @@ class Failure:
             out["exitCode"] = self.exit_code
         if self.pod:
             out["pod"] = self.pod
+        if self.log_tail:
+            out["logTail"] = self.log_tail
         return out
+
+
+def failure_log_tail(log: str) -> str:
+    """What of a failed trainer's log goes into status.failure.logTail: its last lines, credentials removed, bounded."""
+    # Redact before cutting: a cut through a token could leave a recognisable half of it behind.
+    return tail(redact(tail(log, max_lines=LOG_TAIL_LINES, max_bytes=4 * LOG_TAIL_BYTES)),
+                max_lines=LOG_TAIL_LINES, max_bytes=LOG_TAIL_BYTES)
+
+
+def with_log_tail(failure: dict[str, Any], log: str | None) -> dict[str, Any]:
+    """status.failure with the failed pod's log tail added (unchanged when there is no log)."""
+    if not log:
+        return failure
+    return {**failure, "logTail": failure_log_tail(log)}
 
 
 def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
@@ -95,6 +119,14 @@ def _why_not_running(pods: list[dict[str, Any]], nodes: int) -> tuple[str, str]:
                 f"pod {pod['metadata']['name']} cannot pull its image ({waiting['reason']}): "
                 f"{waiting.get('message', '')}".strip()
             )
+    for pod in pods:
+        waiting = (_trainer_status(pod).get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _CONFIG_WAITING:
+            detail = redact(waiting.get("message", "")).strip()
+            return r.CONFIG_ERROR, (
+                f"pod {pod['metadata']['name']} cannot start its trainer ({waiting['reason']}): {detail}; "
+                f"{r.FAILURE_HINTS[r.CONFIG_ERROR]}"
+            )
     running = sum(1 for p in pods if _is_running(p))
     return r.POD_PENDING, f"{running} of {nodes} trainer pods running"
 
@@ -102,6 +134,34 @@ def _why_not_running(pods: list[dict[str, Any]], nodes: int) -> tuple[str, str]:
 def _termination(pod: dict[str, Any]) -> dict[str, Any]:
     status = _trainer_status(pod)
     return (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated") or {}
+
+
+def _disruption(pod: dict[str, Any]) -> dict[str, Any] | None:
+    condition = find_condition((pod.get("status") or {}).get("conditions"), "DisruptionTarget")
+    return condition if condition and condition.get("status") == "True" else None
+
+
+def _lost_node(pod: dict[str, Any]) -> bool:
+    disruption = _disruption(pod) or {}
+    return (pod.get("status") or {}).get("reason") == "NodeLost" or disruption.get("reason") in _NODE_GONE_DISRUPTIONS
+
+
+def _disrupted(pod: dict[str, Any]) -> bool:
+    return _disruption(pod) is not None or _lost_node(pod)
+
+
+def _disruption_failure(pod: dict[str, Any]) -> Failure:
+    disruption = _disruption(pod) or {}
+    name = pod["metadata"]["name"]
+    if _lost_node(pod):
+        node = (pod.get("spec") or {}).get("nodeName")
+        detail = f"pod {name} was lost with its node{f' {node}' if node else ''}"
+        reason = r.NODE_LOST
+    else:
+        why = ": ".join(x for x in (disruption.get("reason"), disruption.get("message")) if x)
+        detail = f"pod {name} was disrupted{f' ({why})' if why else ''}"
+        reason = r.PREEMPTED
+    return Failure(reason, redact(f"{detail}; {r.FAILURE_HINTS[reason]}")[:MAX_FAILURE_MESSAGE], None, name)
 
 
 def classify_failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> Failure:
@@ -114,10 +174,15 @@ def classify_failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> Failure
     failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
     # The newest failed pod tells the story of the last attempt.
     failed.sort(key=lambda p: _termination(p).get("finishedAt") or "")
-    if not failed:
-        message = failed_condition.get("message") or "the training Job failed"
-        return Failure(r.TRAINER_CRASHED, message)
-    pod = failed[-1]
+    # Disrupted pods do not count against backoffLimit (podFailurePolicy Ignore), so a trainer's own
+    # failure explains the Job's failure better; a disruption is the reason only when nothing else failed.
+    own = [p for p in failed if not _disrupted(p)]
+    if not own and failed:
+        return _disruption_failure(failed[-1])
+    if not own:
+        message = redact(failed_condition.get("message") or "the training Job failed")
+        return Failure(r.TRAINER_CRASHED, message[:MAX_FAILURE_MESSAGE])
+    pod = own[-1]
     terminated = _termination(pod)
     exit_code = terminated.get("exitCode")
     reported = _reported_failure(terminated.get("message", ""))
@@ -131,7 +196,7 @@ def classify_failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> Failure
         reason = r.TRAINER_CRASHED
         detail = (terminated.get("message") or "").strip() or f"the trainer exited with code {exit_code}"
     hint = r.FAILURE_HINTS.get(reason)
-    message = f"{detail}; {hint}" if hint and detail else (detail or hint or reason)
+    message = redact(f"{detail}; {hint}" if hint and detail else (detail or hint or reason))
     return Failure(reason, message[:MAX_FAILURE_MESSAGE], exit_code, pod["metadata"]["name"])
 
 
@@ -286,10 +351,10 @@ def startup_failure_status(status: dict[str, Any], *, generation: int | None, no
     """Fail a job that never started; keeps the scheduler's explanation when there is one."""
     stamp = timestamp(now)
     why = status.get("reason")
-    reason = why if why in (r.UNSCHEDULABLE, r.IMAGE_PULL_FAILED) else r.STARTUP_DEADLINE_EXCEEDED
+    reason = why if why in (r.UNSCHEDULABLE, r.IMAGE_PULL_FAILED, r.CONFIG_ERROR) else r.STARTUP_DEADLINE_EXCEEDED
     message = f"did not start within runPolicy.startupDeadlineSeconds: {status.get('message', '')}".rstrip(": ")
     hint = r.FAILURE_HINTS.get(reason)
-    if hint:
+    if hint and hint not in message:
         message = f"{message}; {hint}"
     conditions = list(status.get("conditions") or [])
     for type_, value in ((r.COND_FAILED, True), (r.COND_RUNNING, False), (r.COND_SUCCEEDED, False)):
@@ -337,3 +402,23 @@ def apply_stall(
     derived["conditions"] = set_condition(list(derived.get("conditions") or []), r.COND_STALLED, stalled, reason, message,
                                           now=timestamp(now), generation=generation)
     return stalled
+
+
+def ran_to_completion(spec: FineTuneJobSpec, status: dict[str, Any]) -> bool:
+    """A Succeeded job whose trainer certainly ran all its planned steps.
+
+    The trainer exits 0 only at max_steps or after early stopping (docs/pod-contract.md), so without
+    early stopping a completed Job proves the final step even when its final progress report was lost
+    (the operator was down during the trainer's last seconds).
+    """
+    return status.get("phase") == r.SUCCEEDED and spec.regularization.early_stopping is None
+
+
+def completed_progress(spec: FineTuneJobSpec, progress: dict[str, Any] | None) -> dict[str, Any] | None:
+    """status.progress of a job that ran to completion, when the stored one stops short; else None."""
+    progress = dict(progress or {})
+    total = progress.get("totalSteps") or spec.hyperparameters.max_steps
+    if not total or (progress.get("step") == total and progress.get("percent") == 100):
+        return None
+    progress.update(step=total, totalSteps=total, percent=100, etaSeconds=0, eta="0s")
+    return progress

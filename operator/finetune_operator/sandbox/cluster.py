@@ -83,6 +83,7 @@ class Sandbox:
         operator_env: dict[str, str] | None = None,
         crd: dict[str, Any] | None = None,
         metrics_port: int = 0,
+        controllers: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
@@ -90,6 +91,8 @@ class Sandbox:
         self.gpu_resource_name = gpu_resource_name
         self.run_operator = run_operator
         self.operator_env = operator_env or {}
+        # Without the scheduler, Job controller and kubelet no pod ever runs: benchmarks play those parts.
+        self.controllers = controllers
         # Tests may install a different CRD (e.g. a stale, looser one) to exercise the operator's own checks.
         self.crd = crd
         self.kubeconfig = self.data_dir / "kubeconfig"
@@ -120,7 +123,7 @@ class Sandbox:
             Scheduler(self.client, node_name="sandbox", capacity=capacity),
             JobController(self.client),
             self.kubelet,
-        ]
+        ] if self.controllers else []
         self._tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in self._controllers]
         await self.install_crd()
         if self.run_operator:
@@ -142,15 +145,25 @@ class Sandbox:
         raise RuntimeError("the sandbox API server never served finetunejobs after the CRD was created")
 
     def start_operator(self) -> None:
-        log = open(self.operator_log, "ab")  # noqa: SIM115 (owned by the subprocess for its lifetime)
-        self.operator = subprocess.Popen(
-            [sys.executable, "-m", "finetune_operator", "--all-namespaces", "--standalone", "--liveness", ""],
-            env=operator_environment(self.kubeconfig, progress_port=self.progress_port,
-                                     metrics_port=self.metrics_port, progress_key=self.progress_key,
-                                     extra=self.operator_env),
+        self.operator = self.spawn_operator(["--standalone"], log_path=self.operator_log,
+                                            metrics_port=self.metrics_port, progress_port=self.progress_port)
+
+    def spawn_operator(self, args: list[str], *, log_path: Path, metrics_port: int | None = None,
+                       progress_port: int | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """One more operator process (e.g. a second replica with `--peering NAME`); the caller owns and stops it.
+
+        Replicas share the API server and the progress-signing key; each needs its own ports on this machine.
+        """
+        log = open(log_path, "ab")  # noqa: SIM115 (owned by the subprocess for its lifetime)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "finetune_operator", "--all-namespaces", *args, "--liveness", ""],
+            env=operator_environment(self.kubeconfig, progress_port=progress_port or free_port(),
+                                     metrics_port=metrics_port or free_port(), progress_key=self.progress_key,
+                                     extra={**self.operator_env, **(env or {})}),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()
+        return process
 
     @property
     def metrics_url(self) -> str:

@@ -243,7 +243,12 @@ class _Validator:
         rules = schema.get("x-kubernetes-validations", [])
         if not rules or value is None:
             return
-        self_value = _to_cel(value, schema)
+        try:
+            self_value = _to_cel(value, schema)
+        except ValueError as exc:
+            # Beyond CEL's int64 (a real API server refuses such a number when it decodes the body).
+            self.add(path, f"Invalid value: {_show(value)}: not representable ({exc}); integers must fit in 64 bits")
+            return
         for rule in rules:
             expression = rule["rule"]
             activation = {"self": self_value}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from aiohttp import web
@@ -32,6 +32,8 @@ class ApiServer:
         self.registry = Registry()
         self.objects = Objects(self.store, self.registry, graceful_pod_deletion=graceful_pod_deletion)
         self.faults = Faults()
+        # Called with (method, path with query) for every request, before it is served (benchmarks count them).
+        self.request_listeners: list[Callable[[str, str], None]] = []
         self.gc = GarbageCollector(self.objects, interval=gc_interval)
         self._log_paths: dict[tuple[str, str, str], str] = {}
         self.handlers = Handlers(self.store, self.registry, self.objects, bookmark_interval, self._log_paths)
@@ -100,6 +102,8 @@ class ApiServer:
 
     @web.middleware
     async def _faults_middleware(self, request: web.Request, handler) -> web.StreamResponse:
+        for listener in self.request_listeners:
+            listener(request.method, request.path_qs)
         rule = self.faults.take(request.method, request.path_qs)
         if rule is None:
             return await handler(request)

@@ -1,0 +1,118 @@
+"""The benchmarks cannot rot: each operator benchmark runs at its smallest size, the GPU script with
+--smoke on CPU, and their pure helpers are pinned down. Targets are not asserted here (a loaded CI
+machine is no place to judge speed): a script passes when it finishes and prints its summary line."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+from gpu_trainer import peak_bf16_tflops, train_flops_per_token  # noqa: E402
+from operator_progress_path import step_in_metrics  # noqa: E402
+from operator_sandbox import classify_request, percentile, without_cel_rules  # noqa: E402
+from operator_scale import per_job_breakdown  # noqa: E402
+
+
+def run_bench(script: str, *args: str, timeout: float = 240) -> list[str]:
+    """Run a benchmark; return its summary lines. Exit 1 means "target missed", so only a crash fails."""
+    result = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                            timeout=timeout, cwd=BENCH.parent)
+    output = result.stdout + result.stderr
+    assert result.returncode in (0, 1) and "Traceback" not in output, f"{script} crashed ({result.returncode}):\n{output[-4000:]}"
+    lines = [line for line in result.stdout.splitlines() if re.search(r"ratio [^:]+: [0-9.]+", line)]
+    assert lines, f"{script} printed no summary line:\n{output[-4000:]}"
+    for line in lines:
+        assert re.search(r"ratio [^:]+: [0-9.]+( \([^)]*\))?$", line), f"the ratio is not last in: {line}"
+    return lines
+
+
+def test_reconcile_benchmark_runs_both_operators() -> None:
+    [line] = run_bench("operator_reconcile.py", "--sizes", "2", "--rounds", "1", "--timeout", "90")
+    assert line.startswith("reconcile N=2:") and "baseline p50" in line and "pod Running->status Running" in line
+
+
+def test_scale_benchmark_counts_requests_per_job() -> None:
+    [line] = run_bench("operator_scale.py", "--sizes", "2", "--duration", "2", "--report-interval", "1", "--timeout", "90")
+    assert line.startswith("scale N=2:") and "create jobs 1.00" in line and "MiB peak" in line
+
+
+def test_progress_path_benchmark_times_status_and_metrics() -> None:
+    [line] = run_bench("operator_progress_path.py", "--sizes", "2", "--probes", "4", "--timeout", "90")
+    assert line.startswith("progress path N=2 (status interval 0 s, 4 reports)")
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_smoke_runs_on_cpu() -> None:
+    lines = run_bench("gpu_trainer.py", "--smoke", timeout=600)
+    assert [line.split(" on ")[0] for line in lines] == ["gpu_trainer classification MiniLM-L6 full",
+                                                         "gpu_trainer causal-lm GPT-2-tiny LoRA"]
+    assert all("on CPU (fp32" in line and "smoke: target not checked" in line for line in lines)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50.0 and percentile(values, 99) == 99.0 and percentile(values, 100) == 100.0
+    assert percentile([3.0], 99) == 3.0 and percentile([2.0, 1.0], 50) == 1.0
+    with pytest.raises(ValueError, match="measured nothing"):
+        percentile([], 50)
+
+
+@pytest.mark.parametrize(("method", "path", "expected"), [
+    ("POST", "/apis/batch/v1/namespaces/default/jobs", ("create", "jobs")),
+    ("PATCH", "/apis/finetune.dev/v1alpha1/namespaces/team/finetunejobs/a/status", ("patch", "finetunejobs/status")),
+    ("PATCH", "/apis/finetune.dev/v1alpha1/namespaces/team/finetunejobs/a", ("patch", "finetunejobs")),
+    ("GET", "/apis/finetune.dev/v1alpha1/finetunejobs?watch=true&resourceVersion=5", ("watch", "finetunejobs")),
+    ("GET", "/api/v1/watch/namespaces/default/pods", ("watch", "pods")),
+    ("GET", "/api/v1/namespaces/default/pods", ("list", "pods")),
+    ("GET", "/api/v1/namespaces/default", ("get", "namespaces")),
+    ("PUT", "/api/v1/namespaces/gone/finalize", ("update", "namespaces/finalize")),
+    ("GET", "/api/v1/namespaces/default/secrets/x-progress", ("get", "secrets")),
+    ("DELETE", "/api/v1/namespaces/default/pods", ("deletecollection", "pods")),
+    ("GET", "/apis", ("get", "discovery")),
+    ("GET", "/version", ("get", "discovery")),
+])
+def test_requests_are_classified_by_rbac_verb_and_resource(method: str, path: str, expected: tuple[str, str]) -> None:
+    assert classify_request(method, path) == expected
+
+
+def test_cel_rules_are_removed_at_every_depth_and_nothing_else() -> None:
+    schema = {"type": "object", "x-kubernetes-validations": [{"rule": "self.a > 0"}],
+              "properties": {"a": {"type": "integer", "x-kubernetes-validations": [{"rule": "self > 0"}]},
+                             "b": {"type": "array", "items": [{"type": "string"}]}}}
+    assert without_cel_rules(schema) == {"type": "object", "properties": {"a": {"type": "integer"},
+                                                                           "b": {"type": "array", "items": [{"type": "string"}]}}}
+    assert "x-kubernetes-validations" in schema  # a copy: the original is untouched
+
+
+def test_step_is_read_from_the_right_jobs_series() -> None:
+    text = ('finetune_operator_job_step{namespace="default",name="a"} 3.0\n'
+            'finetune_operator_job_step{namespace="default",name="ab"} 7.0\n'
+            'finetune_operator_job_steps_total{namespace="default",name="b"} 9.0\n')
+    assert step_in_metrics(text, ("default", "ab")) == 7.0
+    assert step_in_metrics(text, ("default", "a")) == 3.0
+    assert step_in_metrics(text, ("default", "b")) is None
+
+
+def test_per_job_breakdown_separates_reads_writes_and_watches() -> None:
+    requests = {("create", "jobs"): 4, ("patch", "finetunejobs/status"): 10, ("get", "finetunejobs"): 6,
+                ("list", "pods"): 2, ("watch", "pods"): 100}
+    reads, writes, detail = per_job_breakdown(requests, 2)
+    assert (reads, writes) == (4.0, 7.0)
+    assert detail == "create jobs 2.00, patch finetunejobs/status 5.00"
+
+
+def test_flops_and_peaks() -> None:
+    assert peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert peak_bf16_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_bf16_tflops("NVIDIA H100 NVL") == 835.0
+    assert peak_bf16_tflops("NVIDIA H200") == 989.4
+    assert peak_bf16_tflops("Tesla T4") is None
+    assert train_flops_per_token(100, 2, 8, 4, lora=False) == 600 + 12 * 2 * 8 * 4
+    assert train_flops_per_token(100, 2, 8, 4, lora=True) == 400 + 12 * 2 * 8 * 4
