@@ -77,6 +77,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.lifetime = int(os.environ.get("FINETUNE_PEERING_LIFETIME_SECONDS", "60"))
     memo.config = config = OperatorConfig.from_env()
     memo.locks = {}
+    # Kopf gives each object a shallow copy of this memo: state every handler must share lives in
+    # mutable containers made here (the locks, this dict), not in attributes set later.
+    memo.shared = {}
     load_config()
     memo.kube = kube = KubeApi()
     peering_name = getattr(memo, "peering_name", None)
@@ -90,6 +93,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
                                  status_interval=config.status_interval_seconds, clock=clock.now)
     memo.servers = Servers(hub, progress_port=config.progress_port, metrics_port=config.metrics_port)
     await memo.servers.start()
+    memo.sweeper = asyncio.get_running_loop().create_task(sweep(memo))
 
 
 def _progress_key(kube: KubeApi) -> bytes:
@@ -106,6 +110,7 @@ def _progress_key(kube: KubeApi) -> bytes:
 
 @kopf.on.cleanup()
 async def shutdown(memo: kopf.Memo, **_: Any) -> None:
+    memo.sweeper.cancel()
     await memo.servers.stop()
     await memo.hub.close()
 
@@ -122,9 +127,10 @@ def trainer_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any)
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
-async def job_created(namespace: str, name: str, memo: kopf.Memo, training_jobs: kopf.Index, trainer_pods: kopf.Index,
-                      retry: int, **_: Any) -> None:
-    await reconcile(namespace, name, memo, training_jobs, trainer_pods, retry=retry)
+async def job_created(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, training_jobs: kopf.Index,
+                      trainer_pods: kopf.Index, retry: int, **_: Any) -> None:
+    # The body Kopf just received is fresh: no need to read it again before creating the children.
+    await reconcile(namespace, name, memo, training_jobs, trainer_pods, retry=retry, body=_plain(body) if not retry else None)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL)
@@ -154,15 +160,31 @@ def job_deleted(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any)
         memo.locks.pop((namespace, name), None)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL_SECONDS, initial_delay=RECONCILE_INTERVAL_SECONDS)
-async def job_tick(namespace: str, name: str, memo: kopf.Memo, training_jobs: kopf.Index, trainer_pods: kopf.Index,
-                   retry: int, **_: Any) -> None:
-    await reconcile(namespace, name, memo, training_jobs, trainer_pods, retry=retry)
+async def sweep(memo: kopf.Memo) -> None:
+    """Reconcile every known job once per interval: deadlines, TTLs and stalls need a clock tick.
+
+    One task for all jobs instead of a Kopf timer per object: Kopf timers put a finalizer on every
+    FineTuneJob (two extra writes per job and a round trip before its first reconcile).
+    """
+    while True:
+        await asyncio.sleep(RECONCILE_INTERVAL_SECONDS)
+        indexes = memo.shared.get("indexes")
+        if indexes is None:
+            continue  # no handler has run yet: nothing is tracked
+        for namespace, name in list(memo.hub.records):
+            try:
+                await _reconcile(namespace, name, memo, *indexes)
+            except Exception:  # noqa: BLE001 - the next sweep retries; one job must not stop the others
+                memo.hub.metrics.reconcile_errors.inc()
+                log.warning("periodic reconcile of %s/%s failed; retrying next sweep", namespace, name, exc_info=True)
 
 
-async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index, *, retry: int = 0) -> None:
+async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index, *, retry: int = 0,
+                    body: dict[str, Any] | None = None) -> None:
+    # Kopf's indexes are live views; the periodic sweep, which is no handler, reconciles through them.
+    memo.shared["indexes"] = (jobs, pods)
     try:
-        await _reconcile(namespace, name, memo, jobs, pods)
+        await _reconcile(namespace, name, memo, jobs, pods, body=body)
     except Exception as exc:
         memo.hub.metrics.reconcile_errors.inc()
         status = getattr(exc, "status", None)
@@ -179,13 +201,14 @@ def retry_delay(retry: int) -> float:
     return float(min(RETRY_MAX_DELAY_SECONDS, 2 ** min(retry, 10)))
 
 
-async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index) -> None:
+async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index, *,
+                     body: dict[str, Any] | None = None) -> None:
     # One reconcile per FineTuneJob at a time: child events for one job arrive concurrently.
     lock = memo.locks.setdefault((namespace, name), asyncio.Lock())
     async with lock:
         kube: KubeApi = memo.kube
         hub: ProgressHub = memo.hub
-        ftj = await asyncio.to_thread(kube.get_finetunejob, namespace, name)
+        ftj = body or await asyncio.to_thread(kube.get_finetunejob, namespace, name)
         if ftj is None or ftj["metadata"].get("deletionTimestamp"):
             return
         previous = ftj.get("status") or {}
@@ -209,9 +232,13 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
         job = next(iter(jobs.get(key, ())), None)
         observed = Observed(job=job, pods=list(pods.get(key, ())))
         if previous.get("phase") not in r.TERMINAL_PHASES:
-            if job is None:
+            if job is None or not record.children_complete:
                 token = hub.token(namespace, name, record.uid)
-                await asyncio.to_thread(_create_children, kube, ftj, spec, memo.config, token)
+                created_job = await _create_children(kube, ftj, spec, memo.config, token)
+                record.children_complete = True
+                if job is None:
+                    # Status from the Job just sent, so the job goes straight to Starting (one write, one event).
+                    observed = Observed(job=created_job, pods=observed.pods)
             else:
                 await asyncio.to_thread(_apply_suspension, kube, spec, job)
 
@@ -293,15 +320,24 @@ async def _with_failed_pod_log(kube: KubeApi, namespace: str, failure: dict[str,
     return with_log_tail(failure, log_text)
 
 
-def _create_children(kube: KubeApi, ftj: dict[str, Any], spec: FineTuneJobSpec, config: OperatorConfig, token: str) -> None:
+async def _create_children(kube: KubeApi, ftj: dict[str, Any], spec: FineTuneJobSpec, config: OperatorConfig,
+                           token: str) -> dict[str, Any]:
+    """Create the children (idempotently: 409s are fine) and return the Job manifest that was sent.
+
+    The Job first, the rest together after it: that puts the scheduler's work (and Kueue's) one round
+    trip after the FineTuneJob appears. Its pods wait in ContainerCreating until their ConfigMap and
+    Secret exist, as kubelets do; a restarted operator re-sends all four once per job (see
+    JobRecord.children_complete), so a crash between the two steps cannot leave a child missing.
+    """
     name, namespace = ftj["metadata"]["name"], ftj["metadata"]["namespace"]
     config_map = build_config_map(spec, name, namespace)
-    # The ConfigMap, Secret and Service first: the Job's pods mount the first two and resolve rank 0 through the third.
-    children = [config_map, build_progress_secret(name, namespace, token), build_service(spec, name, namespace),
-                build_job(spec, name, namespace, config=config, config_hash=config_hash(config_map))]
-    for child in children:
+    rest = [config_map, build_progress_secret(name, namespace, token), build_service(spec, name, namespace)]
+    job = build_job(spec, name, namespace, config=config, config_hash=config_hash(config_map))
+    for child in (job, *rest):
         kopf.adopt(child, owner=ftj)
-        kube.create_if_absent(child)
+    await asyncio.to_thread(kube.create_if_absent, job)
+    await asyncio.gather(*(asyncio.to_thread(kube.create_if_absent, child) for child in rest))
+    return job
 
 
 def _apply_suspension(kube: KubeApi, spec: FineTuneJobSpec, job: dict[str, Any]) -> None:

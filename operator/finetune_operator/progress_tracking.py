@@ -57,6 +57,8 @@ class JobRecord:
     # How much of gpu_seconds the Prometheus counter has already been given.
     gpu_counted: float = 0.0
     stalled: bool = False
+    # All four children were sent (created or found) by this operator process.
+    children_complete: bool = False
     # The Job completed and the trainer ran to its planned steps (no early stopping): the final report
     # may have been lost while the operator was down, but the step count it would carry is known.
     finished: bool = False
