@@ -8,7 +8,7 @@ from finetune_trainer.errors import InvalidData
 from finetune_trainer.labels import encode_labels, infer_labels
 from finetune_trainer.media import AUDIO_EXTENSIONS, load_waveform, media_frames
 from finetune_trainer.tasks import TaskSetup
-from finetune_trainer.tasks.common import argmax_logits, column, load_model_config, source_name, split_off_validation
+from finetune_trainer.tasks.common import argmax_logits, classification_config, column, source_name, split_datasets
 from finetune_trainer.tasks.image_classification import head_modules
 from finetune_trainer.tasks.text_classification import classification_metrics
 
@@ -77,17 +77,9 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
             augment=train_mode and data_args.augment, seed=run_args.seed,
         )
 
-    keep, held = split_off_validation(len(train), data_args, run_args)
-    train_ds = dataset(train, paths.train, keep, True)
-    if held:
-        eval_ds = dataset(train, paths.train, held, False)
-    else:
-        eval_ds = dataset(validation, paths.validation, list(range(len(validation))), False) if validation is not None else None
-    retention_ds = dataset(retention, paths.retention, list(range(len(retention))), False) if retention is not None else None
+    train_ds, eval_ds, retention_ds = split_datasets(dataset, (train, validation, retention), paths, data_args, run_args)
 
-    config = load_model_config(
-        model_path, model_args, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
-    )
+    config = classification_config(model_path, model_args, labels)
     model = AutoModelForAudioClassification.from_pretrained(model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True)
     return TaskSetup(
         model=model,

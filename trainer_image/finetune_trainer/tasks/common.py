@@ -64,6 +64,30 @@ def split_off_validation(n_rows: int, data_args, run_args) -> tuple[list[int], l
     return split_train_validation(n_rows, data_args.validation_split, run_args.seed)
 
 
+def split_datasets(dataset, frames, paths, data_args, run_args):
+    """(train, eval, retention) datasets of a media task from its (train, validation, retention) frames.
+
+    `dataset(frame, path, rows, train_mode)` builds one; the eval set is the held-out part of train when
+    validation_split is given, else the validation frame (or None); augmentation is for train_mode only.
+    """
+    train, validation, retention = frames
+    keep, held = split_off_validation(len(train), data_args, run_args)
+    train_ds = dataset(train, paths.train, keep, True)
+    if held:
+        eval_ds = dataset(train, paths.train, held, False)
+    else:
+        eval_ds = dataset(validation, paths.validation, list(range(len(validation))), False) if validation is not None else None
+    retention_ds = dataset(retention, paths.retention, list(range(len(retention))), False) if retention is not None else None
+    return train_ds, eval_ds, retention_ds
+
+
+def classification_config(model_path: str, model_args, labels: list[str]):
+    """The model config of a classifier over `labels` (ids in list order), with the run's dropout override."""
+    return load_model_config(
+        model_path, model_args, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+    )
+
+
 def source_name(path: str) -> str:
     import os
 

@@ -14,7 +14,7 @@ from finetune_trainer.metrics import word_error_rate
 from finetune_trainer.tables import check_no_blanks
 from finetune_trainer.tasks import TaskSetup
 from finetune_trainer.tasks.audio_classification import load_feature_extractor, waveform_dataset
-from finetune_trainer.tasks.common import argmax_logits, column, load_model_config, source_name, split_off_validation
+from finetune_trainer.tasks.common import argmax_logits, column, load_model_config, source_name, split_datasets
 
 PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
 
@@ -91,13 +91,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
                 raise InvalidData(f"{source_name(path)} row {row + 1}: transcript has characters outside the model's vocabulary")
         return waveform_dataset(list(frame[audio_col]), rows, rate, lambda row: {"labels": ids[row]}, augment=train_mode and data_args.augment, seed=run_args.seed)
 
-    keep, held = split_off_validation(len(train), data_args, run_args)
-    train_ds = dataset(train, paths.train, keep, True)
-    if held:
-        eval_ds = dataset(train, paths.train, held, False)
-    else:
-        eval_ds = dataset(validation, paths.validation, list(range(len(validation))), False) if validation is not None else None
-    retention_ds = dataset(retention, paths.retention, list(range(len(retention))), False) if retention is not None else None
+    train_ds, eval_ds, retention_ds = split_datasets(dataset, (train, validation, retention), paths, data_args, run_args)
 
     overrides = {"ctc_loss_reduction": "mean", "pad_token_id": processor.tokenizer.pad_token_id}
     if new_vocab:
