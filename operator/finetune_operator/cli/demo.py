@@ -84,7 +84,7 @@ def follow(custom: Any, namespace: str, name: str, timeout: float) -> dict[str, 
         if phase in TERMINAL_PHASES:
             return ftj
         line = display.progress_bar(status)
-        if status.get("progress") and line != last_line:
+        if (status.get("progress") or {}).get("percent") is not None and line != last_line:
             print(("\r  " + line.ljust(100)) if tty else f"  {line}", end="" if tty else "\n", flush=True)
             last_line = line
         time.sleep(0.5)
