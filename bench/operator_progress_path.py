@@ -20,11 +20,10 @@ import argparse
 import asyncio
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from operator_sandbox import NAMESPACE, BenchSandbox, finetunejob, job_names, ms, percentile, status_phase
+from operator_sandbox import NAMESPACE, BenchSandbox, finetunejob, job_names, ms, percentile, run_sizes, status_phase
 
 TARGET_SECONDS = 1.0
 # The progress endpoint answers 429 above 5 reports/s per job sustained: probes to one job stay below it.
@@ -111,15 +110,12 @@ def main() -> int:
     parser.add_argument("--status-interval", type=float, default=0.0, help="FINETUNE_STATUS_INTERVAL_SECONDS")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for any one phase")
     args = parser.parse_args()
-    missed = False
-    with tempfile.TemporaryDirectory(prefix="bench-progress-") as tmp:
-        for size in (int(s) for s in args.sizes.split(",") if s.strip()):
-            result = asyncio.run(measure(size, args.probes, args.status_interval, Path(tmp) / str(size), args.timeout))
-            line, ratio = summary(size, result, args.status_interval)
-            print(line, flush=True)
-            missed |= ratio > 1
-    return 1 if missed else 0
+    def measure_one(size: int, folder: Path) -> tuple[str, bool]:
+        result = asyncio.run(measure(size, args.probes, args.status_interval, folder, args.timeout))
+        line, ratio = summary(size, result, args.status_interval)
+        return line, ratio > 1
 
+    return run_sizes(args.sizes, "bench-progress-", measure_one)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,6 +17,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,17 @@ Key = tuple[str, str]  # (namespace, name)
 
 
 # --- pure helpers ---------------------------------------------------------------------------------
+
+def run_sizes(sizes: str, prefix: str, measure_one: Callable[[int, Path], tuple[str, bool]]) -> int:
+    """Measure each size in its own temporary sandbox folder, print its summary line; exit code 1 if any missed."""
+    missed = False
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        for size in (int(s) for s in sizes.split(",") if s.strip()):
+            line, size_missed = measure_one(size, Path(tmp) / str(size))
+            print(line, flush=True)
+            missed |= size_missed
+    return 1 if missed else 0
+
 
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty list: always one of the measured values."""
