@@ -1,0 +1,1 @@
+"""Hyperparameter search inside a FineTuneJob: parameter paths, suggestions, early stopping, trial bookkeeping."""
