@@ -7,6 +7,7 @@ podFailurePolicy fails a job at once on exit 3, so only raise InvalidData when r
 from __future__ import annotations
 
 import json
+import math
 import os
 
 EXIT_OK = 0
@@ -53,6 +54,26 @@ def termination_message(reason: str, message: str) -> str:
     return text
 
 
+def completion_message(step: int, metrics: dict) -> str:
+    """The success termination message: `trained to step N` and the final finite metrics, within 4096 bytes.
+
+    The operator reads a search trial's objective from `metrics`; when they do not all fit, the
+    longest names go first (they are the least likely to be an objective such as eval_loss).
+    """
+    numbers = {
+        key: float(value) for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
+    body = {"reason": "Completed", "message": f"trained to step {step}", "metrics": numbers}
+    text = json.dumps(body, sort_keys=True)
+    for key in sorted(numbers, key=lambda k: (-len(k), k)):
+        if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:
+            break
+        del numbers[key]
+        text = json.dumps(body, sort_keys=True)
+    return text
+
+
 def termination_log_path(environ: dict | os._Environ = os.environ) -> str | None:
     """Where to write the termination message: FINETUNE_TERMINATION_LOG, else /dev/termination-log if writable."""
     path = environ.get("FINETUNE_TERMINATION_LOG")
@@ -64,12 +85,17 @@ def termination_log_path(environ: dict | os._Environ = os.environ) -> str | None
 
 
 def write_termination_message(reason: str, message: str, environ: dict | os._Environ = os.environ) -> None:
+    write_termination_text(termination_message(reason, message), environ)
+
+
+def write_termination_text(text: str, environ: dict | os._Environ = os.environ) -> None:
+    """Write an already formatted termination message (see termination_message, completion_message)."""
     path = termination_log_path(environ)
     if path is None:
         return
     try:
         with open(path, "w", encoding="utf-8") as f:
-            f.write(termination_message(reason, message))
+            f.write(text)
     except OSError:
-        # The message is a courtesy; failing to write it must not hide the real failure.
+        # The message is a courtesy; failing to write it must not hide the real failure (or success).
         pass

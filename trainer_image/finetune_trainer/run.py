@@ -11,7 +11,15 @@ import os
 import sys
 import traceback
 
-from finetune_trainer.errors import EXIT_OK, EXIT_PREEMPTED, InvalidData, classify_exception, write_termination_message
+from finetune_trainer.errors import (
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    InvalidData,
+    classify_exception,
+    completion_message,
+    write_termination_message,
+    write_termination_text,
+)
 
 logger = logging.getLogger("finetune_trainer")
 
@@ -242,6 +250,9 @@ def _run(config_path: str) -> int:
             logger.info("done: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith("eval_")}, sort_keys=True))
             if upload_to:
                 upload(output_dir, upload_to)
+            # Last, once the output is in place: the operator reads a search trial's objective from here.
+            final_numbers = {key: value for key, value in final_eval.items() if key.startswith("eval_")}  # not "epoch"
+            write_termination_text(completion_message(trainer.state.global_step, final_numbers))
         return EXIT_OK
     finally:
         stop.uninstall()

@@ -7,7 +7,16 @@ docs/pod-contract.md is the specification these functions implement.
 from .claims import pvc_claims
 from .configmap import build_config_map, config_hash
 from .job import build_job
+from .promote import build_promote_job
 from .secret import build_progress_secret
 from .service import build_service
 
-__all__ = ["build_config_map", "build_job", "build_progress_secret", "build_service", "config_hash", "pvc_claims"]
+__all__ = [
+    "build_config_map",
+    "build_job",
+    "build_progress_secret",
+    "build_promote_job",
+    "build_service",
+    "config_hash",
+    "pvc_claims",
+]

@@ -40,6 +40,14 @@ def master_address(name: str, namespace: str) -> str:
     return f"{training_job_name(name)}-0.{service_name(name)}.{namespace}.svc"
 
 
+def storage_env_values(spec: FineTuneJobSpec) -> dict[str, str]:
+    """How code in the trainer image finds the mounted claims and where it leaves its termination message."""
+    return {
+        "FINETUNE_VOLUME_MOUNTS": json.dumps(claim_mount_table(spec), sort_keys=True),
+        "FINETUNE_TERMINATION_LOG": TERMINATION_LOG,
+    }
+
+
 def contract_env(spec: FineTuneJobSpec, name: str, namespace: str) -> list[dict[str, Any]]:
     nodes = spec.resources.nodes
     nproc = procs_per_node(spec)
@@ -48,8 +56,7 @@ def contract_env(spec: FineTuneJobSpec, name: str, namespace: str) -> list[dict[
         "FINETUNE_CONFIG": f"{CONFIG_MOUNT_DIR}/{CONFIG_FILE_KEY}",
         "FINETUNE_JOB_NAME": name,
         "FINETUNE_JOB_NAMESPACE": namespace,
-        "FINETUNE_VOLUME_MOUNTS": json.dumps(claim_mount_table(spec), sort_keys=True),
-        "FINETUNE_TERMINATION_LOG": TERMINATION_LOG,
+        **storage_env_values(spec),
         "HF_HOME": f"{CACHE_MOUNT_DIR}/huggingface",
         # The root filesystem is read-only: libraries that cache under ~ or XDG dirs need a writable home.
         "HOME": "/tmp",
@@ -104,16 +111,24 @@ def progress_env(name: str, namespace: str, config: OperatorConfig) -> list[dict
     return [{"name": key, "value": value} for key, value in plain.items()]
 
 
-def build_env(spec: FineTuneJobSpec, name: str, namespace: str, config: OperatorConfig) -> list[dict[str, Any]]:
-    operator_env = [{"name": key, "value": value} for key, value in config.trainer_env.items()]
+def operator_env(config: OperatorConfig) -> list[dict[str, Any]]:
+    return [{"name": key, "value": value} for key, value in config.trainer_env.items()]
+
+
+def merge_env(*sources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per name; a later source replaces an earlier entry of the same name."""
     merged: dict[str, dict[str, Any]] = {}
-    contract = [*contract_env(spec, name, namespace), *progress_env(name, namespace, config)]
-    for entry in [*contract, *operator_env, *user_env(spec), *secret_env(spec)]:
+    for entry in [entry for source in sources for entry in source]:
         # Re-inserting moves an overridden name to its new source's position, so the list still
-        # reads contract, operator, user, secrets.
+        # reads in source order (contract, operator, user, secrets).
         merged.pop(entry["name"], None)
         merged[entry["name"]] = entry
     return list(merged.values())
+
+
+def build_env(spec: FineTuneJobSpec, name: str, namespace: str, config: OperatorConfig) -> list[dict[str, Any]]:
+    contract = [*contract_env(spec, name, namespace), *progress_env(name, namespace, config)]
+    return merge_env(contract, operator_env(config), user_env(spec), secret_env(spec))
 
 
 def build_env_from(spec: FineTuneJobSpec) -> list[dict[str, Any]]:

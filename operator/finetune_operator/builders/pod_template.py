@@ -18,11 +18,11 @@ from ..names import (
 )
 from ..spec import FineTuneJobSpec
 from .env import build_env, build_env_from
+from .security import restricted_container_security_context, restricted_pod_security_context
 from .service import RENDEZVOUS_PORT_NAME
 from .volumes import build_volume_mounts, build_volumes
 
 TRAINER_COMMAND = ["python", "-m", "finetune_trainer"]
-TRAINER_UID = 1000
 
 
 def build_resources(spec: FineTuneJobSpec, config: OperatorConfig) -> dict[str, Any]:
@@ -58,11 +58,7 @@ def build_trainer_container(
         "ports": build_ports(config),
         "resources": build_resources(spec, config),
         "volumeMounts": build_volume_mounts(spec),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "readOnlyRootFilesystem": True,
-        },
+        "securityContext": restricted_container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
         # The trainer writes a JSON reason there; a crash before it could leaves the log tail instead.
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -101,14 +97,7 @@ def build_pod_template(
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": spec.run_policy.termination_grace_period_seconds,
         **build_scheduling(spec),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": TRAINER_UID,
-            "runAsGroup": TRAINER_UID,
-            # Makes the writable output claim writable for the non-root trainer.
-            "fsGroup": TRAINER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_pod_security_context(),
         "containers": [build_trainer_container(spec, name, namespace, config)],
         "volumes": build_volumes(spec, name, config),
     }

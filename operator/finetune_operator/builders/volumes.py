@@ -45,17 +45,32 @@ def claim_mount_table(spec: FineTuneJobSpec) -> dict[str, str]:
     return {claim: claim_mount_path(claim) for claim in pvc_claims(spec)}
 
 
+def build_claim_volumes(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    """One volume per claim the spec's pvc:// URIs name; read-only unless it holds the output."""
+    volumes = []
+    for claim, writable in pvc_claims(spec).items():
+        source: dict[str, Any] = {"claimName": claim}
+        if not writable:
+            source["readOnly"] = True
+        volumes.append({"name": pvc_volume_name(claim), "persistentVolumeClaim": source})
+    return volumes
+
+
+def build_claim_mounts(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+    """The mounts of build_claim_volumes, at the paths of claim_mount_table."""
+    return [
+        {"name": pvc_volume_name(claim), "mountPath": claim_mount_path(claim), "readOnly": not writable}
+        for claim, writable in pvc_claims(spec).items()
+    ]
+
+
 def build_volumes(spec: FineTuneJobSpec, name: str, config: OperatorConfig) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(name)}},
         # The job's own progress token, readable only by the trainer's user (fsGroup).
         {"name": PROGRESS_TOKEN_VOLUME, "secret": {"secretName": progress_secret_name(name), "defaultMode": 0o440}},
     ]
-    for claim, writable in pvc_claims(spec).items():
-        source: dict[str, Any] = {"claimName": claim}
-        if not writable:
-            source["readOnly"] = True
-        volumes.append({"name": pvc_volume_name(claim), "persistentVolumeClaim": source})
+    volumes += build_claim_volumes(spec)
     volumes += [
         {"name": CACHE_VOLUME, "emptyDir": {}},
         {"name": TMP_VOLUME, "emptyDir": {}},
@@ -69,10 +84,7 @@ def build_volume_mounts(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
         {"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT_DIR, "readOnly": True},
         {"name": PROGRESS_TOKEN_VOLUME, "mountPath": PROGRESS_TOKEN_DIR, "readOnly": True},
     ]
-    for claim, writable in pvc_claims(spec).items():
-        mounts.append(
-            {"name": pvc_volume_name(claim), "mountPath": claim_mount_path(claim), "readOnly": not writable}
-        )
+    mounts += build_claim_mounts(spec)
     mounts += [
         {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT_DIR},
         {"name": TMP_VOLUME, "mountPath": TMP_MOUNT_DIR},
