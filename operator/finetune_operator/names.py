@@ -13,6 +13,8 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_JOB_NAME = f"{GROUP}/job-name"
 LABEL_QUEUE_NAME = "kueue.x-k8s.io/queue-name"
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
+# On every child of a hyperparameter-search trial (and the promote Job): the FineTuneJob that owns the search.
+LABEL_SEARCH = f"{GROUP}/search"
 
 TRAINER_CONTAINER = "trainer"
 RENDEZVOUS_PORT = 29500
@@ -48,3 +50,13 @@ def selector_labels(job_name: str) -> dict[str, str]:
 
 def child_labels(job_name: str) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, **selector_labels(job_name)}
+
+
+def trial_name(job_name: str, index: int) -> str:
+    """Trial `index` of a search; its children are named as a job of this name would be."""
+    return f"{job_name}-t{index}"
+
+
+def promote_job_name(job_name: str) -> str:
+    """The Job that moves a search's best model into the job's output after the last trial."""
+    return f"{job_name}-promote"
