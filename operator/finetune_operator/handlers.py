@@ -10,10 +10,12 @@ operator or a missed event converges on the next trigger. Progress reports arriv
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import logging
 import os
 import secrets
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import kopf
@@ -21,15 +23,16 @@ import urllib3
 
 from . import clock
 from . import reasons as r
-from .builders import build_config_map, build_job, build_progress_secret, build_service, config_hash
+from .children import apply_suspension, create_children
 from .conditions import find_condition
 from .config import OperatorConfig
 from .kube import KubeApi, load_config
 from .metrics import OperatorMetrics
-from .names import GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, MANAGED_BY, PLURAL, TRAINER_CONTAINER, VERSION, training_job_name
+from .names import GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, LABEL_SEARCH, MANAGED_BY, PLURAL, TRAINER_CONTAINER, VERSION, training_job_name
 from .progress_hub import ProgressHub
 from .progress_server import Servers
 from .progress_tracking import JobRecord
+from .search_controller import reconcile_search
 from .spec import FineTuneJobSpec, InvalidSpec, parse_spec
 from .status import (
     LOG_TAIL_BYTES,
@@ -91,6 +94,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     key = await asyncio.to_thread(_progress_key, kube)
     memo.hub = hub = ProgressHub(key, kube.patch_finetunejob_status, OperatorMetrics(lambda: list(hub.records.values())),
                                  status_interval=config.status_interval_seconds, clock=clock.now)
+    indexes_ready = memo.shared
+
+    async def trial_reported(namespace: str, search: str) -> None:
+        # A trial's progress can stop it early or free a slot: reconcile its search job.
+        if "indexes" in indexes_ready:
+            await in_handler_context(memo, _reconcile(namespace, search, memo, *indexes_ready["indexes"]))
+
+    hub.trial_reported = trial_reported
     memo.servers = Servers(hub, progress_port=config.progress_port, metrics_port=config.metrics_port)
     await memo.servers.start()
     memo.sweeper = asyncio.get_running_loop().create_task(sweep(memo))
@@ -149,7 +160,8 @@ async def job_updated(
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
 @kopf.on.event("v1", "pods", labels=CHILDREN)
 async def child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, training_jobs: kopf.Index, trainer_pods: kopf.Index, **_: Any) -> None:
-    await reconcile(namespace, labels[LABEL_JOB_NAME], memo, training_jobs, trainer_pods)
+    # A search trial's (or promote Job's) children belong to the search job: reconcile that one.
+    await reconcile(namespace, labels.get(LABEL_SEARCH) or labels[LABEL_JOB_NAME], memo, training_jobs, trainer_pods)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -171,9 +183,9 @@ async def sweep(memo: kopf.Memo) -> None:
         indexes = memo.shared.get("indexes")
         if indexes is None:
             continue  # no handler has run yet: nothing is tracked
-        for namespace, name in list(memo.hub.records):
+        for namespace, name in memo.hub.jobs():
             try:
-                await _reconcile(namespace, name, memo, *indexes)
+                await in_handler_context(memo, _reconcile(namespace, name, memo, *indexes))
             except Exception:  # noqa: BLE001 - the next sweep retries; one job must not stop the others
                 memo.hub.metrics.reconcile_errors.inc()
                 log.warning("periodic reconcile of %s/%s failed; retrying next sweep", namespace, name, exc_info=True)
@@ -183,6 +195,8 @@ async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index
                     body: dict[str, Any] | None = None) -> None:
     # Kopf's indexes are live views; the periodic sweep, which is no handler, reconciles through them.
     memo.shared["indexes"] = (jobs, pods)
+    # kopf.event() needs Kopf's context variables (its event queue), which only handlers have.
+    memo.shared["context"] = contextvars.copy_context()
     try:
         await _reconcile(namespace, name, memo, jobs, pods, body=body)
     except Exception as exc:
@@ -194,6 +208,13 @@ async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index
         # connection would stall a job for a minute. Back off exponentially from 1 s instead.
         cause = f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip() if status else repr(exc)
         raise kopf.TemporaryError(f"reconciling {namespace}/{name} failed: {cause}", delay=retry_delay(retry)) from exc
+
+
+def in_handler_context(memo: kopf.Memo, coroutine: Coroutine[Any, Any, None]) -> Awaitable[None]:
+    """Run a reconcile started outside Kopf's handlers (the sweep, a trial's report) in a handler's context."""
+    context = memo.shared.get("context")
+    loop = asyncio.get_running_loop()
+    return context.run(loop.create_task, coroutine) if context is not None else loop.create_task(coroutine)
 
 
 def retry_delay(retry: int) -> float:
@@ -225,6 +246,11 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
                 hub.metrics.failures.labels(r.INVALID_SPEC).inc()
             hub.track(namespace, name, uid=ftj["metadata"].get("uid", ""), created=created, gpus=0, gpu_seconds=0).phase = r.FAILED
             return
+        if spec.hyperparameter_search is not None:
+            status = await reconcile_search(ftj, spec, kube=kube, hub=hub, config=memo.config, jobs=jobs, pods=pods, now=now)
+            if ttl_expired(spec, status, now):
+                await asyncio.to_thread(kube.delete_finetunejob, namespace, name)
+            return
         record = hub.track(namespace, name, uid=ftj["metadata"].get("uid", ""), created=created,
                            gpus=spec.total_gpus, gpu_seconds=float(previous.get("gpuSeconds") or 0))
 
@@ -234,13 +260,13 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
         if previous.get("phase") not in r.TERMINAL_PHASES:
             if job is None or not record.children_complete:
                 token = hub.token(namespace, name, record.uid)
-                created_job = await _create_children(kube, ftj, spec, memo.config, token)
+                created_job = await create_children(kube, ftj, spec, name, memo.config, token)
                 record.children_complete = True
                 if job is None:
                     # Status from the Job just sent, so the job goes straight to Starting (one write, one event).
                     observed = Observed(job=created_job, pods=observed.pods)
             else:
-                await asyncio.to_thread(_apply_suspension, kube, spec, job)
+                await asyncio.to_thread(apply_suspension, kube, spec, job)
 
         derived = derive_status(spec, previous, observed, job_name=training_job_name(name), generation=generation, now=now)
         if startup_deadline_exceeded(spec, derived, created, now):
@@ -318,34 +344,6 @@ async def _with_failed_pod_log(kube: KubeApi, namespace: str, failure: dict[str,
         log.warning("could not read the log of failed pod %s/%s", namespace, failure["pod"], exc_info=True)
         return failure
     return with_log_tail(failure, log_text)
-
-
-async def _create_children(kube: KubeApi, ftj: dict[str, Any], spec: FineTuneJobSpec, config: OperatorConfig,
-                           token: str) -> dict[str, Any]:
-    """Create the children (idempotently: 409s are fine) and return the Job manifest that was sent.
-
-    The Job first, the rest together after it: that puts the scheduler's work (and Kueue's) one round
-    trip after the FineTuneJob appears. Its pods wait in ContainerCreating until their ConfigMap and
-    Secret exist, as kubelets do; a restarted operator re-sends all four once per job (see
-    JobRecord.children_complete), so a crash between the two steps cannot leave a child missing.
-    """
-    name, namespace = ftj["metadata"]["name"], ftj["metadata"]["namespace"]
-    config_map = build_config_map(spec, name, namespace)
-    rest = [config_map, build_progress_secret(name, namespace, token), build_service(spec, name, namespace)]
-    job = build_job(spec, name, namespace, config=config, config_hash=config_hash(config_map))
-    for child in (job, *rest):
-        kopf.adopt(child, owner=ftj)
-    await asyncio.to_thread(kube.create_if_absent, job)
-    await asyncio.gather(*(asyncio.to_thread(kube.create_if_absent, child) for child in rest))
-    return job
-
-
-def _apply_suspension(kube: KubeApi, spec: FineTuneJobSpec, job: dict[str, Any]) -> None:
-    desired = spec.run_policy.suspend
-    actual = bool((job.get("spec") or {}).get("suspend"))
-    # With a queue, unsuspending belongs to Kueue (admission); the operator only ever suspends.
-    if desired != actual and (desired or not spec.scheduling.queue_name):
-        kube.set_job_suspended(job["metadata"]["namespace"], job["metadata"]["name"], desired)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -54,10 +54,20 @@ class JobSeriesCollector(Collector):
         phase_gauge = GaugeMetricFamily(f"{PREFIX}_job_phase", "1 for the job's current phase, 0 for the others.",
                                         labels=[*labels, "phase"])
         jobs_by_phase = GaugeMetricFamily(f"{PREFIX}_jobs", "FineTuneJobs known to the operator, by phase.", labels=["phase"])
+        search_trials = GaugeMetricFamily(f"{PREFIX}_search_trials", "Trials of a hyperparameter search, by state.",
+                                          labels=[*labels, "state"])
+        search_best = GaugeMetricFamily(f"{PREFIX}_search_best_objective",
+                                        "The objective value of a search's best trial so far.", labels=[*labels, "metric"])
         tally: Tally[str] = Tally()
         for record in list(self._records()):
             key = [record.namespace, record.name]
-            tally[record.phase] += 1
+            if record.parent is None:  # a search's trials have the per-job series, but are no FineTuneJobs
+                tally[record.phase] += 1
+            for state, count in (record.trial_counts or {}).items():
+                if state != "total":
+                    search_trials.add_metric([*key, state], float(count))
+            if record.best_objective is not None:
+                search_best.add_metric([*key, record.best_objective[0]], record.best_objective[1])
             for phase in PHASES:
                 phase_gauge.add_metric([*key, phase], 1.0 if record.phase == phase else 0.0)
             gauges["stalled"].add_metric(key, 1.0 if record.stalled else 0.0)
@@ -85,6 +95,8 @@ class JobSeriesCollector(Collector):
         yield from gauges.values()
         yield phase_gauge
         yield jobs_by_phase
+        yield search_trials
+        yield search_best
 
 
 class OperatorMetrics:

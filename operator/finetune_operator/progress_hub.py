@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -46,27 +46,37 @@ class ProgressHub:
         self.records: dict[tuple[str, str], JobRecord] = {}
         self._last_write: dict[tuple[str, str], float] = {}
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # A search trial's reports go to its FineTuneJob's reconcile (which owns status.trials), not to a
+        # status write of their own: set by the operator at startup.
+        self.trial_reported: Callable[[str, str], Awaitable[None]] | None = None
 
     def token(self, namespace: str, name: str, uid: str) -> str:
         return job_token(self._key, namespace, name, uid)
 
-    def track(self, namespace: str, name: str, *, uid: str, created: datetime, gpus: int, gpu_seconds: float) -> JobRecord:
+    def track(self, namespace: str, name: str, *, uid: str, created: datetime, gpus: int, gpu_seconds: float,
+              parent: str | None = None) -> JobRecord:
         key = (namespace, name)
         record = self.records.get(key)
-        if record is None or record.uid != uid:
+        if record is None or record.uid != uid or record.parent != parent:
             # First sight (or a new job reusing the name): GPU-seconds continue from the status.
             record = JobRecord(namespace, name, uid=uid, created=created, gpus=gpus, gpu_seconds=gpu_seconds,
-                               gpu_counted=gpu_seconds)
+                               gpu_counted=gpu_seconds, parent=parent)
             self.records[key] = record
         return record
 
+    def jobs(self) -> list[tuple[str, str]]:
+        """The FineTuneJobs tracked (search trials excluded): what the periodic sweep reconciles."""
+        return [key for key, record in list(self.records.items()) if record.parent is None]
+
     def forget(self, namespace: str, name: str) -> None:
-        key = (namespace, name)
-        self.records.pop(key, None)
-        self._last_write.pop(key, None)
-        task = self._pending.pop(key, None)
-        if task is not None:
-            task.cancel()
+        """Drop a deleted FineTuneJob's state, its search trials' included."""
+        trials = [key for key, record in self.records.items() if key[0] == namespace and record.parent == name]
+        for key in [(namespace, name), *trials]:
+            self.records.pop(key, None)
+            self._last_write.pop(key, None)
+            task = self._pending.pop(key, None)
+            if task is not None:
+                task.cancel()
 
     def accept(self, namespace: str, name: str, token: str, report: ProgressReport) -> tuple[int, str]:
         """(HTTP status, reason) for one report; 204 when taken."""
@@ -97,6 +107,14 @@ class ProgressHub:
         if record is None:
             return
         self._last_write[key] = time.monotonic()
+        if record.parent is not None:
+            if self.trial_reported is not None:
+                try:
+                    await self.trial_reported(record.namespace, record.parent)
+                except Exception:  # noqa: BLE001 (the periodic sweep reconciles the search again)
+                    log.warning("reconciling search %s/%s after a trial report failed", record.namespace,
+                                record.parent, exc_info=True)
+            return
         fields = progress_status(record, self._clock())
         try:
             await asyncio.to_thread(self._write_status, *key, fields)

@@ -16,6 +16,8 @@ from .progress_report import ProgressReport
 
 # Reports kept to measure the step rate: enough to smooth jitter, few enough to follow speed changes.
 RATE_WINDOW = 8
+# Evaluations kept per job for a search's early-stopping rule (the status keeps a downsampled copy).
+EVALUATIONS_KEPT = 64
 MAX_STATUS_EVAL_METRICS = 16
 
 
@@ -62,6 +64,13 @@ class JobRecord:
     # The Job completed and the trainer ran to its planned steps (no early stopping): the final report
     # may have been lost while the operator was down, but the step count it would carry is known.
     finished: bool = False
+    # A hyperparameter-search trial's record: the FineTuneJob whose status carries it (None for a job).
+    parent: str | None = None
+    # (step, eval metrics) of each evaluation reported, oldest first: what a search compares trials by.
+    evaluations: deque[tuple[int, dict[str, float]]] = field(default_factory=lambda: deque(maxlen=EVALUATIONS_KEPT))
+    # A search's FineTuneJob: trials by state, and (metric, value) of the best trial so far.
+    trial_counts: dict[str, int] | None = None
+    best_objective: tuple[str, float] | None = None
 
     def accept(self, report: ProgressReport, received: datetime) -> None:
         previous = self.report
@@ -71,6 +80,13 @@ class JobRecord:
             # A retry resumed from an earlier checkpoint: the old rate says nothing about the new run.
             self.samples.clear()
         self.samples.append((report.time, report.step))
+        # Every report repeats the latest evaluation; a new evaluation is an `evaluate` event, or new
+        # numbers when that event's own report was lost or throttled.
+        if report.evalMetrics and (report.event == "evaluate" or previous is None
+                                   or report.evalMetrics != previous.evalMetrics):
+            if self.evaluations and self.evaluations[-1][0] == report.step:
+                self.evaluations.pop()
+            self.evaluations.append((report.step, dict(report.evalMetrics)))
         self.report = report
         self.received = received
         if report.checkpoint is not None:

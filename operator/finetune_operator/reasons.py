@@ -48,6 +48,15 @@ NO_PROGRESS = "NoProgress"
 PROGRESSING = "Progressing"
 NOT_FINISHED = "NotFinished"
 
+# Hyperparameter search (docs/search.md): the search job's reasons and its trials' states.
+SEARCHING = "Searching"
+PROMOTING = "Promoting"
+EARLY_STOPPED = "EarlyStopped"
+TRIAL_PENDING, TRIAL_RUNNING, TRIAL_SUCCEEDED, TRIAL_FAILED, TRIAL_EARLY_STOPPED = (
+    "Pending", "Running", "Succeeded", "Failed", "EarlyStopped")
+TRIAL_STATES = (TRIAL_PENDING, TRIAL_RUNNING, TRIAL_SUCCEEDED, TRIAL_FAILED, TRIAL_EARLY_STOPPED)
+TRIAL_FINISHED_STATES = (TRIAL_SUCCEEDED, TRIAL_FAILED, TRIAL_EARLY_STOPPED)
+
 # Failure reasons (the Failed condition's reason; also the label of the failures metric).
 INVALID_SPEC = "InvalidSpec"
 INVALID_DATA = "InvalidData"
@@ -59,9 +68,16 @@ PREEMPTED = "Preempted"
 NODE_LOST = "NodeLost"
 TRAINER_CRASHED = "TrainerCrashed"
 JOB_DELETED = "JobDeleted"
+# A search: maxFailedTrials trials failed / every trial ended without an objective value / the promote Job failed.
+TOO_MANY_TRIALS_FAILED = "TooManyTrialsFailed"
+NO_SUCCESSFUL_TRIAL = "NoSuccessfulTrial"
+PROMOTION_FAILED = "PromotionFailed"
+# A trial whose trainer finished without ever reporting the search's objective metric.
+OBJECTIVE_MISSING = "ObjectiveMissing"
 FAILURE_REASONS = (
     INVALID_SPEC, INVALID_DATA, OUT_OF_MEMORY, IMAGE_PULL_FAILED, CONFIG_ERROR, UNSCHEDULABLE, STARTUP_DEADLINE_EXCEEDED,
     DEADLINE_EXCEEDED, COMMUNICATION_TIMEOUT, PREEMPTED, NODE_LOST, TRAINER_CRASHED, JOB_DELETED,
+    TOO_MANY_TRIALS_FAILED, NO_SUCCESSFUL_TRIAL, PROMOTION_FAILED,
 )
 
 # Trainer exit codes (docs/pod-contract.md) and the failure reason each one means.
@@ -87,4 +103,9 @@ FAILURE_HINTS = {
     NODE_LOST: "the node running the pod disappeared; recreate the job to resume from its latest checkpoint",
     UNSCHEDULABLE: "no node can fit the pods: lower resources, check nodeSelector/tolerations or the queue's quota",
     DEADLINE_EXCEEDED: "raise runPolicy.activeDeadlineSeconds or train fewer steps",
+    TOO_MANY_TRIALS_FAILED: "read the failed trials' messages in status.trials (ftjob describe); raise "
+    "hyperparameterSearch.maxFailedTrials or narrow the parameter ranges",
+    NO_SUCCESSFUL_TRIAL: "no trial reported the objective metric; check hyperparameterSearch.objective.metric "
+    "against the trainer's eval metrics (status.trials[].message)",
+    OBJECTIVE_MISSING: "check hyperparameterSearch.objective.metric against the eval metrics the trainer reports",
 }

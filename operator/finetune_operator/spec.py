@@ -93,6 +93,16 @@ LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
 # The longest child name is "<name>-trainer-<index>" for the rank pods' hostnames (a DNS label,
 # at most 63 characters), so the FineTuneJob's own name must leave room for the suffix.
 MAX_NAME_LENGTH = 45
+# A search's trials run as jobs named "<name>-t<index>" (index < MAX_SEARCH_TRIALS, so at most "-t99"):
+# each trial name must itself fit MAX_NAME_LENGTH.
+MAX_SEARCH_TRIALS = 100
+MAX_SEARCH_NAME_LENGTH = MAX_NAME_LENGTH - len(f"-t{MAX_SEARCH_TRIALS - 1}")
+MAX_SEARCH_PARAMETERS = 16
+MAX_SEARCH_VALUES = 64
+SearchAlgorithm = Literal["grid", "random", "bayesian"]
+SearchGoal = Literal["maximize", "minimize"]
+# An objective whose name contains one of these is an error measure: smaller is better.
+MINIMIZED_METRIC_WORDS = ("loss", "perplexity", "wer", "cer")
 
 
 class _FieldRuleError(ValueError):
@@ -291,6 +301,162 @@ class EnvVar(_Model):
         return name
 
 
+class SearchObjective(_Model):
+    metric: str = Field(pattern=METRIC_PATTERN)
+    # Unset: inferred from the metric's name, see `resolved_goal`.
+    goal: SearchGoal | None = None
+
+    @property
+    def resolved_goal(self) -> SearchGoal:
+        """The goal as given, else minimize for error measures (loss, perplexity, wer, cer), else maximize."""
+        if self.goal is not None:
+            return self.goal
+        # Whole words only: eval_answer_f1 contains "wer" but is no error rate.
+        words = set(self.metric.lower().split("_"))
+        return "minimize" if words & set(MINIMIZED_METRIC_WORDS) else "maximize"
+
+
+class SearchEarlyStopping(_Model):
+    algorithm: Literal["median", "none"] = "median"
+    # No trial is stopped before this step.
+    min_steps: int = Field(default=0, ge=0, le=INT32_MAX)
+    # Completed trials needed before their median is trusted.
+    min_trials: int = Field(default=2, ge=1, le=MAX_SEARCH_TRIALS)
+
+
+SearchValue = bool | int | float | str
+
+
+def _value_key(value: SearchValue) -> tuple[str, SearchValue]:
+    # JSON equality: true is not 1, but 1 and 1.0 are the same number.
+    if isinstance(value, bool):
+        return "bool", value
+    return ("number", value) if isinstance(value, int | float) else ("string", value)
+
+
+class SearchParameter(_Model):
+    """One searched field: categorical `values`, or a range `min`..`max` (with `scale` and optional `step`)."""
+
+    values: list[SearchValue] | None = Field(default=None, min_length=1, max_length=MAX_SEARCH_VALUES)
+    min: float | None = None
+    max: float | None = None
+    scale: Literal["linear", "log"] = "linear"
+    # Range only: sample min, min+step, ... (<= max); makes the range finite, which grid needs.
+    step: float | None = Field(default=None, gt=0)
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _scalar_values(cls, values: Any) -> Any:
+        # The CRD cannot type these items (they mix JSON types), so this is the only check that they are scalars.
+        if isinstance(values, list):
+            for index, value in enumerate(values):
+                if not isinstance(value, bool | int | float | str):
+                    raise ValueError(
+                        f"values must be numbers, strings or booleans; item {index} is {_shorten(value)}"
+                    )
+        return values
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SearchParameter:
+        has_range = self.min is not None or self.max is not None
+        if self.values is not None and has_range:
+            raise _FieldRuleError("", "give either values: [...] or a range min/max, not both")
+        if self.values is None and (self.min is None or self.max is None):
+            raise _FieldRuleError(
+                "", "give values (e.g. values: [8, 16, 32]) or both min and max (e.g. min: 1.0e-5, max: 1.0e-3)"
+            )
+        if self.values is not None:
+            if self.step is not None or self.scale == "log":
+                raise _FieldRuleError("", "scale: log and step apply to a range (min/max), not to values")
+            keys = [_value_key(value) for value in self.values]
+            if len(set(keys)) != len(keys):
+                raise _FieldRuleError("", "values must be unique")
+            return self
+        assert self.min is not None and self.max is not None
+        if not self.min < self.max:
+            raise _FieldRuleError("", f"min must be less than max (min {self.min}, max {self.max})")
+        if self.scale == "log" and self.min <= 0:
+            raise _FieldRuleError("", f"scale: log needs min > 0 (min is {self.min})")
+        if self.scale == "log" and self.step is not None:
+            raise _FieldRuleError("", "step cannot be combined with scale: log; remove one of them")
+        return self
+
+    @property
+    def is_range(self) -> bool:
+        return self.values is None
+
+    @property
+    def is_finite(self) -> bool:
+        """Whether the parameter has a countable set of points (values, or a range with step): grid needs it."""
+        return self.values is not None or self.step is not None
+
+
+class HyperparameterSearch(_Model):
+    algorithm: SearchAlgorithm = "bayesian"
+    objective: SearchObjective
+    max_trials: int = Field(default=10, ge=1, le=MAX_SEARCH_TRIALS)
+    parallel_trials: int = Field(default=1, ge=1, le=MAX_SEARCH_TRIALS)
+    # The search stops launching trials, and fails, once this many have failed.
+    max_failed_trials: int = Field(default=3, ge=0, le=MAX_SEARCH_TRIALS)
+    # Unset: derived from the FineTuneJob's uid, so a resumed search samples the same trials.
+    seed: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    keep_trial_outputs: bool = False
+    early_stopping: SearchEarlyStopping | None = None
+    # Parameter path (see finetune_operator.search.paths) -> what to try.
+    parameters: dict[str, SearchParameter] = Field(min_length=1, max_length=MAX_SEARCH_PARAMETERS)
+
+    @model_validator(mode="after")
+    def _search_rules(self) -> HyperparameterSearch:
+        from .search import paths  # search.paths walks these models: import it only once they exist
+
+        if self.parallel_trials > self.max_trials:
+            raise _FieldRuleError(
+                "parallelTrials",
+                f"parallelTrials ({self.parallel_trials}) must not exceed maxTrials ({self.max_trials})",
+            )
+        resolved: dict[str, str] = {}
+        for path, parameter in self.parameters.items():
+            try:
+                full = paths.resolve_path(path)
+            except ValueError as exc:
+                raise _FieldRuleError("parameters", str(exc)) from None
+            if full in resolved:
+                raise _FieldRuleError(
+                    "parameters", f"{resolved[full]!r} and {path!r} both name {full}; keep one of them"
+                )
+            resolved[full] = path
+            _check_parameter_kind(path, paths.parameter_kind(full), parameter)
+        if self.algorithm == "grid":
+            for path, parameter in self.parameters.items():
+                if not parameter.is_finite:
+                    raise _FieldRuleError(
+                        "algorithm",
+                        f"algorithm: grid needs every parameter finite, but {path!r} is a range without step: "
+                        "give it values or a step (or use algorithm: random or bayesian)",
+                    )
+        return self
+
+
+def _check_parameter_kind(path: str, kind: str, parameter: SearchParameter) -> None:
+    field = f"parameters.{path}"
+    if not parameter.is_range:
+        return
+    if kind == "categorical":
+        raise _FieldRuleError(field, f"{path} is not a number field: give values (e.g. values: [...]), not a range")
+    if kind == "int":
+        for label, bound in (("min", parameter.min), ("max", parameter.max), ("step", parameter.step)):
+            if bound is not None and not float(bound).is_integer():
+                raise _FieldRuleError(field, f"{path} is an integer field: {label} must be a whole number, got {bound}")
+
+
+def _search_points(parameter: SearchParameter) -> list[SearchValue]:
+    """The values the semantic check applies: every categorical value, or a range's ends."""
+    if parameter.values is not None:
+        return list(parameter.values)
+    assert parameter.min is not None and parameter.max is not None
+    return [parameter.min, parameter.max]
+
+
 class FineTuneJobSpec(_Model):
     task: Task
     model: ModelSource
@@ -305,6 +471,7 @@ class FineTuneJobSpec(_Model):
     run_policy: RunPolicy = Field(default_factory=RunPolicy)
     secrets: Secrets = Field(default_factory=Secrets)
     env: list[EnvVar] = Field(default_factory=list, max_length=128)
+    hyperparameter_search: HyperparameterSearch | None = None
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> FineTuneJobSpec:
@@ -333,7 +500,51 @@ class FineTuneJobSpec(_Model):
                 "regularization.earlyStopping",
                 "regularization.earlyStopping needs evaluation: hyperparameters.evalStrategy must not be 'no'",
             )
+        if self.hyperparameter_search is not None:
+            self._check_search(has_eval)
         return self
+
+    def _check_search(self, has_eval: bool) -> None:
+        search = self.hyperparameter_search
+        assert search is not None
+        metric = search.objective.metric
+        if not has_eval:
+            raise _FieldRuleError(
+                "hyperparameterSearch.objective",
+                f"the objective {metric} is measured on an evaluation set: set dataset.validation "
+                "or dataset.validationSplit (e.g. validationSplit: 0.1)",
+            )
+        if self.hyperparameters.eval_strategy == "no":
+            raise _FieldRuleError(
+                "hyperparameterSearch.objective",
+                f"the objective {metric} needs evaluation: hyperparameters.evalStrategy must not be 'no'",
+            )
+        self._check_trial_specs()
+
+    def _check_trial_specs(self) -> None:
+        """Every value a search may apply must give a valid job; blame the parameter, quote the job's error."""
+        from .search import paths  # search.paths imports this module
+
+        search = self.hyperparameter_search
+        assert search is not None
+        base = self.model_dump(by_alias=True, exclude_none=True, exclude={"hyperparameter_search"})
+        for path, parameter in search.parameters.items():
+            for value in _search_points(parameter):
+                trial = paths.apply_parameters(base, {path: value})
+                try:
+                    checked = FineTuneJobSpec.model_validate(trial)
+                except ValidationError as exc:
+                    field, message = _describe(exc.errors(include_url=False)[0])
+                    raise _FieldRuleError(
+                        f"hyperparameterSearch.parameters.{path}",
+                        f"value {_shorten(value)} gives an invalid job: spec.{field}: {message}",
+                    ) from None
+                if checked.hyperparameters.eval_strategy == "no":
+                    raise _FieldRuleError(
+                        f"hyperparameterSearch.parameters.{path}",
+                        f"value {_shorten(value)} turns evaluation off, and the objective "
+                        f"{search.objective.metric} needs it",
+                    )
 
     @property
     def total_gpus(self) -> int:
@@ -352,7 +563,7 @@ class InvalidSpec(ValueError):
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
     loc = [str(part) for part in error["loc"]]
     rule = error.get("ctx", {}).get("error")
-    if isinstance(rule, _FieldRuleError):
+    if isinstance(rule, _FieldRuleError) and rule.field:
         loc.append(rule.field)
     path = ".".join(loc)
     given = error.get("input")
@@ -409,7 +620,7 @@ def _pattern_hint(path: str) -> str:
 def parse_spec(spec: dict[str, Any] | None, name: str = "") -> FineTuneJobSpec:
     """Parse and check a FineTuneJob spec; raise InvalidSpec naming the first bad field."""
     if name:
-        check_name(name)
+        check_name(name, search=isinstance(spec, dict) and spec.get("hyperparameterSearch") is not None)
     if _count_values(spec, MAX_SPEC_VALUES) > MAX_SPEC_VALUES:
         raise InvalidSpec("", f"is too large: more than {MAX_SPEC_VALUES} values (YAML aliases count every time)")
     try:
@@ -420,7 +631,9 @@ def parse_spec(spec: dict[str, Any] | None, name: str = "") -> FineTuneJobSpec:
         raise InvalidSpec(field, message) from None
 
 
-def check_name(name: str) -> None:
+def check_name(name: str, *, search: bool = False) -> None:
+    """Refuse a metadata.name the operator cannot derive child names from; `search`: the job runs a
+    hyperparameter search, whose trials append "-t<index>" to the name."""
     # Service names are DNS-1035 labels (start with a letter), and pod hostnames add a suffix.
     if not re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", name) or len(name) > MAX_NAME_LENGTH:
         raise InvalidSpec(
@@ -428,4 +641,11 @@ def check_name(name: str) -> None:
             f"metadata.name {name!r} must start with a letter, contain only lowercase letters, digits "
             f"and '-', and be at most {MAX_NAME_LENGTH} characters (e.g. sentiment-minilm), because the "
             "operator derives Service and pod hostnames from it",
+        )
+    if search and len(name) > MAX_SEARCH_NAME_LENGTH:
+        raise InvalidSpec(
+            "",
+            f"metadata.name {name!r} is {len(name)} characters; with hyperparameterSearch it may be at most "
+            f"{MAX_SEARCH_NAME_LENGTH}, because trials run as jobs named <name>-t<index> (up to -t"
+            f"{MAX_SEARCH_TRIALS - 1}) and each must fit {MAX_NAME_LENGTH} characters",
         )

@@ -19,6 +19,8 @@ from kubernetes.client.exceptions import ApiException
 
 from finetune_operator.sandbox.cluster import Sandbox, SandboxThread, wait_for
 
+# The operator's log line once its startup handlers ran and it starts watching (Kopf).
+OPERATOR_READY = b"Initial authentication has finished"
 WORDS_POSITIVE = ["great", "good", "excellent", "love", "wonderful", "fine", "happy", "superb"]
 WORDS_NEGATIVE = ["bad", "awful", "terrible", "hate", "poor", "sad", "boring", "broken"]
 
@@ -142,3 +144,27 @@ def finetunejob(name: str, namespace: str, **spec_overrides: Any) -> dict[str, A
             spec[key] = value
     return {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def wait_operator_ready(cluster: Cluster, log_offset: int, timeout: float = 60) -> None:
+    def ready() -> bool:
+        with open(cluster.sandbox.operator_log, "rb") as log:
+            log.seek(log_offset)
+            return OPERATOR_READY in log.read()
+
+    wait_for(ready, timeout, interval=0.05, message="the restarted operator to start watching")
+
+
+def kill_operator(cluster: Cluster) -> None:
+    process = cluster.sandbox.operator
+    assert process is not None and process.poll() is None, (
+        f"the operator died on its own (exit {process and process.returncode}):\n{cluster.operator_log_tail()}")
+    process.kill()  # SIGKILL: no cleanup, no graceful end of in-flight API calls
+    process.wait()
+    cluster.sandbox.operator = None
+
+
+def restart_operator(cluster: Cluster) -> None:
+    offset = cluster.sandbox.operator_log.stat().st_size if cluster.sandbox.operator_log.exists() else 0
+    cluster.sandbox.start_operator()
+    wait_operator_ready(cluster, offset)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sandbox_support import Cluster, finetunejob
+from sandbox_support import Cluster, finetunejob, kill_operator, restart_operator
 
 from finetune_operator.sandbox.cluster import wait_for
 
@@ -28,36 +28,10 @@ LONG_RUN_STEPS = 1200
 LONG_CHECKPOINT_STEPS = 50
 # The line the trainer logs when SIGTERM stopped it after saving (finetune_trainer.run).
 STOPPED_AT = re.compile(r"stopped at step (\d+) after saving a checkpoint")
-# The operator's log line once its startup handlers ran and it starts watching (Kopf).
-OPERATOR_READY = b"Initial authentication has finished"
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
-
-
-def wait_operator_ready(cluster: Cluster, log_offset: int, timeout: float = 60) -> None:
-    def ready() -> bool:
-        with open(cluster.sandbox.operator_log, "rb") as log:
-            log.seek(log_offset)
-            return OPERATOR_READY in log.read()
-
-    wait_for(ready, timeout, interval=0.05, message="the restarted operator to start watching")
-
-
-def kill_operator(cluster: Cluster) -> None:
-    process = cluster.sandbox.operator
-    assert process is not None and process.poll() is None, (
-        f"the operator died on its own (exit {process and process.returncode}):\n{cluster.operator_log_tail()}")
-    process.kill()  # SIGKILL: no cleanup, no graceful end of in-flight API calls
-    process.wait()
-    cluster.sandbox.operator = None
-
-
-def restart_operator(cluster: Cluster) -> None:
-    offset = cluster.sandbox.operator_log.stat().st_size if cluster.sandbox.operator_log.exists() else 0
-    cluster.sandbox.start_operator()
-    wait_operator_ready(cluster, offset)
 
 
 def assert_succeeded_consistently(cluster: Cluster, namespace: str, name: str, max_steps: int) -> dict[str, Any]:

@@ -119,6 +119,20 @@ labels: ["ok", *row]
 """)["labels"]
 
 _LORA = _set("method.type", "lora")
+_SEARCH = "hyperparameterSearch"
+_PARAMS = f"{_SEARCH}.parameters"
+
+
+def _search(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    """Edit: a valid hyperparameter search (a log-scale learning rate) with `fields` replaced."""
+    search = {"objective": {"metric": "eval_accuracy"},
+              "parameters": {"learningRate": {"min": 1.0e-5, "max": 1.0e-3, "scale": "log"}}}
+    return _set(_SEARCH, {**search, **fields})
+
+
+def _searching(**parameters: Any) -> Callable[[dict[str, Any]], None]:
+    """Edit: a search over exactly `parameters` (keys with dots written with "__", e.g. method__lora__r)."""
+    return _search(parameters={key.replace("__", "."): value for key, value in parameters.items()})
 
 CASES: list[Case] = [
     # task
@@ -255,6 +269,82 @@ CASES: list[Case] = [
     Case("name-too-long", "metadata.name", _name("a" * 46), crd_field="", pydantic_field="", says="metadata.name"),
     Case("name-shell-injection", "metadata.name", _name("job; rm -rf /"), crd_field="", pydantic_field="",
          says="metadata.name"),
+    # hyperparameterSearch
+    Case("search-not-an-object", _SEARCH, _set(_SEARCH, "fast")),
+    Case("search-objective-missing", f"{_SEARCH}.objective",
+         _set(_SEARCH, {"parameters": {"learningRate": {"min": 1.0e-5, "max": 1.0e-3}}})),
+    Case("search-metric-injection", f"{_SEARCH}.objective.metric", _search(objective={"metric": "eval_loss; rm -rf /"})),
+    Case("search-goal-unknown", f"{_SEARCH}.objective.goal", _search(objective={"metric": "eval_f1", "goal": "up"})),
+    Case("search-algorithm-unknown", f"{_SEARCH}.algorithm", _search(algorithm="hyperband")),
+    Case("search-max-trials-over-100", f"{_SEARCH}.maxTrials", _search(maxTrials=101, parallelTrials=1)),
+    Case("search-parallel-over-max", f"{_SEARCH}.parallelTrials", _search(maxTrials=2, parallelTrials=3)),
+    Case("search-max-failed-negative", f"{_SEARCH}.maxFailedTrials", _search(maxFailedTrials=-1)),
+    Case("search-seed-beyond-int32", f"{_SEARCH}.seed", _search(seed=2**31)),
+    Case("search-keep-outputs-string", f"{_SEARCH}.keepTrialOutputs", _search(keepTrialOutputs="yes")),
+    Case("search-early-stopping-unknown", f"{_SEARCH}.earlyStopping.algorithm",
+         _search(earlyStopping={"algorithm": "hyperband"})),
+    Case("search-early-stopping-min-trials-zero", f"{_SEARCH}.earlyStopping.minTrials",
+         _search(earlyStopping={"minTrials": 0})),
+    Case("search-parameters-missing", _PARAMS, _set(_SEARCH, {"objective": {"metric": "eval_accuracy"}})),
+    Case("search-parameters-empty", _PARAMS, _search(parameters={})),
+    Case("search-parameters-too-many", _PARAMS,
+         _search(parameters={key: {"values": [1]} for key in (
+             "seed", "batchSize", "maxSeqLength", "gradientAccumulationSteps", "evalSteps", "maxSteps", "epochs",
+             "learningRate", "warmupRatio", "weightDecay", "regularization.dropout", "resources.nodes",
+             "regularization.labelSmoothing", "resources.gpusPerNode", "regularization.augmentation.tokenDropout",
+             "method.lora.dropout", "method.lora.alpha")})),
+    Case("search-path-misspelt", _PARAMS, _searching(learning_rate={"min": 1.0e-5, "max": 1.0e-3})),
+    Case("search-path-into-dataset", _PARAMS, _searching(dataset__train={"values": ["pvc://d/a.csv"]})),
+    Case("search-path-into-output", _PARAMS, _searching(output__uri={"values": ["pvc://m/a"]})),
+    Case("search-path-to-a-list", _PARAMS, _searching(method__lora__targetModules={"values": ["q_proj"]})),
+    Case("search-path-into-itself", _PARAMS, _searching(hyperparameterSearch__maxTrials={"values": [2]})),
+    Case("search-values-and-range", f"{_PARAMS}.learningRate",
+         _searching(learningRate={"values": [1.0e-4], "min": 1.0e-5, "max": 1.0e-3})),
+    Case("search-range-without-max", f"{_PARAMS}.learningRate", _searching(learningRate={"min": 1.0e-5})),
+    Case("search-parameter-empty", f"{_PARAMS}.learningRate", _searching(learningRate={})),
+    Case("search-min-above-max", f"{_PARAMS}.learningRate", _searching(learningRate={"min": 1.0e-3, "max": 1.0e-5})),
+    Case("search-min-equals-max", f"{_PARAMS}.learningRate", _searching(learningRate={"min": 1.0e-3, "max": 1.0e-3})),
+    Case("search-log-scale-from-zero", f"{_PARAMS}.regularization.dropout",
+         _searching(regularization__dropout={"min": 0.0, "max": 0.3, "scale": "log"})),
+    Case("search-step-with-log", f"{_PARAMS}.learningRate",
+         _searching(learningRate={"min": 1.0e-5, "max": 1.0e-3, "scale": "log", "step": 1.0e-5})),
+    Case("search-step-with-values", f"{_PARAMS}.batchSize", _searching(batchSize={"values": [8, 16], "step": 8})),
+    Case("search-log-with-values", f"{_PARAMS}.batchSize", _searching(batchSize={"values": [8, 16], "scale": "log"})),
+    Case("search-step-zero", f"{_PARAMS}.batchSize.step", _searching(batchSize={"min": 8, "max": 64, "step": 0})),
+    Case("search-scale-unknown", f"{_PARAMS}.batchSize.scale",
+         _searching(batchSize={"min": 8, "max": 64, "scale": "exp"})),
+    Case("search-values-empty", f"{_PARAMS}.batchSize.values", _searching(batchSize={"values": []})),
+    Case("search-values-too-many", f"{_PARAMS}.batchSize.values",
+         _searching(batchSize={"values": list(range(1, 66))})),
+    Case("search-range-on-an-enum", f"{_PARAMS}.precision",
+         _searching(precision={"min": 0, "max": 1}), crd_field=_PARAMS),
+    Case("search-grid-over-a-continuous-range", f"{_SEARCH}.algorithm",
+         _search(algorithm="grid", parameters={"learningRate": {"min": 1.0e-5, "max": 1.0e-3}})),
+    Case("search-without-an-evaluation-set", f"{_SEARCH}.objective", _both(_drop("dataset.validation"), _search())),
+    Case("search-with-evaluation-off", f"{_SEARCH}.objective",
+         _both(_set("hyperparameters.evalStrategy", "no"), _search())),
+    Case("search-name-too-long-for-trials", "metadata.name", _both(_name("a" * 42), _search()), crd_field="",
+         pydantic_field="", says="41"),
+    # Only spec.py knows each path's field (its type, bounds, and the job's cross-field rules):
+    Case("search-values-not-scalars", f"{_PARAMS}.batchSize.values",
+         _searching(batchSize={"values": [8, {"size": 8}]}), crd=ACCEPT, says="numbers, strings or booleans"),
+    Case("search-values-duplicate", f"{_PARAMS}.batchSize", _searching(batchSize={"values": [8, 16, 8.0]}),
+         crd=ACCEPT, says="unique"),
+    Case("search-two-names-for-one-field", _PARAMS,
+         _searching(learningRate={"values": [1.0e-4]}, hyperparameters__learningRate={"values": [2.0e-4]}),
+         crd=ACCEPT),
+    Case("search-int-range-fractional", f"{_PARAMS}.batchSize", _searching(batchSize={"min": 8, "max": 64.5}),
+         crd=ACCEPT, says="whole number"),
+    Case("search-value-out-of-the-field-bounds", f"{_PARAMS}.batchSize", _searching(batchSize={"values": [16, 0]}),
+         crd=ACCEPT, says="invalid job"),
+    Case("search-range-out-of-the-field-bounds", f"{_PARAMS}.learningRate",
+         _searching(learningRate={"min": 1.0e-5, "max": 2.0}), crd=ACCEPT, says="invalid job"),
+    Case("search-value-of-the-wrong-type", f"{_PARAMS}.batchSize", _searching(batchSize={"values": ["16"]}),
+         crd=ACCEPT, says="invalid job"),
+    Case("search-lora-rank-without-lora", f"{_PARAMS}.method.lora.r",
+         _searching(method__lora__r={"values": [4, 8]}), crd=ACCEPT, says="lora settings"),
+    Case("search-value-turns-evaluation-off", f"{_PARAMS}.evalStrategy",
+         _searching(evalStrategy={"values": ["epoch", "no"]}), crd=ACCEPT, says="evaluation off"),
     # Where the two sides differ, by design of the API server:
     Case("unknown-field-typo", "hyperparameters.learningrate", _set("hyperparameters.learningrate", 1e-4),
          crd=PRUNE),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from finetune_operator.cli import build_parser
-from finetune_operator.cli.display import describe, human_duration, progress_bar, row, table
+from finetune_operator.cli.display import COLUMNS, describe, human_duration, progress_bar, row, table
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -25,8 +25,35 @@ def test_human_durations_read_like_kubectl():
 
 def test_row_shows_progress_columns_and_dashes_when_unknown():
     running = ftj({"phase": "Running", "gpus": 8, "progress": {"percent": 42, "step": 420, "loss": 0.31234, "eta": "4m10s"}}, queue="q")
-    assert row(running, NOW) == ("team-a", "sentiment", "Running", "42%", "420", "0.3123", "4m10s", "8", "q", "4m10s")
-    assert row(ftj(), NOW)[2:8] == ("Pending", "-", "-", "-", "-", "-")
+    assert row(running, NOW) == ("team-a", "sentiment", "Running", "42%", "420", "0.3123", "4m10s", "-", "8", "q", "4m10s")
+    assert row(ftj(), NOW)[2:9] == ("Pending", "-", "-", "-", "-", "-", "-")
+
+
+def test_row_shows_a_searchs_best_objective_value():
+    search = ftj({"phase": "Running", "progress": {"percent": 50}, "bestTrial": {"name": "sentiment-t2", "objectiveValue": 0.912345}})
+    assert row(search, NOW)[COLUMNS.index("BEST")] == "0.9123"
+
+
+def test_describe_lists_a_searchs_trials_with_why_they_stopped():
+    status = {
+        "phase": "Running",
+        "search": {"algorithm": "bayesian", "metric": "eval_loss", "goal": "minimize"},
+        "bestTrial": {"name": "sentiment-t0", "objectiveValue": 0.31, "parameters": {"learningRate": 3e-4},
+                      "outputUri": "pvc://m/x/trials/sentiment-t0"},
+        "trials": [
+            {"name": "sentiment-t0", "state": "Succeeded", "objectiveValue": 0.31, "step": 50, "totalSteps": 50,
+             "parameters": {"learningRate": 3e-4, "batchSize": 16}},
+            {"name": "sentiment-t1", "state": "EarlyStopped", "objectiveValue": 0.69, "step": 20, "totalSteps": 50,
+             "parameters": {"learningRate": 1e-9, "batchSize": 8},
+             "message": "eval_loss 0.69 at step 20 is worse than the median 0.4 of 1 completed trials at that step"},
+        ],
+    }
+    text = describe(ftj(status), [], NOW)
+    assert "Search:      bayesian, minimize eval_loss" in text
+    assert "Best trial:  sentiment-t0 eval_loss=0.31  (learningRate=0.0003)" in text
+    trial_rows = [line for line in text.splitlines() if line.startswith("  sentiment-t")]
+    assert trial_rows[0].split()[:5] == ["sentiment-t0", "Succeeded", "0.31", "50/50", "learningRate=0.0003,"]
+    assert "EarlyStopped" in trial_rows[1] and "worse than the median" in trial_rows[1]
 
 
 def test_table_aligns_columns():

@@ -72,7 +72,21 @@ def _expected_constraints(metadata: list[Any], kind: str) -> dict[str, Any]:
     return out
 
 
+_SCALARS = {bool, int, float, str}
+
+
+def _is_scalar_union(annotation: Any) -> bool:
+    """bool | int | float | str (a search's `values` items): the JSON types mix, so no OpenAPI type fits."""
+    args = set(get_args(annotation)) if get_origin(annotation) in (Union, types.UnionType) else set()
+    return len(args) > 1 and args <= _SCALARS
+
+
 def _compare_type(annotation: Any, metadata: list[Any], node: dict[str, Any], path: str, problems: list[str]) -> None:
+    if _is_scalar_union(annotation):
+        # A structural schema can only leave such a node untyped, with preserve-unknown-fields.
+        if "type" in node or not node.get("x-kubernetes-preserve-unknown-fields"):
+            problems.append(f"{path}: mixed scalars need an untyped node with x-kubernetes-preserve-unknown-fields")
+        return
     annotation, extra = _unwrap(annotation)
     metadata = [*metadata, *extra]
     origin = get_origin(annotation)
@@ -185,6 +199,7 @@ def _prop(root: dict[str, Any], dotted: str) -> dict[str, Any]:
     ("spec.secrets.s3Credentials.name", "DNS_LABEL_PATTERN"),
     ("spec.env.[].name", "ENV_NAME_PATTERN"),
     ("spec.regularization.earlyStopping.metric", "METRIC_PATTERN"),
+    ("spec.hyperparameterSearch.objective.metric", "METRIC_PATTERN"),
     ("spec.image", "IMAGE_PATTERN"),
 ])
 def test_crd_patterns_are_the_spec_constants(root, path, constant):
@@ -215,6 +230,31 @@ def test_name_rule_uses_the_spec_length_limit(root):
     assert f"self.metadata.name.size() <= {spec.MAX_NAME_LENGTH}" in rule
 
 
+def test_search_name_rule_uses_the_spec_search_length_limit(root):
+    rule = root["x-kubernetes-validations"][1]["rule"]
+    assert "has(self.spec.hyperparameterSearch)" in rule
+    assert f"self.metadata.name.size() <= {spec.MAX_SEARCH_NAME_LENGTH}" in rule
+    assert len(names.trial_name("a" * spec.MAX_SEARCH_NAME_LENGTH, spec.MAX_SEARCH_TRIALS - 1)) == spec.MAX_NAME_LENGTH
+
+
+def test_search_path_rules_list_exactly_the_searchable_paths(root):
+    from finetune_operator.search import paths
+
+    known, numeric = _prop(root, "spec.hyperparameterSearch.parameters")["x-kubernetes-validations"]
+    assert _quoted(known["rule"]) == paths.accepted_keys()
+    assert _quoted(numeric["rule"]) == [k for k in paths.accepted_keys() if paths.parameter_kind(k) != "categorical"]
+
+
+def test_search_bounds_are_the_spec_constants(root):
+    search = _prop(root, "spec.hyperparameterSearch")
+    assert search["properties"]["maxTrials"]["maximum"] == spec.MAX_SEARCH_TRIALS
+    assert search["properties"]["parameters"]["maxProperties"] == spec.MAX_SEARCH_PARAMETERS
+    assert search["properties"]["parameters"]["additionalProperties"]["properties"]["values"]["maxItems"] == (
+        spec.MAX_SEARCH_VALUES)
+    status = root["properties"]["status"]["properties"]
+    assert status["trials"]["maxItems"] == spec.MAX_SEARCH_TRIALS
+
+
 # --- CRD shape --------------------------------------------------------------------------------------
 
 
@@ -239,6 +279,7 @@ def test_printer_columns_in_order(crd):
         ("STEP", ".status.progress.step", 0),
         ("LOSS", ".status.progress.loss", 0),
         ("ETA", ".status.progress.eta", 0),
+        ("BEST", ".status.bestTrial.objectiveValue", 0),
         ("GPUS", ".status.gpus", 0),
         ("QUEUE", ".spec.scheduling.queueName", 0),
         ("AGE", ".metadata.creationTimestamp", 0),
@@ -266,13 +307,17 @@ def _walk_nodes(node: dict[str, Any], path: str = ""):
 
 
 def test_schema_is_structural_every_node_has_a_type(root):
-    untyped = [p for p, n in _walk_nodes(root) if "type" not in n and not n.get("x-kubernetes-int-or-string")]
+    # Structural schemas exempt int-or-string and preserve-unknown-fields nodes (a search's mixed `values`).
+    untyped = [p for p, n in _walk_nodes(root) if "type" not in n and not n.get("x-kubernetes-int-or-string")
+               and not n.get("x-kubernetes-preserve-unknown-fields")]
     assert untyped == []
 
 
 def test_unknown_fields_are_preserved_only_where_core_types_are_passed_through(root):
     preserved = sorted(p for p, n in _walk_nodes(root) if n.get("x-kubernetes-preserve-unknown-fields"))
-    assert preserved == ["spec.env[].valueFrom", "spec.scheduling.affinity", "spec.scheduling.tolerations[]"]
+    assert preserved == [
+        "spec.env[].valueFrom", "spec.hyperparameterSearch.parameters{}.values[]", "spec.scheduling.affinity",
+        "spec.scheduling.tolerations[]", "status.bestTrial.parameters", "status.trials[].parameters"]
 
 
 def test_every_spec_list_and_map_is_bounded_for_cel_cost(root):
@@ -314,3 +359,18 @@ def test_status_is_typed_with_map_keyed_conditions(root):
         "phase", "reason", "message", "conditions", "observedGeneration", "jobName", "startTime",
         "completionTime", "retries", "gpus", "queue", "progress", "checkpoint", "timeToFirstStepSeconds",
         "gpuSeconds", "failure", "metrics", "outputUri"}
+
+
+def test_status_carries_the_search_and_its_trials(root):
+    status = root["properties"]["status"]["properties"]
+    assert set(status["search"]["properties"]) == {"algorithm", "metric", "goal", "trials"}
+    assert set(status["search"]["properties"]["trials"]["properties"]) == {
+        "total", "pending", "running", "succeeded", "failed", "earlyStopped"}
+    trial = status["trials"]["items"]["properties"]
+    assert trial["state"]["enum"] == ["Pending", "Running", "Succeeded", "Failed", "EarlyStopped"]
+    assert set(trial) == {"name", "index", "parameters", "state", "objectiveValue", "step", "totalSteps", "history",
+                          "reason", "message", "startTime", "completionTime", "outputUri", "gpuSeconds", "metrics"}
+    assert status["trials"]["items"]["properties"]["history"]["maxItems"] == 32
+    assert set(status["bestTrial"]["properties"]) == {
+        "name", "index", "parameters", "objectiveValue", "outputUri", "metrics"}
+    assert status["bestTrial"]["properties"]["metrics"]["maxProperties"] == 64

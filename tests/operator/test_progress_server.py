@@ -150,6 +150,38 @@ async def test_jobs_by_phase_are_counted_at_scrape_time(served):
     assert by_phase["Running"] == 2 and by_phase["Failed"] == 0
 
 
+async def test_a_trials_reports_reconcile_its_search_instead_of_writing_a_status(served):
+    client, metrics, hub, writes = served
+    reconciled: list = []
+
+    async def trial_reported(namespace, search):
+        reconciled.append((namespace, search))
+
+    hub.trial_reported = trial_reported
+    hub.track("team-a", "sentiment-t0", uid="uid-1", created=NOW, gpus=1, gpu_seconds=0, parent="sentiment")
+    token = job_token(KEY, "team-a", "sentiment-t0", "uid-1")
+    response = await client.post("/progress/v1/namespaces/team-a/finetunejobs/sentiment-t0",
+                                 data=body(step=4, event="evaluate", evalMetrics={"eval_loss": 0.5}),
+                                 headers=auth(token))
+    assert response.status == 204
+    await asyncio.sleep(0.2)
+    # status.trials has one writer (the search's reconcile): the trial's report only triggers it.
+    assert reconciled == [("team-a", "sentiment")] and writes == []
+    assert hub.jobs() == [("team-a", "sentiment")]  # the sweep reconciles the search, not its trials
+    hub.records[("team-a", "sentiment")].trial_counts = {"Running": 1, "Succeeded": 2}
+    hub.records[("team-a", "sentiment")].best_objective = ("eval_loss", 0.25)
+    series = families(await (await metrics.get("/metrics")).text())
+    # Per-trial series are the jobs' series; the search adds trials by state and its best value.
+    assert [s.value for s in series["finetune_operator_job_step"].samples if s.labels["name"] == "sentiment-t0"] == [4]
+    by_state = {s.labels["state"]: s.value for s in series["finetune_operator_search_trials"].samples}
+    assert by_state == {"Running": 1, "Succeeded": 2}
+    assert [(s.labels["metric"], s.value) for s in series["finetune_operator_search_best_objective"].samples] == [("eval_loss", 0.25)]
+    # Trials are not FineTuneJobs: jobs-by-phase counts the search only.
+    assert sum(s.value for s in series["finetune_operator_jobs"].samples) == 1
+    hub.forget("team-a", "sentiment")
+    assert ("team-a", "sentiment-t0") not in hub.records
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),

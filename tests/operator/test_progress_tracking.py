@@ -107,3 +107,12 @@ def test_eta_format(seconds, text):
 def test_bad_reports_are_refused_naming_the_key(body, says):
     with pytest.raises(InvalidReport, match=says):
         parse_report(body)
+
+
+def test_each_new_evaluation_is_kept_once_even_when_its_own_report_was_lost():
+    record = JobRecord("ns", "trial", parent="search")
+    record.accept(report(10, event="evaluate", evalMetrics={"eval_loss": 0.6}), T0)
+    record.accept(report(12, evalMetrics={"eval_loss": 0.6}), T0)  # later reports repeat the last evaluation
+    record.accept(report(25, evalMetrics={"eval_loss": 0.5}), T0)  # the `evaluate` report at 20 never arrived
+    record.accept(report(25, event="evaluate", evalMetrics={"eval_loss": 0.5}), T0)
+    assert list(record.evaluations) == [(10, {"eval_loss": 0.6}), (25, {"eval_loss": 0.5})]

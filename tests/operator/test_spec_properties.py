@@ -138,3 +138,21 @@ def test_crd_schema_refuses_integers_beyond_int64():
     with pytest.raises(SchemaViolation) as refused:
         apply_structural_schema(body, SCHEMA)
     assert any(field == "spec.resources.nodes" for field, _ in refused.value.causes), refused.value.causes
+
+
+_SEARCH_SAMPLE = next(s for s in SAMPLES if "hyperparameterSearch" in s["spec"])
+parameter_shaped = st.dictionaries(
+    st.sampled_from(["values", "min", "max", "scale", "step"]),
+    st.one_of(json_like, st.lists(scalars, max_size=4), st.sampled_from(["linear", "log"])), max_size=4)
+
+
+@FAST
+@given(st.dictionaries(st.one_of(st.sampled_from(["learningRate", "batchSize", "method.lora.r", "precision",
+                                                  "dataset.train", "regularization.dropout"]), st.text(max_size=20)),
+                       parameter_shaped, max_size=4))
+def test_parse_spec_and_crd_on_arbitrary_search_parameters_answer_with_their_own_errors(parameters):
+    # Search parameters are applied to the spec by spec.py's semantic check: arbitrary ones must not crash it.
+    spec = copy.deepcopy(_SEARCH_SAMPLE["spec"])
+    spec["hyperparameterSearch"]["parameters"] = parameters
+    _parse(spec)
+    _schema(spec)

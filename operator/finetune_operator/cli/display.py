@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from ..search_status import describe_parameters
 from ..status import parse_timestamp
 
-COLUMNS = ("NAMESPACE", "NAME", "PHASE", "PROGRESS", "STEP", "LOSS", "ETA", "GPUS", "QUEUE", "AGE")
+COLUMNS = ("NAMESPACE", "NAME", "PHASE", "PROGRESS", "STEP", "LOSS", "ETA", "BEST", "GPUS", "QUEUE", "AGE")
 
 
 def human_duration(seconds: float | None) -> str:
@@ -47,6 +48,7 @@ def row(ftj: dict[str, Any], now: datetime) -> tuple[str, ...]:
         _fmt(progress.get("step")),
         _fmt(progress.get("loss"), ".4f"),
         progress.get("eta") or "-",
+        _fmt((status.get("bestTrial") or {}).get("objectiveValue"), ".4g"),
         _fmt(status.get("gpus")),
         queue or "-",
         human_duration((now - created).total_seconds()) if created else "-",
@@ -100,6 +102,7 @@ def describe(ftj: dict[str, Any], events: list[dict[str, Any]], now: datetime) -
     failure = status.get("failure")
     if failure:
         lines.append(f"Failure:     {failure.get('reason')}: {failure.get('message')}")
+    lines.extend(_search_lines(status))
     lines.append("Conditions:")
     conditions = status.get("conditions") or []
     if conditions:
@@ -118,6 +121,25 @@ def describe(ftj: dict[str, Any], events: list[dict[str, Any]], now: datetime) -
     else:
         lines.append("  (none)")
     return "\n".join(lines)
+
+
+def _search_lines(status: dict[str, Any]) -> list[str]:
+    """A search's objective, best trial and one row per trial."""
+    search = status.get("search")
+    if not search:
+        return []
+    lines = [f"Search:      {search.get('algorithm')}, {search.get('goal')} {search.get('metric')}"]
+    best = status.get("bestTrial")
+    if best:
+        lines.append(f"Best trial:  {best['name']} {search.get('metric')}={best.get('objectiveValue'):.4g}  "
+                     f"({describe_parameters(best.get('parameters') or {})})  output {best.get('outputUri', '-')}")
+    rows = [(t["name"], t["state"], _fmt(t.get("objectiveValue"), ".4g"),
+             f"{_fmt(t.get('step'))}/{_fmt(t.get('totalSteps'))}", describe_parameters(t.get("parameters") or {}),
+             t.get("message", "") if t["state"] in ("EarlyStopped", "Failed") else "")
+            for t in status.get("trials") or []]
+    lines.append("Trials:")
+    lines.append(_indent(table(rows, ("TRIAL", "STATE", "OBJECTIVE", "STEP", "PARAMETERS", "WHY"))) if rows else "  (none yet)")
+    return lines
 
 
 def _indent(text: str) -> str:

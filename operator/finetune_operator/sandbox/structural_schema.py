@@ -143,6 +143,7 @@ class _Validator:
         before = len(self.causes)
         if self._check_type(value, schema, path):
             self._check_keywords(value, schema, path)
+            self._check_combinators(value, schema, path)
             if isinstance(value, dict):
                 self._check_object(value, schema, path, old, root)
             elif isinstance(value, list):
@@ -175,6 +176,22 @@ class _Validator:
             self._check_number(value, schema, path)
         elif isinstance(value, str):
             self._check_string(value, schema, path)
+
+    def _check_combinators(self, value: Any, schema: dict[str, Any], path: str) -> None:
+        # Structural schemas allow value validations (e.g. `required`) inside allOf/anyOf/oneOf/not; like the
+        # API server, a failed combinator is one cause at the node, not the branches' own causes.
+        shown = _json_type(value)
+        if "allOf" in schema and not all(_matches(value, branch, path) for branch in schema["allOf"]):
+            self.add(path, f'Invalid value: "{shown}": must validate all the schemas (allOf)')
+        if "anyOf" in schema and not any(_matches(value, branch, path) for branch in schema["anyOf"]):
+            self.add(path, f'Invalid value: "{shown}": must validate at least one schema (anyOf)')
+        if "oneOf" in schema:
+            valid = sum(_matches(value, branch, path) for branch in schema["oneOf"])
+            if valid != 1:
+                found = "Found none valid" if valid == 0 else f"Found {valid} valid alternatives"
+                self.add(path, f'Invalid value: "{shown}": must validate one and only one schema (oneOf). {found}')
+        if "not" in schema and _matches(value, schema["not"], path):
+            self.add(path, f'Invalid value: "{shown}": must not validate the schema (not)')
 
     def _check_number(self, value: int | float, schema: dict[str, Any], path: str) -> None:
         low, high = schema.get("minimum"), schema.get("maximum")
@@ -265,6 +282,12 @@ class _Validator:
                 continue
             if not outcome:
                 self.add(target, _rule_message(rule, activation), rule.get("reason", "FieldValueInvalid"))
+
+
+def _matches(value: Any, branch: dict[str, Any], path: str) -> bool:
+    causes: list[Cause] = []
+    _Validator(causes).check(value, branch, path, _MISSING)
+    return not causes
 
 
 def _old_item(old: Any, item: Any, list_type: str, keys: list[str]) -> Any:

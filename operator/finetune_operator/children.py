@@ -1,0 +1,57 @@
+"""Creating a training run's children and keeping its Job's suspension in step with the spec (I/O).
+
+Shared by a plain FineTuneJob (one run, named after the job) and a search (one run per trial, named
+after the trial and labelled with the search's name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+
+from .builders import build_config_map, build_job, build_progress_secret, build_service, config_hash
+from .config import OperatorConfig
+from .kube import KubeApi
+from .names import LABEL_SEARCH
+from .spec import FineTuneJobSpec
+
+
+def _labelled(child: dict[str, Any], search: str) -> dict[str, Any]:
+    """A trial's child carries its search's name, so its events reconcile the search job."""
+    child["metadata"].setdefault("labels", {})[LABEL_SEARCH] = search
+    template = (child.get("spec") or {}).get("template")
+    if template is not None:
+        template["metadata"].setdefault("labels", {})[LABEL_SEARCH] = search
+    return child
+
+
+async def create_children(kube: KubeApi, owner: dict[str, Any], spec: FineTuneJobSpec, name: str, config: OperatorConfig,
+                          token: str, *, search: str | None = None) -> dict[str, Any]:
+    """Create a run's children (idempotently: 409s are fine) and return the Job manifest that was sent.
+
+    The Job first, the rest together after it: that puts the scheduler's work (and Kueue's) one round
+    trip after the FineTuneJob appears. Its pods wait in ContainerCreating until their ConfigMap and
+    Secret exist, as kubelets do; a restarted operator re-sends all four once per run (see
+    JobRecord.children_complete), so a crash between the two steps cannot leave a child missing.
+    """
+    namespace = owner["metadata"]["namespace"]
+    config_map = build_config_map(spec, name, namespace)
+    rest = [config_map, build_progress_secret(name, namespace, token), build_service(spec, name, namespace)]
+    job = build_job(spec, name, namespace, config=config, config_hash=config_hash(config_map))
+    for child in (job, *rest):
+        if search is not None:
+            _labelled(child, search)
+        kopf.adopt(child, owner=owner)
+    await asyncio.to_thread(kube.create_if_absent, job)
+    await asyncio.gather(*(asyncio.to_thread(kube.create_if_absent, child) for child in rest))
+    return job
+
+
+def apply_suspension(kube: KubeApi, spec: FineTuneJobSpec, job: dict[str, Any]) -> None:
+    desired = spec.run_policy.suspend
+    actual = bool((job.get("spec") or {}).get("suspend"))
+    # With a queue, unsuspending belongs to Kueue (admission); the operator only ever suspends.
+    if desired != actual and (desired or not spec.scheduling.queue_name):
+        kube.set_job_suspended(job["metadata"]["namespace"], job["metadata"]["name"], desired)
