@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -18,6 +19,7 @@ from gpu_trainer import peak_bf16_tflops, train_flops_per_token  # noqa: E402
 from operator_progress_path import step_in_metrics  # noqa: E402
 from operator_sandbox import classify_request, percentile, without_cel_rules  # noqa: E402
 from operator_scale import per_job_breakdown  # noqa: E402
+from search_quality import early_stopping_savings, smoke_variant, validation_loss, with_epochs  # noqa: E402
 
 
 def run_bench(script: str, *args: str, timeout: float = 240) -> list[str]:
@@ -54,6 +56,12 @@ def test_gpu_benchmark_smoke_runs_on_cpu() -> None:
     assert [line.split(" on ")[0] for line in lines] == ["gpu_trainer classification MiniLM-L6 full",
                                                          "gpu_trainer causal-lm GPT-2-tiny LoRA"]
     assert all("on CPU (fp32" in line and "smoke: target not checked" in line for line in lines)
+
+
+def test_search_benchmark_smoke_compares_the_search_with_the_default_job() -> None:
+    [line] = run_bench("search_quality.py", "--smoke", "--timeout", "180", timeout=300)
+    assert line.startswith("search quality (smoke): wall search ") and "early stopping saved" in line, line
+    assert line.endswith("(smoke: target not checked)"), line
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -116,3 +124,52 @@ def test_flops_and_peaks() -> None:
     assert peak_bf16_tflops("Tesla T4") is None
     assert train_flops_per_token(100, 2, 8, 4, lora=False) == 600 + 12 * 2 * 8 * 4
     assert train_flops_per_token(100, 2, 8, 4, lora=True) == 400 + 12 * 2 * 8 * 4
+
+
+def trial(name: str, state: str, batch: int, step: int, total: int, start: str, end: str,
+          train_runtime: float | None = None) -> dict:
+    entry = {"name": name, "state": state, "parameters": {"batchSize": batch}, "step": step, "totalSteps": total,
+             "startTime": f"2026-11-28T10:{start}Z", "completionTime": f"2026-11-28T10:{end}Z"}
+    if train_runtime is not None:
+        entry["metrics"] = {"train_runtime": train_runtime, "eval_loss": 0.3}
+    return entry
+
+
+def test_early_stopping_savings_use_the_rate_of_succeeded_trials_of_the_same_batch_size() -> None:
+    trials = [
+        trial("t0", "Succeeded", 8, 100, 100, "00:00", "02:00", train_runtime=100.0),   # 1.0 s/step
+        trial("t1", "Succeeded", 8, 100, 100, "00:00", "02:30", train_runtime=140.0),   # 1.4 s/step
+        trial("t2", "Succeeded", 8, 100, 100, "00:00", "02:00", train_runtime=120.0),   # 1.2 s/step: the median
+        trial("t3", "EarlyStopped", 8, 20, 100, "03:00", "03:40"),                      # 80 steps left
+        trial("t4", "EarlyStopped", 32, 10, 26, "04:00", "04:30"),                      # no peer: own 3 s/step
+        trial("t5", "Failed", 16, 3, 50, "05:00", "05:10"),
+    ]
+    savings = early_stopping_savings(trials)
+    assert [(s.name, s.step, s.total_steps) for s in savings.stopped] == [("t3", 20, 100), ("t4", 10, 26)]
+    assert savings.stopped[0].seconds_per_step == pytest.approx(1.2) and "batchSize 8" in savings.stopped[0].rate_source
+    assert savings.stopped[1].seconds_per_step == pytest.approx(3.0) and "own" in savings.stopped[1].rate_source
+    assert savings.saved_seconds == pytest.approx(80 * 1.2 + 16 * 3.0)
+    assert savings.trial_seconds == 120 + 150 + 120 + 40 + 30 + 10
+    assert savings.share == pytest.approx(savings.saved_seconds / (savings.trial_seconds + savings.saved_seconds))
+
+
+def test_no_stopped_trial_saves_nothing() -> None:
+    savings = early_stopping_savings([trial("t0", "Succeeded", 8, 10, 10, "00:00", "00:20")])
+    assert savings.stopped == [] and savings.saved_seconds == 0 and savings.share == 0 and savings.trial_seconds == 20
+
+
+def test_benchmark_variants_change_only_what_they_say() -> None:
+    sample = yaml.safe_load((BENCH.parent / "manifests" / "samples" / "sentiment-minilm-search.yaml").read_text())
+    one_epoch = with_epochs(sample, 1)
+    assert one_epoch["spec"]["hyperparameters"]["epochs"] == 1 and sample["spec"]["hyperparameters"]["epochs"] == 2
+    assert with_epochs(sample, None) == sample
+    smoke = smoke_variant(sample)
+    assert smoke["spec"]["model"]["source"] == "pvc://models/tiny-bert"
+    assert smoke["spec"]["hyperparameterSearch"]["maxTrials"] == 2 and sample["spec"]["hyperparameterSearch"]["maxTrials"] == 8
+    assert smoke["spec"]["dataset"] == sample["spec"]["dataset"]
+
+
+def test_validation_loss_reads_a_search_or_a_plain_job_status() -> None:
+    assert validation_loss({"metrics": {"eval_loss": 0.2}, "progress": {"evalLoss": 0.5}}) == 0.2
+    assert validation_loss({"progress": {"evalLoss": 0.5}}) == 0.5
+    assert validation_loss({}) is None

@@ -9,10 +9,12 @@ restarted one must continue the same search, neither repeating nor losing a tria
 from __future__ import annotations
 
 import json
+import urllib.request
 from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from sandbox_support import Cluster, finetunejob, kill_operator, restart_operator
 
 from finetune_operator.sandbox.cluster import wait_for
@@ -129,6 +131,39 @@ def test_search_runs_trials_stops_the_hopeless_one_and_promotes_the_best(cluster
     table = cluster.kubectl("get", "finetunejob", name, "-n", team).stdout
     assert "BEST" in table.splitlines()[0], table
     assert f"{best['objectiveValue']:.3g}"[:4] in table.splitlines()[1], table
+
+    # Prometheus sees the same: trials by state, the best value, and each trial's own job series.
+    text = urllib.request.urlopen(cluster.sandbox.metrics_url, timeout=10).read().decode()
+    samples = {family.name: family.samples for family in text_string_to_metric_families(text)}
+    by_state = {s.labels["state"]: s.value for s in samples["finetune_operator_search_trials"]
+                if s.labels["namespace"] == team and s.labels["name"] == name}
+    assert by_state["Succeeded"] == len(succeeded) and by_state["EarlyStopped"] == 4 - len(succeeded), by_state
+    best_series = [s for s in samples["finetune_operator_search_best_objective"] if s.labels["namespace"] == team]
+    assert [(s.labels["metric"], s.value) for s in best_series] == [("eval_loss", pytest.approx(best["objectiveValue"]))]
+    trial_steps = {s.labels["name"]: s.value for s in samples["finetune_operator_job_step"] if s.labels["namespace"] == team}
+    assert trial_steps[best["name"]] == MAX_STEPS, trial_steps
+
+
+def test_search_stops_after_max_failed_trials_and_keeps_each_trials_reason(cluster: Cluster, team: str) -> None:
+    manifest = search_job("search-fails", team, seed=3)
+    manifest["spec"]["hyperparameters"]["maxSteps"] = 4
+    manifest["spec"]["hyperparameterSearch"].update(
+        maxTrials=4, parallelTrials=2, maxFailedTrials=2, earlyStopping={"algorithm": "none"},
+        # Neither model exists: every trial fails on its first read, with InvalidData (no retries).
+        parameters={"model.source": {"values": ["pvc://models/missing-a", "pvc://models/missing-b", "pvc://models/missing-c"]}},
+    )
+    cluster.apply(manifest)
+    status = cluster.wait_phase(team, "search-fails", "Succeeded", "Failed", timeout=180)
+    assert (status["phase"], status["reason"]) == ("Failed", "TooManyTrialsFailed"), json.dumps(status, indent=1)
+    assert "maxFailedTrials" in status["message"]
+    # The second failure stops launching: of the 4 planned trials, at most the one started beside the first
+    # failure joins them (2 run in parallel); all ended; no promote Job is made.
+    trials = status["trials"]
+    assert len(trials) in (2, 3) and [t["state"] for t in trials] == ["Failed"] * len(trials), trials
+    assert all(t["reason"] == "InvalidData" and "does not exist" in t["message"] for t in trials), trials
+    assert "bestTrial" not in status
+    jobs = sorted(j.metadata.name for j in cluster.batch.list_namespaced_job(team).items)
+    assert jobs == [t["name"] for t in trials], jobs
 
 
 def test_search_with_an_unknown_parameter_path_is_refused_naming_the_field(cluster: Cluster, team: str) -> None:
