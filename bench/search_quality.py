@@ -129,16 +129,21 @@ def early_stopping_savings(trials: list[dict[str, Any]]) -> Savings:
 
     The rate comes from the succeeded trials with the stopped trial's batch size (median of their
     train_runtime / totalSteps: evaluations included, process start-up not); when none succeeded with
-    that batch size, from the stopped trial's own time per step so far (start-up included: an overestimate).
+    that batch size, from all succeeded trials' median seconds per sample times its batch size (a step's
+    cost grows about linearly with the batch on CPU); with no succeeded trial at all, from the stopped
+    trial's own time per step so far (start-up included: an overestimate).
     """
     def batch(trial: dict[str, Any]) -> Any:
         return (trial.get("parameters") or {}).get("batchSize")
 
     rates: dict[Any, list[float]] = {}
+    per_sample: list[float] = []
     for trial in trials:
         rate = trial_seconds_per_step(trial) if trial["state"] == "Succeeded" else None
         if rate is not None:
             rates.setdefault(batch(trial), []).append(rate)
+            if isinstance(batch(trial), int) and batch(trial) > 0:
+                per_sample.append(rate / batch(trial))
     stopped = []
     for trial in trials:
         if trial["state"] != "EarlyStopped" or not trial.get("totalSteps"):
@@ -146,6 +151,9 @@ def early_stopping_savings(trials: list[dict[str, Any]]) -> Savings:
         step = int(trial.get("step") or 0)
         if batch(trial) in rates:
             rate, source = median(rates[batch(trial)]), f"succeeded trials with batchSize {batch(trial)}"
+        elif per_sample and isinstance(batch(trial), int):
+            rate = median(per_sample) * batch(trial)
+            source = f"succeeded trials' seconds per sample x batchSize {batch(trial)}"
         else:
             elapsed = seconds_between(trial.get("startTime"), trial.get("completionTime")) or 0.0
             rate, source = elapsed / max(step, 1), "its own time per step (start-up included)"

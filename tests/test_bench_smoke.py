@@ -141,16 +141,21 @@ def test_early_stopping_savings_use_the_rate_of_succeeded_trials_of_the_same_bat
         trial("t1", "Succeeded", 8, 100, 100, "00:00", "02:30", train_runtime=140.0),   # 1.4 s/step
         trial("t2", "Succeeded", 8, 100, 100, "00:00", "02:00", train_runtime=120.0),   # 1.2 s/step: the median
         trial("t3", "EarlyStopped", 8, 20, 100, "03:00", "03:40"),                      # 80 steps left
-        trial("t4", "EarlyStopped", 32, 10, 26, "04:00", "04:30"),                      # no peer: own 3 s/step
+        trial("t4", "EarlyStopped", 32, 10, 26, "04:00", "04:30"),                      # no peer: 4 x 1.2 s/step
         trial("t5", "Failed", 16, 3, 50, "05:00", "05:10"),
     ]
     savings = early_stopping_savings(trials)
     assert [(s.name, s.step, s.total_steps) for s in savings.stopped] == [("t3", 20, 100), ("t4", 10, 26)]
     assert savings.stopped[0].seconds_per_step == pytest.approx(1.2) and "batchSize 8" in savings.stopped[0].rate_source
-    assert savings.stopped[1].seconds_per_step == pytest.approx(3.0) and "own" in savings.stopped[1].rate_source
-    assert savings.saved_seconds == pytest.approx(80 * 1.2 + 16 * 3.0)
+    assert savings.stopped[1].seconds_per_step == pytest.approx(4.8) and "per sample" in savings.stopped[1].rate_source
+    assert savings.saved_seconds == pytest.approx(80 * 1.2 + 16 * 4.8)
     assert savings.trial_seconds == 120 + 150 + 120 + 40 + 30 + 10
     assert savings.share == pytest.approx(savings.saved_seconds / (savings.trial_seconds + savings.saved_seconds))
+
+
+def test_without_a_succeeded_trial_a_stopped_one_is_rated_by_its_own_time() -> None:
+    [stopped] = early_stopping_savings([trial("t0", "EarlyStopped", 8, 10, 50, "00:00", "00:30")]).stopped
+    assert stopped.seconds_per_step == pytest.approx(3.0) and "own" in stopped.rate_source
 
 
 def test_no_stopped_trial_saves_nothing() -> None:
