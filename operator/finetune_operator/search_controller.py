@@ -201,11 +201,12 @@ async def reconcile_search(
         else:
             await asyncio.to_thread(apply_suspension, kube, tspec, job)
     # A stopped trial's trainer may still be saving into the trials folder that promotion removes.
-    lingering = [pod["metadata"]["name"] for t in trials for pod in pods.get((namespace, t["name"]), ())
-                 if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
-    if lingering:
-        log.info("search %s/%s: promotion waits for trial pods to stop: %s", namespace, name, ", ".join(lingering))
-    elif finished and best is not None and not failed_limit_hit and promote_state is None and derived["phase"] == r.RUNNING:
+    if finished and best is not None and not failed_limit_hit and promote_state is None and derived["phase"] == r.RUNNING:
+        lingering = [pod["metadata"]["name"] for t in trials for pod in pods.get((namespace, t["name"]), ())
+                     if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+        if lingering:
+            log.info("search %s/%s: promotion waits for trial pods to stop: %s", namespace, name, ", ".join(lingering))
+            return {**previous, **changes}
         remove = [] if search.keep_trial_outputs else [f"{spec.output.uri.rstrip('/')}/trials"]
         job = build_promote_job(spec, name, namespace, config=config, best_uri=best["outputUri"], remove_uris=remove)
         kopf.adopt(job, owner=ftj)

@@ -29,6 +29,11 @@ TRIAL_STATE_OF_PHASE = {
 MAX_TRIAL_MESSAGE = 4096
 
 
+def significant(value: float) -> float:
+    """Six significant digits: what ranks trials, readable in `kubectl get` (BEST) and in the status."""
+    return float(f"{value:.6g}")
+
+
 def trial_output_uri(output_uri: str, trial: str) -> str:
     return f"{output_uri.rstrip('/')}/trials/{trial}"
 
@@ -58,7 +63,7 @@ def observe_trial(
             # Step 0 is the trainer's evaluation of the untrained model (the "before" of its metrics): the
             # same for every trial, it says nothing about the parameters and would mask a diverging trial.
             if metric in metrics and step > 0:
-                history = add_history_point(history, step, metrics[metric])
+                history = add_history_point(history, step, significant(metrics[metric]))
         if history:
             out["history"] = history
             out["objectiveValue"] = history[-1]["value"]
@@ -79,10 +84,10 @@ def observe_trial(
     if state == r.TRIAL_SUCCEEDED:
         if final_metrics and metric in final_metrics:
             # The trainer's own final evaluation (termination message): survives a lost progress report.
-            out["objectiveValue"] = final_metrics[metric]
+            out["objectiveValue"] = significant(final_metrics[metric])
             if out.get("step") is not None:
-                out["history"] = add_history_point(list(out.get("history") or []), out["step"], final_metrics[metric])
-            out["metrics"] = dict(final_metrics)
+                out["history"] = add_history_point(list(out.get("history") or []), out["step"], out["objectiveValue"])
+            out["metrics"] = {key: significant(value) for key, value in final_metrics.items()}
         if out.get("objectiveValue") is None:
             reported = sorted((final_metrics or {}) | (record.evaluations[-1][1] if record and record.evaluations else {}))
             out.update(state=r.TRIAL_FAILED, reason=r.OBJECTIVE_MISSING,

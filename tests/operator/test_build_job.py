@@ -232,6 +232,14 @@ def test_multi_node_env_points_every_rank_at_rank_zero():
     assert env["WORLD_SIZE"] == "32"
 
 
+def test_a_single_process_trainer_uses_as_many_threads_as_its_cpu_limit():
+    one = _env(_job(resources={"gpusPerNode": 0, "cpu": "2"}))
+    assert one["OMP_NUM_THREADS"] == {"name": "OMP_NUM_THREADS", "valueFrom": {"resourceFieldRef": {
+        "containerName": "trainer", "resource": "limits.cpu", "divisor": "1"}}}
+    # Eight processes per node: torchrun's own default (one thread each) applies.
+    assert "OMP_NUM_THREADS" not in _env(_job(resources={"gpusPerNode": 8}))
+
+
 def test_node_rank_is_the_completion_index():
     env = _env(_job(resources={"nodes": 2}))
     for name in ("RANK", "NODE_RANK", "PET_NODE_RANK"):

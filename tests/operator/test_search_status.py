@@ -72,9 +72,9 @@ def test_succeeded_trial_takes_its_objective_from_the_termination_message():
     record = record_with(report(10, eval_loss=0.6))
     entry = observe_trial({**new_trial("s-t0", 0, {}, "pvc://o/x"), "state": r.TRIAL_RUNNING}, SPEC,
                           Observed(job=job("Complete"), pods=[pod("Succeeded", "{}")]), record,
-                          metric="eval_loss", final_metrics={"eval_loss": 0.42, "eval_accuracy": 0.9}, now=NOW)
+                          metric="eval_loss", final_metrics={"eval_loss": 0.4200000123, "eval_accuracy": 0.9}, now=NOW)
     assert entry["state"] == r.TRIAL_SUCCEEDED
-    assert entry["objectiveValue"] == 0.42
+    assert entry["objectiveValue"] == 0.42  # six significant digits: what `kubectl get` shows as BEST
     assert entry["metrics"] == {"eval_loss": 0.42, "eval_accuracy": 0.9}
     assert "completionTime" in entry
 

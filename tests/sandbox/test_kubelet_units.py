@@ -122,6 +122,21 @@ def test_env_resolution_field_refs_secrets_configmaps_env_from_and_expansion():
     }
 
 
+def test_resource_field_refs_round_up_to_the_divisor_like_the_kubelet():
+    container = {
+        "name": "trainer",
+        "resources": {"limits": {"cpu": "1500m", "memory": "2Gi"}, "requests": {"cpu": "2"}},
+        "env": [
+            {"name": "THREADS", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}}},
+            {"name": "MILLI", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}}},
+            {"name": "REQ", "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu"}}},
+            {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}}},
+        ],
+    }
+    env = resolve_env(container, POD, CONFIGMAPS, SECRETS)
+    assert (env["THREADS"], env["MILLI"], env["REQ"], env["MEM_MI"]) == ("2", "1500", "2", "2048")
+
+
 @pytest.mark.parametrize(("variable", "message"), [
     ({"name": "T", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}, 'secret "hf" not found'),
     ({"name": "T", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "nokey"}}},

@@ -20,6 +20,7 @@ from ..names import (
     PROGRESS_TOKEN_KEY,
     RENDEZVOUS_PORT,
     TERMINATION_LOG,
+    TRAINER_CONTAINER,
     service_name,
     training_job_name,
 )
@@ -77,6 +78,13 @@ def contract_env(spec: FineTuneJobSpec, name: str, namespace: str) -> list[dict[
         {"name": key, "valueFrom": {"fieldRef": {"fieldPath": rank_path}}}
         for key in ("RANK", "NODE_RANK", "PET_NODE_RANK")
     ]
+    if nproc == 1:
+        # torch sizes its thread pool by the node's cores, not the container's CPU limit: on a shared
+        # node (or two trials on one machine) that oversubscribes the CPUs several times over. The
+        # kubelet rounds the limit up to whole CPUs. Several processes per node keep torchrun's
+        # default (1 thread each).
+        env.append({"name": "OMP_NUM_THREADS", "valueFrom": {"resourceFieldRef": {
+            "containerName": TRAINER_CONTAINER, "resource": "limits.cpu", "divisor": "1"}}})
     return env
 
 

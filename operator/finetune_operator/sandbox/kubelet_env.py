@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import re
 
 from .kubelet_volumes import decode_data
+from .scheduler import parse_quantity
 
 SANDBOX_IP = "127.0.0.1"
 # Pod and Service DNS names (NAME.SUBDOMAIN.NS.svc[.cluster.local], SVC.NS.svc): all pods run on this host.
@@ -132,4 +135,8 @@ def _resource_field(container: dict, ref: dict) -> str:
     # Only limits/requests written in the container are known here; a node-capacity fallback is not modelled.
     kind, _, resource = ref.get("resource", "").partition(".")
     value = ((container.get("resources") or {}).get(kind) or {}).get(resource)
-    return str(value) if value is not None else "0"
+    if value is None:
+        return "0"
+    # As the kubelet does: the quantity divided by the divisor (default 1), rounded up to an integer.
+    amount = parse_quantity(value) / parse_quantity(ref.get("divisor") or "1")
+    return str(math.ceil(amount))
