@@ -7,6 +7,7 @@ the `RBAC_CALLS` table below and checks it against the role.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import secrets
 from typing import Any
@@ -49,8 +50,6 @@ OWN_NAMESPACE_CALLS = {
 # What Kopf itself calls for the handlers we register, besides list+watch on every resource a handler
 # or index names (tests/operator/test_rbac.py reads those from Kopf's registry):
 KOPF_CALLS = {
-    # Finalizer and handler-progress annotations on the objects with change handlers.
-    (GROUP, "finetunejobs", "patch"),
     # kopf.event() and error posting.
     ("", "events", "create"),
     # Resource discovery at start-up and namespace following with -n patterns.
@@ -84,6 +83,8 @@ class KubeApi:
         self.core = client.CoreV1Api(self.api_client)
         self.batch = client.BatchV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        # (namespace, name) -> resourceVersion of the FineTuneJob after this client's last status write.
+        self.written_versions: dict[tuple[str, str], str] = {}
 
     # -- FineTuneJobs -----------------------------------------------------------------------------
 
@@ -97,10 +98,16 @@ class KubeApi:
 
     def patch_finetunejob_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # A JSON merge patch: lists (conditions) are replaced whole, so callers send complete lists.
-        self.custom.patch_namespaced_custom_object_status(
+        response = self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status},
             _content_type="application/merge-patch+json", _preload_content=False,
         )
+        try:
+            version = json.loads(response.data)["metadata"]["resourceVersion"]
+        except (ValueError, KeyError, TypeError):
+            return
+        # The watch echoes this write back: handlers.job_event recognises (and skips) it by this version.
+        self.written_versions[(namespace, name)] = str(version)
 
     def delete_finetunejob(self, namespace: str, name: str) -> None:
         try:
