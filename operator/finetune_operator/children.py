@@ -7,6 +7,8 @@ after the trial and labelled with the search's name).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
@@ -16,6 +18,35 @@ from .config import OperatorConfig
 from .kube import KubeApi
 from .names import LABEL_SEARCH
 from .spec import FineTuneJobSpec
+
+
+class JobsFirst:
+    """Under a burst of new FineTuneJobs, every training Job is sent before anything else.
+
+    A Job is what the scheduler (and Kueue) wait for; ConfigMaps, Secrets, Services, status writes and
+    events are not. While any Job creation is pending, the other writes wait, so the hundredth job of a
+    burst does not queue behind the first ninety-nine jobs' bookkeeping at the API server.
+    """
+
+    def __init__(self) -> None:
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def creating_job(self) -> AsyncIterator[None]:
+        self._pending += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._pending -= 1
+            if not self._pending:
+                self._idle.set()
+
+    async def after_jobs(self) -> None:
+        """Return once no Job creation is pending (at once when none is)."""
+        await self._idle.wait()
 
 
 def _labelled(child: dict[str, Any], search: str) -> dict[str, Any]:
@@ -28,11 +59,11 @@ def _labelled(child: dict[str, Any], search: str) -> dict[str, Any]:
 
 
 async def create_children(kube: KubeApi, owner: dict[str, Any], spec: FineTuneJobSpec, name: str, config: OperatorConfig,
-                          token: str, *, search: str | None = None) -> dict[str, Any]:
+                          token: str, jobs_first: JobsFirst, *, search: str | None = None) -> dict[str, Any]:
     """Create a run's children (idempotently: 409s are fine) and return the Job manifest that was sent.
 
-    The Job first, the rest together after it: that puts the scheduler's work (and Kueue's) one round
-    trip after the FineTuneJob appears. Its pods wait in ContainerCreating until their ConfigMap and
+    The Job first, the rest together after it (and after any other job's pending Job creation, see
+    JobsFirst): that puts the scheduler's work (and Kueue's) one round trip after the FineTuneJob appears. Its pods wait in ContainerCreating until their ConfigMap and
     Secret exist, as kubelets do; a restarted operator re-sends all four once per run (see
     JobRecord.children_complete), so a crash between the two steps cannot leave a child missing.
     """
@@ -44,7 +75,9 @@ async def create_children(kube: KubeApi, owner: dict[str, Any], spec: FineTuneJo
         if search is not None:
             _labelled(child, search)
         kopf.adopt(child, owner=owner)
-    await asyncio.to_thread(kube.create_if_absent, job)
+    async with jobs_first.creating_job():
+        await asyncio.to_thread(kube.create_if_absent, job)
+    await jobs_first.after_jobs()
     await asyncio.gather(*(asyncio.to_thread(kube.create_if_absent, child) for child in rest))
     return job
 

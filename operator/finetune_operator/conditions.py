@@ -34,9 +34,11 @@ def set_condition(
     }
     if generation is not None:
         condition["observedGeneration"] = generation
-    updated = [c for c in conditions if c.get("type") != type_]
-    updated.append(condition)
-    return updated
+    # In place: a condition keeps its position, so setting the same conditions in another order (another
+    # code path) leaves the list equal and costs no status write.
+    if previous is None:
+        return [*conditions, condition]
+    return [condition if c.get("type") == type_ else c for c in conditions]
 
 
 def find_condition(conditions: list[Condition] | None, type_: str) -> Condition | None:

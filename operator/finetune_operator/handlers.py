@@ -23,12 +23,13 @@ import urllib3
 
 from . import clock
 from . import reasons as r
-from .children import apply_suspension, create_children
+from .builders import spec_hash
+from .children import JobsFirst, apply_suspension, create_children
 from .conditions import find_condition
 from .config import OperatorConfig
 from .kube import KubeApi, load_config
 from .metrics import OperatorMetrics
-from .names import GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, LABEL_SEARCH, MANAGED_BY, PLURAL, TRAINER_CONTAINER, VERSION, training_job_name
+from .names import ANNOTATION_SPEC_HASH, GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, LABEL_SEARCH, MANAGED_BY, PLURAL, TRAINER_CONTAINER, VERSION, training_job_name
 from .progress_hub import ProgressHub
 from .progress_server import Servers
 from .progress_tracking import JobRecord
@@ -56,8 +57,6 @@ log = logging.getLogger(__name__)
 CHILDREN = {LABEL_MANAGED_BY: MANAGED_BY}
 # Deadlines, TTLs and stall detection need a clock tick even when nothing else happens to a job.
 RECONCILE_INTERVAL_SECONDS = float(os.environ.get("FINETUNE_RECONCILE_INTERVAL_SECONDS", "30"))
-# Spec fields that may change after creation; the training Job's pod template is immutable.
-MUTABLE_SPEC_FIELDS = {("runPolicy", "suspend")}
 # The cap of the exponential backoff after a failed reconcile (API errors, dropped connections).
 RETRY_MAX_DELAY_SECONDS = 30
 PROGRESS_KEY_SECRET = "finetune-operator-progress-key"
@@ -80,6 +79,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.lifetime = int(os.environ.get("FINETUNE_PEERING_LIFETIME_SECONDS", "60"))
     memo.config = config = OperatorConfig.from_env()
     memo.locks = {}
+    memo.jobs_first = JobsFirst()
     # Kopf gives each object a shallow copy of this memo: state every handler must share lives in
     # mutable containers made here (the locks, this dict), not in attributes set later.
     memo.shared = {}
@@ -136,25 +136,41 @@ def trainer_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any)
     return {(namespace, labels[LABEL_JOB_NAME]): _plain(body)}
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-async def job_created(namespace: str, name: str, body: kopf.Body, memo: kopf.Memo, training_jobs: kopf.Index,
-                      trainer_pods: kopf.Index, retry: int, **_: Any) -> None:
-    # The body Kopf just received is fresh: no need to read it again before creating the children.
-    await reconcile(namespace, name, memo, training_jobs, trainer_pods, retry=retry, body=_plain(body) if not retry else None)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def job_event(type: str, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo,  # noqa: A002 (Kopf's name)
+                    training_jobs: kopf.Index, trainer_pods: kopf.Index, **_: Any) -> None:
+    """Every FineTuneJob event (and each one listed at start-up, type None) reconciles that job.
+
+    One event handler instead of Kopf's create/update/resume handlers: those keep a copy of the last
+    handled spec in an annotation (one more write per job) and re-read the object on retries. The
+    watch's body is the newest state, so no GET is needed before the Job is created; the echo of the
+    operator's own status write (a resourceVersion it wrote) brings nothing new and is skipped.
+    """
+    key = (namespace, name)
+    if type == "DELETED":
+        # No finalizer needed: children go by owner references; only in-memory state is ours to drop.
+        memo.hub.forget(namespace, name)
+        memo.locks.pop(key, None)
+        memo.kube.written_versions.pop(key, None)
+        return
+    record = memo.hub.records.get(key)
+    if (record is not None and record.generation == body.metadata.get("generation")
+            and not_newer(body.metadata.get("resourceVersion"), memo.kube.written_versions.get(key))):
+        return
+    await reconcile(namespace, name, memo, training_jobs, trainer_pods, body=_plain(body))
 
 
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def job_updated(
-    namespace: str, name: str, body: kopf.Body, diff: kopf.Diff, memo: kopf.Memo,
-    training_jobs: kopf.Index, trainer_pods: kopf.Index, retry: int, **_: Any,
-) -> None:
-    ignored = sorted({".".join(field[1:]) for _, field, _, _ in diff if field[:1] == ("spec",) and tuple(field[1:3]) not in MUTABLE_SPEC_FIELDS})
-    if ignored:
-        kopf.event(body, type="Warning", reason="SpecChangeIgnored",
-                   message=f"only spec.runPolicy.suspend can change after creation; ignored changes to {', '.join(ignored)}: "
-                           "delete and recreate the job to apply them")
-    await reconcile(namespace, name, memo, training_jobs, trainer_pods, retry=retry)
+def not_newer(version: str | None, written: str | None) -> bool:
+    """Whether an event's resourceVersion is one the operator wrote itself, or older.
+
+    resourceVersions are opaque by contract; the API server's (etcd's) are increasing integers, and only
+    then are they compared by size.
+    """
+    if version is None or written is None:
+        return False
+    if version.isdigit() and written.isdigit():
+        return int(version) <= int(written)
+    return version == written
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
@@ -162,14 +178,6 @@ async def job_updated(
 async def child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, training_jobs: kopf.Index, trainer_pods: kopf.Index, **_: Any) -> None:
     # A search trial's (or promote Job's) children belong to the search job: reconcile that one.
     await reconcile(namespace, labels.get(LABEL_SEARCH) or labels[LABEL_JOB_NAME], memo, training_jobs, trainer_pods)
-
-
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def job_deleted(type: str, namespace: str, name: str, memo: kopf.Memo, **_: Any) -> None:  # noqa: A002 (Kopf's name)
-    # No finalizer needed: children go by owner references; only in-memory state is ours to drop.
-    if type == "DELETED":
-        memo.hub.forget(namespace, name)
-        memo.locks.pop((namespace, name), None)
 
 
 async def sweep(memo: kopf.Memo) -> None:
@@ -193,21 +201,43 @@ async def sweep(memo: kopf.Memo) -> None:
 
 async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index, *, retry: int = 0,
                     body: dict[str, Any] | None = None) -> None:
+    """Reconcile one job; after a failure, try again with exponential backoff (1, 2, 4 ... 30 s).
+
+    Kopf's event handlers are fire-and-forget (no retries), and its default for change handlers is a
+    flat 60 s: one 409/429/5xx or dropped connection would stall a job for a minute. The retry runs as a
+    task of its own, so the handler returns and Kopf keeps delivering the object's newer events.
+    """
     # Kopf's indexes are live views; the periodic sweep, which is no handler, reconciles through them.
     memo.shared["indexes"] = (jobs, pods)
     # kopf.event() needs Kopf's context variables (its event queue), which only handlers have.
     memo.shared["context"] = contextvars.copy_context()
     try:
         await _reconcile(namespace, name, memo, jobs, pods, body=body)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is retried; bugs are logged with their traceback
         memo.hub.metrics.reconcile_errors.inc()
         status = getattr(exc, "status", None)
         if status is None and not isinstance(exc, (OSError, urllib3.exceptions.HTTPError)):
-            log.exception("reconciling %s/%s failed unexpectedly", namespace, name)  # a bug: keep its traceback
-        # Kopf's default is a flat 60 s before the next try (timers included): one 409/429/5xx or dropped
-        # connection would stall a job for a minute. Back off exponentially from 1 s instead.
+            log.exception("reconciling %s/%s failed unexpectedly", namespace, name)
         cause = f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip() if status else repr(exc)
-        raise kopf.TemporaryError(f"reconciling {namespace}/{name} failed: {cause}", delay=retry_delay(retry)) from exc
+        delay = retry_delay(retry)
+        log.warning("reconciling %s/%s failed (%s); retrying in %.0f s", namespace, name, cause, delay)
+        _retry_later(namespace, name, memo, jobs, pods, retry=retry + 1, delay=delay)
+
+
+def _retry_later(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index, *, retry: int,
+                 delay: float) -> None:
+    """One pending retry per job: a retry that fails schedules the next; a newer one replaces none."""
+    retries: dict[tuple[str, str], asyncio.Task[None]] = memo.shared.setdefault("retries", {})
+    key = (namespace, name)
+    if key in retries and not retries[key].done():
+        return
+
+    async def again() -> None:
+        await asyncio.sleep(delay)
+        retries.pop(key, None)
+        await reconcile(namespace, name, memo, jobs, pods, retry=retry)  # re-reads the object: it may have changed
+
+    retries[key] = in_handler_context(memo, again())
 
 
 def in_handler_context(memo: kopf.Memo, coroutine: Coroutine[Any, Any, None]) -> Awaitable[None]:
@@ -227,78 +257,112 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
     # One reconcile per FineTuneJob at a time: child events for one job arrive concurrently.
     lock = memo.locks.setdefault((namespace, name), asyncio.Lock())
     async with lock:
-        kube: KubeApi = memo.kube
-        hub: ProgressHub = memo.hub
-        ftj = body or await asyncio.to_thread(kube.get_finetunejob, namespace, name)
-        if ftj is None or ftj["metadata"].get("deletionTimestamp"):
-            return
-        previous = ftj.get("status") or {}
-        generation = ftj["metadata"].get("generation")
-        now = clock.now()
-        created = parse_timestamp(ftj["metadata"].get("creationTimestamp")) or now
+        ftj: dict[str, Any] | None = None
         try:
-            spec = parse_spec(ftj.get("spec"), name)
-        except InvalidSpec as exc:
-            if previous.get("reason") != r.INVALID_SPEC:
-                await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name,
-                                        invalid_spec_status(str(exc), previous, generation=generation, now=now))
-                kopf.event(ftj, type="Warning", reason=r.INVALID_SPEC, message=str(exc))
-                hub.metrics.failures.labels(r.INVALID_SPEC).inc()
-            hub.track(namespace, name, uid=ftj["metadata"].get("uid", ""), created=created, gpus=0, gpu_seconds=0).phase = r.FAILED
-            return
-        if spec.hyperparameter_search is not None:
-            status = await reconcile_search(ftj, spec, kube=kube, hub=hub, config=memo.config, jobs=jobs, pods=pods, now=now)
-            if ttl_expired(spec, status, now):
+            kube: KubeApi = memo.kube
+            hub: ProgressHub = memo.hub
+            ftj = body or await asyncio.to_thread(kube.get_finetunejob, namespace, name)
+            if ftj is None or ftj["metadata"].get("deletionTimestamp"):
+                return
+            previous = ftj.get("status") or {}
+            generation = ftj["metadata"].get("generation")
+            now = clock.now()
+            created = parse_timestamp(ftj["metadata"].get("creationTimestamp")) or now
+            try:
+                spec = parse_spec(ftj.get("spec"), name)
+            except InvalidSpec as exc:
+                if previous.get("reason") != r.INVALID_SPEC:
+                    await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name,
+                                            invalid_spec_status(str(exc), previous, generation=generation, now=now))
+                    kopf.event(ftj, type="Warning", reason=r.INVALID_SPEC, message=str(exc))
+                    hub.metrics.failures.labels(r.INVALID_SPEC).inc()
+                hub.track(namespace, name, uid=ftj["metadata"].get("uid", ""), created=created, gpus=0, gpu_seconds=0).phase = r.FAILED
+                return
+            if spec.hyperparameter_search is not None:
+                status = await reconcile_search(ftj, spec, kube=kube, hub=hub, config=memo.config, jobs=jobs, pods=pods, now=now,
+                                            jobs_first=memo.jobs_first)
+                if ttl_expired(spec, status, now):
+                    await asyncio.to_thread(kube.delete_finetunejob, namespace, name)
+                return
+            record = hub.track(namespace, name, uid=ftj["metadata"].get("uid", ""), created=created,
+                               gpus=spec.total_gpus, gpu_seconds=float(previous.get("gpuSeconds") or 0))
+
+            key = (namespace, name)
+            job = next(iter(jobs.get(key, ())), None)
+            observed = Observed(job=job, pods=list(pods.get(key, ())))
+            if previous.get("phase") not in r.TERMINAL_PHASES:
+                if job is None or not record.children_complete:
+                    token = hub.token(namespace, name, record.uid)
+                    created_job = await create_children(kube, ftj, spec, name, memo.config, token, memo.jobs_first)
+                    record.children_complete = True
+                    if job is None:
+                        # Status from the Job just sent, so the job goes straight to Starting (one write, one event).
+                        observed = Observed(job=created_job, pods=observed.pods)
+                else:
+                    await asyncio.to_thread(apply_suspension, kube, spec, job)
+                    _warn_of_ignored_spec_change(ftj, spec, job, record)
+
+            derived = derive_status(spec, previous, observed, job_name=training_job_name(name), generation=generation, now=now)
+            if startup_deadline_exceeded(spec, derived, created, now):
+                derived.update(startup_failure_status(derived, generation=generation, now=now))
+                # Release whatever the job holds (quota, pending pods) now that it has failed.
+                await asyncio.to_thread(kube.delete_job, namespace, training_job_name(name))
+            if derived["phase"] == r.FAILED and previous.get("phase") != r.FAILED:
+                derived["failure"] = await _with_failed_pod_log(kube, namespace, derived.get("failure") or {})
+            _account(hub, record, spec, previous, derived, now)
+            stalled = apply_stall(derived, record.seconds_without_progress(now), memo.config.stall_seconds,
+                                  generation=generation, now=now)
+            if stalled and not record.stalled:
+                kopf.event(ftj, type="Warning", reason=r.NO_PROGRESS,
+                           message=find_condition(derived["conditions"], r.COND_STALLED)["message"])
+            record.stalled = stalled
+            if ran_to_completion(spec, derived):
+                # The final progress report may have been lost to an operator restart: the Job proves it.
+                record.finished = True
+                final = completed_progress(spec, previous.get("progress"))
+                if final:
+                    derived["progress"] = final
+
+            changes = status_changes(previous, derived)
+            if changes:
+                await memo.jobs_first.after_jobs()
+                await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name, changes)
+                hub.metrics.status_writes.labels("reconcile").inc()
+            if "phase" in changes or ("reason" in changes and derived["phase"] != r.RUNNING):
+                failed = derived["phase"] == r.FAILED
+                kopf.event(ftj, type="Warning" if failed else "Normal", reason=derived["reason"] or derived["phase"],
+                           message=f"{derived['phase']}: {derived['message']}")
+            if ttl_expired(spec, derived, now):
                 await asyncio.to_thread(kube.delete_finetunejob, namespace, name)
-            return
-        record = hub.track(namespace, name, uid=ftj["metadata"].get("uid", ""), created=created,
-                           gpus=spec.total_gpus, gpu_seconds=float(previous.get("gpuSeconds") or 0))
 
-        key = (namespace, name)
-        job = next(iter(jobs.get(key, ())), None)
-        observed = Observed(job=job, pods=list(pods.get(key, ())))
-        if previous.get("phase") not in r.TERMINAL_PHASES:
-            if job is None or not record.children_complete:
-                token = hub.token(namespace, name, record.uid)
-                created_job = await create_children(kube, ftj, spec, name, memo.config, token)
-                record.children_complete = True
-                if job is None:
-                    # Status from the Job just sent, so the job goes straight to Starting (one write, one event).
-                    observed = Observed(job=created_job, pods=observed.pods)
-            else:
-                await asyncio.to_thread(apply_suspension, kube, spec, job)
+        finally:
+            record = memo.hub.records.get((namespace, name))
+            if record is not None and ftj is not None:
+                # The generation this operator has acted on: job_event skips echoes only while it holds.
+                record.generation = ftj["metadata"].get("generation")
 
-        derived = derive_status(spec, previous, observed, job_name=training_job_name(name), generation=generation, now=now)
-        if startup_deadline_exceeded(spec, derived, created, now):
-            derived.update(startup_failure_status(derived, generation=generation, now=now))
-            # Release whatever the job holds (quota, pending pods) now that it has failed.
-            await asyncio.to_thread(kube.delete_job, namespace, training_job_name(name))
-        if derived["phase"] == r.FAILED and previous.get("phase") != r.FAILED:
-            derived["failure"] = await _with_failed_pod_log(kube, namespace, derived.get("failure") or {})
-        _account(hub, record, spec, previous, derived, now)
-        stalled = apply_stall(derived, record.seconds_without_progress(now), memo.config.stall_seconds,
-                              generation=generation, now=now)
-        if stalled and not record.stalled:
-            kopf.event(ftj, type="Warning", reason=r.NO_PROGRESS,
-                       message=find_condition(derived["conditions"], r.COND_STALLED)["message"])
-        record.stalled = stalled
-        if ran_to_completion(spec, derived):
-            # The final progress report may have been lost to an operator restart: the Job proves it.
-            record.finished = True
-            final = completed_progress(spec, previous.get("progress"))
-            if final:
-                derived["progress"] = final
+def _warn_of_ignored_spec_change(ftj: dict[str, Any], spec: FineTuneJobSpec, job: dict[str, Any], record: JobRecord) -> None:
+    """A Warning event, once per new spec, when the spec no longer matches the one the Job was built from."""
+    built_from = ((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
+    current = spec_hash(spec)
+    if record.spec_seen is None:
+        record.spec_seen = copy.deepcopy(ftj.get("spec") or {})
+    if built_from is None or built_from == current or record.ignored_spec_hash == current:
+        return
+    record.ignored_spec_hash = current
+    fields = [path for path in changed_paths(record.spec_seen, ftj.get("spec") or {}) if path != "runPolicy.suspend"]
+    what = f"ignored changes to {', '.join(fields)}" if fields else "ignored the change"
+    kopf.event(ftj, type="Warning", reason="SpecChangeIgnored",
+               message=f"only spec.runPolicy.suspend can change after creation; {what}: "
+                       "delete and recreate the job to apply them")
 
-        changes = status_changes(previous, derived)
-        if changes:
-            await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name, changes)
-            hub.metrics.status_writes.labels("reconcile").inc()
-        if "phase" in changes or ("reason" in changes and derived["phase"] != r.RUNNING):
-            failed = derived["phase"] == r.FAILED
-            kopf.event(ftj, type="Warning" if failed else "Normal", reason=derived["reason"] or derived["phase"],
-                       message=f"{derived['phase']}: {derived['message']}")
-        if ttl_expired(spec, derived, now):
-            await asyncio.to_thread(kube.delete_finetunejob, namespace, name)
+
+def changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the leaves that differ between two JSON values (pure)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [path for key in keys for path in changed_paths(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
 
 
 def _account(hub: ProgressHub, record: JobRecord, spec: FineTuneJobSpec, previous: dict[str, Any],

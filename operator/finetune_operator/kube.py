@@ -7,6 +7,7 @@ the `RBAC_CALLS` table below and checks it against the role.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import secrets
 from typing import Any
@@ -49,8 +50,6 @@ OWN_NAMESPACE_CALLS = {
 # What Kopf itself calls for the handlers we register, besides list+watch on every resource a handler
 # or index names (tests/operator/test_rbac.py reads those from Kopf's registry):
 KOPF_CALLS = {
-    # Finalizer and handler-progress annotations on the objects with change handlers.
-    (GROUP, "finetunejobs", "patch"),
     # kopf.event() and error posting.
     ("", "events", "create"),
     # Resource discovery at start-up and namespace following with -n patterns.
@@ -76,14 +75,31 @@ def load_config() -> None:
         config.load_kube_config()
 
 
+class PlainJsonApiClient(client.ApiClient):
+    """The official client, minus its walk over request bodies that are plain JSON already.
+
+    Every body this module sends is a dict of JSON values (the builders' manifests, patches); the
+    client's sanitize_for_serialization copies such a dict recursively for nothing (about 0.6 ms for a
+    training Job, paid before the Job reaches the API server). A value that is not JSON still fails,
+    loudly, in json.dumps.
+    """
+
+    def sanitize_for_serialization(self, obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return obj
+        return super().sanitize_for_serialization(obj)
+
+
 class KubeApi:
     """Thin, synchronous wrappers; handlers run them in threads."""
 
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
-        self.api_client = api_client or client.ApiClient()
+        self.api_client = api_client or PlainJsonApiClient()
         self.core = client.CoreV1Api(self.api_client)
         self.batch = client.BatchV1Api(self.api_client)
         self.custom = client.CustomObjectsApi(self.api_client)
+        # (namespace, name) -> resourceVersion of the FineTuneJob after this client's last status write.
+        self.written_versions: dict[tuple[str, str], str] = {}
 
     # -- FineTuneJobs -----------------------------------------------------------------------------
 
@@ -97,10 +113,16 @@ class KubeApi:
 
     def patch_finetunejob_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # A JSON merge patch: lists (conditions) are replaced whole, so callers send complete lists.
-        self.custom.patch_namespaced_custom_object_status(
+        response = self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status},
             _content_type="application/merge-patch+json", _preload_content=False,
         )
+        try:
+            version = json.loads(response.data)["metadata"]["resourceVersion"]
+        except (ValueError, KeyError, TypeError):
+            return
+        # The watch echoes this write back: handlers.job_event recognises (and skips) it by this version.
+        self.written_versions[(namespace, name)] = str(version)
 
     def delete_finetunejob(self, namespace: str, name: str) -> None:
         try:

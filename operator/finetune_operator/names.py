@@ -13,6 +13,8 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_JOB_NAME = f"{GROUP}/job-name"
 LABEL_QUEUE_NAME = "kueue.x-k8s.io/queue-name"
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
+# On the training Job: the digest of the spec it was built from (all but the mutable fields).
+ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
 # On every child of a hyperparameter-search trial (and the promote Job): the FineTuneJob that owns the search.
 LABEL_SEARCH = f"{GROUP}/search"
 

@@ -64,6 +64,11 @@ class JobRecord:
     # The Job completed and the trainer ran to its planned steps (no early stopping): the final report
     # may have been lost while the operator was down, but the step count it would carry is known.
     finished: bool = False
+    # The FineTuneJob generation the operator last acted on, the spec it first saw (to name what a later
+    # change touched) and the digest of a spec change already reported as ignored.
+    generation: int | None = None
+    spec_seen: dict[str, Any] | None = None
+    ignored_spec_hash: str | None = None
     # A hyperparameter-search trial's record: the FineTuneJob whose status carries it (None for a job).
     parent: str | None = None
     # (step, eval metrics) of each evaluation reported, oldest first: what a search compares trials by.

@@ -23,7 +23,7 @@ import kopf
 
 from . import reasons as r
 from .builders import build_promote_job
-from .children import apply_suspension, create_children
+from .children import JobsFirst, apply_suspension, create_children
 from .config import OperatorConfig
 from .kube import KubeApi
 from .names import promote_job_name, trial_name
@@ -64,6 +64,7 @@ async def reconcile_search(
     jobs: Any,
     pods: Any,
     now: datetime,
+    jobs_first: JobsFirst,
 ) -> dict[str, Any]:
     """One pass over a search job; returns its status as now written."""
     from .search.early_stopping import median_stop
@@ -196,7 +197,8 @@ async def reconcile_search(
         record = records.get(entry["name"]) or trial_record(entry, tspec)
         job = observed_of(entry["name"]).job
         if job is None or not record.children_complete:
-            await create_children(kube, ftj, tspec, entry["name"], config, hub.token(namespace, entry["name"], uid), search=name)
+            await create_children(kube, ftj, tspec, entry["name"], config, hub.token(namespace, entry["name"], uid), jobs_first,
+                                  search=name)
             record.children_complete = True
         else:
             await asyncio.to_thread(apply_suspension, kube, tspec, job)

@@ -304,6 +304,11 @@ def derive_status(
     if succeeded and running + succeeded >= nodes:
         # Ranks that exited 0 are done, not "starting": the Job controller has yet to mark it Complete.
         out["startTime"] = out["startTime"] or stamp
+        was_running = find_condition(previous.get("conditions"), r.COND_RUNNING)
+        if previous.get("phase") == r.RUNNING and was_running:
+            # Seconds before the Job completes: say nothing new, so this costs no status write (nor event).
+            cond(r.COND_RUNNING, True, was_running["reason"], was_running["message"])
+            return finish(r.RUNNING, previous.get("reason", r.PODS_RUNNING), previous.get("message", ""))
         message = f"{succeeded} of {nodes} trainer pods finished; waiting for the Job to complete"
         cond(r.COND_RUNNING, True, r.FINISHING, message)
         return finish(r.RUNNING, r.FINISHING, message)

@@ -227,6 +227,16 @@ def test_ranks_that_finished_keep_the_job_running_until_the_job_completes():
     assert (alone["phase"], alone["message"]) == (r.RUNNING, "1 of 1 trainer pods finished; waiting for the Job to complete")
 
 
+def test_a_running_job_whose_ranks_finished_writes_nothing_until_the_job_completes():
+    # The Job controller marks the Job Complete moments later: that write (Succeeded) is the one that counts.
+    done = pod("ft-0", "Succeeded", state={"terminated": {"exitCode": 0, "reason": "Completed"}})
+    spec = make_spec(resources={"nodes": 1})
+    running = derive(spec, Observed(job(), [pod("ft-0")]))
+    assert running["phase"] == r.RUNNING
+    finishing = derive(spec, Observed(job(), [done]), previous=running)
+    assert status_changes(running, finishing) == {}
+
+
 def test_a_running_job_whose_step_stands_still_is_stalled_until_it_moves():
     from finetune_operator.status import apply_stall
 

@@ -6,7 +6,7 @@ docs/pod-contract.md is the specification these functions implement.
 
 from .claims import pvc_claims
 from .configmap import build_config_map, config_hash
-from .job import build_job
+from .job import build_job, spec_hash
 from .promote import build_promote_job
 from .secret import build_progress_secret
 from .service import build_service
@@ -19,4 +19,5 @@ __all__ = [
     "build_service",
     "config_hash",
     "pvc_claims",
+    "spec_hash",
 ]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from ..config import OperatorConfig
-from ..names import LABEL_QUEUE_NAME, TRAINER_CONTAINER, training_job_name
+from ..names import ANNOTATION_SPEC_HASH, LABEL_QUEUE_NAME, TRAINER_CONTAINER, training_job_name
 from ..spec import FineTuneJobSpec
 from .meta import child_metadata
 from .pod_template import build_pod_template
@@ -42,10 +44,18 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
+def spec_hash(spec: FineTuneJobSpec) -> str:
+    """A short digest of the spec, defaults included, without the fields that may change after creation."""
+    fields = spec.model_dump(mode="json", by_alias=True, exclude={"run_policy": {"suspend"}})
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
 def build_job(
     spec: FineTuneJobSpec, name: str, namespace: str, *, config: OperatorConfig, config_hash: str
 ) -> dict[str, Any]:
     metadata = child_metadata(training_job_name(name), namespace, name)
+    # What the Job was built from: a later spec with another digest is a change the Job cannot take.
+    metadata["annotations"] = {ANNOTATION_SPEC_HASH: spec_hash(spec)}
     queue = spec.scheduling.queue_name
     if queue:
         metadata["labels"][LABEL_QUEUE_NAME] = queue
