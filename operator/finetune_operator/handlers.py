@@ -27,7 +27,7 @@ from .builders import spec_hash
 from .children import JobsFirst, apply_suspension, create_children
 from .conditions import find_condition
 from .config import OperatorConfig
-from .kube import KubeApi, load_config
+from .kube import KubeApi, load_config, newer_version
 from .metrics import OperatorMetrics
 from .names import ANNOTATION_SPEC_HASH, GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, LABEL_SEARCH, MANAGED_BY, PLURAL, TRAINER_CONTAINER, VERSION, training_job_name
 from .progress_hub import ProgressHub
@@ -99,7 +99,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     async def trial_reported(namespace: str, search: str) -> None:
         # A trial's progress can stop it early or free a slot: reconcile its search job.
         if "indexes" in indexes_ready:
-            await in_handler_context(memo, _reconcile(namespace, search, memo, *indexes_ready["indexes"]))
+            body = memo.kube.finetunejobs.get((namespace, search))
+            await in_handler_context(memo, _reconcile(namespace, search, memo, *indexes_ready["indexes"], body=body))
 
     hub.trial_reported = trial_reported
     memo.servers = Servers(hub, progress_port=config.progress_port, metrics_port=config.metrics_port)
@@ -151,33 +152,29 @@ async def job_event(type: str, namespace: str, name: str, body: kopf.Body, memo:
         # No finalizer needed: children go by owner references; only in-memory state is ours to drop.
         memo.hub.forget(namespace, name)
         memo.locks.pop(key, None)
-        memo.kube.written_versions.pop(key, None)
+        memo.kube.forget(namespace, name)
         return
     record = memo.hub.records.get(key)
     if (record is not None and record.generation == body.metadata.get("generation")
-            and not_newer(body.metadata.get("resourceVersion"), memo.kube.written_versions.get(key))):
+            and not newer_version(body.metadata.get("resourceVersion"), memo.kube.written_versions.get(key))):
         return
-    await reconcile(namespace, name, memo, training_jobs, trainer_pods, body=_plain(body))
-
-
-def not_newer(version: str | None, written: str | None) -> bool:
-    """Whether an event's resourceVersion is one the operator wrote itself, or older.
-
-    resourceVersions are opaque by contract; the API server's (etcd's) are increasing integers, and only
-    then are they compared by size.
-    """
-    if version is None or written is None:
-        return False
-    if version.isdigit() and written.isdigit():
-        return int(version) <= int(written)
-    return version == written
+    # An event older than the operator's own last write is reconciled from that write's (newer) answer.
+    await reconcile(namespace, name, memo, training_jobs, trainer_pods, body=memo.kube.remember(_plain(body)))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
 @kopf.on.event("v1", "pods", labels=CHILDREN)
-async def child_changed(namespace: str, labels: kopf.Labels, memo: kopf.Memo, training_jobs: kopf.Index, trainer_pods: kopf.Index, **_: Any) -> None:
-    # A search trial's (or promote Job's) children belong to the search job: reconcile that one.
-    await reconcile(namespace, labels.get(LABEL_SEARCH) or labels[LABEL_JOB_NAME], memo, training_jobs, trainer_pods)
+async def child_changed(type: str, namespace: str, labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo,  # noqa: A002
+                        training_jobs: kopf.Index, trainer_pods: kopf.Index, **_: Any) -> None:
+    # A search trial's (or promote Job's) children belong to the search job: reconcile that one, from the
+    # newest version of it the watch (or our own write) delivered: no GET per child event.
+    name = labels.get(LABEL_SEARCH) or labels[LABEL_JOB_NAME]
+    record = memo.hub.records.get((namespace, labels[LABEL_JOB_NAME]))
+    if type == "ADDED" and body.get("kind") == "Job" and record is not None and record.children_complete:
+        # A Job this process has just created, status still empty: its reconcile already counted on it.
+        # (Skipping it matters in a burst: the next jobs' events wait behind these reconciles.)
+        return
+    await reconcile(namespace, name, memo, training_jobs, trainer_pods, body=memo.kube.finetunejobs.get((namespace, name)))
 
 
 async def sweep(memo: kopf.Memo) -> None:
@@ -193,7 +190,8 @@ async def sweep(memo: kopf.Memo) -> None:
             continue  # no handler has run yet: nothing is tracked
         for namespace, name in memo.hub.jobs():
             try:
-                await in_handler_context(memo, _reconcile(namespace, name, memo, *indexes))
+                body = memo.kube.finetunejobs.get((namespace, name))
+                await in_handler_context(memo, _reconcile(namespace, name, memo, *indexes, body=body))
             except Exception:  # noqa: BLE001 - the next sweep retries; one job must not stop the others
                 memo.hub.metrics.reconcile_errors.inc()
                 log.warning("periodic reconcile of %s/%s failed; retrying next sweep", namespace, name, exc_info=True)
@@ -261,7 +259,9 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
         try:
             kube: KubeApi = memo.kube
             hub: ProgressHub = memo.hub
-            ftj = body or await asyncio.to_thread(kube.get_finetunejob, namespace, name)
+            # The newest version known once the lock is ours: a reconcile that waited for it may hold a body
+            # older than the status the previous one just wrote.
+            ftj = kube.remember(body) if body is not None else await asyncio.to_thread(kube.get_finetunejob, namespace, name)
             if ftj is None or ftj["metadata"].get("deletionTimestamp"):
                 return
             previous = ftj.get("status") or {}
@@ -343,6 +343,10 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
 
 def _warn_of_ignored_spec_change(ftj: dict[str, Any], spec: FineTuneJobSpec, job: dict[str, Any], record: JobRecord) -> None:
     """A Warning event, once per new spec, when the spec no longer matches the one the Job was built from."""
+    generation = ftj["metadata"].get("generation")
+    if record.spec_checked_generation == generation:
+        return  # the spec only changes with the generation: once per generation is enough
+    record.spec_checked_generation = generation
     built_from = ((job.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_SPEC_HASH)
     current = spec_hash(spec)
     if record.spec_seen is None:

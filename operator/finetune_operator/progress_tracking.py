@@ -69,6 +69,7 @@ class JobRecord:
     generation: int | None = None
     spec_seen: dict[str, Any] | None = None
     ignored_spec_hash: str | None = None
+    spec_checked_generation: int | None = None
     # A hyperparameter-search trial's record: the FineTuneJob whose status carries it (None for a job).
     parent: str | None = None
     # (step, eval metrics) of each evaluation reported, oldest first: what a search compares trials by.
