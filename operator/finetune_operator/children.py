@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,8 @@ from .config import OperatorConfig
 from .kube import KubeApi
 from .names import LABEL_SEARCH
 from .spec import FineTuneJobSpec
+
+log = logging.getLogger(__name__)
 
 
 class JobsFirst:
@@ -88,7 +91,8 @@ async def create_children(kube: KubeApi, owner: dict[str, Any], spec: FineTuneJo
             _labelled(child, search)
         kopf.adopt(child, owner=owner)
     async with jobs_first.creating_job():
-        await asyncio.to_thread(kube.create_if_absent, job)
+        if await asyncio.to_thread(kube.create_if_absent, job):
+            log.info("created training Job %s/%s", namespace, name)
     await jobs_first.after_jobs()
     await asyncio.gather(*(asyncio.to_thread(kube.create_if_absent, child) for child in rest))
     return job
