@@ -93,6 +93,13 @@ def test_every_dashboard_query_and_alert_selector_returns_data(observed) -> None
     cluster.batch.patch_namespaced_job("queued", NAMESPACE, {"spec": {"suspend": False}})
     cluster.wait_phase(NAMESPACE, "queued", "Succeeded", timeout=180)
 
+    # A small search (trials by state, best objective value); before the watched job, whose trainer must
+    # have the sandbox's trainer metrics port to itself.
+    cluster.apply(finetunejob("searched", NAMESPACE, hyperparameters={"maxSteps": 4, "evalStrategy": "steps", "evalSteps": 2},
+                              hyperparameterSearch={"algorithm": "grid", "objective": {"metric": "eval_loss"},
+                                                    "maxTrials": 2, "parallelTrials": 1,
+                                                    "parameters": {"learningRate": {"values": [1e-3, 2e-3]}}}))
+    cluster.wait_phase(NAMESPACE, "searched", "Succeeded", timeout=240)
     cluster.apply(finetunejob("watched", NAMESPACE, hyperparameters={"maxSteps": 1500, "batchSize": 4},
                               output={"checkpointSteps": 500}))
     cluster.wait_phase(NAMESPACE, "watched", "Running", timeout=120)
