@@ -326,8 +326,8 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
             changes = status_changes(previous, derived)
             if changes:
                 await memo.jobs_first.after_jobs()
-                await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name, changes)
                 hub.metrics.status_writes.labels("reconcile").inc()
+                await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name, changes)
             if "phase" in changes or ("reason" in changes and derived["phase"] != r.RUNNING):
                 failed = derived["phase"] == r.FAILED
                 kopf.event(ftj, type="Warning" if failed else "Normal", reason=derived["reason"] or derived["phase"],

@@ -116,9 +116,11 @@ class ProgressHub:
                                 record.parent, exc_info=True)
             return
         fields = progress_status(record, self._clock())
+        # Counted as sent, before the answer: a write still in flight when its job is deleted reached the
+        # API server all the same.
+        self.metrics.status_writes.labels("progress").inc()
         try:
             await asyncio.to_thread(self._write_status, *key, fields)
-            self.metrics.status_writes.labels("progress").inc()
         except Exception:  # noqa: BLE001 (the next report or reconcile retries; training must not notice)
             log.exception("writing progress of %s/%s failed; will retry", *key)
             self.metrics.reconcile_errors.inc()

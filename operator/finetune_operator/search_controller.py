@@ -182,8 +182,8 @@ async def reconcile_search(
     changes = status_changes(previous, derived)
     changes = {key: value for key, value in changes.items() if not (value is None and key not in previous)}
     if changes:
-        await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name, changes)
         hub.metrics.status_writes.labels("reconcile").inc()
+        await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name, changes)
     _post_events(ftj, previous, derived, trials)
     if derived["phase"] == r.FAILED and previous.get("phase") != r.FAILED:
         hub.metrics.failures.labels(derived["reason"]).inc()
