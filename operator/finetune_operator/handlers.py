@@ -34,7 +34,7 @@ from .progress_hub import ProgressHub
 from .progress_server import Servers
 from .progress_tracking import JobRecord
 from .search_controller import reconcile_search
-from .spec import FineTuneJobSpec, InvalidSpec, parse_spec
+from .spec import FineTuneJobSpec, InvalidSpec, changed_paths, parse_spec
 from .status import (
     LOG_TAIL_BYTES,
     LOG_TAIL_LINES,
@@ -359,14 +359,6 @@ def _warn_of_ignored_spec_change(ftj: dict[str, Any], spec: FineTuneJobSpec, job
     kopf.event(ftj, type="Warning", reason="SpecChangeIgnored",
                message=f"only spec.runPolicy.suspend can change after creation; {what}: "
                        "delete and recreate the job to apply them")
-
-
-def changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted paths of the leaves that differ between two JSON values (pure)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = sorted(set(old) | set(new))
-        return [path for key in keys for path in changed_paths(old.get(key), new.get(key), f"{prefix}{key}.")]
-    return [] if old == new else [prefix.rstrip(".")]
 
 
 def _account(hub: ProgressHub, record: JobRecord, spec: FineTuneJobSpec, previous: dict[str, Any],

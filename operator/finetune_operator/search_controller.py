@@ -37,7 +37,7 @@ from .search_status import (
     search_progress,
     trial_output_uri,
 )
-from .spec import FineTuneJobSpec, parse_spec
+from .spec import FineTuneJobSpec, changed_paths, parse_spec
 from .status import Observed, classify_failure, parse_timestamp, status_changes, timestamp
 from .termination import completed_metrics
 
@@ -72,16 +72,18 @@ async def reconcile_search(
     from .search.sampling import grid_size, space_from_search, suggest
     from .search.trials import best_trial, default_seed
 
-    search = spec.hyperparameter_search
-    assert search is not None
     meta = ftj["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
     generation = meta.get("generation")
     previous = ftj.get("status") or {}
-    metric, goal = search.objective.metric, search.objective.resolved_goal
-    spec_dict = copy.deepcopy(ftj["spec"])
     created = parse_timestamp(meta.get("creationTimestamp")) or now
     parent = hub.track(namespace, name, uid=uid, created=created, gpus=0, gpu_seconds=0)
+    # The search runs on the spec it started with (status.search.spec): trials stay comparable however
+    # the object is edited later. Only runPolicy.suspend is taken from the current spec.
+    spec_dict, spec = _frozen_spec(ftj, spec, parent)
+    search = spec.hyperparameter_search
+    assert search is not None
+    metric, goal = search.objective.metric, search.objective.resolved_goal
     space = space_from_search(search, parameter_kind)
     planned = search.max_trials if search.algorithm != "grid" else min(search.max_trials, grid_size(space))
 
@@ -159,6 +161,7 @@ async def reconcile_search(
         gpus=sum(specs[t["name"]].total_gpus for t in trials if t["state"] == r.TRIAL_RUNNING and t["name"] in specs),
         gpuSeconds=round(sum(float(t.get("gpuSeconds") or 0) for t in trials), 1),
         search={"algorithm": search.algorithm, "metric": metric, "goal": goal,
+                "spec": (previous.get("search") or {}).get("spec") or _without_suspend(ftj["spec"]),
                 "trials": {"total": len(trials), **{s[0].lower() + s[1:]: n for s, n in counts.items()}}},
         trials=trials,
     )
@@ -214,6 +217,31 @@ async def reconcile_search(
         kopf.adopt(job, owner=ftj)
         await asyncio.to_thread(kube.create_if_absent, job)
     return {**previous, **changes}
+
+
+def _without_suspend(spec: dict[str, Any]) -> dict[str, Any]:
+    body = copy.deepcopy(spec)
+    (body.get("runPolicy") or {}).pop("suspend", None)
+    return body
+
+
+def _frozen_spec(ftj: dict[str, Any], spec: FineTuneJobSpec, record: JobRecord) -> tuple[dict[str, Any], FineTuneJobSpec]:
+    """The spec dict and model the search runs on, with the current runPolicy.suspend; warns once per
+    ignored change (a Warning event naming the fields)."""
+    frozen = ((ftj.get("status") or {}).get("search") or {}).get("spec")
+    if frozen is None:
+        return copy.deepcopy(ftj["spec"]), spec
+    body = copy.deepcopy(frozen)
+    body.setdefault("runPolicy", {})["suspend"] = spec.run_policy.suspend
+    fields = changed_paths(frozen, _without_suspend(ftj["spec"]))
+    if fields:
+        digest = ",".join(fields) + str(ftj["metadata"].get("generation"))
+        if record.ignored_spec_hash != digest:
+            record.ignored_spec_hash = digest
+            kopf.event(ftj, type="Warning", reason="SpecChangeIgnored",
+                       message=f"only spec.runPolicy.suspend can change after a search started; ignored changes to "
+                               f"{', '.join(fields)}: delete and recreate the job to search with them")
+    return body, parse_spec(body)
 
 
 def _promote_state(observed: Observed) -> tuple[str | None, dict[str, Any] | None]:

@@ -649,3 +649,11 @@ def check_name(name: str, *, search: bool = False) -> None:
             f"{MAX_SEARCH_NAME_LENGTH}, because trials run as jobs named <name>-t<index> (up to -t"
             f"{MAX_SEARCH_TRIALS - 1}) and each must fit {MAX_NAME_LENGTH} characters",
         )
+
+
+def changed_paths(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the leaves that differ between two JSON values (pure)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [path for key in keys for path in changed_paths(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]

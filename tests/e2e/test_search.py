@@ -174,3 +174,23 @@ def test_search_with_an_unknown_parameter_path_is_refused_naming_the_field(clust
     assert result.returncode != 0
     assert "spec.hyperparameterSearch.parameters" in result.stderr and "learningRat" in result.stderr, result.stderr
     assert cluster.ftj(team, "search-bad") is None
+
+
+def test_a_search_keeps_the_spec_it_started_with_and_warns_of_later_edits(cluster: Cluster, team: str) -> None:
+    manifest = search_job("search-frozen", team, seed=5)
+    manifest["spec"]["hyperparameters"]["maxSteps"] = 4
+    manifest["spec"]["hyperparameterSearch"].update(
+        maxTrials=2, parallelTrials=1, earlyStopping={"algorithm": "none"},
+        parameters={"learningRate": {"values": [1.0e-3, 2.0e-3]}})
+    cluster.apply(manifest)
+    wait_for(lambda: cluster.status(team, "search-frozen").get("trials"), 120, message="the first trial")
+
+    # An edit of the space half-way: refused with a warning; the second trial still comes from the first space.
+    cluster.kubectl("patch", "ftj", "search-frozen", "-n", team, "--type=merge", "-p", json.dumps(
+        {"spec": {"hyperparameterSearch": {"parameters": {"learningRate": {"values": [0.5, 0.6]}}}}}))
+    status = cluster.wait_phase(team, "search-frozen", "Succeeded", "Failed", timeout=240)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    assert sorted(t["parameters"]["learningRate"] for t in status["trials"]) == [1.0e-3, 2.0e-3]
+    assert status["search"]["spec"]["hyperparameterSearch"]["parameters"]["learningRate"]["values"] == [1.0e-3, 2.0e-3]
+    warnings = [e.message for e in cluster.events(team, "search-frozen") if e.reason == "SpecChangeIgnored"]
+    assert len(warnings) == 1 and "hyperparameterSearch.parameters.learningRate.values" in warnings[0], warnings

@@ -317,7 +317,8 @@ def test_unknown_fields_are_preserved_only_where_core_types_are_passed_through(r
     preserved = sorted(p for p, n in _walk_nodes(root) if n.get("x-kubernetes-preserve-unknown-fields"))
     assert preserved == [
         "spec.env[].valueFrom", "spec.hyperparameterSearch.parameters{}.values[]", "spec.scheduling.affinity",
-        "spec.scheduling.tolerations[]", "status.bestTrial.parameters", "status.trials[].parameters"]
+        "spec.scheduling.tolerations[]", "status.bestTrial.parameters", "status.search.spec",
+        "status.trials[].parameters"]
 
 
 def test_every_spec_list_and_map_is_bounded_for_cel_cost(root):
@@ -363,7 +364,7 @@ def test_status_is_typed_with_map_keyed_conditions(root):
 
 def test_status_carries_the_search_and_its_trials(root):
     status = root["properties"]["status"]["properties"]
-    assert set(status["search"]["properties"]) == {"algorithm", "metric", "goal", "trials"}
+    assert set(status["search"]["properties"]) == {"algorithm", "metric", "goal", "spec", "trials"}
     assert set(status["search"]["properties"]["trials"]["properties"]) == {
         "total", "pending", "running", "succeeded", "failed", "earlyStopped"}
     trial = status["trials"]["items"]["properties"]
