@@ -24,7 +24,9 @@ pytestmark = pytest.mark.e2e
 GOOD_RATES = [3.0e-3, 2.0e-3, 1.5e-3]
 # Adam at this rate blows the tiny model up: its eval loss leaves the others far behind within a few steps.
 HOPELESS_RATE = 0.5
-MAX_STEPS = 300
+# Long enough (~10 s of tiny-BERT steps) that several progress reports, and so several reconciles of the
+# search, fall inside the hopeless trial's training: a stop needs one of them.
+MAX_STEPS = 1000
 EVAL_STEPS = 10
 
 
