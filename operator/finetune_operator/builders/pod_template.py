@@ -45,19 +45,21 @@ def build_ports(config: OperatorConfig) -> list[dict[str, Any]]:
     return ports
 
 
-def build_trainer_container(
-    spec: FineTuneJobSpec, name: str, namespace: str, config: OperatorConfig
+def trainer_image_container(
+    spec: FineTuneJobSpec, config: OperatorConfig, *, command: list[str], args: list[str],
+    env: list[dict[str, Any]], resources: dict[str, Any], volume_mounts: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    """A container of the trainer image, named `trainer` (the Job's podFailurePolicy names it), locked
+    down to the restricted profile, with the storage credentials and the termination-message contract."""
     container: dict[str, Any] = {
         "name": TRAINER_CONTAINER,
         "image": spec.image or config.default_image,
         "imagePullPolicy": config.image_pull_policy,
-        "command": list(TRAINER_COMMAND),
-        "args": [f"{CONFIG_MOUNT_DIR}/{CONFIG_FILE_KEY}"],
-        "env": build_env(spec, name, namespace, config),
-        "ports": build_ports(config),
-        "resources": build_resources(spec, config),
-        "volumeMounts": build_volume_mounts(spec),
+        "command": list(command),
+        "args": list(args),
+        "env": env,
+        "resources": resources,
+        "volumeMounts": volume_mounts,
         "securityContext": restricted_container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
         # The trainer writes a JSON reason there; a crash before it could leaves the log tail instead.
@@ -66,6 +68,18 @@ def build_trainer_container(
     env_from = build_env_from(spec)
     if env_from:
         container["envFrom"] = env_from
+    return container
+
+
+def build_trainer_container(
+    spec: FineTuneJobSpec, name: str, namespace: str, config: OperatorConfig
+) -> dict[str, Any]:
+    container = trainer_image_container(
+        spec, config, command=TRAINER_COMMAND, args=[f"{CONFIG_MOUNT_DIR}/{CONFIG_FILE_KEY}"],
+        env=build_env(spec, name, namespace, config), resources=build_resources(spec, config),
+        volume_mounts=build_volume_mounts(spec),
+    )
+    container["ports"] = build_ports(config)
     return container
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import OperatorConfig
-from ..names import LABEL_SEARCH, TERMINATION_LOG, TRAINER_CONTAINER, promote_job_name
+from ..names import LABEL_SEARCH, promote_job_name
 from ..spec import FineTuneJobSpec
 from .claims import claim_of, pvc_claims
-from .env import build_env_from, merge_env, operator_env, storage_env_values, user_env
+from .env import merge_env, operator_env, storage_env_values, user_env
 from .job import pod_failure_policy
 from .meta import child_metadata
-from .security import restricted_container_security_context, restricted_pod_security_context
+from .pod_template import trainer_image_container
+from .security import restricted_pod_security_context
 from .volumes import TMP_MOUNT_DIR, TMP_VOLUME, build_claim_mounts, build_claim_volumes
 
 PROMOTE_COMMAND = ["python", "-m", "finetune_trainer.promote"]
@@ -57,24 +58,11 @@ def build_promote_env(spec: FineTuneJobSpec, name: str, namespace: str, config: 
 def build_promote_container(
     spec: FineTuneJobSpec, name: str, namespace: str, config: OperatorConfig, args: list[str]
 ) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        # The trainer's container name, so the training Job's podFailurePolicy applies as written.
-        "name": TRAINER_CONTAINER,
-        "image": spec.image or config.default_image,
-        "imagePullPolicy": config.image_pull_policy,
-        "command": list(PROMOTE_COMMAND),
-        "args": args,
-        "env": build_promote_env(spec, name, namespace, config),
-        "resources": {kind: dict(amounts) for kind, amounts in PROMOTE_RESOURCES.items()},
-        "volumeMounts": [*build_claim_mounts(spec), {"name": TMP_VOLUME, "mountPath": TMP_MOUNT_DIR}],
-        "securityContext": restricted_container_security_context(),
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    env_from = build_env_from(spec)
-    if env_from:
-        container["envFrom"] = env_from
-    return container
+    return trainer_image_container(
+        spec, config, command=PROMOTE_COMMAND, args=args, env=build_promote_env(spec, name, namespace, config),
+        resources={kind: dict(amounts) for kind, amounts in PROMOTE_RESOURCES.items()},
+        volume_mounts=[*build_claim_mounts(spec), {"name": TMP_VOLUME, "mountPath": TMP_MOUNT_DIR}],
+    )
 
 
 def build_promote_job(
