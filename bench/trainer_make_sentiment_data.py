@@ -1,4 +1,4 @@
-"""Regenerate the shipped sample sentiment dataset (trainer_image/finetune_trainer/data/sentiment/).
+"""Regenerate the shipped sample sentiment dataset (cli/finetune_cli/demo_data/sentiment/).
 
 Sentences are composed from hand-written phrase lists (subjects, opinions, details, closers) with a
 fixed seed; every sentence is unique and the train/validation/test splits share no sentence.

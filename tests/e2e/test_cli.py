@@ -15,7 +15,7 @@ import yaml
 
 from sandbox_support import Cluster, finetunejob, kubectl_binary, write_sentiment_csv
 
-from finetune_operator.sandbox.cluster import CRD_FILE, wait_for
+from finetune_sandbox.cluster import CRD_FILE, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from sandbox_support import Cluster, finetunejob
 
-from finetune_operator.sandbox.cluster import CRD_FILE, Sandbox, SandboxThread, wait_for
+from finetune_sandbox.cluster import CRD_FILE, Sandbox, SandboxThread, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 from invalid_catalog import CASES, REJECT  # noqa: E402

@@ -11,7 +11,7 @@ import yaml
 
 from sandbox_support import kubectl_binary
 
-from finetune_operator.sandbox.cluster import MANIFESTS, Sandbox, SandboxThread
+from finetune_sandbox.cluster import MANIFESTS, Sandbox, SandboxThread
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import pytest
 
 from sandbox_support import Cluster, finetunejob, write_sentiment_csv
 
-from finetune_operator.sandbox.cluster import wait_for
+from finetune_sandbox.cluster import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ import pytest
 from sandbox_support import Cluster, finetunejob
 
 from finetune_operator.names import training_job_name
-from finetune_operator.sandbox.cluster import MANIFESTS, Sandbox, SandboxThread, wait_for
+from finetune_sandbox.cluster import MANIFESTS, Sandbox, SandboxThread, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sandbox_support import Cluster, finetunejob
 
-from finetune_operator.sandbox.cluster import wait_for
+from finetune_sandbox.cluster import wait_for
 
 pytestmark = pytest.mark.e2e
 

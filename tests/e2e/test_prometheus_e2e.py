@@ -28,7 +28,7 @@ from prometheus_support import (
 )
 from sandbox_support import Cluster, finetunejob, write_sentiment_csv, write_tiny_text_classifier
 
-from finetune_operator.sandbox.cluster import Sandbox, SandboxThread, wait_for
+from finetune_sandbox.cluster import Sandbox, SandboxThread, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -12,8 +12,8 @@ import pytest
 from sandbox_support import Cluster, finetunejob, write_sentiment_csv
 from test_reliability_restarts import assert_pods_belong_to_their_jobs, assert_succeeded_consistently, children
 
-from finetune_operator.sandbox.apiserver.faults import FaultRule
-from finetune_operator.sandbox.cluster import Sandbox, SandboxThread, wait_for
+from finetune_sandbox.apiserver.faults import FaultRule
+from finetune_sandbox.cluster import Sandbox, SandboxThread, wait_for
 
 pytestmark = pytest.mark.e2e
 

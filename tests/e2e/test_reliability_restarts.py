@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sandbox_support import Cluster, finetunejob, kill_operator, restart_operator
 
-from finetune_operator.sandbox.cluster import wait_for
+from finetune_sandbox.cluster import wait_for
 
 pytestmark = pytest.mark.e2e
 

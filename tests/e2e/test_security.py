@@ -11,7 +11,7 @@ from kubernetes.client import ApiClient
 from sandbox_support import finetunejob, write_sentiment_csv
 
 from finetune_operator import reasons as r
-from finetune_operator.sandbox.cluster import wait_for
+from finetune_sandbox.cluster import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -154,7 +154,7 @@ async def test_promote_job_runs_in_the_sandbox_and_moves_the_best_model(tmp_path
     import asyncio
     import time
 
-    from finetune_operator.sandbox.cluster import SANDBOX_TRAINER_IMAGE, Sandbox
+    from finetune_sandbox.cluster import SANDBOX_TRAINER_IMAGE, Sandbox
 
     sandbox = Sandbox(tmp_path, run_operator=False)
     await sandbox.start()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from finetune_operator.cli import build_parser
-from finetune_operator.cli.display import COLUMNS, describe, human_duration, progress_bar, row, table
+from finetune_cli import build_parser
+from finetune_cli.display import COLUMNS, describe, human_duration, progress_bar, row, table
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from finetune_operator.sandbox.structural_schema import SchemaViolation, apply_structural_schema
+from finetune_sandbox.structural_schema import SchemaViolation, apply_structural_schema
 from finetune_operator.spec import InvalidSpec, parse_spec
 from invalid_catalog import ACCEPT, CASES, PRUNE, REJECT, Case, base_job
 

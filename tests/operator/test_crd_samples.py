@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from finetune_operator import names
-from finetune_operator.sandbox.structural_schema import apply_structural_schema
+from finetune_sandbox.structural_schema import apply_structural_schema
 from finetune_operator.spec import TASKS, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from finetune_operator import names
-from finetune_operator.sandbox.structural_schema import SchemaViolation, apply_structural_schema
+from finetune_sandbox.structural_schema import SchemaViolation, apply_structural_schema
 from finetune_operator.search.paths import (
     NOT_SEARCHABLE,
     accepted_keys,

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finetune_operator.sandbox.structural_schema import SchemaViolation, apply_structural_schema
+from finetune_sandbox.structural_schema import SchemaViolation, apply_structural_schema
 from finetune_operator.spec import FineTuneJobSpec, InvalidSpec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]

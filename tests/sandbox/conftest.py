@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune_operator.sandbox.apiserver import ApiServer
+from finetune_sandbox.apiserver import ApiServer
 
 
 @pytest.fixture

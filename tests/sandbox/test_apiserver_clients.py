@@ -13,7 +13,7 @@ import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from finetune_operator.sandbox.apiserver.testing import RawClient
+from finetune_sandbox.apiserver.testing import RawClient
 
 from test_apiserver_crd import WIDGET_CRD
 

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from finetune_operator.sandbox.apiserver.testing import RawClient
+from finetune_sandbox.apiserver.testing import RawClient
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 WIDGETS = "/apis/example.com/v1/namespaces/default/widgets"

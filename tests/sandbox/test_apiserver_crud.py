@@ -4,7 +4,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from finetune_operator.sandbox.apiserver.testing import RawClient
+from finetune_sandbox.apiserver.testing import RawClient
 
 CM = "/api/v1/namespaces/default/configmaps"
 PODS = "/api/v1/namespaces/default/pods"

@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from finetune_operator.sandbox.apiserver import ApiServer
-from finetune_operator.sandbox.apiserver.testing import RawClient
+from finetune_sandbox.apiserver import ApiServer
+from finetune_sandbox.apiserver.testing import RawClient
 
 CM = "/api/v1/namespaces/default/configmaps"
 PODS = "/api/v1/namespaces/default/pods"

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from finetune_operator.sandbox.apiserver.testing import RawClient
+from finetune_sandbox.apiserver.testing import RawClient
 
 
 @pytest.fixture

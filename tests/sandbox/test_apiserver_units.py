@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from finetune_operator.sandbox.apiserver.errors import ApiError
-from finetune_operator.sandbox.apiserver.patching import json_patch, merge_patch, strategic_merge_patch
-from finetune_operator.sandbox.apiserver.selectors import parse_field_selector, parse_label_selector
-from finetune_operator.sandbox.apiserver.tables import human_duration, jsonpath
+from finetune_sandbox.apiserver.errors import ApiError
+from finetune_sandbox.apiserver.patching import json_patch, merge_patch, strategic_merge_patch
+from finetune_sandbox.apiserver.selectors import parse_field_selector, parse_label_selector
+from finetune_sandbox.apiserver.tables import human_duration, jsonpath
 
 
 def test_merge_patch_follows_rfc_7386():

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from finetune_operator.sandbox.apiserver import ApiServer
-from finetune_operator.sandbox.client import ApiError, SandboxClient
-from finetune_operator.sandbox.conditions import find_condition
-from finetune_operator.sandbox.jobcontroller import JobController
-from finetune_operator.sandbox.jobplan import LABEL_JOB_NAME
-from finetune_operator.sandbox.kubelet import ProcessKubelet
-from finetune_operator.sandbox.scheduler import Scheduler
+from finetune_sandbox.apiserver import ApiServer
+from finetune_sandbox.client import ApiError, SandboxClient
+from finetune_sandbox.conditions import find_condition
+from finetune_sandbox.jobcontroller import JobController
+from finetune_sandbox.jobplan import LABEL_JOB_NAME
+from finetune_sandbox.kubelet import ProcessKubelet
+from finetune_sandbox.scheduler import Scheduler
 
 NS = "default"
 

@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 
-from finetune_operator.sandbox.conditions import find_condition, format_time
-from finetune_operator.sandbox.jobplan import (
+from finetune_sandbox.conditions import find_condition, format_time
+from finetune_sandbox.jobplan import (
     LABEL_COMPLETION_INDEX,
     LABEL_CONTROLLER_UID,
     TRACKING_FINALIZER,

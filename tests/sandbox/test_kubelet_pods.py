@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from finetune_operator.sandbox.apiserver import ApiServer
-from finetune_operator.sandbox.client import ApiError, SandboxClient
-from finetune_operator.sandbox.conditions import find_condition
-from finetune_operator.sandbox.kubelet import ProcessKubelet
+from finetune_sandbox.apiserver import ApiServer
+from finetune_sandbox.client import ApiError, SandboxClient
+from finetune_sandbox.conditions import find_condition
+from finetune_sandbox.kubelet import ProcessKubelet
 
 NS = "default"
 

@@ -7,9 +7,9 @@ import datetime as dt
 
 import pytest
 
-from finetune_operator.sandbox.kubelet import is_bad_image, is_python
-from finetune_operator.sandbox.kubelet_env import EnvError, expand_references, resolve_env, rewrite_cluster_dns
-from finetune_operator.sandbox.kubelet_status import (
+from finetune_sandbox.kubelet import is_bad_image, is_python
+from finetune_sandbox.kubelet_env import EnvError, expand_references, resolve_env, rewrite_cluster_dns
+from finetune_sandbox.kubelet_status import (
     ContainerRun,
     build_pod_status,
     exit_code_of,
@@ -17,7 +17,7 @@ from finetune_operator.sandbox.kubelet_status import (
     pod_phase,
     termination_message,
 )
-from finetune_operator.sandbox.kubelet_volumes import (
+from finetune_sandbox.kubelet_volumes import (
     VolumeError,
     container_mounts,
     path_rewriter,

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from finetune_operator.sandbox.scheduler import (
+from finetune_sandbox.scheduler import (
     build_node,
     is_ours_to_schedule,
     parse_quantity,

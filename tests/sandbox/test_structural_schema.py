@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from finetune_operator.sandbox.structural_schema import (
+from finetune_sandbox.structural_schema import (
     MAX_REQUEST_BYTES,
     SchemaViolation,
     apply_structural_schema,
@@ -335,7 +335,7 @@ def test_transition_rules_correlate_map_list_items_by_key():
 
 
 def test_version_schema_picks_the_named_version():
-    from finetune_operator.sandbox.structural_schema import version_schema
+    from finetune_sandbox.structural_schema import version_schema
 
     crd = {"metadata": {"name": "xs.x.dev"}, "spec": {"versions": [
         {"name": "v1", "schema": {"openAPIV3Schema": {"type": "object"}}}]}}

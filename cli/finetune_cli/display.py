@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ..search_status import describe_parameters
-from ..status import parse_timestamp
+from finetune_operator.search_status import describe_parameters
+from finetune_operator.status import parse_timestamp
 
 COLUMNS = ("NAMESPACE", "NAME", "PHASE", "PROGRESS", "STEP", "LOSS", "ETA", "BEST", "GPUS", "QUEUE", "AGE")
 

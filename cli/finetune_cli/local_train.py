@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from ..builders import pvc_claims
-from ..spec import InvalidSpec, parse_spec
-from ..trainer_config import render_trainer_config
+from finetune_operator.builders import pvc_claims
+from finetune_operator.spec import InvalidSpec, parse_spec
+from finetune_operator.trainer_config import render_trainer_config
 
 
 def load_manifest(path: Path) -> tuple[str, dict[str, Any]]:

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from .. import clock
-from ..names import GROUP, LABEL_JOB_NAME, PLURAL, TRAINER_CONTAINER, VERSION
+from finetune_operator import clock
+from finetune_operator.names import GROUP, LABEL_JOB_NAME, PLURAL, TRAINER_CONTAINER, VERSION
 from . import display
 
 
@@ -111,7 +111,7 @@ def logs(args: argparse.Namespace) -> int:
 
 
 def sandbox(args: argparse.Namespace) -> int:
-    from ..sandbox.cluster import Sandbox, SandboxThread
+    from finetune_sandbox.cluster import Sandbox, SandboxThread
 
     data_dir = Path(args.data_dir).resolve()
     pid_file = data_dir / "sandbox.pid"

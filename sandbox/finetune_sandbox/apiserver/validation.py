@@ -31,7 +31,7 @@ def validate_custom_resource(obj: dict[str, Any], schema: dict[str, Any] | None,
     """
     if not schema:
         return obj, []
-    from finetune_operator.sandbox.structural_schema import SchemaViolation, apply_structural_schema
+    from finetune_sandbox.structural_schema import SchemaViolation, apply_structural_schema
     try:
         return apply_structural_schema(obj, schema, old, strict=strict), []
     except SchemaViolation as exc:

