@@ -27,7 +27,7 @@ from .builders import spec_hash
 from .children import JobsFirst, apply_suspension, create_children
 from .conditions import find_condition
 from .config import OperatorConfig
-from .kube import KubeApi, load_config, newer_version
+from .kube import ApiClient, KubeApi, newer_version
 from .metrics import OperatorMetrics
 from .names import ANNOTATION_SPEC_HASH, GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, LABEL_SEARCH, MANAGED_BY, PLURAL, TRAINER_CONTAINER, VERSION, training_job_name
 from .progress_hub import ProgressHub
@@ -83,8 +83,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Kopf gives each object a shallow copy of this memo: state every handler must share lives in
     # mutable containers made here (the locks, this dict), not in attributes set later.
     memo.shared = {}
-    load_config()
-    memo.kube = kube = KubeApi()
+    # Credentials from Kopf's logins: the pod's ServiceAccount, else the kubeconfig (kube.login).
+    memo.kube = kube = KubeApi(ApiClient.from_login())
     peering_name = getattr(memo, "peering_name", None)
     if peering_name:
         # Kopf waits, paused, for the peering object to exist; create it rather than hang on a fresh cluster.
