@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install tools clean
+.PHONY: demo test install tools images image-tools clean
 
 # pip's output goes to a log (shown only when it fails), so the test output stays readable.
 PIPLOG := $(VENV)/pip-install.log
@@ -31,6 +31,16 @@ tools:
 
 test: $(STAMP) tools
 	$(PY) -m pytest -q
+
+# The operator and trainer images (images/build.sh): docker build where a Docker engine runs; otherwise
+# buildah without a daemon, on bases made locally with debootstrap when no registry can be reached.
+image-tools:
+	@{ command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; } || { command -v buildah >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah debootstrap >/dev/null; \
+	  else echo "make images needs Docker, or buildah and debootstrap (sudo apt-get install buildah debootstrap)"; exit 1; fi; }
+
+images: image-tools
+	images/build.sh
 
 clean:
 	rm -rf $(VENV) .sandbox

@@ -33,7 +33,7 @@ BUILTIN_GROUPS = {
 # Packages only the trainer or the sandbox install; the operator image has none of them.
 NOT_IN_OPERATOR_IMAGE = (
     "torch", "transformers", "accelerate", "peft", "datasets", "numpy", "pandas",
-    "finetune_trainer", "celpy", "jsonschema", "kmock",
+    "finetune_trainer", "finetune_sandbox", "finetune_cli", "kubernetes", "sqlalchemy", "celpy", "jsonschema", "kmock",
 )
 
 
@@ -216,16 +216,6 @@ def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return instructions[last_from:]
 
 
-def test_dockerfile_bases_are_pinned_python_images(dockerfile):
-    images = [args.split()[0] for keyword, args in dockerfile if keyword == "FROM"]
-    assert len(images) >= 2, "expected a multi-stage build"
-    for image in images:
-        repository, _, tag = image.partition("@")[0].partition(":")
-        assert repository == "python", image
-        pinned_tag = tag.split("-")[0].count(".") == 2  # 3.11.11, not 3.11 or latest
-        assert pinned_tag or "@sha256:" in image, f"{image} is not pinned to a patch version or digest"
-
-
 def test_dockerfile_runs_as_a_numeric_non_root_user(dockerfile):
     users = [args for keyword, args in _final_stage(dockerfile) if keyword == "USER"]
     assert users, "the final stage must set USER"
@@ -245,22 +235,6 @@ def test_dockerfile_copies_only_the_operator_package(dockerfile):
         assert "trainer_image" not in args and not args.startswith(". "), args
 
 
-def test_dockerfile_installs_only_the_operators_base_dependencies(dockerfile, tmp_path):
-    runs = " && ".join(args for keyword, args in dockerfile if keyword == "RUN")
-    for package in ("torch", "transformers", "[trainer]", "[sandbox]", "[test]", "pip install ."):
-        assert package not in runs
-    # Run the Dockerfile's own requirements step on our pyproject.toml and check what it would install.
-    (step,) = [part.strip() for part in runs.split("&&") if part.strip().startswith("python -c")]
-    code = shlex.split(step)[2]
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, timeout=60)
-    requirements = (tmp_path / "requirements.txt").read_text().split()
-    with open(ROOT / "pyproject.toml", "rb") as handle:
-        base = tomllib.load(handle)["project"]["dependencies"]
-    assert requirements == [r.replace(" ", "") for r in base]
-    assert not any(r.lower().startswith(("torch", "transformers")) for r in requirements)
-
-
 def test_operator_entrypoint_imports_without_trainer_or_sandbox_packages():
     # The image holds only the base dependencies: importing what `python -m finetune_operator` loads
     # must not need anything else.
@@ -276,18 +250,6 @@ import finetune_operator.__main__, finetune_operator.handlers
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-
-
-def test_dockerignore_keeps_the_venv_and_tests_out_of_the_build_context():
-    patterns = [
-        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert patterns[0] == "*", "allow-list the build context: start with '*'"
-    allowed = [p[1:] for p in patterns if p.startswith("!")]
-    assert not any(p.startswith((".venv", "tests", "trainer_image", ".git")) for p in allowed)
-    assert {"pyproject.toml"} <= set(allowed)
-    assert any(p.startswith("operator/finetune_operator") for p in allowed)
 
 
 # --- what the builders make from the samples --------------------------------------------------
