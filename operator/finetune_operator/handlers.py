@@ -62,6 +62,13 @@ RETRY_MAX_DELAY_SECONDS = 30
 PROGRESS_KEY_SECRET = "finetune-operator-progress-key"
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # The logins kube.py uses, wherever the operator runs: without this, Kopf would log in through the official
+    # client where one is installed (a development venv) and through these only in the image, which has none.
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Kopf's own bookkeeping goes into annotations so the typed status schema stays ours alone.
