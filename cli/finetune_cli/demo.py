@@ -4,6 +4,9 @@ A fresh sandbox cluster (API server, scheduler, Job controller, process kubelet)
 operator inside; PVC folders holding the real pretrained all-MiniLM-L6-v2 and the project's sample
 sentiment data; `kubectl apply` of the sample FineTuneJob; a live progress line read from the job's
 status; and a closing report read from the status and the trainer's metrics.json.
+
+With --images the kubelet runs the trainer pods from the trainer image (`make images`) with buildah,
+instead of from this Python environment; the operator stays a process of this machine.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from finetune_operator import clock
 from finetune_operator.builders.claims import claim_of
 from finetune_operator.names import GROUP, PLURAL, VERSION
 from finetune_operator.reasons import TERMINAL_PHASES
-from finetune_sandbox.cluster import MANIFESTS, Sandbox, SandboxThread
+from finetune_sandbox.cluster import IMAGE_TRAINER_IMAGE, MANIFESTS, Sandbox, SandboxThread, default_runtime
 from finetune_operator.status import parse_timestamp
 from . import display
 from .demo_data import SENTIMENT
@@ -46,7 +49,11 @@ def kubectl_binary() -> str:
 
 
 def prepare_volumes(sandbox: Sandbox, namespace: str, assets: dict[str, Path]) -> None:
-    """Put the assets where the sandbox kubelet mounts each PVC, and create the PVC objects."""
+    """Put the assets where the sandbox kubelet mounts each PVC, and create the PVC objects.
+
+    Models are linked for the process runtime; the image runtime gets copies, since a link to a folder of
+    this machine leads nowhere inside a container.
+    """
     from kubernetes import client, config
 
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
@@ -59,7 +66,7 @@ def prepare_volumes(sandbox: Sandbox, namespace: str, assets: dict[str, Path]) -
         target = sandbox.data_dir / "pvcs" / namespace / path
         target.parent.mkdir(parents=True, exist_ok=True)
         # Models are large and only read: link them; data is small: copy it.
-        if source.is_dir() and path.startswith("models/"):
+        if source.is_dir() and path.startswith("models/") and sandbox.runtime == "process":
             target.symlink_to(source, target_is_directory=True)
         elif source.is_dir():
             shutil.copytree(source, target)
@@ -117,6 +124,17 @@ def report(ftj: dict[str, Any], output_dir: Path | None) -> str:
     return "\n".join(lines)
 
 
+def missing_image(image: str) -> str | None:
+    """Why the image runtime cannot run `image` here, or None."""
+    if shutil.which("buildah") is None:
+        return "--images needs buildah (the sandbox runs images with buildah, without a container engine)"
+    found = subprocess.run(["buildah", "inspect", "--type", "image", image], capture_output=True, text=True)
+    if found.returncode != 0:
+        return (f"image {image} is not in buildah's local storage (the sandbox never pulls): build it with "
+                f"`make images`, or name another with --trainer-image")
+    return None
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from kubernetes import client, config
 
@@ -127,8 +145,22 @@ def run_demo(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     shutil.rmtree(data_dir, ignore_errors=True)
 
-    print("Starting the sandbox: API server, scheduler, Job controller, process kubelet and the operator...", flush=True)
-    runner = SandboxThread(Sandbox(data_dir, gpus=0))
+    # FINETUNE_SANDBOX_RUNTIME=image asks for the same as --images.
+    images = bool(getattr(args, "images", False)) or default_runtime() == "image"
+    trainer_image = getattr(args, "trainer_image", None) or IMAGE_TRAINER_IMAGE
+    if images:
+        problem = missing_image(trainer_image)
+        if problem:
+            print(problem, file=sys.stderr)
+            return 2
+        print(f"Starting the sandbox: API server, scheduler, Job controller, a kubelet that runs pods from their "
+              f"images (trainer: {trainer_image}) and the operator...", flush=True)
+        sandbox = Sandbox(data_dir, gpus=0, runtime="image", trainer_image=trainer_image)
+    else:
+        print("Starting the sandbox: API server, scheduler, Job controller, process kubelet and the operator...",
+              flush=True)
+        sandbox = Sandbox(data_dir, gpus=0)
+    runner = SandboxThread(sandbox)
     runner.start()
     sandbox = runner.sandbox
     try:

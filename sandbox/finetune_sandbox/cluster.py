@@ -1,5 +1,8 @@
-"""A whole sandbox cluster on one machine: API server, scheduler, Job controller, process kubelet,
-the FineTuneJob CRD and (optionally) the real operator as a subprocess.
+"""A whole sandbox cluster on one machine: API server, scheduler, Job controller, kubelet, the FineTuneJob
+CRD and (optionally) the real operator as a subprocess.
+
+The kubelet runs containers as processes of this Python environment (runtime "process", the default) or from
+their images with buildah (runtime "image": `Sandbox(runtime="image")` or FINETUNE_SANDBOX_RUNTIME=image).
 
 `Sandbox` runs on an asyncio loop; `SandboxThread` runs one on a background thread for synchronous
 callers (the `ftjob` CLI, pytest fixtures).
@@ -32,6 +35,13 @@ MANIFESTS = REPO_ROOT / "manifests"
 CRD_FILE = MANIFESTS / "crd" / "finetunejobs.yaml"
 # The image recorded on sandbox pods: the kubelet runs the trainer from this Python environment instead.
 SANDBOX_TRAINER_IMAGE = "finetune-operator/trainer:sandbox"
+# The image runtime's default trainer image: what `make images` builds (CPU variant), in buildah's storage.
+IMAGE_TRAINER_IMAGE = "localhost/finetune-trainer:0.1.0-cpu"
+RUNTIME_ENV = "FINETUNE_SANDBOX_RUNTIME"
+
+
+def default_runtime() -> str:
+    return os.environ.get(RUNTIME_ENV) or "process"
 
 
 def free_port() -> int:
@@ -42,7 +52,7 @@ def free_port() -> int:
 
 def operator_environment(
     kubeconfig: Path, *, progress_port: int, metrics_port: int, progress_key: str,
-    extra: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None, default_image: str = SANDBOX_TRAINER_IMAGE,
 ) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -57,7 +67,7 @@ def operator_environment(
         FINETUNE_STATUS_INTERVAL_SECONDS="2",
         # Trainer pods share this machine's ports: they do not serve their own /metrics here.
         FINETUNE_TRAINER_METRICS_PORT="0",
-        FINETUNE_DEFAULT_IMAGE=SANDBOX_TRAINER_IMAGE,
+        FINETUNE_DEFAULT_IMAGE=default_image,
         # Laptop-sized defaults; the sandbox's scheduler does not block on CPU or memory anyway.
         FINETUNE_DEFAULT_CPU="1",
         FINETUNE_DEFAULT_MEMORY="4Gi",
@@ -84,8 +94,17 @@ class Sandbox:
         crd: dict[str, Any] | None = None,
         metrics_port: int = 0,
         controllers: bool = True,
+        runtime: str | None = None,
+        trainer_image: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        # How the kubelet runs containers: "process" (this Python environment) or "image" (buildah).
+        self.runtime = runtime or default_runtime()
+        if self.runtime not in ("process", "image"):
+            raise ValueError(f"sandbox runtime {self.runtime!r} ({RUNTIME_ENV}): use process or image")
+        # The operator's FINETUNE_DEFAULT_IMAGE (operator_env may still override it).
+        default_image = IMAGE_TRAINER_IMAGE if self.runtime == "image" else SANDBOX_TRAINER_IMAGE
+        self.trainer_image = trainer_image or default_image
         self.port = port
         self.gpus = gpus
         self.gpu_resource_name = gpu_resource_name
@@ -117,7 +136,7 @@ class Sandbox:
         capacity = {"cpu": str(os.cpu_count() or 2), "memory": "64Gi", "pods": "110", self.gpu_resource_name: str(self.gpus)}
         self.kubelet = ProcessKubelet(
             self.client, self.data_dir, node_name="sandbox", python=sys.executable,
-            register_log=self.server.set_log_path,
+            register_log=self.server.set_log_path, runtime=self.runtime,
         )
         self._controllers = [
             Scheduler(self.client, node_name="sandbox", capacity=capacity),
@@ -159,7 +178,7 @@ class Sandbox:
             [sys.executable, "-m", "finetune_operator", "--all-namespaces", *args, "--liveness", ""],
             env=operator_environment(self.kubeconfig, progress_port=progress_port or free_port(),
                                      metrics_port=metrics_port or free_port(), progress_key=self.progress_key,
-                                     extra={**self.operator_env, **(env or {})}),
+                                     extra={**self.operator_env, **(env or {})}, default_image=self.trainer_image),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()

@@ -1,9 +1,12 @@
-"""The sandbox's process kubelet: runs the pods bound to its node as local subprocesses.
+"""The sandbox's kubelet: runs the pods bound to its node as local processes, with one of two runtimes.
 
-Each container becomes a process of this Python environment (`python` in `command` means sys.executable),
-in its own process group, with its volumes as local folders and its paths rewritten to them. Images are
-recorded, never pulled; image names starting with `invalid/` or ending with `:does-not-exist` fail to
-"pull" so tests can exercise ErrImagePull/ImagePullBackOff.
+runtime="process" (the default): each container becomes a process of this Python environment (`python` in
+`command` means sys.executable), in its own process group, with its volumes as local folders and its paths
+rewritten to them. Images are recorded, never pulled; image names starting with `invalid/` or ending with
+`:does-not-exist` fail to "pull" so tests can exercise ErrImagePull/ImagePullBackOff.
+
+runtime="image": each container runs from the image its pod names, found in buildah's local storage (never
+pulled), chrooted into a working container with its volumes mounted at their real paths (kubelet_image.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,19 @@ from pathlib import Path
 from .client import ApiError, SandboxClient, retry_on_conflict
 from .conditions import format_time, set_condition, utcnow
 from .kubelet_env import EnvError, resolve_env, rewrite_cluster_dns, expand_references
+from .kubelet_image import (
+    WORKING_CONTAINER_PREFIX,
+    Buildah,
+    BuildahError,
+    ContainerConfigError,
+    WorkingContainer,
+    apply_volume_ownership,
+    host_env,
+    image_accounts,
+    launch_argv,
+    plan_container,
+    readlink_or_none,
+)
 from .kubelet_status import (
     ContainerRun,
     build_pod_status,
@@ -28,6 +44,7 @@ from .kubelet_status import (
     termination_message,
 )
 from .kubelet_volumes import (
+    Mount,
     VolumeError,
     container_mounts,
     pod_dir,
@@ -45,6 +62,10 @@ DEFAULT_GRACE_SECONDS = 30
 # Host variables a process needs to run at all; everything else comes from the pod spec, as in a container.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
 RegisterLog = Callable[[str, str, str, str], None]
+RUNTIMES = ("process", "image")
+# Pull retries: the first back-off, doubling up to the longest (the real kubelet: 10 s to 5 min).
+IMAGE_PULL_BACKOFF_SECONDS = 10.0
+MAX_IMAGE_PULL_BACKOFF_SECONDS = 60.0
 
 
 def is_bad_image(image: str) -> bool:
@@ -69,7 +90,14 @@ class ProcessKubelet:
         restart_backoff_seconds: float = 1.0,
         max_restart_backoff_seconds: float = 30.0,
         now: Callable = utcnow,
+        runtime: str = "process",
+        buildah: Buildah | None = None,
     ) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"kubelet runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
+        # The image runtime's only contact with images: buildah, local storage only.
+        self.buildah = buildah or Buildah()
         self.client = client
         self.data_dir = Path(data_dir)
         self.node_name = node_name
@@ -82,6 +110,8 @@ class ProcessKubelet:
         self.now = now
         self.workers: dict[tuple[str, str], PodWorker] = {}
         self._watch_task: asyncio.Task | None = None
+        # Image runtime: removals of working containers, outliving the pod workers that started them.
+        self._cleanups: set[asyncio.Task] = set()
 
     async def run(self) -> None:
         self._watch_task = asyncio.current_task()
@@ -100,6 +130,25 @@ class ProcessKubelet:
         for worker in list(self.workers.values()):
             await worker.kill()
         self.workers.clear()
+        if self._cleanups:
+            await asyncio.wait(set(self._cleanups), timeout=30)
+
+    def remove_working_containers(self, names: list[str], processes: list[asyncio.subprocess.Process]) -> None:
+        """Remove a pod's working containers once its processes are gone, in a task of the kubelet's own."""
+
+        async def remove() -> None:
+            for process in processes:
+                with contextlib.suppress(asyncio.TimeoutError, Exception):
+                    await asyncio.wait_for(process.wait(), timeout=5)
+            for name in names:
+                try:
+                    await self.buildah.remove(name)
+                except Exception:  # noqa: BLE001 - a leftover container is reported, not fatal
+                    log.warning("could not remove working container %s", name, exc_info=True)
+
+        task = asyncio.create_task(remove(), name="remove-working-containers")
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def disrupt(self, namespace: str, pod: str, reason: str = "PreemptionByScheduler",
                       message: str | None = None) -> None:
@@ -191,6 +240,9 @@ class PodWorker:
         self.runs = [ContainerRun(c["name"], c.get("image", "")) for c in spec.get("containers") or []]
         self.dir = pod_dir(kubelet.data_dir, *self.key)
         self.processes: dict[str, asyncio.subprocess.Process] = {}
+        # Image runtime: the working container of each container's latest start.
+        self.working_containers: dict[str, WorkingContainer] = {}
+        self.starts = 0
         self.killed_by_us: set[str] = set()
         self.stopping = asyncio.Event()
         self.grace = float(DEFAULT_GRACE_SECONDS)
@@ -216,8 +268,8 @@ class PodWorker:
             self._signal(name, signal.SIGKILL)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            # asyncio.wait, not `await self._task`: a cancellation of the caller itself must not be swallowed.
+            await asyncio.wait({self._task})
 
     async def _main(self) -> None:
         lifecycle = asyncio.create_task(self._lifecycle())
@@ -240,6 +292,13 @@ class PodWorker:
             log.exception("pod %s/%s: kubelet worker failed", *self.key)
         finally:
             self.kubelet.forget(self)
+            if self.working_containers:
+                # The image runtime's working containers go with the pod worker, their processes first.
+                for name in list(self.processes):
+                    self._signal(name, signal.SIGKILL)
+                names = [container.name for container in self.working_containers.values()]
+                self.working_containers = {}
+                self.kubelet.remove_working_containers(names, list(self.processes.values()))
 
     async def _terminate(self, lifecycle: asyncio.Task) -> None:
         for name in list(self.processes):
@@ -312,21 +371,41 @@ class PodWorker:
                 return None
             raise
 
+    async def _missing_images(self) -> list[ContainerRun]:
+        runs = self.init_runs + self.runs
+        if self.kubelet.runtime == "process":
+            return [run for run in runs if is_bad_image(run.image)]
+        present = {image: await self.kubelet.buildah.image_config(image) for image in {run.image for run in runs}}
+        for run in runs:
+            if present[run.image] is not None:
+                run.image_id = present[run.image].image_id
+        return [run for run in runs if present[run.image] is None]
+
+    def _pull_error(self, image: str) -> str:
+        if self.kubelet.runtime == "image":
+            return (f'image "{image}" is not in the local image store (buildah images): the sandbox never pulls; '
+                    f"build it (e.g. make images) or fetch it with buildah pull")
+        return f'failed to pull and unpack image "{image}": failed to resolve reference "{image}": not found'
+
     async def _pull_images(self) -> None:
-        bad = [run for run in self.init_runs + self.runs if is_bad_image(run.image)]
-        if not bad:
-            return
-        for run in bad:
-            run.reason = "ErrImagePull"
-            run.message = (f'failed to pull and unpack image "{run.image}": failed to resolve reference '
-                           f'"{run.image}": not found')
-        await self.publish()
-        await self._sleep(1.0)
+        attempt = 0
         while True:
-            for run in bad:
+            missing = await self._missing_images()
+            if not missing:
+                if attempt:
+                    for run in self.init_runs + self.runs:
+                        run.reason, run.message = "ContainerCreating", ""
+                    await self.publish()
+                return
+            for run in missing:
+                run.reason, run.message = "ErrImagePull", self._pull_error(run.image)
+            await self.publish()
+            await self._sleep(1.0)
+            for run in missing:
                 run.reason, run.message = "ImagePullBackOff", f'Back-off pulling image "{run.image}"'
             await self.publish()
-            await self._sleep(60.0)
+            await self._sleep(min(IMAGE_PULL_BACKOFF_SECONDS * 2 ** attempt, MAX_IMAGE_PULL_BACKOFF_SECONDS))
+            attempt += 1
 
     async def _run_init(self, index: int, run: ContainerRun, configmaps: dict, secrets: dict) -> None:
         spec = (self.pod.get("spec") or {})["initContainers"][index]
@@ -363,9 +442,10 @@ class PodWorker:
         """Start the container's process, wait for it, record how it ended."""
         self._check_stopping()
         try:
-            launch = self._launch_plan(spec, configmaps, secrets)
-        except (EnvError, VolumeError) as error:
-            run.state, run.reason, run.message = "waiting", "CreateContainerConfigError", str(error)
+            launch = await self._launch_plan(spec, run, configmaps, secrets)
+        except (EnvError, VolumeError, ContainerConfigError) as error:
+            reason = getattr(error, "reason", "CreateContainerConfigError")
+            run.state, run.reason, run.message = "waiting", reason, str(error)
             await self.publish()
             # Like the real kubelet, keep waiting: the missing reference may be created later.
             await self._sleep(2.0)
@@ -374,8 +454,6 @@ class PodWorker:
             secrets.update(fresh_secrets)
             return await self._run_once(spec, run, configmaps, secrets)
         argv, env, cwd, message_file, log_path = launch
-        message_file.parent.mkdir(parents=True, exist_ok=True)
-        message_file.write_bytes(b"")
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.kubelet.register_log is not None:
             self.kubelet.register_log(self.key[0], self.key[1], run.name, str(log_path))
@@ -408,26 +486,47 @@ class PodWorker:
         )
         await self.publish()
 
-    def _launch_plan(self, spec: dict, configmaps: dict, secrets: dict):
+    def _container_inputs(self, spec: dict, configmaps: dict, secrets: dict) -> tuple[list[Mount], dict, Path, Path]:
+        """What both runtimes start a container from: its mounts (folders made), its resolved env with cluster
+        DNS names pointed at this machine, its (emptied) termination-message file and its log file."""
         name = spec["name"]
         mounts = container_mounts(spec, volume_paths(self.pod, self.kubelet.data_dir))
         for mount in mounts:
             # A subPath that names a projected file already exists; anything missing becomes a folder.
             if not mount.local_path.exists():
                 mount.local_path.mkdir(parents=True, exist_ok=True)
-        message_path = spec.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH
+        env = resolve_env(spec, self.pod, configmaps, secrets)
+        env = {key: rewrite_cluster_dns(value) for key, value in env.items()}
         message_file = self.dir / "termination" / name
+        message_file.parent.mkdir(parents=True, exist_ok=True)
+        message_file.write_bytes(b"")
+        # As the real kubelet does: any container user may write its termination message.
+        message_file.chmod(0o666)
+        return mounts, env, message_file, self.dir / f"{name}.log"
+
+    async def _launch_plan(self, spec: dict, run: ContainerRun, configmaps: dict, secrets: dict):
+        """(argv, env, cwd, termination-message file, log file) of one start of the container."""
+        mounts, env, message_file, log_path = self._container_inputs(spec, configmaps, secrets)
+        if self.kubelet.runtime == "image":
+            argv, process_env = await self._image_launch(spec, run, mounts, env, message_file)
+            return argv, process_env, str(self.dir), message_file, log_path
+        argv, process_env, cwd = self._process_launch(spec, mounts, env, message_file)
+        return argv, process_env, cwd, message_file, log_path
+
+    def _process_launch(self, spec: dict, mounts: list[Mount], env: dict, message_file: Path):
+        """Process runtime: this Python environment, container paths rewritten to the volumes' folders."""
+        message_path = spec.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH
         mapping = {mount.mount_path: str(mount.local_path) for mount in mounts}
         mapping[message_path] = str(message_file)
         rewrite = path_rewriter(mapping)
-        env = resolve_env(spec, self.pod, configmaps, secrets)
-        env = {key: rewrite(rewrite_cluster_dns(value)) for key, value in env.items()}
+        env = {key: rewrite(value) for key, value in env.items()}
         command = [expand_references(part, env) for part in spec.get("command") or []]
         args = [expand_references(part, env) for part in spec.get("args") or []]
         if not command:
             raise VolumeError(
-                f"container {name!r} has no command: the sandbox does not pull images, so it cannot know the "
-                f"image's entrypoint; set command, e.g. [\"python\", \"-m\", \"finetune_trainer\"]"
+                f"container {spec['name']!r} has no command: the sandbox does not pull images, so it cannot know "
+                f"the image's entrypoint; set command, e.g. [\"python\", \"-m\", \"finetune_trainer\"] (or run "
+                f"the kubelet with the image runtime, FINETUNE_SANDBOX_RUNTIME=image)"
             )
         argv = [rewrite(part) for part in command + args]
         if is_python(argv[0]):
@@ -442,8 +541,31 @@ class PodWorker:
         else:
             cwd = self.dir / "workdir"
         cwd.mkdir(parents=True, exist_ok=True)
-        log_path = self.dir / f"{name}.log"
-        return argv, process_env, str(cwd), message_file, log_path
+        return argv, process_env, str(cwd)
+
+    async def _image_launch(self, spec: dict, run: ContainerRun, mounts: list[Mount], env: dict,
+                            message_file: Path) -> tuple[list[str], dict[str, str]]:
+        """Image runtime: a fresh working container of the pod's image, and the command that enters it."""
+        name = spec["name"]
+        previous = self.working_containers.pop(name, None)
+        if previous is not None:
+            # A restart starts from a fresh writable layer; the previous one's process has ended.
+            self.kubelet.remove_working_containers([previous.name], [])
+        self.starts += 1
+        uid = (self.uid or "nouid")[:8]
+        working_name = f"{WORKING_CONTAINER_PREFIX}{self.key[0]}-{self.key[1]}-{name}-{uid}-{self.starts}"
+        try:
+            container = await self.kubelet.buildah.create(run.image, working_name)
+        except BuildahError as error:
+            raise ContainerConfigError("ErrImagePull", f"{self._pull_error(run.image)} ({error})") from error
+        self.working_containers[name] = container
+        run.image_id = container.config.image_id
+        accounts, groups = await asyncio.to_thread(image_accounts, container.rootfs)
+        plan = plan_container(self.pod, spec, container.config, env, mounts, message_file,
+                              extra_env=self.kubelet.extra_env, accounts=accounts, groups=groups)
+        await asyncio.to_thread(apply_volume_ownership, plan, mounts, self.pod)
+        argv = await asyncio.to_thread(launch_argv, plan, container.rootfs, readlink_or_none)
+        return argv, host_env()
 
     # --- helpers ---------------------------------------------------------------------------------------------
 

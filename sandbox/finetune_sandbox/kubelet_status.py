@@ -29,6 +29,7 @@ class ContainerRun:
     restart_count: int = 0
     pid: int | None = None
     last_state: dict = field(default_factory=dict)
+    image_id: str = ""  # the image runtime's real image ID; "sandbox://IMAGE" otherwise
 
     def terminated_state(self) -> dict:
         state = {"exitCode": self.exit_code, "reason": self.reason, "startedAt": self.started_at,
@@ -51,7 +52,7 @@ def container_status(run: ContainerRun) -> dict:
     status = {
         "name": run.name,
         "image": run.image,
-        "imageID": f"sandbox://{run.image}",
+        "imageID": run.image_id or f"sandbox://{run.image}",
         "ready": run.state == "running",
         "started": run.state == "running",
         "restartCount": run.restart_count,

@@ -23,6 +23,8 @@ class VolumeError(Exception):
 class Mount:
     mount_path: str
     local_path: Path
+    read_only: bool = False
+    volume: str = ""
 
 
 def pod_dir(data_dir: Path, namespace: str, pod: str) -> Path:
@@ -64,7 +66,7 @@ def container_mounts(container: dict, volumes: dict[str, Path]) -> list[Mount]:
         local = volumes[volume]
         if mount.get("subPath"):
             local = local / mount["subPath"]
-        mounts.append(Mount(mount["mountPath"].rstrip("/") or "/", local))
+        mounts.append(Mount(mount["mountPath"].rstrip("/") or "/", local, bool(mount.get("readOnly")), volume))
     return mounts
 
 
