@@ -124,14 +124,14 @@ def test_trainer_image_holds_the_trainer_and_no_operator_sandbox_or_cli(trainer_
 
 
 def test_trainer_image_runs_the_trainer_as_its_non_root_user_with_cpu_torch(trainer_image):
-    assert trainer_image.config["User"] == "10001:10001"
+    assert trainer_image.config["User"] == "1000:1000"
     assert trainer_image.config["Entrypoint"] == ["python", "-m", "finetune_trainer"]
     done = trainer_image.run("python", "-m", "finetune_trainer", "--help")
     assert done.returncode == 0 and "usage: python -m finetune_trainer" in done.stdout, done.stdout + done.stderr
     done = trainer_image.run("python", "-c", "import os, torch, transformers; print(os.getuid(), torch.__version__)")
     assert done.returncode == 0, done.stderr
     uid, version = done.stdout.split()
-    assert uid == "10001" and version.startswith("2.13.0")
+    assert uid == "1000" and version.startswith("2.13.0")
 
 
 def _image_size(image: str) -> int:

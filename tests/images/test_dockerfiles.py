@@ -103,7 +103,11 @@ def test_multi_stage_with_a_non_root_final_stage_and_no_build_tools(dockerfile):
 
 
 def test_trainer_final_stage_keeps_the_pod_contract():
+    from finetune_operator.builders.security import TRAINER_UID
+
     final = stages(TRAINER_DOCKERFILE)[-1]
+    # The image's user is the one the operator runs trainer pods as: files it owns stay the pod's own.
+    assert f"USER {TRAINER_UID}:{TRAINER_UID}" in final
     assert 'ENTRYPOINT ["python", "-m", "finetune_trainer"]' in final
     assert any("HF_HOME=/var/cache/finetune/huggingface" in line for line in final)
     assert any(line.startswith("VOLUME") and "/var/cache/finetune" in line for line in final)
