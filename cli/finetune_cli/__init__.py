@@ -25,10 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=1800, help="give up after this many seconds")
     demo.add_argument("--keep", action="store_true", help="keep the sandbox running after the job ends (Ctrl-C stops it)")
     demo.add_argument("--images", action="store_true",
-                      help="run the trainer pods from the trainer image built by `make images` (the kubelet's image "
-                           "runtime, buildah; the operator still runs as a process)")
+                      help="run the operator and the trainer pods from the images built by `make images` (the "
+                           "kubelet's image runtime, buildah; the operator as the pod of its Deployment)")
     demo.add_argument("--trainer-image", default=None,
                       help="with --images: the trainer image (default: localhost/finetune-trainer:0.1.0-cpu)")
+    demo.add_argument("--operator-image", default=None,
+                      help="with --images: the operator image (default: localhost/finetune-operator:0.1.0)")
 
     sandbox = commands.add_parser("sandbox", help="start or stop a local sandbox cluster")
     sandbox_commands = sandbox.add_subparsers(dest="action", required=True)

@@ -5,8 +5,9 @@ operator inside; PVC folders holding the real pretrained all-MiniLM-L6-v2 and th
 sentiment data; `kubectl apply` of the sample FineTuneJob; a live progress line read from the job's
 status; and a closing report read from the status and the trainer's metrics.json.
 
-With --images the kubelet runs the trainer pods from the trainer image (`make images`) with buildah,
-instead of from this Python environment; the operator stays a process of this machine.
+With --images the kubelet runs pods from their images (`make images`) with buildah, instead of from this
+Python environment: the trainer pods from the trainer image, and the operator as the pod of its Deployment
+(manifests/operator/deployment.yaml) from the operator image, with the sandbox's kubeconfig.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from finetune_operator import clock
 from finetune_operator.builders.claims import claim_of
 from finetune_operator.names import GROUP, PLURAL, VERSION
 from finetune_operator.reasons import TERMINAL_PHASES
-from finetune_sandbox.cluster import IMAGE_TRAINER_IMAGE, MANIFESTS, Sandbox, SandboxThread, default_runtime
+from finetune_sandbox.cluster import IMAGE_OPERATOR_IMAGE, IMAGE_TRAINER_IMAGE, MANIFESTS, Sandbox, SandboxThread, default_runtime
 from finetune_operator.status import parse_timestamp
 from . import display
 from .demo_data import SENTIMENT
@@ -131,7 +132,7 @@ def missing_image(image: str) -> str | None:
     found = subprocess.run(["buildah", "inspect", "--type", "image", image], capture_output=True, text=True)
     if found.returncode != 0:
         return (f"image {image} is not in buildah's local storage (the sandbox never pulls): build it with "
-                f"`make images`, or name another with --trainer-image")
+                f"`make images`, or name another with --operator-image/--trainer-image")
     return None
 
 
@@ -148,14 +149,15 @@ def run_demo(args: argparse.Namespace) -> int:
     # FINETUNE_SANDBOX_RUNTIME=image asks for the same as --images.
     images = bool(getattr(args, "images", False)) or default_runtime() == "image"
     trainer_image = getattr(args, "trainer_image", None) or IMAGE_TRAINER_IMAGE
+    operator_image = getattr(args, "operator_image", None) or IMAGE_OPERATOR_IMAGE
     if images:
-        problem = missing_image(trainer_image)
+        problem = missing_image(operator_image) or missing_image(trainer_image)
         if problem:
             print(problem, file=sys.stderr)
             return 2
         print(f"Starting the sandbox: API server, scheduler, Job controller, a kubelet that runs pods from their "
-              f"images (trainer: {trainer_image}) and the operator...", flush=True)
-        sandbox = Sandbox(data_dir, gpus=0, runtime="image", trainer_image=trainer_image)
+              f"images, and the operator's pod (operator: {operator_image}, trainer: {trainer_image})...", flush=True)
+        sandbox = Sandbox(data_dir, gpus=0, runtime="image", trainer_image=trainer_image, operator_image=operator_image)
     else:
         print("Starting the sandbox: API server, scheduler, Job controller, process kubelet and the operator...",
               flush=True)

@@ -28,6 +28,8 @@ from .apiserver import ApiServer
 from .client import ApiError, SandboxClient
 from .jobcontroller import JobController
 from .kubelet import ProcessKubelet
+from .kubelet_volumes import pod_dir
+from .operator_pod import deployment_manifest, kubeconfig_secret, operator_pod
 from .scheduler import Scheduler
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +39,9 @@ CRD_FILE = MANIFESTS / "crd" / "finetunejobs.yaml"
 SANDBOX_TRAINER_IMAGE = "finetune-operator/trainer:sandbox"
 # The image runtime's default trainer image: what `make images` builds (CPU variant), in buildah's storage.
 IMAGE_TRAINER_IMAGE = "localhost/finetune-trainer:0.1.0-cpu"
+# The operator image `make images` builds, and the name of the pod the sandbox runs it in.
+IMAGE_OPERATOR_IMAGE = "localhost/finetune-operator:0.1.0"
+OPERATOR_POD = "finetune-operator-0"
 RUNTIME_ENV = "FINETUNE_SANDBOX_RUNTIME"
 
 
@@ -52,9 +57,10 @@ def free_port() -> int:
 
 def operator_environment(
     kubeconfig: Path, *, progress_port: int, metrics_port: int, progress_key: str,
-    extra: dict[str, str] | None = None, default_image: str = SANDBOX_TRAINER_IMAGE,
+    extra: dict[str, str] | None = None, default_image: str = SANDBOX_TRAINER_IMAGE, inherit: bool = True,
 ) -> dict[str, str]:
-    env = dict(os.environ)
+    """The operator's settings in the sandbox; with `inherit`, on top of this process's environment."""
+    env = dict(os.environ) if inherit else {}
     env.update(
         KUBECONFIG=str(kubeconfig),
         # Progress reports and metrics on loopback; one signing key per sandbox, kept across operator restarts.
@@ -96,6 +102,7 @@ class Sandbox:
         controllers: bool = True,
         runtime: str | None = None,
         trainer_image: str | None = None,
+        operator_image: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         # How the kubelet runs containers: "process" (this Python environment) or "image" (buildah).
@@ -105,6 +112,10 @@ class Sandbox:
         # The operator's FINETUNE_DEFAULT_IMAGE (operator_env may still override it).
         default_image = IMAGE_TRAINER_IMAGE if self.runtime == "image" else SANDBOX_TRAINER_IMAGE
         self.trainer_image = trainer_image or default_image
+        # With an image, the operator runs as the pod of its Deployment, from that image (image runtime only).
+        self.operator_image = operator_image
+        if operator_image and self.runtime != "image":
+            raise ValueError("an operator image needs the image runtime: Sandbox(runtime='image', operator_image=...)")
         self.port = port
         self.gpus = gpus
         self.gpu_resource_name = gpu_resource_name
@@ -145,7 +156,9 @@ class Sandbox:
         ] if self.controllers else []
         self._tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in self._controllers]
         await self.install_crd()
-        if self.run_operator:
+        if self.run_operator and self.operator_image:
+            await self._create_operator_pod()
+        elif self.run_operator:
             self.start_operator()
         return self.url
 
@@ -187,6 +200,27 @@ class Sandbox:
     @property
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    async def _create_operator_pod(self) -> None:
+        """The operator's Deployment pod, from its image: the kubeconfig Secret first, as on a cluster."""
+        assert self.client is not None and self.operator_image
+        deployment = deployment_manifest(MANIFESTS / "operator" / "deployment.yaml")
+        namespace = deployment["metadata"]["namespace"]
+        settings = operator_environment(
+            self.kubeconfig, progress_port=self.progress_port, metrics_port=self.metrics_port,
+            progress_key="", extra=self.operator_env, default_image=self.trainer_image, inherit=False)
+        # What the pod has of its own: its kubeconfig (from the Secret) and its progress key (a Secret that the
+        # operator makes in its namespace, found through POD_NAMESPACE).
+        for key in ("KUBECONFIG", "FINETUNE_PROGRESS_KEY"):
+            settings.pop(key)
+        with contextlib.suppress(ApiError):
+            await self.client.create("v1", "namespaces", None,
+                                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        await self.client.create("v1", "secrets", namespace, kubeconfig_secret(namespace, self.kubeconfig.read_text()))
+        pod = operator_pod(deployment, image=self.operator_image, name=OPERATOR_POD, settings=settings,
+                           args=["--all-namespaces", "--standalone", "--liveness", ""])
+        await self.client.create("v1", "pods", namespace, pod)
+        self.operator_log = pod_dir(self.data_dir, namespace, OPERATOR_POD) / f"{pod['spec']['containers'][0]['name']}.log"
 
     def stop_operator(self, timeout: float = 10.0) -> None:
         if self.operator is None:

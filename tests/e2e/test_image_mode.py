@@ -20,7 +20,7 @@ from test_demo import ACCURACY_LINE, processes_using
 
 from finetune_sandbox.apiserver import ApiServer
 from finetune_sandbox.client import ApiError, SandboxClient
-from finetune_sandbox.cluster import IMAGE_TRAINER_IMAGE
+from finetune_sandbox.cluster import IMAGE_OPERATOR_IMAGE, IMAGE_TRAINER_IMAGE, OPERATOR_POD
 from finetune_sandbox.kubelet import ProcessKubelet
 from finetune_sandbox.kubelet_image import WORKING_CONTAINER_PREFIX
 
@@ -256,9 +256,11 @@ async def test_an_image_missing_locally_waits_with_image_pull_errors(image_kubel
 
 
 @pytest.mark.slow
-def test_demo_trains_with_the_trainer_image(tmp_path: Path) -> None:
-    reason = image_missing(IMAGE_TRAINER_IMAGE)
+def test_demo_runs_the_operator_image_and_trains_with_the_trainer_image(tmp_path: Path) -> None:
+    reason = image_missing(IMAGE_OPERATOR_IMAGE) or image_missing(IMAGE_TRAINER_IMAGE)
     if reason:
+        if os.environ.get("FINETUNE_REQUIRE_IMAGES") == "1":
+            pytest.fail(f"image runtime demo: {reason}")
         pytest.skip(f"image runtime demo: {reason} (build it with `make images`)")
     data_dir = tmp_path / "demo"
     ftjob = shutil.which("ftjob") or str(Path(sys.executable).with_name("ftjob"))
@@ -276,5 +278,10 @@ def test_demo_trains_with_the_trainer_image(tmp_path: Path) -> None:
     assert (model_dir / "model.safetensors").exists() and (model_dir / "metrics.json").exists()
     # Written by the trainer image's process as the pod's user (the process runtime writes as this user, root).
     assert (model_dir / "model.safetensors").stat().st_uid == 1000
+    # The operator that reconciled the job ran from its image, as the pod of its Deployment: its log (the
+    # kubelet's, of that pod's container) shows it creating the training Job.
+    operator_log = data_dir / "pods" / "finetune-system" / OPERATOR_POD / "operator.log"
+    assert "sentiment-minilm" in operator_log.read_text(errors="replace"), operator_log.read_text()[-2000:]
+    assert "operator: localhost/finetune-operator:0.1.0" in result.stdout
     assert processes_using(data_dir) == []
-    assert not [name for name in working_containers() if "-sentiment-minilm-" in name]
+    assert not [name for name in working_containers() if "-sentiment-minilm-" in name or OPERATOR_POD in name]
