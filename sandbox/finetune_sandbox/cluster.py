@@ -33,7 +33,9 @@ from .operator_pod import deployment_manifest, kubeconfig_secret, operator_pod
 from .scheduler import Scheduler
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = REPO_ROOT / "manifests"
+# The sandbox is local tooling, run from a checkout (the development install): it reads the CRD, the operator's
+# Deployment and the samples from the checkout's manifests/, or from FINETUNE_MANIFESTS.
+MANIFESTS = Path(os.environ.get("FINETUNE_MANIFESTS") or REPO_ROOT / "manifests")
 CRD_FILE = MANIFESTS / "crd" / "finetunejobs.yaml"
 # The image recorded on sandbox pods: the kubelet runs the trainer from this Python environment instead.
 SANDBOX_TRAINER_IMAGE = "finetune-operator/trainer:sandbox"
@@ -164,6 +166,9 @@ class Sandbox:
 
     async def install_crd(self) -> None:
         assert self.client is not None
+        if self.crd is None and not CRD_FILE.exists():
+            raise FileNotFoundError(f"the sandbox needs the project's manifests: {CRD_FILE} does not exist (run it from a "
+                                    f"checkout, pip install -e '.[sandbox]', or set FINETUNE_MANIFESTS to a manifests/ folder)")
         crd = self.crd or yaml.safe_load(CRD_FILE.read_text())
         with contextlib.suppress(ApiError):
             await self.client.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, crd)
