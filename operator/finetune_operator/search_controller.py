@@ -116,11 +116,14 @@ async def reconcile_search(
     rule = search.early_stopping
     if rule is not None and rule.algorithm == "median":
         completed = [t.get("history") or [] for t in trials if t["state"] == r.TRIAL_SUCCEEDED]
+        judged = {t["name"]: max((p["step"] for p in t.get("history") or []), default=None)
+                  for t in previous.get("trials") or []}
         for i, entry in enumerate(trials):
             if entry["state"] != r.TRIAL_RUNNING or not entry.get("history"):
                 continue
+            # Evaluations already in the status were judged by the pass that wrote them.
             why = median_stop(entry["history"], completed, goal=goal, min_steps=rule.min_steps,
-                              min_trials=rule.min_trials, metric=metric)
+                              min_trials=rule.min_trials, metric=metric, judged_through=judged.get(entry["name"]))
             if why:
                 trials[i] = early_stopped(entry, why, now)
                 records[entry["name"]].phase = r.TRIAL_EARLY_STOPPED

@@ -18,18 +18,36 @@ COMPLETED_LOSS = [
 ]
 
 
-def stop(running, completed=COMPLETED_LOSS, *, goal="minimize", min_steps=0, min_trials=2, metric="eval_loss"):
-    return median_stop(running, completed, goal=goal, min_steps=min_steps, min_trials=min_trials, metric=metric)
+def stop(running, completed=COMPLETED_LOSS, *, goal="minimize", min_steps=0, min_trials=2, metric="eval_loss",
+         judged_through=None):
+    return median_stop(running, completed, goal=goal, min_steps=min_steps, min_trials=min_trials, metric=metric,
+                       judged_through=judged_through)
 
 
 def test_a_trial_worse_than_the_median_at_its_step_is_stopped_with_the_numbers():
-    message = stop(history((20, 0.95), (40, 0.61)))
+    message = stop(history((20, 0.75), (40, 0.61)))
     assert message == "eval_loss 0.61 at step 40 is worse than the median 0.42 of 3 completed trials at that step"
 
 
+def test_every_new_evaluation_is_judged_so_a_batch_of_reports_gives_the_same_verdict():
+    # Behind at step 20 (0.95 against 0.8), level by step 40: seen one report at a time it would have been
+    # stopped at step 20, so seen in one batch it is too.
+    running = history((20, 0.95), (40, 0.40))
+    assert stop(running) == "eval_loss 0.95 at step 20 is worse than the median 0.8 of 3 completed trials at that step"
+    assert stop(running[:1]) == stop(running)
+
+
+def test_evaluations_judged_by_an_earlier_pass_are_not_judged_again():
+    # Step 20 was judged when it arrived (fewer trials had completed then); only step 40 is new.
+    running = history((20, 0.95), (40, 0.40))
+    assert stop(running, judged_through=20) is None
+    assert stop(history((20, 0.95), (40, 0.61)), judged_through=20) == (
+        "eval_loss 0.61 at step 40 is worse than the median 0.42 of 3 completed trials at that step")
+
+
 def test_a_trial_at_or_better_than_the_median_keeps_running():
-    assert stop(history((20, 0.95), (40, 0.42))) is None  # equal to the median is not worse
-    assert stop(history((20, 0.95), (40, 0.41))) is None
+    assert stop(history((20, 0.8), (40, 0.42))) is None  # equal to the median is not worse
+    assert stop(history((20, 0.8), (40, 0.41))) is None
 
 
 def test_the_best_value_so_far_is_judged_not_the_latest():
@@ -39,9 +57,9 @@ def test_the_best_value_so_far_is_judged_not_the_latest():
 
 def test_maximize_stops_trials_below_the_median():
     accuracy = [history((10, 0.6), (20, 0.80)), history((10, 0.5), (20, 0.70)), history((10, 0.7), (20, 0.90))]
-    message = stop(history((10, 0.5), (20, 0.75)), accuracy, goal="maximize", metric="eval_accuracy")
+    message = stop(history((10, 0.6), (20, 0.75)), accuracy, goal="maximize", metric="eval_accuracy")
     assert message == "eval_accuracy 0.75 at step 20 is worse than the median 0.8 of 3 completed trials at that step"
-    assert stop(history((10, 0.5), (20, 0.85)), accuracy, goal="maximize", metric="eval_accuracy") is None
+    assert stop(history((10, 0.6), (20, 0.85)), accuracy, goal="maximize", metric="eval_accuracy") is None
     # The same numbers under minimize are a good loss, not a bad one.
     assert stop(history((10, 0.5), (20, 0.75)), accuracy, goal="minimize") is None
 

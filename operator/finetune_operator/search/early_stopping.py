@@ -13,24 +13,38 @@ def median_stop(
     min_steps: int,
     min_trials: int,
     metric: str,
+    judged_through: int | None = None,
 ) -> str | None:
     """Why the running trial should stop, or None to let it run.
 
     history is the running trial's [{step, value}, ...]; completed holds the histories of Succeeded
-    trials. At the running trial's latest step s its best value so far is compared with the median of
-    each completed trial's value at its greatest recorded step <= s (evaluation steps of trials need
-    not line up). Completed trials with no point at or before s are left out; with fewer than
-    min_trials left the rule does not judge.
+    trials. The rule judges each evaluation: at step s the trial's best value up to s is compared with
+    the median of each completed trial's value at its greatest recorded step <= s (evaluation steps of
+    trials need not line up). Completed trials with no point at or before s are left out; with fewer than
+    min_trials left the rule does not judge that step.
+
+    Every step after judged_through is judged, in order, and the first one behind the median stops the
+    trial: reports reach the operator in batches (a trainer reports every few seconds, a search reconciles
+    at most once per status interval), and the verdict must not depend on how evaluations were batched.
+    Steps up to judged_through were judged by an earlier pass, against the trials completed then.
     """
     if goal not in ("minimize", "maximize"):
         raise ValueError(f"spec.hyperparameterSearch.objective.goal: {goal!r} is not minimize or maximize")
-    if not history:
-        return None
-    step = max(point["step"] for point in history)
-    if step < min_steps:
-        return None
-    values = [point["value"] for point in history]
-    best = min(values) if goal == "minimize" else max(values)
+    pick = min if goal == "minimize" else max
+    best: float | None = None
+    for point in sorted(history, key=lambda point: point["step"]):
+        step = point["step"]
+        best = point["value"] if best is None else pick(best, point["value"])
+        if step < min_steps or (judged_through is not None and step <= judged_through):
+            continue
+        why = _behind_median(best, step, completed, goal=goal, min_trials=min_trials, metric=metric)
+        if why:
+            return why
+    return None
+
+
+def _behind_median(best: float, step: int, completed: list[list[dict]], *, goal: str, min_trials: int,
+                   metric: str) -> str | None:
     peers = [value for value in (_value_at(other, step) for other in completed) if value is not None]
     if len(peers) < max(1, min_trials):
         return None
