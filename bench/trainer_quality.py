@@ -20,6 +20,8 @@ TARGET_ACCURACY = 0.90
 
 
 def data_dir() -> str:
+    from finetune_cli.demo_data import SENTIMENT
+
     return str(SENTIMENT)
 
 
