@@ -115,8 +115,8 @@ def operator_exposition() -> str:
     """The operator's /metrics text with one Running job that has reported twice, and every
     lifecycle metric touched once, so each labelled series the dashboard reads exists."""
     metrics = _import("finetune_operator.metrics")
-    tracking = _import("finetune_operator.progress_tracking")
-    reports = _import("finetune_operator.progress_report")
+    tracking = _import("finetune_operator.progress.records")
+    reports = _import("finetune_operator.progress.report")
     start = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
     record = tracking.JobRecord(namespace="team-a", name="sentiment", uid="u1", phase="Running", gpus=1)
     for step, offset in ((10, 0), (20, 10)):

@@ -4,7 +4,7 @@ Every trigger (a FineTuneJob created/resumed/updated, an event on its Job or pod
 runs the same idempotent `reconcile`: read the FineTuneJob, make sure its children exist, derive the
 status from what the children show, write only what changed. Level-triggered, so a restarted
 operator or a missed event converges on the next trigger. Progress reports arrive separately
-(progress_server -> progress_hub) and are written to the status on their own throttled path.
+(progress.server -> progress.hub) and are written to the status on their own throttled path.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from .config import OperatorConfig
 from .kube import ApiClient, KubeApi, newer_version
 from .metrics import OperatorMetrics
 from .names import ANNOTATION_SPEC_HASH, GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, LABEL_SEARCH, MANAGED_BY, PLURAL, TRAINER_CONTAINER, VERSION, training_job_name
-from .progress_hub import ProgressHub
-from .progress_server import Servers
-from .progress_tracking import JobRecord
+from .progress.hub import ProgressHub
+from .progress.server import Servers
+from .progress.records import JobRecord
 from .search_controller import reconcile_search
 from .spec import FineTuneJobSpec, InvalidSpec, changed_paths, parse_spec
 from .status import (

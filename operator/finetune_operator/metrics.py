@@ -1,7 +1,7 @@
 """The operator's Prometheus metrics (names: docs/progress.md).
 
 Per-job series are not stored in prometheus_client metrics: a collector renders them at scrape time
-from the job records (progress_tracking.JobRecord), so a deleted job's series vanish with its record
+from the job records (progress.records.JobRecord), so a deleted job's series vanish with its record
 and cannot leak. Lifecycle counters and histograms are ordinary prometheus_client metrics.
 """
 
@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .progress_tracking import JobRecord
+from .progress.records import JobRecord
 from .reasons import PHASES
 
 PREFIX = "finetune_operator"

@@ -27,8 +27,8 @@ from .children import JobsFirst, apply_suspension, create_children
 from .config import OperatorConfig
 from .kube import KubeApi
 from .names import promote_job_name, trial_name
-from .progress_hub import ProgressHub
-from .progress_tracking import JobRecord
+from .progress.hub import ProgressHub
+from .progress.records import JobRecord
 from .search_status import (
     early_stopped,
     new_trial,

@@ -13,7 +13,7 @@ from typing import Any
 
 from . import reasons as r
 from .conditions import set_condition
-from .progress_tracking import JobRecord, format_eta
+from .progress.records import JobRecord, format_eta
 from .status import Observed, derive_status, timestamp
 
 # A trial's phase as a job (status.derive_status) -> its state in status.trials.

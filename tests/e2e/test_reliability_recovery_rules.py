@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 from sandbox_support import finetunejob
 
 from finetune_operator.handlers import RETRY_MAX_DELAY_SECONDS, retry_delay
-from finetune_operator.progress_report import ProgressReport
-from finetune_operator.progress_tracking import JobRecord, progress_status
+from finetune_operator.progress.report import ProgressReport
+from finetune_operator.progress.records import JobRecord, progress_status
 from finetune_operator.spec import parse_spec
 from finetune_operator.status import completed_progress, ran_to_completion
 

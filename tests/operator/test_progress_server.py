@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from finetune_operator.metrics import OperatorMetrics
-from finetune_operator.progress_hub import ProgressHub, job_token
-from finetune_operator.progress_server import RateLimiter, metrics_app, progress_app
+from finetune_operator.progress.hub import ProgressHub, job_token
+from finetune_operator.progress.server import RateLimiter, metrics_app, progress_app
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 KEY = b"k" * 32

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from finetune_operator.progress_report import InvalidReport, ProgressReport, parse_report
-from finetune_operator.progress_tracking import JobRecord, format_eta, progress_status
+from finetune_operator.progress.report import InvalidReport, ProgressReport, parse_report
+from finetune_operator.progress.records import JobRecord, format_eta, progress_status
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 

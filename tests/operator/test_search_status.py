@@ -7,8 +7,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from finetune_operator import reasons as r
-from finetune_operator.progress_report import ProgressReport
-from finetune_operator.progress_tracking import JobRecord
+from finetune_operator.progress.report import ProgressReport
+from finetune_operator.progress.records import JobRecord
 from finetune_operator.search_status import (
     new_trial,
     observe_trial,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .progress_hub import ProgressHub
-from .progress_report import MAX_REPORT_BYTES, InvalidReport, parse_report
+from .hub import ProgressHub
+from .report import MAX_REPORT_BYTES, InvalidReport, parse_report
 
 log = logging.getLogger(__name__)
 

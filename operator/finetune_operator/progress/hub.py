@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from .metrics import OperatorMetrics
-from .progress_report import ProgressReport
-from .progress_tracking import JobRecord, progress_status
+from ..metrics import OperatorMetrics
+from .report import ProgressReport
+from .records import JobRecord, progress_status
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .progress_report import ProgressReport
+from .report import ProgressReport
 
 # Reports kept to measure the step rate: enough to smooth jitter, few enough to follow speed changes.
 RATE_WINDOW = 8
