@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from finetune_operator.search_status import describe_parameters
+from finetune_operator.search.status import describe_parameters
 from finetune_operator.status import parse_timestamp
 
 COLUMNS = ("NAMESPACE", "NAME", "PHASE", "PROGRESS", "STEP", "LOSS", "ETA", "BEST", "GPUS", "QUEUE", "AGE")

@@ -33,7 +33,7 @@ from .names import ANNOTATION_SPEC_HASH, GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY
 from .progress.hub import ProgressHub
 from .progress.server import Servers
 from .progress.records import JobRecord
-from .search_controller import reconcile_search
+from .search.controller import reconcile_search
 from .spec import FineTuneJobSpec, InvalidSpec, changed_paths, parse_spec
 from .status import (
     LOG_TAIL_BYTES,

@@ -1,5 +1,5 @@
 """A search's status from its trials: each trial's state and objective, the search's phase, progress and
-message (pure functions of search_status.py)."""
+message (pure functions of search/status.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from finetune_operator import reasons as r
 from finetune_operator.progress.report import ProgressReport
 from finetune_operator.progress.records import JobRecord
-from finetune_operator.search_status import (
+from finetune_operator.search.status import (
     new_trial,
     observe_trial,
     search_phase,

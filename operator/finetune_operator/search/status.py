@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from . import reasons as r
-from .conditions import set_condition
-from .progress.records import JobRecord, format_eta
-from .status import Observed, derive_status, timestamp
+from .. import reasons as r
+from ..conditions import set_condition
+from ..progress.records import JobRecord, format_eta
+from ..status import Observed, derive_status, timestamp
 
 # A trial's phase as a job (status.derive_status) -> its state in status.trials.
 TRIAL_STATE_OF_PHASE = {
@@ -54,7 +54,7 @@ def observe_trial(
     now: datetime,
 ) -> dict[str, Any]:
     """The next status.trials entry of an unfinished trial, from its Job, pods and progress reports."""
-    from .search.trials import add_history_point
+    from .trials import add_history_point
 
     out = dict(entry)
     if record is not None:

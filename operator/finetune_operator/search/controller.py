@@ -21,15 +21,15 @@ from typing import Any
 
 import kopf
 
-from . import reasons as r
-from .builders import build_promote_job
-from .children import JobsFirst, apply_suspension, create_children
-from .config import OperatorConfig
-from .kube import KubeApi
-from .names import promote_job_name, trial_name
-from .progress.hub import ProgressHub
-from .progress.records import JobRecord
-from .search_status import (
+from .. import reasons as r
+from ..builders import build_promote_job
+from ..children import JobsFirst, apply_suspension, create_children
+from ..config import OperatorConfig
+from ..kube import KubeApi
+from ..names import promote_job_name, trial_name
+from ..progress.hub import ProgressHub
+from ..progress.records import JobRecord
+from .status import (
     early_stopped,
     new_trial,
     observe_trial,
@@ -37,16 +37,16 @@ from .search_status import (
     search_progress,
     trial_output_uri,
 )
-from .spec import FineTuneJobSpec, changed_paths, parse_spec
-from .status import Observed, classify_failure, parse_timestamp, status_changes, timestamp
-from .termination import completed_metrics
+from ..spec import FineTuneJobSpec, changed_paths, parse_spec
+from ..status import Observed, classify_failure, parse_timestamp, status_changes, timestamp
+from ..termination import completed_metrics
 
 log = logging.getLogger(__name__)
 
 
 def trial_spec(spec_dict: dict[str, Any], parameters: dict[str, Any], output_uri: str, name: str) -> FineTuneJobSpec:
     """The spec a trial trains with: the job's, parameters applied, output in the trial's own folder."""
-    from .search.paths import apply_parameters
+    from .paths import apply_parameters
 
     body = apply_parameters(spec_dict, parameters)
     body.pop("hyperparameterSearch", None)
@@ -67,10 +67,10 @@ async def reconcile_search(
     jobs_first: JobsFirst,
 ) -> dict[str, Any]:
     """One pass over a search job; returns its status as now written."""
-    from .search.early_stopping import median_stop
-    from .search.paths import parameter_kind
-    from .search.sampling import grid_size, space_from_search, suggest
-    from .search.trials import best_trial, default_seed
+    from .early_stopping import median_stop
+    from .paths import parameter_kind
+    from .sampling import grid_size, space_from_search, suggest
+    from .trials import best_trial, default_seed
 
     meta = ftj["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
