@@ -18,7 +18,7 @@ import yaml
 
 from finetune_operator.builders import pvc_claims
 from finetune_operator.spec import InvalidSpec, parse_spec
-from finetune_operator.trainer_config import render_trainer_config
+from finetune_operator.builders.trainer_config import render_trainer_config
 
 
 def load_manifest(path: Path) -> tuple[str, dict[str, Any]]:

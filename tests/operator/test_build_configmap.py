@@ -2,7 +2,7 @@ import json
 
 from finetune_operator.builders import build_config_map, config_hash
 from finetune_operator.spec import parse_spec
-from finetune_operator.trainer_config import render_trainer_config
+from finetune_operator.builders.trainer_config import render_trainer_config
 
 SPEC = {
     "task": "text-classification",

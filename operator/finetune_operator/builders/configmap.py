@@ -8,7 +8,7 @@ from typing import Any
 
 from ..names import CONFIG_FILE_KEY, config_map_name
 from ..spec import FineTuneJobSpec
-from ..trainer_config import render_trainer_config
+from .trainer_config import render_trainer_config
 from .meta import child_metadata
 
 CONFIG_HASH_LENGTH = 16
