@@ -19,7 +19,7 @@ from finetune_trainer.errors import (
     termination_message,
 )
 from finetune_trainer.labels import encode_labels, infer_labels
-from finetune_trainer.metrics import accuracy, bio_spans, chrf, entity_f1, lower_is_better, macro_f1, word_error_rate
+from finetune_trainer.eval_metrics import accuracy, bio_spans, chrf, entity_f1, lower_is_better, macro_f1, word_error_rate
 from finetune_trainer.retention import retention_report
 from finetune_trainer.sources import hf_repo_id, output_dir_for, resolve_local_path, uri_scheme
 from finetune_trainer.tables import split_train_validation

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from finetune_trainer.metrics import perplexity
+from finetune_trainer.eval_metrics import perplexity
 
 
 def retention_report(before: dict, after: dict, *, language_model: bool) -> dict:

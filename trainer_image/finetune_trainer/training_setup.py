@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from finetune_trainer.errors import InvalidData
-from finetune_trainer.metrics import lower_is_better
+from finetune_trainer.eval_metrics import lower_is_better
 
 
 def choose_precision(requested: str, cuda_available: bool, bf16_supported: bool) -> tuple[str, str]:

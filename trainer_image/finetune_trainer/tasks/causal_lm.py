@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from finetune_trainer.errors import InvalidData
-from finetune_trainer.metrics import perplexity
+from finetune_trainer.eval_metrics import perplexity
 from finetune_trainer.tables import check_no_blanks
 from finetune_trainer.tasks import TaskSetup
 from finetune_trainer.tasks.common import load_frames, load_model_config, source_name, split_off_validation

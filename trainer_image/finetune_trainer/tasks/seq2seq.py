@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from finetune_trainer.metrics import chrf
+from finetune_trainer.eval_metrics import chrf
 from finetune_trainer.tables import check_no_blanks
 from finetune_trainer.tasks import TaskSetup
 from finetune_trainer.tasks.common import column, load_frames, load_model_config, source_name, split_off_validation

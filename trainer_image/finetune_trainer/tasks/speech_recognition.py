@@ -10,7 +10,7 @@ import numpy as np
 
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.media import AUDIO_EXTENSIONS, media_frames
-from finetune_trainer.metrics import word_error_rate
+from finetune_trainer.eval_metrics import word_error_rate
 from finetune_trainer.tables import check_no_blanks
 from finetune_trainer.tasks import TaskSetup
 from finetune_trainer.tasks.audio_classification import load_feature_extractor, waveform_dataset

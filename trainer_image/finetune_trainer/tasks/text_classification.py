@@ -6,7 +6,7 @@ import numpy as np
 
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.labels import encode_labels, infer_labels
-from finetune_trainer.metrics import accuracy, macro_f1
+from finetune_trainer.eval_metrics import accuracy, macro_f1
 from finetune_trainer.tables import check_no_blanks
 from finetune_trainer.tasks import TaskSetup
 from finetune_trainer.tasks.common import argmax_logits, column, load_frames, load_model_config, source_name, split_off_validation

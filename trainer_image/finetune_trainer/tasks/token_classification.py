@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from finetune_trainer.errors import InvalidData
-from finetune_trainer.metrics import accuracy, entity_f1
+from finetune_trainer.eval_metrics import accuracy, entity_f1
 from finetune_trainer.tasks import TaskSetup
 from finetune_trainer.tasks.common import argmax_logits, column, load_frames, load_model_config, source_name, split_off_validation
 from finetune_trainer.tasks.text_classification import load_tokenizer
