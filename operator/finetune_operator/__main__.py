@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+import kopf
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="finetune-operator", description=__doc__)
@@ -39,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    import kopf
-
+    # Deliberately late (the one function-local import in the package, allowed by
+    # tests/operator/test_import_structure.py): importing handlers registers the Kopf handlers, a side effect
+    # on Kopf's global registry, and loads the whole operator, Optuna included. Doing it only once the
+    # arguments are parsed keeps --help cheap, and importing this module (tests do) free of that side effect.
     from . import handlers  # noqa: F401  (registers the handlers)
 
     peering: dict[str, object] = {}

@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from .search.paths import SearchablePaths
+
 TASKS = (
     "text-classification",
     "token-classification",
@@ -402,13 +404,11 @@ class HyperparameterSearch(_Model):
     seed: int | None = Field(default=None, ge=0, le=INT32_MAX)
     keep_trial_outputs: bool = False
     early_stopping: SearchEarlyStopping | None = None
-    # Parameter path (see finetune_operator.search.paths) -> what to try.
+    # Parameter path (see SEARCH_PATHS, below FineTuneJobSpec) -> what to try.
     parameters: dict[str, SearchParameter] = Field(min_length=1, max_length=MAX_SEARCH_PARAMETERS)
 
     @model_validator(mode="after")
     def _search_rules(self) -> HyperparameterSearch:
-        from .search import paths  # search.paths walks these models: import it only once they exist
-
         if self.parallel_trials > self.max_trials:
             raise _FieldRuleError(
                 "parallelTrials",
@@ -417,7 +417,7 @@ class HyperparameterSearch(_Model):
         resolved: dict[str, str] = {}
         for path, parameter in self.parameters.items():
             try:
-                full = paths.resolve_path(path)
+                full = SEARCH_PATHS.resolve_path(path)
             except ValueError as exc:
                 raise _FieldRuleError("parameters", str(exc)) from None
             if full in resolved:
@@ -425,7 +425,7 @@ class HyperparameterSearch(_Model):
                     "parameters", f"{resolved[full]!r} and {path!r} both name {full}; keep one of them"
                 )
             resolved[full] = path
-            _check_parameter_kind(path, paths.parameter_kind(full), parameter)
+            _check_parameter_kind(path, SEARCH_PATHS.parameter_kind(full), parameter)
         if self.algorithm == "grid":
             for path, parameter in self.parameters.items():
                 if not parameter.is_finite:
@@ -523,14 +523,12 @@ class FineTuneJobSpec(_Model):
 
     def _check_trial_specs(self) -> None:
         """Every value a search may apply must give a valid job; blame the parameter, quote the job's error."""
-        from .search import paths  # search.paths imports this module
-
         search = self.hyperparameter_search
         assert search is not None
         base = self.model_dump(by_alias=True, exclude_none=True, exclude={"hyperparameter_search"})
         for path, parameter in search.parameters.items():
             for value in _search_points(parameter):
-                trial = paths.apply_parameters(base, {path: value})
+                trial = SEARCH_PATHS.apply_parameters(base, {path: value})
                 try:
                     checked = FineTuneJobSpec.model_validate(trial)
                 except ValidationError as exc:
@@ -549,6 +547,12 @@ class FineTuneJobSpec(_Model):
     @property
     def total_gpus(self) -> int:
         return self.resources.nodes * self.resources.gpus_per_node
+
+
+# The fields a hyperparameterSearch may set: search.paths walks this model for them (it takes the model as an
+# argument, so it need not import this module). The validators above use it too; they only run once this
+# module is loaded, so the name exists by then.
+SEARCH_PATHS = SearchablePaths(FineTuneJobSpec)
 
 
 class InvalidSpec(ValueError):

@@ -51,14 +51,13 @@ def seed_with_hopeless_rate_late(manifest: dict[str, Any]) -> int:
     """A seed whose grid order puts the hopeless rate third or fourth, so a finished trial exists to compare it
     with (two trials start at once; if both were running together neither could be stopped). Suggestions are
     a pure function of the seed and the trials so far, which is what makes this choice possible."""
-    from finetune_operator.search.paths import parameter_kind
     from finetune_operator.search.sampling import space_from_search, suggest
-    from finetune_operator.spec import parse_spec
+    from finetune_operator.spec import SEARCH_PATHS, parse_spec
 
     for seed in range(100):
         manifest["spec"]["hyperparameterSearch"]["seed"] = seed
         search = parse_spec(manifest["spec"]).hyperparameter_search
-        space = space_from_search(search, parameter_kind)
+        space = space_from_search(search, SEARCH_PATHS.parameter_kind)
         trials: list[dict[str, Any]] = []
         for index in range(2):
             parameters = suggest("grid", space, trials, goal="minimize", seed=seed, index=index, max_trials=4)

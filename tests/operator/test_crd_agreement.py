@@ -238,8 +238,7 @@ def test_search_name_rule_uses_the_spec_search_length_limit(root):
 
 
 def test_search_path_rules_list_exactly_the_searchable_paths(root):
-    from finetune_operator.search import paths
-
+    paths = spec.SEARCH_PATHS
     known, numeric = _prop(root, "spec.hyperparameterSearch.parameters")["x-kubernetes-validations"]
     assert _quoted(known["rule"]) == paths.accepted_keys()
     assert _quoted(numeric["rule"]) == [k for k in paths.accepted_keys() if paths.parameter_kind(k) != "categorical"]

@@ -13,18 +13,12 @@ import yaml
 
 from finetune_operator import names
 from finetune_sandbox.structural_schema import SchemaViolation, apply_structural_schema
-from finetune_operator.search.paths import (
-    NOT_SEARCHABLE,
-    accepted_keys,
-    apply_parameters,
-    parameter_kind,
-    resolve_path,
-    searchable_paths,
-)
+from finetune_operator.search.paths import NOT_SEARCHABLE
 from finetune_operator.spec import (
     MAX_SEARCH_NAME_LENGTH,
     MAX_SEARCH_PARAMETERS,
     MAX_SEARCH_VALUES,
+    SEARCH_PATHS,
     InvalidSpec,
     SearchObjective,
     check_name,
@@ -64,8 +58,8 @@ def _search(**parameters: Any) -> dict[str, Any]:
     ("model.revision", "model.revision", "categorical"),  # str
 ])
 def test_paths_resolve_to_the_full_spec_path_and_its_kind(path, full, kind):
-    assert resolve_path(path) == full
-    assert parameter_kind(path) == kind
+    assert SEARCH_PATHS.resolve_path(path) == full
+    assert SEARCH_PATHS.parameter_kind(path) == kind
 
 
 @pytest.mark.parametrize("path", [
@@ -74,7 +68,7 @@ def test_paths_resolve_to_the_full_spec_path_and_its_kind(path, full, kind):
 ])
 def test_paths_into_fixed_sections_are_refused_naming_the_section(path):
     with pytest.raises(ValueError, match=f"cannot be searched: fields under {path.split('.')[0]}"):
-        resolve_path(path)
+        SEARCH_PATHS.resolve_path(path)
 
 
 @pytest.mark.parametrize(("path", "suggestion"), [
@@ -84,7 +78,7 @@ def test_paths_into_fixed_sections_are_refused_naming_the_section(path):
 ])
 def test_unknown_paths_are_refused_with_close_matches(path, suggestion):
     with pytest.raises(ValueError, match="is not a searchable field") as refused:
-        resolve_path(path)
+        SEARCH_PATHS.resolve_path(path)
     assert f"did you mean {suggestion}" in str(refused.value)
 
 
@@ -94,20 +88,21 @@ def test_unknown_paths_are_refused_with_close_matches(path, suggestion):
 ])
 def test_objects_lists_and_top_level_fields_are_not_searchable(path):
     with pytest.raises(ValueError):
-        resolve_path(path)
+        SEARCH_PATHS.resolve_path(path)
 
 
 def test_no_searchable_path_lies_in_a_fixed_section():
-    assert searchable_paths()
-    assert not [path for path in searchable_paths() if path.split(".")[0] in NOT_SEARCHABLE]
-    assert "learningRate" in accepted_keys() and "hyperparameters.learningRate" in accepted_keys()
+    assert SEARCH_PATHS.searchable_paths()
+    assert not [path for path in SEARCH_PATHS.searchable_paths() if path.split(".")[0] in NOT_SEARCHABLE]
+    assert {"learningRate", "hyperparameters.learningRate"} <= set(SEARCH_PATHS.accepted_keys())
 
 
 def test_apply_parameters_is_pure_and_creates_missing_and_null_objects():
     spec = {"method": {"type": "lora", "lora": None}, "hyperparameters": {"epochs": 2},
             "hyperparameterSearch": {"maxTrials": 3}}
     before = copy.deepcopy(spec)
-    applied = apply_parameters(spec, {"learningRate": 1e-4, "method.lora.r": 16.0, "regularization.dropout": 0.1})
+    applied = SEARCH_PATHS.apply_parameters(
+        spec, {"learningRate": 1e-4, "method.lora.r": 16.0, "regularization.dropout": 0.1})
     assert spec == before
     assert applied == {
         "method": {"type": "lora", "lora": {"r": 16}},
@@ -119,18 +114,19 @@ def test_apply_parameters_is_pure_and_creates_missing_and_null_objects():
 
 
 def test_apply_parameters_keeps_json_types_it_cannot_convert_safely():
-    applied = apply_parameters({}, {"batchSize": 16.5, "epochs": 3, "precision": "bf16", "method.lora.mergeAdapter": True})
+    applied = SEARCH_PATHS.apply_parameters(
+        {}, {"batchSize": 16.5, "epochs": 3, "precision": "bf16", "method.lora.mergeAdapter": True})
     assert applied["hyperparameters"] == {"batchSize": 16.5, "epochs": 3, "precision": "bf16"}
     assert applied["method"]["lora"]["mergeAdapter"] is True
 
 
 def test_apply_parameters_refuses_unknown_paths():
     with pytest.raises(ValueError, match="output.uri"):
-        apply_parameters({}, {"output.uri": "pvc://x/y"})
+        SEARCH_PATHS.apply_parameters({}, {"output.uri": "pvc://x/y"})
 
 
 def test_an_applied_trial_spec_parses_with_the_values_set():
-    spec = parse_spec(apply_parameters(base_job()["spec"], {"learningRate": 3e-4, "batchSize": 32.0}))
+    spec = parse_spec(SEARCH_PATHS.apply_parameters(base_job()["spec"], {"learningRate": 3e-4, "batchSize": 32.0}))
     assert (spec.hyperparameters.learning_rate, spec.hyperparameters.batch_size) == (3e-4, 32)
 
 
@@ -216,7 +212,8 @@ def test_range_ends_are_checked_against_the_field_bounds():
 
 def test_a_maximal_search_parses_quickly():
     # 13 parameters x 64 values: every value is applied to the spec and checked (measured: about 0.1 s).
-    numeric = [key for key in accepted_keys() if "." not in key and parameter_kind(key) == "int"]
+    numeric = [key for key in SEARCH_PATHS.accepted_keys()
+               if "." not in key and SEARCH_PATHS.parameter_kind(key) == "int"]
     parameters = {key: {"values": list(range(129, 129 + MAX_SEARCH_VALUES))} for key in numeric}
     parameters.update({key: {"values": [i / 1000 for i in range(1, MAX_SEARCH_VALUES + 1)]} for key in (
         "learningRate", "warmupRatio", "weightDecay", "regularization.labelSmoothing", "regularization.dropout",

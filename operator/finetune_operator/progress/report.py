@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -64,8 +65,6 @@ class ProgressReport(_Strict):
     @field_validator("evalMetrics")
     @classmethod
     def _metric_keys(cls, metrics: dict[str, float]) -> dict[str, float]:
-        import re
-
         for key, value in metrics.items():
             if not re.fullmatch(METRIC_KEY_PATTERN, key):
                 raise ValueError(f"metric name {key[:70]!r} must match {METRIC_KEY_PATTERN}")

@@ -29,6 +29,11 @@ from ..kube import KubeApi
 from ..names import promote_job_name, trial_name
 from ..progress.hub import ProgressHub
 from ..progress.records import JobRecord
+from ..spec import SEARCH_PATHS, FineTuneJobSpec, changed_paths, parse_spec
+from ..status import Observed, classify_failure, parse_timestamp, status_changes, timestamp
+from ..termination import completed_metrics
+from .early_stopping import median_stop
+from .sampling import grid_size, space_from_search, suggest
 from .status import (
     early_stopped,
     new_trial,
@@ -37,18 +42,14 @@ from .status import (
     search_progress,
     trial_output_uri,
 )
-from ..spec import FineTuneJobSpec, changed_paths, parse_spec
-from ..status import Observed, classify_failure, parse_timestamp, status_changes, timestamp
-from ..termination import completed_metrics
+from .trials import best_trial, default_seed
 
 log = logging.getLogger(__name__)
 
 
 def trial_spec(spec_dict: dict[str, Any], parameters: dict[str, Any], output_uri: str, name: str) -> FineTuneJobSpec:
     """The spec a trial trains with: the job's, parameters applied, output in the trial's own folder."""
-    from .paths import apply_parameters
-
-    body = apply_parameters(spec_dict, parameters)
+    body = SEARCH_PATHS.apply_parameters(spec_dict, parameters)
     body.pop("hyperparameterSearch", None)
     body["output"] = {**body["output"], "uri": trial_output_uri(output_uri, name)}
     return parse_spec(body)
@@ -67,11 +68,6 @@ async def reconcile_search(
     jobs_first: JobsFirst,
 ) -> dict[str, Any]:
     """One pass over a search job; returns its status as now written."""
-    from .early_stopping import median_stop
-    from .paths import parameter_kind
-    from .sampling import grid_size, space_from_search, suggest
-    from .trials import best_trial, default_seed
-
     meta = ftj["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
     generation = meta.get("generation")
@@ -84,7 +80,7 @@ async def reconcile_search(
     search = spec.hyperparameter_search
     assert search is not None
     metric, goal = search.objective.metric, search.objective.resolved_goal
-    space = space_from_search(search, parameter_kind)
+    space = space_from_search(search, SEARCH_PATHS.parameter_kind)
     planned = search.max_trials if search.algorithm != "grid" else min(search.max_trials, grid_size(space))
 
     def observed_of(child: str) -> Observed:

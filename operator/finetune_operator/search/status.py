@@ -15,6 +15,7 @@ from .. import reasons as r
 from ..conditions import set_condition
 from ..progress.records import JobRecord, format_eta
 from ..status import Observed, derive_status, timestamp
+from .trials import add_history_point
 
 # A trial's phase as a job (status.derive_status) -> its state in status.trials.
 TRIAL_STATE_OF_PHASE = {
@@ -54,8 +55,6 @@ def observe_trial(
     now: datetime,
 ) -> dict[str, Any]:
     """The next status.trials entry of an unfinished trial, from its Job, pods and progress reports."""
-    from .trials import add_history_point
-
     out = dict(entry)
     if record is not None:
         history = list(entry.get("history") or [])
