@@ -30,9 +30,10 @@ BUILTIN_GROUPS = {
     "", "apps", "batch", "policy", "rbac.authorization.k8s.io", "apiextensions.k8s.io",
     "networking.k8s.io", "coordination.k8s.io", "scheduling.k8s.io", "admissionregistration.k8s.io",
 }
-# Packages only the trainer or the sandbox install; the operator image has none of them.
+# Packages only the trainer or the sandbox install; the operator image has none of them. (numpy is not one:
+# Optuna needs it, and search.sampling imports it, so operator/requirements.txt pins it.)
 NOT_IN_OPERATOR_IMAGE = (
-    "torch", "transformers", "accelerate", "peft", "datasets", "numpy", "pandas",
+    "torch", "transformers", "accelerate", "peft", "datasets", "pandas",
     "finetune_trainer", "finetune_sandbox", "finetune_cli", "kubernetes", "sqlalchemy", "celpy", "jsonschema", "kmock",
 )
 
@@ -250,6 +251,15 @@ import finetune_operator.__main__, finetune_operator.handlers
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_packages_kept_out_of_the_operator_image_are_not_pinned_for_it():
+    pinned = {
+        line.split("==")[0].strip().lower().replace("-", "_")
+        for line in (ROOT / "operator" / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.lstrip().startswith("#")
+    }
+    assert not pinned & set(NOT_IN_OPERATOR_IMAGE), "operator/requirements.txt installs them in the operator image"
 
 
 # --- what the builders make from the samples --------------------------------------------------
