@@ -12,8 +12,9 @@ import pytest
 from test_progress_helpers import RecordingSender, endpoint, free_port, tiny_trainer, validate_report  # noqa: F401
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
-from finetune_trainer.progress import ProgressCallback, ReportSender, _retry_after
-from finetune_trainer.trainer_metrics import TrainerMetrics
+from finetune_trainer.reporting.callbacks import ProgressCallback
+from finetune_trainer.reporting.prometheus import TrainerMetrics
+from finetune_trainer.reporting.sender import ReportSender, _retry_after
 
 FAST = dict(min_backoff=0.05, max_backoff=0.4, timeout=2.0)
 

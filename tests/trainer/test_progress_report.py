@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 from test_progress_helpers import validate_report
 
-from finetune_trainer.gpu import DeviceReading, GpuSample, GpuSampler, summarize, visible_devices
-from finetune_trainer.progress import ProgressSnapshot, build_report, eval_metrics_from, rfc3339
+from finetune_trainer.reporting.gpu import DeviceReading, GpuSample, GpuSampler, summarize, visible_devices
+from finetune_trainer.reporting.report import ProgressSnapshot, build_report, eval_metrics_from, finite_number, rfc3339
 
 AT = 1767323045.678  # 2026-01-02T03:04:05.678Z
 
@@ -81,6 +81,12 @@ def test_eval_metrics_accept_numpy_scalars():
 
 def test_rfc3339_is_utc_with_z():
     assert rfc3339(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_only_finite_numbers_are_reported():
+    assert finite_number(2) == 2.0 and finite_number("0.5") == 0.5
+    for value in (None, True, math.nan, math.inf, "loss", [1.0]):
+        assert finite_number(value) is None, value
 
 
 # ---- GPU ----

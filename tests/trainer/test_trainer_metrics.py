@@ -1,5 +1,5 @@
 """The trainer's own /metrics: registry content, the HTTP server, the throughput meter, and assembly
-through progress_callbacks."""
+through reporting_callbacks."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_progress_helpers import free_port, tiny_trainer
 
-from finetune_trainer.gpu import GpuSample
-from finetune_trainer.progress import ProgressCallback, progress_callbacks
-from finetune_trainer.trainer_metrics import ThroughputMeter, TrainerMetrics, TrainerMetricsCallback, serve
+from finetune_trainer.reporting.callbacks import ProgressCallback, TrainerMetricsCallback
+from finetune_trainer.reporting.environment import reporting_callbacks
+from finetune_trainer.reporting.gpu import GpuSample
+from finetune_trainer.reporting.prometheus import TrainerMetrics, serve
+from finetune_trainer.reporting.throughput import ThroughputMeter
 
 
 def samples(text: str) -> dict[str, float]:
@@ -140,13 +142,13 @@ def test_meter_ignores_repeated_steps_and_restart_keeps_the_last_rate():
 
 # ---- assembly and a real run ----
 
-def test_progress_callbacks_without_url_gives_only_the_metrics_callback():
-    callbacks = progress_callbacks({"FINETUNE_METRICS_PORT": "0"})
+def test_reporting_callbacks_without_url_gives_only_the_metrics_callback():
+    callbacks = reporting_callbacks({"FINETUNE_METRICS_PORT": "0"})
     assert [type(c) for c in callbacks] == [TrainerMetricsCallback]
     assert callbacks[0].server is None
 
 
-def test_progress_callbacks_with_url_reads_the_protocol_environment():
+def test_reporting_callbacks_with_url_reads_the_protocol_environment():
     environ = {
         "FINETUNE_PROGRESS_URL": "http://op.svc:8081/progress/v1/namespaces/ns/finetunejobs/job",
         "FINETUNE_PROGRESS_TOKEN_FILE": "/var/run/secrets/finetune/progress/token",
@@ -154,7 +156,7 @@ def test_progress_callbacks_with_url_reads_the_protocol_environment():
         "FINETUNE_METRICS_PORT": "0",
         "HOSTNAME": "job-worker-0-xyz",
     }
-    metrics_callback, progress = progress_callbacks(environ)
+    metrics_callback, progress = reporting_callbacks(environ)
     assert isinstance(metrics_callback, TrainerMetricsCallback) and isinstance(progress, ProgressCallback)
     assert progress.interval_seconds == 2.5 and progress.snapshot.pod == "job-worker-0-xyz"
     assert progress.sender.url == environ["FINETUNE_PROGRESS_URL"]
@@ -164,16 +166,16 @@ def test_progress_callbacks_with_url_reads_the_protocol_environment():
 
 def test_bad_environment_values_warn_and_fall_back(caplog):
     with caplog.at_level(logging.WARNING, logger="finetune_trainer"):
-        callbacks = progress_callbacks({"FINETUNE_PROGRESS_URL": "op.svc:8081/x", "FINETUNE_METRICS_PORT": "0"})
+        callbacks = reporting_callbacks({"FINETUNE_PROGRESS_URL": "op.svc:8081/x", "FINETUNE_METRICS_PORT": "0"})
         assert [type(c) for c in callbacks] == [TrainerMetricsCallback]
-        _, progress = progress_callbacks({"FINETUNE_PROGRESS_URL": "http://op/x", "FINETUNE_PROGRESS_INTERVAL_SECONDS": "often", "FINETUNE_METRICS_PORT": "0"})
+        _, progress = reporting_callbacks({"FINETUNE_PROGRESS_URL": "http://op/x", "FINETUNE_PROGRESS_INTERVAL_SECONDS": "often", "FINETUNE_METRICS_PORT": "0"})
         assert progress.interval_seconds == 10.0
     assert "FINETUNE_PROGRESS_URL" in caplog.text and "FINETUNE_PROGRESS_INTERVAL_SECONDS='often'" in caplog.text
 
 
 def test_only_the_first_process_of_a_pod_serves_metrics():
     port = free_port()
-    [callback] = progress_callbacks({"FINETUNE_METRICS_PORT": str(port), "LOCAL_RANK": "1"})
+    [callback] = reporting_callbacks({"FINETUNE_METRICS_PORT": str(port), "LOCAL_RANK": "1"})
     assert callback.server is None
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens
@@ -181,7 +183,7 @@ def test_only_the_first_process_of_a_pod_serves_metrics():
 
 def test_a_training_run_shows_its_step_loss_and_counters_on_metrics(tmp_path):
     port = free_port()
-    [callback] = progress_callbacks({"FINETUNE_METRICS_PORT": str(port)})
+    [callback] = reporting_callbacks({"FINETUNE_METRICS_PORT": str(port)})
     try:
         tiny_trainer(tmp_path, [callback], max_steps=6, evaluate_every=6).train()
         values = scrape(port)

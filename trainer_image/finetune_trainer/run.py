@@ -68,7 +68,7 @@ def assemble_callbacks(run_args, checkpoints_dir: str, stop) -> list:
     from transformers import EarlyStoppingCallback
 
     from finetune_trainer.checkpoints import CompleteCheckpointCallback, NoDuplicateFinalCheckpoint
-    from finetune_trainer.progress import progress_callbacks
+    from finetune_trainer.reporting.environment import reporting_callbacks
 
     callbacks = [
         CompleteCheckpointCallback(checkpoints_dir, run_args.checkpoints_to_keep),
@@ -78,7 +78,7 @@ def assemble_callbacks(run_args, checkpoints_dir: str, stop) -> list:
     if run_args.early_stopping_metric:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=run_args.early_stopping_patience))
     # After CompleteCheckpointCallback: a checkpoint is marked complete before its report says so.
-    callbacks += progress_callbacks()
+    callbacks += reporting_callbacks()
     return callbacks
 
 

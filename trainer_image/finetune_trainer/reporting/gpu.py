@@ -85,7 +85,7 @@ class GpuSampler:
 
     def _init(self) -> bool:
         if self._nvml is None:
-            try:
+            try:  # optional: without nvidia-ml-py there is simply no GPU sample
                 import pynvml
             except ImportError:
                 return False

@@ -1,0 +1,59 @@
+"""The reporting callbacks of a run, from the variables the operator sets (docs/progress.md, Transport)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+
+from transformers import TrainerCallback
+
+from finetune_trainer.reporting.callbacks import DEFAULT_INTERVAL_SECONDS, ProgressCallback, TrainerMetricsCallback
+from finetune_trainer.reporting.gpu import GpuSampler
+from finetune_trainer.reporting.prometheus import DEFAULT_METRICS_PORT, TrainerMetrics, serve
+from finetune_trainer.reporting.sender import ReportSender
+
+logger = logging.getLogger("finetune_trainer")
+
+ENV_URL = "FINETUNE_PROGRESS_URL"
+ENV_TOKEN_FILE = "FINETUNE_PROGRESS_TOKEN_FILE"
+ENV_INTERVAL = "FINETUNE_PROGRESS_INTERVAL_SECONDS"
+ENV_METRICS_PORT = "FINETUNE_METRICS_PORT"
+
+
+def reporting_callbacks(environ: Mapping[str, str] | None = None) -> list[TrainerCallback]:
+    """The trainer's metrics callback (every rank) and, when FINETUNE_PROGRESS_URL is set, the progress
+    reporter (acting on world rank 0 only). Starts the trainer /metrics server on FINETUNE_METRICS_PORT
+    (default 9400, 0 disables) in the first process of the pod (LOCAL_RANK unset or 0): the other local
+    processes would find the port taken. Append these after CompleteCheckpointCallback."""
+    environ = os.environ if environ is None else environ
+    gpu = GpuSampler(environ=environ)
+    metrics = TrainerMetrics(gpu=gpu)
+    server = None
+    if environ.get("LOCAL_RANK", "0") == "0":
+        server = serve(metrics, _env_number(environ, ENV_METRICS_PORT, DEFAULT_METRICS_PORT, int, example="9400"))
+    callbacks: list[TrainerCallback] = [TrainerMetricsCallback(metrics, server=server)]
+
+    url = environ.get(ENV_URL, "").strip()
+    if url and not url.startswith(("http://", "https://")):
+        logger.warning("%s=%r is not an http(s) URL (e.g. http://finetune-operator.finetune-system.svc:8081/progress/v1/...): progress not reported", ENV_URL, url)
+    elif url:
+        interval = max(0.0, _env_number(environ, ENV_INTERVAL, DEFAULT_INTERVAL_SECONDS, float, example="10"))
+        sender = ReportSender(url, environ.get(ENV_TOKEN_FILE) or None, metrics=metrics)
+        callbacks.append(ProgressCallback(sender, interval, pod=environ.get("HOSTNAME") or None, gpu=gpu))
+    return callbacks
+
+
+def _env_number(environ: Mapping[str, str], name: str, default, kind, *, example: str):
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError
+        return value
+    except ValueError:
+        logger.warning("%s=%r is not a non-negative %s (e.g. %s); using %s", name, raw, kind.__name__, example, default)
+        return default
