@@ -1,5 +1,5 @@
-"""The trainer's own /metrics: registry content, the HTTP server, the throughput meter, and assembly
-through reporting_callbacks."""
+"""The trainer's own /metrics: registry content, the HTTP server and when it starts, the throughput meter,
+and assembly through reporting_callbacks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from test_progress_helpers import free_port, tiny_trainer
+
+from transformers import TrainerControl, TrainerState
 
 from finetune_trainer.reporting.callbacks import ProgressCallback, TrainerMetricsCallback
 from finetune_trainer.reporting.environment import reporting_callbacks
@@ -105,8 +107,6 @@ def test_port_zero_disables_and_an_impossible_port_only_warns(caplog):
 
 
 def test_metrics_callback_never_raises_into_training_and_logs_once(caplog):
-    from transformers import TrainerControl, TrainerState
-
     callback = TrainerMetricsCallback(TrainerMetrics())
     broken_args = object()  # no batch size: the throughput update fails
     with caplog.at_level(logging.ERROR, logger="finetune_trainer"):
@@ -140,12 +140,74 @@ def test_meter_ignores_repeated_steps_and_restart_keeps_the_last_rate():
     assert (meter.samples_per_second, meter.tokens_per_second) == (2.0, 50.0)
 
 
+# ---- when the server starts ----
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def stop(callback: TrainerMetricsCallback) -> None:
+    if callback.server is not None:
+        callback.server.shutdown()
+        callback.server.server_close()
+
+
+def test_the_server_starts_in_on_train_begin_not_before_and_only_once():
+    port = free_port()
+    callback = TrainerMetricsCallback(TrainerMetrics(), port)
+    assert callback.server is None and not listening(port)  # constructing starts nothing
+    try:
+        callback.on_train_begin(None, TrainerState(global_step=0, max_steps=5), TrainerControl())
+        server = callback.server
+        assert server is not None and listening(port)
+        assert scrape(port)["finetune_trainer_total_steps"] == 5.0
+        callback.on_train_begin(None, TrainerState(global_step=2, max_steps=5), TrainerControl())  # train() again
+        assert callback.server is server
+    finally:
+        stop(callback)
+
+
+def test_only_the_main_process_of_a_pod_serves_and_updates():
+    port = free_port()
+    callback = TrainerMetricsCallback(TrainerMetrics(), port)
+    other = TrainerState(global_step=1, max_steps=5, is_local_process_zero=False, is_world_process_zero=False)
+    callback.on_train_begin(None, other, TrainerControl())
+    callback.on_log(None, other, TrainerControl(), logs={"loss": 0.5})
+    assert callback.server is None and not listening(port)  # the pod's first process holds the port
+    assert callback.metrics.values() == {}
+
+
+def test_port_zero_serves_nothing_and_a_failing_start_never_reaches_training(monkeypatch, caplog):
+    callback = TrainerMetricsCallback(TrainerMetrics(), 0)
+    callback.on_train_begin(None, TrainerState(max_steps=5), TrainerControl())
+    assert callback.server is None and callback.metrics.values()["total_steps"] == 5.0
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no server today")
+
+    monkeypatch.setattr("finetune_trainer.reporting.callbacks.serve", broken)
+    callback = TrainerMetricsCallback(TrainerMetrics(), free_port())
+    with caplog.at_level(logging.ERROR, logger="finetune_trainer"):
+        callback.on_train_begin(None, TrainerState(max_steps=5), TrainerControl())
+    assert callback.server is None and "trainer metrics update failed" in caplog.text
+    assert callback.metrics.values()["total_steps"] == 5.0  # the numbers are still kept
+
+
 # ---- assembly and a real run ----
 
 def test_reporting_callbacks_without_url_gives_only_the_metrics_callback():
     callbacks = reporting_callbacks({"FINETUNE_METRICS_PORT": "0"})
     assert [type(c) for c in callbacks] == [TrainerMetricsCallback]
-    assert callbacks[0].server is None
+    assert callbacks[0].port == 0 and callbacks[0].server is None
+
+
+def test_reporting_callbacks_read_the_port_and_start_no_server_yet():
+    port = free_port()
+    [callback] = reporting_callbacks({"FINETUNE_METRICS_PORT": str(port)})
+    assert callback.port == port and callback.server is None and not listening(port)
+    [default] = reporting_callbacks({})
+    assert default.port == 9400
 
 
 def test_reporting_callbacks_with_url_reads_the_protocol_environment():
@@ -170,15 +232,10 @@ def test_bad_environment_values_warn_and_fall_back(caplog):
         assert [type(c) for c in callbacks] == [TrainerMetricsCallback]
         _, progress = reporting_callbacks({"FINETUNE_PROGRESS_URL": "http://op/x", "FINETUNE_PROGRESS_INTERVAL_SECONDS": "often", "FINETUNE_METRICS_PORT": "0"})
         assert progress.interval_seconds == 10.0
+        [callback] = reporting_callbacks({"FINETUNE_METRICS_PORT": "-1"})
+        assert callback.port == 9400
     assert "FINETUNE_PROGRESS_URL" in caplog.text and "FINETUNE_PROGRESS_INTERVAL_SECONDS='often'" in caplog.text
-
-
-def test_only_the_first_process_of_a_pod_serves_metrics():
-    port = free_port()
-    [callback] = reporting_callbacks({"FINETUNE_METRICS_PORT": str(port), "LOCAL_RANK": "1"})
-    assert callback.server is None
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens
+    assert "FINETUNE_METRICS_PORT='-1'" in caplog.text
 
 
 def test_a_training_run_shows_its_step_loss_and_counters_on_metrics(tmp_path):
@@ -186,10 +243,9 @@ def test_a_training_run_shows_its_step_loss_and_counters_on_metrics(tmp_path):
     [callback] = reporting_callbacks({"FINETUNE_METRICS_PORT": str(port)})
     try:
         tiny_trainer(tmp_path, [callback], max_steps=6, evaluate_every=6).train()
-        values = scrape(port)
+        values = scrape(port)  # the server outlives training
     finally:
-        callback.server.shutdown()
-        callback.server.server_close()
+        stop(callback)
     assert values["finetune_trainer_step"] == 6.0 and values["finetune_trainer_total_steps"] == 6.0
     assert values["finetune_trainer_train_loss"] > 0 and values["finetune_trainer_eval_loss"] > 0
     assert values["finetune_trainer_learning_rate"] >= 0 and values["finetune_trainer_samples_per_second"] > 0

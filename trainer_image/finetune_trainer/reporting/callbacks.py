@@ -1,7 +1,8 @@
 """The transformers TrainerCallbacks that report: one keeps the trainer's /metrics, one sends progress reports.
 
-The progress one is shaped like transformers' TensorBoardCallback: acts on the main process only, sets
-up lazily, reports numbers only and never raises into training.
+Both are shaped like transformers' TensorBoardCallback: each acts on one process only (the /metrics one
+on the main process of its pod, the progress one on world rank 0), sets up lazily, reports numbers only
+and never raises into training.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from transformers import TrainerCallback
 
 from finetune_trainer.reporting.gpu import GpuSampler
-from finetune_trainer.reporting.prometheus import TrainerMetrics
+from finetune_trainer.reporting.prometheus import TrainerMetrics, serve
 from finetune_trainer.reporting.report import ProgressSnapshot, build_report, eval_metrics_from, finite_number
 from finetune_trainer.reporting.sender import ReportSender
 from finetune_trainer.reporting.throughput import ThroughputMeter, samples_per_step
@@ -26,30 +27,40 @@ FLUSH_SECONDS = 10.0  # how long the end of training waits for the final report
 
 
 class TrainerMetricsCallback(TrainerCallback):
-    """Keeps TrainerMetrics current on every rank. Never raises into training."""
+    """Keeps TrainerMetrics current and serves them on `port` (0: not served).
 
-    def __init__(self, metrics: TrainerMetrics, server=None, clock: Callable[[], float] = time.monotonic):
+    The /metrics server starts in on_train_begin, once, and only in the main process of this pod
+    (`state.is_local_process_zero`): every trainer pod is scraped on its own port (the PodMonitor
+    adds its rank), and the pod's other processes would find the port taken. The other processes
+    do nothing. A port already in use only logs a warning (see `serve`); the server outlives
+    training, so the final evaluation's numbers are still scraped.
+    """
+
+    def __init__(self, metrics: TrainerMetrics, port: int = 0, *, clock: Callable[[], float] = time.monotonic):
         self.metrics = metrics
-        self.server = server  # the /metrics HTTP server, when this process serves one
+        self.port = port
+        self.server = None  # the /metrics HTTP server, once on_train_begin has started it
         self.meter = ThroughputMeter()
         self._clock = clock
+        self._initialized = False
         self._failed = False
 
-    def _guard(self, update: Callable[[], None]) -> None:
-        try:
-            update()
-        except Exception:
-            if not self._failed:
-                logger.exception("trainer metrics update failed (training continues; logged once)")
-            self._failed = True
-
-    def _position(self, state) -> None:
-        self.metrics.set(step=state.global_step, total_steps=state.max_steps, epoch=state.epoch)
+    def setup(self) -> None:
+        """Start the /metrics server; called once, from the first on_train_begin (as WandbCallback.setup)."""
+        self._initialized = True
+        self.server = serve(self.metrics, self.port)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_local_process_zero:
+            return
+        if not self._initialized:
+            self._guard(self.setup)
         self._guard(lambda: self._position(state))
 
     def on_step_end(self, args, state, control, **kwargs):
+        if not state.is_local_process_zero:
+            return
+
         def update():
             self.meter.record(self._clock(), state.global_step, state.num_input_tokens_seen or 0, samples_per_step(args))
             self._position(state)
@@ -58,15 +69,30 @@ class TrainerMetricsCallback(TrainerCallback):
         self._guard(update)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_local_process_zero:
+            return
         logs = logs or {}
         self._guard(lambda: self.metrics.set(train_loss=finite_number(logs.get("loss")), learning_rate=finite_number(logs.get("learning_rate"))))
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self.meter.restart()
+        self.meter.restart()  # evaluation time is not training time
+        if not state.is_local_process_zero:
+            return
         self._guard(lambda: self.metrics.set(eval_loss=finite_number((metrics or {}).get("eval_loss"))))
 
     def on_save(self, args, state, control, **kwargs):
         self.meter.restart()
+
+    def _position(self, state) -> None:
+        self.metrics.set(step=state.global_step, total_steps=state.max_steps, epoch=state.epoch)
+
+    def _guard(self, update: Callable[[], None]) -> None:
+        try:
+            update()
+        except Exception:
+            if not self._failed:
+                logger.exception("trainer metrics update failed (training continues; logged once)")
+            self._failed = True
 
 
 class ProgressCallback(TrainerCallback):

@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 
 from finetune_trainer.reporting.callbacks import DEFAULT_INTERVAL_SECONDS, ProgressCallback, TrainerMetricsCallback
 from finetune_trainer.reporting.gpu import GpuSampler
-from finetune_trainer.reporting.prometheus import DEFAULT_METRICS_PORT, TrainerMetrics, serve
+from finetune_trainer.reporting.prometheus import DEFAULT_METRICS_PORT, TrainerMetrics
 from finetune_trainer.reporting.sender import ReportSender
 
 logger = logging.getLogger("finetune_trainer")
@@ -23,17 +23,17 @@ ENV_METRICS_PORT = "FINETUNE_METRICS_PORT"
 
 
 def reporting_callbacks(environ: Mapping[str, str] | None = None) -> list[TrainerCallback]:
-    """The trainer's metrics callback (every rank) and, when FINETUNE_PROGRESS_URL is set, the progress
-    reporter (acting on world rank 0 only). Starts the trainer /metrics server on FINETUNE_METRICS_PORT
-    (default 9400, 0 disables) in the first process of the pod (LOCAL_RANK unset or 0): the other local
-    processes would find the port taken. Append these after CompleteCheckpointCallback."""
+    """The trainer's /metrics callback and, when FINETUNE_PROGRESS_URL is set, the progress reporter.
+
+    /metrics is served on FINETUNE_METRICS_PORT (default 9400, 0 disables) from on_train_begin, by the
+    main process of the pod; progress is reported by world rank 0. Nothing starts here: the callbacks
+    set themselves up when training begins. Append these after CompleteCheckpointCallback.
+    """
     environ = os.environ if environ is None else environ
     gpu = GpuSampler(environ=environ)
     metrics = TrainerMetrics(gpu=gpu)
-    server = None
-    if environ.get("LOCAL_RANK", "0") == "0":
-        server = serve(metrics, _env_number(environ, ENV_METRICS_PORT, DEFAULT_METRICS_PORT, int, example="9400"))
-    callbacks: list[TrainerCallback] = [TrainerMetricsCallback(metrics, server=server)]
+    port = _env_number(environ, ENV_METRICS_PORT, DEFAULT_METRICS_PORT, int, example="9400")
+    callbacks: list[TrainerCallback] = [TrainerMetricsCallback(metrics, port)]
 
     url = environ.get(ENV_URL, "").strip()
     if url and not url.startswith(("http://", "https://")):
