@@ -3,6 +3,9 @@
 import os
 import sys
 
+from finetune_trainer import main
+from finetune_trainer.launcher import launch, needs_launcher
+
 USAGE = """usage: python -m finetune_trainer [CONFIG_JSON]
 
 Fine-tune a model as described by one JSON file (the fields of finetune_trainer.arguments).
@@ -19,12 +22,8 @@ def _cli(argv: list[str]) -> int:
     if not config_path:
         print("finetune_trainer: give the config path as the argument or in FINETUNE_CONFIG\n\n" + USAGE, file=sys.stderr)
         return 3
-    from finetune_trainer.launcher import launch, needs_launcher
-
     if needs_launcher():
         return launch(config_path)
-    from finetune_trainer import main
-
     return main(config_path)
 
 

@@ -102,6 +102,8 @@ ARGUMENT_CLASSES = (ModelArguments, DataArguments, RunArguments)
 
 def parse_config_file(path: str) -> tuple[ModelArguments, DataArguments, RunArguments]:
     """Parse the mounted JSON config; unknown keys are an error."""
+    # Late on purpose: importing this module must not load transformers (and torch): it is the contract
+    # the operator's tests import without the trainer's dependencies.
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(ARGUMENT_CLASSES)

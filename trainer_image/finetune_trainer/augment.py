@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from PIL import Image, ImageEnhance
 
 
 class TokenDropoutDataset(torch.utils.data.Dataset):
@@ -65,16 +66,12 @@ def random_resized_crop(image, rng, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3)):
 
 
 def color_jitter(image, rng, strength=0.3):
-    from PIL import ImageEnhance
-
     for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
         image = enhancer(image).enhance(1.0 + rng.uniform(-strength, strength))
     return image
 
 
 def augment_image(image, rng):
-    from PIL import Image
-
     image = random_resized_crop(image, rng)
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

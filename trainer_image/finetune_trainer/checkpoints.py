@@ -14,6 +14,8 @@ import re
 import shutil
 import signal
 
+import torch
+import torch.distributed as dist
 from transformers import TrainerCallback
 
 logger = logging.getLogger("finetune_trainer")
@@ -143,12 +145,8 @@ class GracefulStop(TrainerCallback):
     def _agree(self, args) -> bool:
         """In multi-process runs every rank must stop at the same step (saving is collective):
         one rank's request stops them all. A one-element all-reduce per step."""
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()):
             return self.requested
-        import torch
-
         flag = torch.tensor([1.0 if self.requested else 0.0], device=args.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         self.requested = bool(flag.item())

@@ -12,10 +12,11 @@ from math import gcd
 
 import numpy as np
 import pandas as pd
+import soundfile
+from PIL import Image, UnidentifiedImageError
 
 from finetune_trainer.errors import InvalidData
-from finetune_trainer.tables import load_table
-from finetune_trainer.tasks.common import source_name
+from finetune_trainer.tables import load_table, source_name
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -67,8 +68,6 @@ def media_frames(paths, data_args, *, folder_format: str, extensions, path_colum
 
 
 def load_image(path: str, *, row: int | None = None):
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
@@ -81,6 +80,7 @@ def resample(wave: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray
     """Polyphase resampling (scipy) to the model's rate."""
     if source_rate == target_rate:
         return wave.astype(np.float32)
+    # Late on purpose: scipy.signal takes over a second to import, and only audio at another rate needs it.
     from scipy.signal import resample_poly
 
     g = gcd(source_rate, target_rate)
@@ -89,8 +89,6 @@ def resample(wave: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray
 
 def load_waveform(path: str, target_rate: int, *, max_seconds: float | None = None) -> np.ndarray:
     """Mono float32 waveform at `target_rate`."""
-    import soundfile
-
     try:
         wave, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, OSError, soundfile.LibsndfileError) as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import torch
+from peft import LoraConfig, TaskType, get_peft_model
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TABLE
 
 from finetune_trainer.errors import InvalidData
 
@@ -17,8 +19,6 @@ _QUERY_VALUE_NAMES = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin
 
 def default_lora_targets(model) -> list[str]:
     """LoRA target modules for this architecture: peft's table when it fits, else its query/value projections."""
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TABLE
-
     model_type = getattr(model.config, "model_type", "")
     leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     table = PEFT_TABLE.get(model_type)
@@ -42,8 +42,6 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 def apply_lora(model, model_args, peft_task_type: str | None, head_modules: list[str]):
-    from peft import LoraConfig, TaskType, get_peft_model
-
     targets = list(model_args.lora_target_modules) or default_lora_targets(model)
     config = LoraConfig(
         r=model_args.lora_r,

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlparse
 
+import fsspec
+
 from finetune_trainer.errors import EXIT_CRASH, EXIT_INVALID_DATA, EXIT_OK, InvalidData, write_termination_message
 from finetune_trainer.sources import resolve_local_path, uri_scheme, volume_mounts
 
@@ -164,8 +166,6 @@ def promote(store: Store, best: str, output: str, remove: list[str]) -> PromoteR
 
 def s3_filesystem():
     """s3fs, configured by the AWS_* variables (the job's s3Credentials Secret); its own seam for tests."""
-    import fsspec
-
     return fsspec.filesystem("s3")
 
 

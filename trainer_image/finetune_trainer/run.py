@@ -11,6 +11,18 @@ import os
 import sys
 import traceback
 
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
+from transformers.utils import logging as hf_logging
+
+from finetune_trainer.arguments import parse_config_file
+from finetune_trainer.checkpoints import (
+    CompleteCheckpointCallback,
+    GracefulStop,
+    NoDuplicateFinalCheckpoint,
+    newest_complete_checkpoint,
+    remove_incomplete_checkpoints,
+)
 from finetune_trainer.errors import (
     EXIT_OK,
     EXIT_PREEMPTED,
@@ -20,6 +32,13 @@ from finetune_trainer.errors import (
     write_termination_message,
     write_termination_text,
 )
+from finetune_trainer.methods import apply_method, count_parameters
+from finetune_trainer.model_card import render_model_card
+from finetune_trainer.reporting.environment import reporting_callbacks
+from finetune_trainer.retention import retention_report
+from finetune_trainer.sources import fetch, output_dir_for, upload
+from finetune_trainer.tasks import DataPaths, build_task
+from finetune_trainer.training_setup import choose_precision, training_arguments_kwargs
 
 logger = logging.getLogger("finetune_trainer")
 
@@ -53,8 +72,6 @@ def _setup_logging() -> None:
 
 
 def parse_config(config_path: str):
-    from finetune_trainer.arguments import parse_config_file
-
     if not os.path.isfile(config_path):
         raise InvalidData(f"config file {config_path} does not exist")
     try:
@@ -64,12 +81,7 @@ def parse_config(config_path: str):
 
 
 def assemble_callbacks(run_args, checkpoints_dir: str, stop) -> list:
-    """Every TrainerCallback of a run, in one place (a progress reporter plugs in here)."""
-    from transformers import EarlyStoppingCallback
-
-    from finetune_trainer.checkpoints import CompleteCheckpointCallback, NoDuplicateFinalCheckpoint
-    from finetune_trainer.reporting.environment import reporting_callbacks
-
+    """Every TrainerCallback of a run, in one place."""
     callbacks = [
         CompleteCheckpointCallback(checkpoints_dir, run_args.checkpoints_to_keep),
         NoDuplicateFinalCheckpoint(run_args.checkpoint_steps),
@@ -104,20 +116,8 @@ def _numbers(metrics: dict) -> dict:
 
 
 def _run(config_path: str) -> int:
-    import torch
-    from transformers import Trainer, TrainingArguments, set_seed
-    from transformers.utils import logging as hf_logging
-
     # Progress bars garble pod logs; Trainer's own log lines carry the numbers.
     hf_logging.disable_progress_bar()
-
-    from finetune_trainer.checkpoints import GracefulStop, newest_complete_checkpoint, remove_incomplete_checkpoints
-    from finetune_trainer.methods import apply_method, count_parameters
-    from finetune_trainer.model_card import render_model_card
-    from finetune_trainer.retention import retention_report
-    from finetune_trainer.sources import fetch, output_dir_for, upload
-    from finetune_trainer.tasks import DataPaths, build_task
-    from finetune_trainer.training_setup import choose_precision, training_arguments_kwargs
 
     # Stop requests may come while we load data: catch SIGTERM from the start.
     stop = GracefulStop()

@@ -12,6 +12,9 @@ import os
 import tempfile
 from urllib.parse import unquote, urlparse
 
+import fsspec
+from huggingface_hub import snapshot_download
+
 from finetune_trainer.errors import InvalidData
 
 MOUNTS_ENV = "FINETUNE_VOLUME_MOUNTS"
@@ -64,8 +67,6 @@ def fetch(uri: str, *, revision: str = "main", what: str = "data", environ=os.en
     """Return a local path holding what `uri` names, downloading remote sources first."""
     scheme = uri_scheme(uri)
     if scheme == "hf":
-        from huggingface_hub import snapshot_download
-
         # Reads HF_TOKEN and honours HF_HUB_OFFLINE (the sandbox sets it) by itself.
         return snapshot_download(hf_repo_id(uri), revision=revision, token=environ.get("HF_TOKEN") or None)
     if scheme == "s3":
@@ -77,8 +78,6 @@ def fetch(uri: str, *, revision: str = "main", what: str = "data", environ=os.en
 
 
 def _fetch_s3(uri: str, cache_dir: str) -> str:
-    import fsspec
-
     fs, remote = fsspec.core.url_to_fs(uri)
     local = os.path.join(cache_dir, remote.strip("/"))
     if fs.isdir(remote):
@@ -102,7 +101,5 @@ def output_dir_for(uri: str, environ=os.environ) -> tuple[str, str | None]:
 
 
 def upload(local_dir: str, remote_uri: str) -> None:
-    import fsspec
-
     fs, remote = fsspec.core.url_to_fs(remote_uri)
     fs.put(local_dir.rstrip("/") + "/", remote.rstrip("/") + "/", recursive=True)

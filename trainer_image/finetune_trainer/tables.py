@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 
 from finetune_trainer.errors import InvalidData
 
 TABLE_FORMATS = ("csv", "json", "jsonl", "parquet")
 _EXTENSIONS = {"csv": (".csv",), "json": (".json",), "jsonl": (".jsonl", ".json"), "parquet": (".parquet", ".pq")}
+
+
+def source_name(path: str) -> str:
+    """The name of a data file or folder, as error messages show it."""
+    return os.path.basename(path.rstrip("/")) or path
 
 
 def table_files(path: str, fmt: str) -> list[str]:
@@ -54,7 +60,7 @@ def load_table(path: str, fmt: str, required: list[str], *, name: str | None = N
     files = table_files(path, fmt)
     frames = [_read_one(f, fmt) for f in files]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    label = name or os.path.basename(path.rstrip("/"))
+    label = name or source_name(path)
     if len(frame) == 0:
         raise InvalidData(f"{label}: the file has no data rows")
     missing = [c for c in required if c not in frame.columns]
@@ -77,8 +83,6 @@ def check_no_blanks(frame: pd.DataFrame, column: str, name: str) -> None:
 
 def split_train_validation(n_rows: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded split of row indices: (train, validation). At least one row on each side."""
-    import numpy as np
-
     if not 0.0 < fraction < 1.0:
         raise InvalidData(f"validation_split must be between 0 and 1 (exclusive); got {fraction}")
     if n_rows < 2:

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
+from finetune_trainer.augment import MappedDataset, augment_waveform
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.labels import encode_labels, infer_labels
 from finetune_trainer.media import AUDIO_EXTENSIONS, load_waveform, media_frames
-from finetune_trainer.tasks import TaskSetup
-from finetune_trainer.tasks.common import argmax_logits, classification_config, column, source_name, split_datasets
+from finetune_trainer.tables import source_name
+from finetune_trainer.tasks.common import argmax_logits, classification_config, column, split_datasets
 from finetune_trainer.tasks.image_classification import head_modules
+from finetune_trainer.tasks.task_setup import TaskSetup
 from finetune_trainer.tasks.text_classification import classification_metrics
 
 MAX_SECONDS = 30.0  # longer clips are cut: attention cost grows with the square of their length
 
 
 def load_feature_extractor(model_path: str, model_uri: str):
-    from transformers import AutoFeatureExtractor
-
     try:
         return AutoFeatureExtractor.from_pretrained(model_path, local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -26,8 +28,6 @@ def load_feature_extractor(model_path: str, model_uri: str):
 
 def waveform_dataset(files: list[str], rows: list[int], rate: int, extra, *, augment: bool, seed: int):
     """Examples {"input_values": waveform, **extra(row)}, decoded on read; files are checked up front."""
-    from finetune_trainer.augment import MappedDataset, augment_waveform
-
     for row in rows:
         load_waveform(files[row], rate, max_seconds=0.01)
     rng = np.random.default_rng(seed)
@@ -43,8 +43,6 @@ def waveform_dataset(files: list[str], rows: list[int], rate: int, extra, *, aug
 
 
 def audio_collator(feature_extractor):
-    import torch
-
     def collate(features: list[dict]) -> dict:
         batch = feature_extractor(
             [f["input_values"] for f in features], sampling_rate=feature_extractor.sampling_rate, padding=True,
@@ -57,8 +55,6 @@ def audio_collator(feature_extractor):
 
 
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
-    from transformers import AutoModelForAudioClassification
-
     audio_col, label_col = column(data_args, "audio", "audio"), column(data_args, "label", "label")
     train, validation, retention = media_frames(
         paths, data_args, folder_format="audiofolder", extensions=AUDIO_EXTENSIONS, path_column=audio_col,

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM
+
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.eval_metrics import perplexity
-from finetune_trainer.tables import check_no_blanks
-from finetune_trainer.tasks import TaskSetup
-from finetune_trainer.tasks.common import load_frames, load_model_config, source_name, split_off_validation
+from finetune_trainer.tables import check_no_blanks, load_table, source_name
+from finetune_trainer.tasks.common import load_frames, load_model_config, split_off_validation
+from finetune_trainer.tasks.task_setup import TaskSetup
 from finetune_trainer.tasks.text_classification import load_tokenizer
 
 IGNORE_INDEX = -100
@@ -30,8 +34,6 @@ def encode_pair(prompt_ids: list[int], response_ids: list[int], max_length: int)
 
 def pad_batch(features: list[dict], pad_token_id: int) -> dict:
     """Right-pad input_ids (pad id), attention_mask (0) and labels (-100) to the longest example."""
-    import torch
-
     longest = max(len(f["input_ids"]) for f in features)
     batch = {"input_ids": [], "attention_mask": [], "labels": []}
     for f in features:
@@ -48,11 +50,6 @@ def derive_perplexity(metrics: dict, prefix: str) -> dict:
 
 
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM
-
-    from finetune_trainer.tables import load_table
-
     probe = load_table(paths.train, data_args.dataset_format, [], name=source_name(paths.train))
     pairs = pair_mode(data_args.columns, probe.columns)
     if pairs:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from transformers import AutoConfig
+
 from finetune_trainer.errors import InvalidData
-from finetune_trainer.tables import load_table, split_train_validation
+from finetune_trainer.tables import load_table, source_name, split_train_validation
 
 logger = logging.getLogger("finetune_trainer")
 
@@ -23,8 +25,6 @@ def dropout_overrides(config: dict, probability: float) -> dict:
 
 def load_model_config(model_path: str, model_args, **overrides):
     """AutoConfig of the base model, with the dropout override and task-specific fields applied."""
-    from transformers import AutoConfig
-
     try:
         config = AutoConfig.from_pretrained(model_path, local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -86,12 +86,6 @@ def classification_config(model_path: str, model_args, labels: list[str]):
     return load_model_config(
         model_path, model_args, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
     )
-
-
-def source_name(path: str) -> str:
-    import os
-
-    return os.path.basename(path.rstrip("/")) or path
 
 
 def argmax_logits(logits, labels):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+from finetune_trainer.augment import MappedDataset, augment_image
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.labels import encode_labels, infer_labels
 from finetune_trainer.media import IMAGE_EXTENSIONS, load_image, media_frames
-from finetune_trainer.tasks import TaskSetup
-from finetune_trainer.tasks.common import argmax_logits, classification_config, column, source_name, split_datasets
+from finetune_trainer.tables import source_name
+from finetune_trainer.tasks.common import argmax_logits, classification_config, column, split_datasets
+from finetune_trainer.tasks.task_setup import TaskSetup
 from finetune_trainer.tasks.text_classification import classification_metrics
 
 
@@ -19,18 +23,12 @@ def head_modules(model) -> list[str]:
 
 
 def stack_batch(features: list[dict]) -> dict:
-    import torch
-
     batch = {key: torch.stack([torch.as_tensor(f[key]) for f in features]) for key in features[0] if key != "labels"}
     batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
     return batch
 
 
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
-    from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-    from finetune_trainer.augment import MappedDataset, augment_image
-
     image_col, label_col = column(data_args, "image", "image"), column(data_args, "label", "label")
     train, validation, retention = media_frames(
         paths, data_args, folder_format="imagefolder", extensions=IMAGE_EXTENSIONS, path_column=image_col,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from datasets import Dataset
+from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from finetune_trainer.eval_metrics import chrf
-from finetune_trainer.tables import check_no_blanks
-from finetune_trainer.tasks import TaskSetup
-from finetune_trainer.tasks.common import column, load_frames, load_model_config, source_name, split_off_validation
+from finetune_trainer.tables import check_no_blanks, source_name
+from finetune_trainer.tasks.common import column, load_frames, load_model_config, split_off_validation
+from finetune_trainer.tasks.task_setup import TaskSetup
 from finetune_trainer.tasks.text_classification import load_tokenizer
 
 
@@ -24,9 +26,6 @@ def chrf_metrics(tokenizer):
 
 
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
-    from datasets import Dataset
-    from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
-
     source_col, target_col = column(data_args, "source", "source"), column(data_args, "target", "target")
     train, validation, retention = load_frames(paths, data_args, [source_col, target_col])
     tokenizer = load_tokenizer(model_path, model_args.model_uri)

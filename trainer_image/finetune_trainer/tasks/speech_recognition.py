@@ -7,14 +7,16 @@ import os
 import tempfile
 
 import numpy as np
+import torch
+from transformers import AutoModelForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
 from finetune_trainer.errors import InvalidData
-from finetune_trainer.media import AUDIO_EXTENSIONS, media_frames
 from finetune_trainer.eval_metrics import word_error_rate
-from finetune_trainer.tables import check_no_blanks
-from finetune_trainer.tasks import TaskSetup
+from finetune_trainer.media import AUDIO_EXTENSIONS, media_frames
+from finetune_trainer.tables import check_no_blanks, source_name
 from finetune_trainer.tasks.audio_classification import load_feature_extractor, waveform_dataset
-from finetune_trainer.tasks.common import argmax_logits, column, load_model_config, source_name, split_datasets
+from finetune_trainer.tasks.common import argmax_logits, column, load_model_config, split_datasets
+from finetune_trainer.tasks.task_setup import TaskSetup
 
 PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
 
@@ -27,8 +29,6 @@ def char_vocab(transcripts) -> dict[str, int]:
 
 def load_or_build_processor(model_path: str, model_args, transcripts):
     """The model's own Wav2Vec2 processor when it ships a tokenizer, else one with a vocabulary from train."""
-    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
-
     extractor = load_feature_extractor(model_path, model_args.model_uri)
     if os.path.isfile(os.path.join(model_path, "vocab.json")):
         tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(model_path, local_files_only=True)
@@ -41,8 +41,6 @@ def load_or_build_processor(model_path: str, model_args, transcripts):
 
 
 def ctc_collator(processor):
-    import torch
-
     def collate(features: list[dict]) -> dict:
         batch = processor.feature_extractor(
             [f["input_values"] for f in features], sampling_rate=processor.feature_extractor.sampling_rate,
@@ -70,8 +68,6 @@ def wer_metrics(processor):
 
 
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
-    from transformers import AutoModelForCTC
-
     audio_col, text_col = column(data_args, "audio", "audio"), column(data_args, "transcript", "transcript")
     train, validation, retention = media_frames(
         paths, data_args, folder_format="audiofolder", extensions=AUDIO_EXTENSIONS, path_column=audio_col,

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
+from finetune_trainer.augment import TokenDropoutDataset
 from finetune_trainer.errors import InvalidData
-from finetune_trainer.labels import encode_labels, infer_labels
 from finetune_trainer.eval_metrics import accuracy, macro_f1
-from finetune_trainer.tables import check_no_blanks
-from finetune_trainer.tasks import TaskSetup
-from finetune_trainer.tasks.common import argmax_logits, column, load_frames, load_model_config, source_name, split_off_validation
+from finetune_trainer.labels import encode_labels, infer_labels
+from finetune_trainer.tables import check_no_blanks, source_name
+from finetune_trainer.tasks.common import argmax_logits, column, load_frames, load_model_config, split_off_validation
+from finetune_trainer.tasks.task_setup import TaskSetup
 
 
 def load_tokenizer(model_path: str, model_uri: str):
-    from transformers import AutoTokenizer
-
     try:
         return AutoTokenizer.from_pretrained(model_path, local_files_only=True)
     except (OSError, ValueError, TypeError) as exc:
@@ -31,9 +32,6 @@ def classification_metrics(num_labels: int):
 
 
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
-    from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
-
     text_col = column(data_args, "text", "text")
     pair_col = data_args.columns.get("textPair")
     label_col = column(data_args, "label", "label")
@@ -74,8 +72,6 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
 
     train_dataset = train_ds
     if data_args.augment and data_args.token_dropout > 0:
-        from finetune_trainer.augment import TokenDropoutDataset
-
         train_dataset = TokenDropoutDataset(train_ds, tokenizer, data_args.token_dropout, seed=run_args.seed)
 
     return TaskSetup(

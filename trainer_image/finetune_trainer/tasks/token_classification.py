@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from datasets import Dataset
+from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.eval_metrics import accuracy, entity_f1
-from finetune_trainer.tasks import TaskSetup
-from finetune_trainer.tasks.common import argmax_logits, column, load_frames, load_model_config, source_name, split_off_validation
+from finetune_trainer.tables import source_name
+from finetune_trainer.tasks.common import argmax_logits, column, load_frames, load_model_config, split_off_validation
+from finetune_trainer.tasks.task_setup import TaskSetup
 from finetune_trainer.tasks.text_classification import load_tokenizer
 
 IGNORE_INDEX = -100
@@ -67,9 +70,6 @@ def entity_metrics(labels: list[str]):
 
 
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
-    from datasets import Dataset
-    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
-
     tokens_col, tags_col = column(data_args, "tokens", "tokens"), column(data_args, "tags", "tags")
     train, validation, retention = load_frames(paths, data_args, [tokens_col, tags_col])
 
