@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from finetune_operator.builders.trainer_config import render_trainer_config
 from finetune_operator.spec import FineTuneJobSpec
-from finetune_operator.trainer_config import render_trainer_config
 from finetune_trainer.arguments import parse_config_file
 
 BASE = {
