@@ -142,13 +142,13 @@ def operator_exposition() -> str:
 
 class _FakeGpu:
     def sample(self):
-        gpu = _import("finetune_trainer.gpu")
+        gpu = _import("finetune_trainer.reporting.gpu")
         return gpu.GpuSample(count=1, utilization_ratio=0.8, memory_used_bytes=2**30, memory_total_bytes=2**34)
 
 
 def trainer_exposition() -> str:
     """The trainer's /metrics text once every gauge is known and a GPU is sampled."""
-    trainer_metrics = _import("finetune_trainer.trainer_metrics")
+    trainer_metrics = _import("finetune_trainer.reporting.prometheus")
     trainer = trainer_metrics.TrainerMetrics(gpu=_FakeGpu())
     trainer.set(**{key: 1.0 for key in trainer_metrics.GAUGES})
     trainer.reports_sent.inc()
@@ -367,7 +367,7 @@ def test_every_metric_in_dashboard_and_rules_is_exported_by_operator_or_trainer(
                 missing.append(f"{name} (only histograms have _bucket) in {where}")
             continue
         missing.append(f"{name} in {where}")
-    assert not missing, "not exported by finetune_operator.metrics or finetune_trainer.trainer_metrics:\n" + "\n".join(
+    assert not missing, "not exported by finetune_operator.metrics or finetune_trainer.reporting.prometheus:\n" + "\n".join(
         sorted(set(missing)))
 
 

@@ -37,12 +37,7 @@ LATE_LIBRARY_IMPORTS_ALLOWED = {
 # A wing is a subpackage with one job; only the modules listed may use it from outside.
 WINGS = {
     "finetune_trainer.tasks": {"finetune_trainer.run"},
-    "finetune_trainer.reporting": {
-        "finetune_trainer.run",
-        # Old names kept for tests/test_monitoring.py only; delete them (and these entries) once it moves on.
-        "finetune_trainer.gpu",
-        "finetune_trainer.trainer_metrics",
-    },
+    "finetune_trainer.reporting": {"finetune_trainer.run"},
 }
 
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
