@@ -30,6 +30,8 @@ tools:
 	  else echo "make test needs promtool: install Debian's prometheus package (sudo apt-get install prometheus)"; exit 1; fi; }
 
 test: $(STAMP) tools
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 # The operator and trainer images (images/build.sh): docker build where a Docker engine runs; otherwise

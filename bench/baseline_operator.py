@@ -17,7 +17,9 @@ from kubernetes import client, config
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="finetune.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="finetune.dev", key="last-handled-configuration")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="finetune.dev", key="last-handled-configuration"
+    )
     settings.watching.server_timeout, settings.watching.client_timeout = 60, 75
     settings.posting.level = logging.ERROR
     settings.execution.max_workers = 16
@@ -28,7 +30,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 @kopf.on.create("finetune.dev", "v1alpha1", "finetunejobs")
 def create_job(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     container = {"name": "trainer", "image": "finetune-operator/trainer:sandbox", "command": ["true"]}
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
-           "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [container]}}}}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [container]}}},
+    }
     kopf.adopt(job, owner=body)
     memo.batch.create_namespaced_job(namespace, job)

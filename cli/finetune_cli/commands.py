@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from finetune_operator import clock
 from finetune_operator.names import GROUP, LABEL_JOB_NAME, PLURAL, TRAINER_CONTAINER, VERSION
+
 from . import display
 
 
@@ -32,7 +32,9 @@ def _clients(args: argparse.Namespace) -> tuple[Any, Any, str]:
     except (config.ConfigException, yaml.YAMLError, TypeError, AttributeError) as exc:
         # A file that is not YAML, or YAML that is not a kubeconfig, fails inside the client with these.
         where = args.kubeconfig or "$KUBECONFIG or ~/.kube/config"
-        raise UserError(f"no usable kubeconfig in {where} ({exc}); start one with `ftjob sandbox up` or pass --kubeconfig") from None
+        raise UserError(
+            f"no usable kubeconfig in {where} ({exc}); start one with `ftjob sandbox up` or pass --kubeconfig"
+        ) from None
     namespace = (context or {}).get("context", {}).get("namespace") or "default"
     return client.CustomObjectsApi(api), client.CoreV1Api(api), namespace
 
@@ -100,8 +102,14 @@ def logs(args: argparse.Namespace) -> int:
     if not pods:
         raise UserError(f"{args.name} has no trainer pod for rank {args.rank} yet; see `ftjob describe {args.name}`")
     pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
-    stream = core.read_namespaced_pod_log(pod.metadata.name, namespace, container=TRAINER_CONTAINER,
-                                          follow=args.follow, tail_lines=args.tail, _preload_content=False)
+    stream = core.read_namespaced_pod_log(
+        pod.metadata.name,
+        namespace,
+        container=TRAINER_CONTAINER,
+        follow=args.follow,
+        tail_lines=args.tail,
+        _preload_content=False,
+    )
     for chunk in stream.stream():
         os.write(1, chunk)
     return 0
@@ -133,8 +141,11 @@ def sandbox(args: argparse.Namespace) -> int:
     print(f"kubeconfig:         {runner.sandbox.kubeconfig}")
     if not args.no_operator:
         print(f"operator log:       {runner.sandbox.operator_log}")
-    print(f"\n  export KUBECONFIG={runner.sandbox.kubeconfig}\n  kubectl apply -f manifests/samples/sentiment-minilm.yaml\n"
-          "  ftjob watch\n\nCtrl-C or `ftjob sandbox down` stops it.", flush=True)
+    print(
+        f"\n  export KUBECONFIG={runner.sandbox.kubeconfig}\n  kubectl apply -f manifests/samples/sentiment-minilm.yaml\n"
+        "  ftjob watch\n\nCtrl-C or `ftjob sandbox down` stops it.",
+        flush=True,
+    )
     stopping = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
     try:

@@ -22,13 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from finetune_operator import clock
 from finetune_operator.builders.claims import claim_of
 from finetune_operator.names import GROUP, PLURAL, VERSION
 from finetune_operator.reasons import TERMINAL_PHASES
-from finetune_sandbox.cluster import IMAGE_OPERATOR_IMAGE, IMAGE_TRAINER_IMAGE, MANIFESTS, Sandbox, SandboxThread, default_runtime
 from finetune_operator.status import parse_timestamp
+from finetune_sandbox.cluster import (
+    IMAGE_OPERATOR_IMAGE,
+    IMAGE_TRAINER_IMAGE,
+    MANIFESTS,
+    Sandbox,
+    SandboxThread,
+    default_runtime,
+)
+
 from . import display
 from .demo_data import SENTIMENT
 
@@ -60,8 +67,12 @@ def prepare_volumes(sandbox: Sandbox, namespace: str, assets: dict[str, Path]) -
     core = client.CoreV1Api(config.new_client_from_config(config_file=str(sandbox.kubeconfig)))
     claims = sorted({path.split("/", 1)[0] for path in assets})
     for claim in claims:
-        pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
-               "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}}}
+        pvc = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": namespace},
+            "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}},
+        }
         core.create_namespaced_persistent_volume_claim(namespace, pvc)
     for path, source in assets.items():
         target = sandbox.data_dir / "pvcs" / namespace / path
@@ -103,7 +114,7 @@ def local_path(sandbox: Sandbox, namespace: str, uri: str) -> Path | None:
     claim = claim_of(uri)
     if claim is None:
         return None
-    rest = uri[len("pvc://") + len(claim):].lstrip("/")
+    rest = uri[len("pvc://") + len(claim) :].lstrip("/")
     return sandbox.data_dir / "pvcs" / namespace / claim / rest
 
 
@@ -113,7 +124,9 @@ def report(ftj: dict[str, Any], output_dir: Path | None) -> str:
     finished = parse_timestamp(status.get("completionTime"))
     lines = ["", f"Result: {status.get('phase')} ({status.get('reason')}): {status.get('message')}"]
     if created and finished:
-        lines.append(f"Time taken: {display.human_duration((finished - created).total_seconds())} from apply to completion")
+        lines.append(
+            f"Time taken: {display.human_duration((finished - created).total_seconds())} from apply to completion"
+        )
     metrics: dict[str, Any] = {}
     if output_dir is not None and (output_dir / "metrics.json").exists():
         metrics = json.loads((output_dir / "metrics.json").read_text())
@@ -131,8 +144,10 @@ def missing_image(image: str) -> str | None:
         return "--images needs buildah (the sandbox runs images with buildah, without a container engine)"
     found = subprocess.run(["buildah", "inspect", "--type", "image", image], capture_output=True, text=True)
     if found.returncode != 0:
-        return (f"image {image} is not in buildah's local storage (the sandbox never pulls): build it with "
-                f"`make images`, or name another with --operator-image/--trainer-image")
+        return (
+            f"image {image} is not in buildah's local storage (the sandbox never pulls): build it with "
+            f"`make images`, or name another with --operator-image/--trainer-image"
+        )
     return None
 
 
@@ -155,12 +170,17 @@ def run_demo(args: argparse.Namespace) -> int:
         if problem:
             print(problem, file=sys.stderr)
             return 2
-        print(f"Starting the sandbox: API server, scheduler, Job controller, a kubelet that runs pods from their "
-              f"images, and the operator's pod (operator: {operator_image}, trainer: {trainer_image})...", flush=True)
+        print(
+            f"Starting the sandbox: API server, scheduler, Job controller, a kubelet that runs pods from their "
+            f"images, and the operator's pod (operator: {operator_image}, trainer: {trainer_image})...",
+            flush=True,
+        )
         sandbox = Sandbox(data_dir, gpus=0, runtime="image", trainer_image=trainer_image, operator_image=operator_image)
     else:
-        print("Starting the sandbox: API server, scheduler, Job controller, process kubelet and the operator...",
-              flush=True)
+        print(
+            "Starting the sandbox: API server, scheduler, Job controller, process kubelet and the operator...",
+            flush=True,
+        )
         sandbox = Sandbox(data_dir, gpus=0)
     runner = SandboxThread(sandbox)
     runner.start()
@@ -172,7 +192,9 @@ def run_demo(args: argparse.Namespace) -> int:
         prepare_volumes(sandbox, namespace, demo_assets())
         print(f"Operator metrics (Prometheus text): {sandbox.metrics_url}", flush=True)
         print(f"kubectl apply -f {sample}", flush=True)
-        subprocess.run([kubectl_binary(), "--kubeconfig", str(sandbox.kubeconfig), "apply", "-f", str(sample)], check=True)
+        subprocess.run(
+            [kubectl_binary(), "--kubeconfig", str(sandbox.kubeconfig), "apply", "-f", str(sample)], check=True
+        )
         final = follow(custom, namespace, name, args.timeout)
         print(report(final, local_path(sandbox, namespace, final["spec"]["output"]["uri"])))
         if args.keep:

@@ -106,18 +106,38 @@ def describe(ftj: dict[str, Any], events: list[dict[str, Any]], now: datetime) -
     lines.append("Conditions:")
     conditions = status.get("conditions") or []
     if conditions:
-        lines.append(_indent(table([(c.get("type", ""), c.get("status", ""), c.get("reason", ""), c.get("message", ""))
-                                    for c in conditions], ("TYPE", "STATUS", "REASON", "MESSAGE"))))
+        lines.append(
+            _indent(
+                table(
+                    [
+                        (c.get("type", ""), c.get("status", ""), c.get("reason", ""), c.get("message", ""))
+                        for c in conditions
+                    ],
+                    ("TYPE", "STATUS", "REASON", "MESSAGE"),
+                )
+            )
+        )
     else:
         lines.append("  (none yet: the operator has not reconciled this job)")
     lines.append("Events:")
     if events:
+
         def when(event: dict[str, Any]) -> str:
-            stamp = parse_timestamp(event.get("lastTimestamp") or event.get("eventTime") or (event.get("metadata") or {}).get("creationTimestamp"))
+            stamp = parse_timestamp(
+                event.get("lastTimestamp")
+                or event.get("eventTime")
+                or (event.get("metadata") or {}).get("creationTimestamp")
+            )
             return human_duration((now - stamp).total_seconds()) if stamp else "-"
 
-        lines.append(_indent(table([(e.get("type", ""), e.get("reason", ""), when(e), e.get("message", "")) for e in events],
-                                   ("TYPE", "REASON", "AGE", "MESSAGE"))))
+        lines.append(
+            _indent(
+                table(
+                    [(e.get("type", ""), e.get("reason", ""), when(e), e.get("message", "")) for e in events],
+                    ("TYPE", "REASON", "AGE", "MESSAGE"),
+                )
+            )
+        )
     else:
         lines.append("  (none)")
     return "\n".join(lines)
@@ -131,14 +151,25 @@ def _search_lines(status: dict[str, Any]) -> list[str]:
     lines = [f"Search:      {search.get('algorithm')}, {search.get('goal')} {search.get('metric')}"]
     best = status.get("bestTrial")
     if best:
-        lines.append(f"Best trial:  {best['name']} {search.get('metric')}={best.get('objectiveValue'):.4g}  "
-                     f"({describe_parameters(best.get('parameters') or {})})  output {best.get('outputUri', '-')}")
-    rows = [(t["name"], t["state"], _fmt(t.get("objectiveValue"), ".4g"),
-             f"{_fmt(t.get('step'))}/{_fmt(t.get('totalSteps'))}", describe_parameters(t.get("parameters") or {}),
-             t.get("message", "") if t["state"] in ("EarlyStopped", "Failed") else "")
-            for t in status.get("trials") or []]
+        lines.append(
+            f"Best trial:  {best['name']} {search.get('metric')}={best.get('objectiveValue'):.4g}  "
+            f"({describe_parameters(best.get('parameters') or {})})  output {best.get('outputUri', '-')}"
+        )
+    rows = [
+        (
+            t["name"],
+            t["state"],
+            _fmt(t.get("objectiveValue"), ".4g"),
+            f"{_fmt(t.get('step'))}/{_fmt(t.get('totalSteps'))}",
+            describe_parameters(t.get("parameters") or {}),
+            t.get("message", "") if t["state"] in ("EarlyStopped", "Failed") else "",
+        )
+        for t in status.get("trials") or []
+    ]
     lines.append("Trials:")
-    lines.append(_indent(table(rows, ("TRIAL", "STATE", "OBJECTIVE", "STEP", "PARAMETERS", "WHY"))) if rows else "  (none yet)")
+    lines.append(
+        _indent(table(rows, ("TRIAL", "STATE", "OBJECTIVE", "STEP", "PARAMETERS", "WHY"))) if rows else "  (none yet)"
+    )
     return lines
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from finetune_operator.builders import pvc_claims
-from finetune_operator.spec import InvalidSpec, parse_spec
 from finetune_operator.builders.trainer_config import render_trainer_config
+from finetune_operator.spec import InvalidSpec, parse_spec
 
 
 def load_manifest(path: Path) -> tuple[str, dict[str, Any]]:
@@ -39,7 +38,10 @@ def run_local(args: argparse.Namespace) -> int:
 
     name, spec_dict = load_manifest(Path(args.file))
     if args.max_steps is not None:
-        spec_dict = {**spec_dict, "hyperparameters": {**(spec_dict.get("hyperparameters") or {}), "maxSteps": args.max_steps}}
+        spec_dict = {
+            **spec_dict,
+            "hyperparameters": {**(spec_dict.get("hyperparameters") or {}), "maxSteps": args.max_steps},
+        }
     try:
         spec = parse_spec(spec_dict)
     except InvalidSpec as exc:

@@ -13,16 +13,28 @@ import kopf
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="finetune-operator", description=__doc__)
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch FineTuneJobs in every namespace (default)")
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch FineTuneJobs in every namespace (default)"
+    )
     scope.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
-    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="Kopf liveness endpoint URL ('' to disable)")
+    parser.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="Kopf liveness endpoint URL ('' to disable)"
+    )
     peering = parser.add_mutually_exclusive_group()
     peering.add_argument("--standalone", action="store_true", help="no peering with other operator replicas")
-    peering.add_argument("--peering", metavar="NAME", default=None,
-                         help="Kopf peering object to coordinate replicas through: the replica with the highest "
-                              "priority acts, the others pause until it is gone (created if absent)")
-    parser.add_argument("--priority", type=int, default=None,
-                        help="peering priority (default: derived from the start time, so the oldest replica stays active)")
+    peering.add_argument(
+        "--peering",
+        metavar="NAME",
+        default=None,
+        help="Kopf peering object to coordinate replicas through: the replica with the highest "
+        "priority acts, the others pause until it is gone (created if absent)",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority (default: derived from the start time, so the oldest replica stays active)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 

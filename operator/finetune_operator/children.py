@@ -73,8 +73,17 @@ def _labelled(child: dict[str, Any], search: str) -> dict[str, Any]:
     return child
 
 
-async def create_children(kube: KubeApi, owner: dict[str, Any], spec: FineTuneJobSpec, name: str, config: OperatorConfig,
-                          token: str, jobs_first: JobsFirst, *, search: str | None = None) -> dict[str, Any]:
+async def create_children(
+    kube: KubeApi,
+    owner: dict[str, Any],
+    spec: FineTuneJobSpec,
+    name: str,
+    config: OperatorConfig,
+    token: str,
+    jobs_first: JobsFirst,
+    *,
+    search: str | None = None,
+) -> dict[str, Any]:
     """Create a run's children (idempotently: 409s are fine) and return the Job manifest that was sent.
 
     The Job first, the rest together after it (and after any other job's pending Job creation, see

@@ -49,7 +49,9 @@ class OperatorConfig:
             progress_base_url=env.get("FINETUNE_PROGRESS_BASE_URL", cls.progress_base_url).rstrip("/"),
             progress_port=int(env.get("FINETUNE_PROGRESS_PORT", cls.progress_port)),
             metrics_port=int(env.get("FINETUNE_METRICS_PORT", cls.metrics_port)),
-            progress_interval_seconds=float(env.get("FINETUNE_PROGRESS_INTERVAL_SECONDS", cls.progress_interval_seconds)),
+            progress_interval_seconds=float(
+                env.get("FINETUNE_PROGRESS_INTERVAL_SECONDS", cls.progress_interval_seconds)
+            ),
             stall_seconds=float(env.get("FINETUNE_STALL_SECONDS", cls.stall_seconds)),
             trainer_metrics_port=int(env.get("FINETUNE_TRAINER_METRICS_PORT", cls.trainer_metrics_port)),
         )

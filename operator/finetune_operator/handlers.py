@@ -29,10 +29,21 @@ from .conditions import find_condition
 from .config import OperatorConfig
 from .kube import ApiClient, KubeApi, newer_version
 from .metrics import OperatorMetrics
-from .names import ANNOTATION_SPEC_HASH, GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, LABEL_SEARCH, MANAGED_BY, PLURAL, TRAINER_CONTAINER, VERSION, training_job_name
+from .names import (
+    ANNOTATION_SPEC_HASH,
+    GROUP,
+    LABEL_JOB_NAME,
+    LABEL_MANAGED_BY,
+    LABEL_SEARCH,
+    MANAGED_BY,
+    PLURAL,
+    TRAINER_CONTAINER,
+    VERSION,
+    training_job_name,
+)
 from .progress.hub import ProgressHub
-from .progress.server import Servers
 from .progress.records import JobRecord
+from .progress.server import Servers
 from .search.controller import reconcile_search
 from .spec import FineTuneJobSpec, InvalidSpec, changed_paths, parse_spec
 from .status import (
@@ -73,7 +84,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Kopf's own bookkeeping goes into annotations so the typed status schema stays ours alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Without these, a silently dropped watch connection leaves the operator blind (Kopf's most common report).
     settings.watching.server_timeout = int(os.environ.get("FINETUNE_WATCH_SERVER_TIMEOUT", "300"))
@@ -96,11 +109,20 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if peering_name:
         # Kopf waits, paused, for the peering object to exist; create it rather than hang on a fresh cluster.
         await asyncio.to_thread(kube.ensure_peering, peering_name, getattr(memo, "peering_namespaces", []))
-        log.info("peering %r with priority %d: only the live replica with the highest priority handles "
-                 "FineTuneJobs; this one pauses while such a peer exists", peering_name, settings.peering.priority)
+        log.info(
+            "peering %r with priority %d: only the live replica with the highest priority handles "
+            "FineTuneJobs; this one pauses while such a peer exists",
+            peering_name,
+            settings.peering.priority,
+        )
     key = await asyncio.to_thread(_progress_key, kube)
-    memo.hub = hub = ProgressHub(key, kube.patch_finetunejob_status, OperatorMetrics(lambda: list(hub.records.values())),
-                                 status_interval=config.status_interval_seconds, clock=clock.now)
+    memo.hub = hub = ProgressHub(
+        key,
+        kube.patch_finetunejob_status,
+        OperatorMetrics(lambda: list(hub.records.values())),
+        status_interval=config.status_interval_seconds,
+        clock=clock.now,
+    )
     indexes_ready = memo.shared
 
     async def trial_reported(namespace: str, search: str) -> None:
@@ -145,8 +167,16 @@ def trainer_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def job_event(type: str, namespace: str, name: str, body: kopf.Body, memo: kopf.Memo,  # noqa: A002 (Kopf's name)
-                    training_jobs: kopf.Index, trainer_pods: kopf.Index, **_: Any) -> None:
+async def job_event(
+    type: str,
+    namespace: str,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,  # noqa: A002 (Kopf's name)
+    training_jobs: kopf.Index,
+    trainer_pods: kopf.Index,
+    **_: Any,
+) -> None:
     """Every FineTuneJob event (and each one listed at start-up, type None) reconciles that job.
 
     One event handler instead of Kopf's create/update/resume handlers: those keep a copy of the last
@@ -162,8 +192,11 @@ async def job_event(type: str, namespace: str, name: str, body: kopf.Body, memo:
         memo.kube.forget(namespace, name)
         return
     record = memo.hub.records.get(key)
-    if (record is not None and record.generation == body.metadata.get("generation")
-            and not newer_version(body.metadata.get("resourceVersion"), memo.kube.written_versions.get(key))):
+    if (
+        record is not None
+        and record.generation == body.metadata.get("generation")
+        and not newer_version(body.metadata.get("resourceVersion"), memo.kube.written_versions.get(key))
+    ):
         return
     # An event older than the operator's own last write is reconciled from that write's (newer) answer.
     await reconcile(namespace, name, memo, training_jobs, trainer_pods, body=memo.kube.remember(_plain(body)))
@@ -171,8 +204,16 @@ async def job_event(type: str, namespace: str, name: str, body: kopf.Body, memo:
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
 @kopf.on.event("v1", "pods", labels=CHILDREN)
-async def child_changed(type: str, namespace: str, labels: kopf.Labels, body: kopf.Body, memo: kopf.Memo,  # noqa: A002
-                        training_jobs: kopf.Index, trainer_pods: kopf.Index, **_: Any) -> None:
+async def child_changed(
+    type: str,
+    namespace: str,
+    labels: kopf.Labels,
+    body: kopf.Body,
+    memo: kopf.Memo,  # noqa: A002
+    training_jobs: kopf.Index,
+    trainer_pods: kopf.Index,
+    **_: Any,
+) -> None:
     # A search trial's (or promote Job's) children belong to the search job: reconcile that one, from the
     # newest version of it the watch (or our own write) delivered: no GET per child event.
     name = labels.get(LABEL_SEARCH) or labels[LABEL_JOB_NAME]
@@ -181,7 +222,9 @@ async def child_changed(type: str, namespace: str, labels: kopf.Labels, body: ko
         # A Job this process has just created, status still empty: its reconcile already counted on it.
         # (Skipping it matters in a burst: the next jobs' events wait behind these reconciles.)
         return
-    await reconcile(namespace, name, memo, training_jobs, trainer_pods, body=memo.kube.finetunejobs.get((namespace, name)))
+    await reconcile(
+        namespace, name, memo, training_jobs, trainer_pods, body=memo.kube.finetunejobs.get((namespace, name))
+    )
 
 
 async def sweep(memo: kopf.Memo) -> None:
@@ -204,8 +247,16 @@ async def sweep(memo: kopf.Memo) -> None:
                 log.warning("periodic reconcile of %s/%s failed; retrying next sweep", namespace, name, exc_info=True)
 
 
-async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index, *, retry: int = 0,
-                    body: dict[str, Any] | None = None) -> None:
+async def reconcile(
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    jobs: kopf.Index,
+    pods: kopf.Index,
+    *,
+    retry: int = 0,
+    body: dict[str, Any] | None = None,
+) -> None:
     """Reconcile one job; after a failure, try again with exponential backoff (1, 2, 4 ... 30 s).
 
     Kopf's event handlers are fire-and-forget (no retries), and its default for change handlers is a
@@ -229,8 +280,9 @@ async def reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index
         _retry_later(namespace, name, memo, jobs, pods, retry=retry + 1, delay=delay)
 
 
-def _retry_later(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index, *, retry: int,
-                 delay: float) -> None:
+def _retry_later(
+    namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index, *, retry: int, delay: float
+) -> None:
     """One pending retry per job: a retry that fails schedules the next; a newer one replaces none."""
     retries: dict[tuple[str, str], asyncio.Task[None]] = memo.shared.setdefault("retries", {})
     key = (namespace, name)
@@ -257,8 +309,15 @@ def retry_delay(retry: int) -> float:
     return float(min(RETRY_MAX_DELAY_SECONDS, 2 ** min(retry, 10)))
 
 
-async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index, *,
-                     body: dict[str, Any] | None = None) -> None:
+async def _reconcile(
+    namespace: str,
+    name: str,
+    memo: kopf.Memo,
+    jobs: kopf.Index,
+    pods: kopf.Index,
+    *,
+    body: dict[str, Any] | None = None,
+) -> None:
     # One reconcile per FineTuneJob at a time: child events for one job arrive concurrently.
     lock = memo.locks.setdefault((namespace, name), asyncio.Lock())
     async with lock:
@@ -268,7 +327,11 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
             hub: ProgressHub = memo.hub
             # The newest version known once the lock is ours: a reconcile that waited for it may hold a body
             # older than the status the previous one just wrote.
-            ftj = kube.remember(body) if body is not None else await asyncio.to_thread(kube.get_finetunejob, namespace, name)
+            ftj = (
+                kube.remember(body)
+                if body is not None
+                else await asyncio.to_thread(kube.get_finetunejob, namespace, name)
+            )
             if ftj is None or ftj["metadata"].get("deletionTimestamp"):
                 return
             previous = ftj.get("status") or {}
@@ -279,20 +342,41 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
                 spec = parse_spec(ftj.get("spec"), name)
             except InvalidSpec as exc:
                 if previous.get("reason") != r.INVALID_SPEC:
-                    await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name,
-                                            invalid_spec_status(str(exc), previous, generation=generation, now=now))
+                    await asyncio.to_thread(
+                        kube.patch_finetunejob_status,
+                        namespace,
+                        name,
+                        invalid_spec_status(str(exc), previous, generation=generation, now=now),
+                    )
                     kopf.event(ftj, type="Warning", reason=r.INVALID_SPEC, message=str(exc))
                     hub.metrics.failures.labels(r.INVALID_SPEC).inc()
-                hub.track(namespace, name, uid=ftj["metadata"].get("uid", ""), created=created, gpus=0, gpu_seconds=0).phase = r.FAILED
+                hub.track(
+                    namespace, name, uid=ftj["metadata"].get("uid", ""), created=created, gpus=0, gpu_seconds=0
+                ).phase = r.FAILED
                 return
             if spec.hyperparameter_search is not None:
-                status = await reconcile_search(ftj, spec, kube=kube, hub=hub, config=memo.config, jobs=jobs, pods=pods, now=now,
-                                            jobs_first=memo.jobs_first)
+                status = await reconcile_search(
+                    ftj,
+                    spec,
+                    kube=kube,
+                    hub=hub,
+                    config=memo.config,
+                    jobs=jobs,
+                    pods=pods,
+                    now=now,
+                    jobs_first=memo.jobs_first,
+                )
                 if ttl_expired(spec, status, now):
                     await asyncio.to_thread(kube.delete_finetunejob, namespace, name)
                 return
-            record = hub.track(namespace, name, uid=ftj["metadata"].get("uid", ""), created=created,
-                               gpus=spec.total_gpus, gpu_seconds=float(previous.get("gpuSeconds") or 0))
+            record = hub.track(
+                namespace,
+                name,
+                uid=ftj["metadata"].get("uid", ""),
+                created=created,
+                gpus=spec.total_gpus,
+                gpu_seconds=float(previous.get("gpuSeconds") or 0),
+            )
 
             key = (namespace, name)
             job = next(iter(jobs.get(key, ())), None)
@@ -309,7 +393,9 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
                     await asyncio.to_thread(apply_suspension, kube, spec, job)
                     _warn_of_ignored_spec_change(ftj, spec, job, record)
 
-            derived = derive_status(spec, previous, observed, job_name=training_job_name(name), generation=generation, now=now)
+            derived = derive_status(
+                spec, previous, observed, job_name=training_job_name(name), generation=generation, now=now
+            )
             if startup_deadline_exceeded(spec, derived, created, now):
                 derived.update(startup_failure_status(derived, generation=generation, now=now))
                 # Release whatever the job holds (quota, pending pods) now that it has failed.
@@ -317,11 +403,16 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
             if derived["phase"] == r.FAILED and previous.get("phase") != r.FAILED:
                 derived["failure"] = await _with_failed_pod_log(kube, namespace, derived.get("failure") or {})
             _account(hub, record, spec, previous, derived, now)
-            stalled = apply_stall(derived, record.seconds_without_progress(now), memo.config.stall_seconds,
-                                  generation=generation, now=now)
+            stalled = apply_stall(
+                derived, record.seconds_without_progress(now), memo.config.stall_seconds, generation=generation, now=now
+            )
             if stalled and not record.stalled:
-                kopf.event(ftj, type="Warning", reason=r.NO_PROGRESS,
-                           message=find_condition(derived["conditions"], r.COND_STALLED)["message"])
+                kopf.event(
+                    ftj,
+                    type="Warning",
+                    reason=r.NO_PROGRESS,
+                    message=find_condition(derived["conditions"], r.COND_STALLED)["message"],
+                )
             record.stalled = stalled
             if ran_to_completion(spec, derived):
                 # The final progress report may have been lost to an operator restart: the Job proves it.
@@ -337,8 +428,12 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
                 await asyncio.to_thread(kube.patch_finetunejob_status, namespace, name, changes)
             if "phase" in changes or ("reason" in changes and derived["phase"] != r.RUNNING):
                 failed = derived["phase"] == r.FAILED
-                kopf.event(ftj, type="Warning" if failed else "Normal", reason=derived["reason"] or derived["phase"],
-                           message=f"{derived['phase']}: {derived['message']}")
+                kopf.event(
+                    ftj,
+                    type="Warning" if failed else "Normal",
+                    reason=derived["reason"] or derived["phase"],
+                    message=f"{derived['phase']}: {derived['message']}",
+                )
             if ttl_expired(spec, derived, now):
                 await asyncio.to_thread(kube.delete_finetunejob, namespace, name)
 
@@ -348,7 +443,10 @@ async def _reconcile(namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Inde
                 # The generation this operator has acted on: job_event skips echoes only while it holds.
                 record.generation = ftj["metadata"].get("generation")
 
-def _warn_of_ignored_spec_change(ftj: dict[str, Any], spec: FineTuneJobSpec, job: dict[str, Any], record: JobRecord) -> None:
+
+def _warn_of_ignored_spec_change(
+    ftj: dict[str, Any], spec: FineTuneJobSpec, job: dict[str, Any], record: JobRecord
+) -> None:
     """A Warning event, once per new spec, when the spec no longer matches the one the Job was built from."""
     generation = ftj["metadata"].get("generation")
     if record.spec_checked_generation == generation:
@@ -363,13 +461,23 @@ def _warn_of_ignored_spec_change(ftj: dict[str, Any], spec: FineTuneJobSpec, job
     record.ignored_spec_hash = current
     fields = [path for path in changed_paths(record.spec_seen, ftj.get("spec") or {}) if path != "runPolicy.suspend"]
     what = f"ignored changes to {', '.join(fields)}" if fields else "ignored the change"
-    kopf.event(ftj, type="Warning", reason="SpecChangeIgnored",
-               message=f"only spec.runPolicy.suspend can change after creation; {what}: "
-                       "delete and recreate the job to apply them")
+    kopf.event(
+        ftj,
+        type="Warning",
+        reason="SpecChangeIgnored",
+        message=f"only spec.runPolicy.suspend can change after creation; {what}: "
+        "delete and recreate the job to apply them",
+    )
 
 
-def _account(hub: ProgressHub, record: JobRecord, spec: FineTuneJobSpec, previous: dict[str, Any],
-             derived: dict[str, Any], now: Any) -> None:
+def _account(
+    hub: ProgressHub,
+    record: JobRecord,
+    spec: FineTuneJobSpec,
+    previous: dict[str, Any],
+    derived: dict[str, Any],
+    now: Any,
+) -> None:
     """Lifecycle metrics and GPU-seconds, from the transition between the old and the new status."""
     metrics = hub.metrics
     phase, old_phase = derived["phase"], previous.get("phase")
@@ -384,8 +492,13 @@ def _account(hub: ProgressHub, record: JobRecord, spec: FineTuneJobSpec, previou
         metrics.time_to_running.observe(max(0.0, (now - record.created).total_seconds()))
     admitted = find_condition(derived.get("conditions"), r.COND_ADMITTED)
     queued = find_condition(previous.get("conditions"), r.COND_QUEUED)
-    if (spec.scheduling.queue_name and admitted and admitted.get("status") == "True" and queued
-            and queued.get("status") == "True"):
+    if (
+        spec.scheduling.queue_name
+        and admitted
+        and admitted.get("status") == "True"
+        and queued
+        and queued.get("status") == "True"
+    ):
         waited_since = parse_timestamp(queued.get("lastTransitionTime"))
         if waited_since:
             metrics.queue_wait.observe(max(0.0, (now - waited_since).total_seconds()))
@@ -405,8 +518,14 @@ async def _with_failed_pod_log(kube: KubeApi, namespace: str, failure: dict[str,
         return failure
     try:
         # Over-read: redaction and the byte bound are applied to the text, by status.with_log_tail.
-        log_text = await asyncio.to_thread(kube.read_log_tail, namespace, failure["pod"], TRAINER_CONTAINER,
-                                           lines=LOG_TAIL_LINES, max_bytes=4 * LOG_TAIL_BYTES)
+        log_text = await asyncio.to_thread(
+            kube.read_log_tail,
+            namespace,
+            failure["pod"],
+            TRAINER_CONTAINER,
+            lines=LOG_TAIL_LINES,
+            max_bytes=4 * LOG_TAIL_BYTES,
+        )
     except Exception:  # noqa: BLE001 - the failure itself must still be recorded; the tail is a courtesy
         log.warning("could not read the log of failed pod %s/%s", namespace, failure["pod"], exc_info=True)
         return failure

@@ -153,6 +153,7 @@ def _ssl_context(info: kopf.ConnectionInfo) -> ssl.SSLContext:
         # ssl loads client certificates from files only: data goes through a private temporary directory
         # (mode 0700, files 0600), removed as soon as the context holds the certificate and key.
         with tempfile.TemporaryDirectory(prefix="finetune-operator-") as tmp:
+
             def path(given: Any, data: str | bytes | None, name: str) -> str | None:
                 if given:
                     return os.fsdecode(given)
@@ -185,26 +186,38 @@ def login(logger: logging.Logger | logging.LoggerAdapter[Any] = log) -> tuple[ko
         return info, SERVICE_ACCOUNT_TOKEN_PATH
     info = kopf.login_with_kubeconfig(settings=settings, logger=logger)
     if info is None:
-        raise kopf.LoginError("no ServiceAccount token (not running in a cluster?) and no kubeconfig "
-                              "($KUBECONFIG or ~/.kube/config)")
+        raise kopf.LoginError(
+            "no ServiceAccount token (not running in a cluster?) and no kubeconfig ($KUBECONFIG or ~/.kube/config)"
+        )
     if not (info.token or info.certificate_path or info.certificate_data or info.username):
-        logger.warning("the kubeconfig's user has no token, client certificate or password: requests go "
-                       "unauthenticated (exec plugins and auth providers are not supported; run the operator "
-                       "in-cluster with its ServiceAccount, or use a kubeconfig with a token)")
+        logger.warning(
+            "the kubeconfig's user has no token, client certificate or password: requests go "
+            "unauthenticated (exec plugins and auth providers are not supported; run the operator "
+            "in-cluster with its ServiceAccount, or use a kubeconfig with a token)"
+        )
     return info, None
 
 
 class ApiClient:
     """JSON over one thread-safe urllib3 pool to one API server, with the credentials of a login."""
 
-    def __init__(self, info: kopf.ConnectionInfo, *, token_path: str | None = None,
-                 timeout: urllib3.Timeout = TIMEOUT, retries: int = 3) -> None:
+    def __init__(
+        self,
+        info: kopf.ConnectionInfo,
+        *,
+        token_path: str | None = None,
+        timeout: urllib3.Timeout = TIMEOUT,
+        retries: int = 3,
+    ) -> None:
         self.server = info.server.rstrip("/")
         self.timeout = timeout
         self._scheme = info.scheme or "Bearer"
         self._token = info.token
-        self._basic = (urllib3.make_headers(basic_auth=f"{info.username}:{info.password}")["authorization"]
-                       if info.username and info.password and not info.token else None)
+        self._basic = (
+            urllib3.make_headers(basic_auth=f"{info.username}:{info.password}")["authorization"]
+            if info.username and info.password and not info.token
+            else None
+        )
         self._token_path = token_path
         self._token_read_at = time.monotonic()
         self._token_lock = threading.Lock()
@@ -238,8 +251,11 @@ class ApiClient:
             with open(self._token_path, encoding="utf-8") as f:
                 token = f.read().strip()
         except OSError:
-            log.warning("could not read the ServiceAccount token %s again; keeping the last one",
-                        self._token_path, exc_info=True)
+            log.warning(
+                "could not read the ServiceAccount token %s again; keeping the last one",
+                self._token_path,
+                exc_info=True,
+            )
             return self._token
         return token or self._token
 
@@ -265,8 +281,16 @@ class ApiClient:
 
     # -- requests -----------------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, *, query: dict[str, Any] | None = None, body: Any = None,
-                content_type: str = "application/json", accept: str = "application/json") -> bytes:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> bytes:
         """One call; the whole answer body, or ApiError for an HTTP error (connection failures raise
         urllib3's exceptions). The body is read in full, so the connection goes back to the pool."""
         data = None if body is None else json.dumps(body).encode()
@@ -338,8 +362,12 @@ class KubeApi:
 
     def patch_finetunejob_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # A JSON merge patch: lists (conditions) are replaced whole, so callers send complete lists.
-        data = self.api_client.request("PATCH", _objects_path(GROUP, VERSION, namespace, PLURAL, name, "status"),
-                                       body={"status": status}, content_type=MERGE_PATCH)
+        data = self.api_client.request(
+            "PATCH",
+            _objects_path(GROUP, VERSION, namespace, PLURAL, name, "status"),
+            body={"status": status},
+            content_type=MERGE_PATCH,
+        )
         try:
             updated = json.loads(data)
             version = str(updated["metadata"]["resourceVersion"])
@@ -354,8 +382,11 @@ class KubeApi:
         meta = finetunejob["metadata"]
         key = (meta["namespace"], meta["name"])
         known = self.finetunejobs.get(key)
-        if known is not None and known["metadata"].get("uid") == meta.get("uid") and not newer_version(
-                meta.get("resourceVersion"), known["metadata"].get("resourceVersion")):
+        if (
+            known is not None
+            and known["metadata"].get("uid") == meta.get("uid")
+            and not newer_version(meta.get("resourceVersion"), known["metadata"].get("resourceVersion"))
+        ):
             return known
         self.finetunejobs[key] = finetunejob
         return finetunejob
@@ -366,8 +397,11 @@ class KubeApi:
 
     def delete_finetunejob(self, namespace: str, name: str) -> None:
         try:
-            self.api_client.request("DELETE", _objects_path(GROUP, VERSION, namespace, PLURAL, name),
-                                    query={"propagationPolicy": "Background"})
+            self.api_client.request(
+                "DELETE",
+                _objects_path(GROUP, VERSION, namespace, PLURAL, name),
+                query={"propagationPolicy": "Background"},
+            )
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -395,8 +429,12 @@ class KubeApi:
             if exc.status != 404:
                 raise
         key = secrets.token_bytes(32)
-        body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace},
-                "data": {"key": base64.b64encode(key).decode()}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {"key": base64.b64encode(key).decode()},
+        }
         try:
             self.api_client.request("POST", _objects_path("", "v1", namespace, "secrets"), body=body)
             return key
@@ -410,8 +448,11 @@ class KubeApi:
         try:
             # Raw text, never parsed: a log line may well look like JSON.
             data = self.api_client.request(
-                "GET", _objects_path("", "v1", namespace, "pods", pod, "log"),
-                query={"container": container, "tailLines": lines, "limitBytes": max_bytes}, accept="*/*")
+                "GET",
+                _objects_path("", "v1", namespace, "pods", pod, "log"),
+                query={"container": container, "tailLines": lines, "limitBytes": max_bytes},
+                accept="*/*",
+            )
             return data.decode(errors="replace")
         except ApiError as exc:
             # 404: the pod was deleted; 400: its container never started (no log to read).
@@ -421,7 +462,9 @@ class KubeApi:
 
     def ensure_peering(self, name: str, namespaces: list[str]) -> None:
         """Create the Kopf peering object(s) if absent: cluster-wide, or one per watched namespace."""
-        targets = [(ns, "kopfpeerings", "KopfPeering") for ns in namespaces] or [(None, "clusterkopfpeerings", "ClusterKopfPeering")]
+        targets = [(ns, "kopfpeerings", "KopfPeering") for ns in namespaces] or [
+            (None, "clusterkopfpeerings", "ClusterKopfPeering")
+        ]
         for namespace, plural, kind in targets:
             metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
             body = {"apiVersion": f"{KOPF_GROUP}/{KOPF_VERSION}", "kind": kind, "metadata": metadata}
@@ -432,13 +475,20 @@ class KubeApi:
                     raise
 
     def set_job_suspended(self, namespace: str, name: str, suspend: bool) -> None:
-        self.api_client.request("PATCH", _objects_path("batch", "v1", namespace, "jobs", name),
-                                body={"spec": {"suspend": suspend}}, content_type=MERGE_PATCH)
+        self.api_client.request(
+            "PATCH",
+            _objects_path("batch", "v1", namespace, "jobs", name),
+            body={"spec": {"suspend": suspend}},
+            content_type=MERGE_PATCH,
+        )
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:
-            self.api_client.request("DELETE", _objects_path("batch", "v1", namespace, "jobs", name),
-                                    query={"propagationPolicy": "Background"})
+            self.api_client.request(
+                "DELETE",
+                _objects_path("batch", "v1", namespace, "jobs", name),
+                query={"propagationPolicy": "Background"},
+            )
         except ApiError as exc:
             if exc.status != 404:
                 raise

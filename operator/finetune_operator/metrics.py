@@ -51,13 +51,20 @@ class JobSeriesCollector(Collector):
                 ("stalled", "1 while the job's Stalled condition is True."),
             )
         }
-        phase_gauge = GaugeMetricFamily(f"{PREFIX}_job_phase", "1 for the job's current phase, 0 for the others.",
-                                        labels=[*labels, "phase"])
-        jobs_by_phase = GaugeMetricFamily(f"{PREFIX}_jobs", "FineTuneJobs known to the operator, by phase.", labels=["phase"])
-        search_trials = GaugeMetricFamily(f"{PREFIX}_search_trials", "Trials of a hyperparameter search, by state.",
-                                          labels=[*labels, "state"])
-        search_best = GaugeMetricFamily(f"{PREFIX}_search_best_objective",
-                                        "The objective value of a search's best trial so far.", labels=[*labels, "metric"])
+        phase_gauge = GaugeMetricFamily(
+            f"{PREFIX}_job_phase", "1 for the job's current phase, 0 for the others.", labels=[*labels, "phase"]
+        )
+        jobs_by_phase = GaugeMetricFamily(
+            f"{PREFIX}_jobs", "FineTuneJobs known to the operator, by phase.", labels=["phase"]
+        )
+        search_trials = GaugeMetricFamily(
+            f"{PREFIX}_search_trials", "Trials of a hyperparameter search, by state.", labels=[*labels, "state"]
+        )
+        search_best = GaugeMetricFamily(
+            f"{PREFIX}_search_best_objective",
+            "The objective value of a search's best trial so far.",
+            labels=[*labels, "metric"],
+        )
         tally: Tally[str] = Tally()
         for record in list(self._records()):
             key = [record.namespace, record.name]
@@ -106,23 +113,36 @@ class OperatorMetrics:
         self.registry = registry or CollectorRegistry()
         self.registry.register(JobSeriesCollector(records))
         r = self.registry
-        self.time_to_running = Histogram(f"{PREFIX}_time_to_running_seconds",
-                                         "Seconds from a FineTuneJob's creation until all its pods ran.",
-                                         buckets=WAIT_BUCKETS, registry=r)
-        self.time_to_first_step = Histogram(f"{PREFIX}_time_to_first_step_seconds",
-                                            "Seconds from a FineTuneJob's creation to its first optimizer step.",
-                                            buckets=WAIT_BUCKETS, registry=r)
-        self.queue_wait = Histogram(f"{PREFIX}_queue_wait_seconds",
-                                    "Seconds a queued FineTuneJob waited for Kueue admission.",
-                                    buckets=WAIT_BUCKETS, registry=r)
-        self.failures = Counter(f"{PREFIX}_job_failures", "FineTuneJobs that failed, by reason.",
-                                ["reason"], registry=r)
+        self.time_to_running = Histogram(
+            f"{PREFIX}_time_to_running_seconds",
+            "Seconds from a FineTuneJob's creation until all its pods ran.",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_step = Histogram(
+            f"{PREFIX}_time_to_first_step_seconds",
+            "Seconds from a FineTuneJob's creation to its first optimizer step.",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            f"{PREFIX}_queue_wait_seconds",
+            "Seconds a queued FineTuneJob waited for Kueue admission.",
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.failures = Counter(
+            f"{PREFIX}_job_failures", "FineTuneJobs that failed, by reason.", ["reason"], registry=r
+        )
         self.retries = Counter(f"{PREFIX}_job_retries", "Failed trainer pods that were retried.", registry=r)
-        self.gpu_seconds = Counter(f"{PREFIX}_gpu_seconds", "GPU-seconds consumed by running FineTuneJobs.",
-                                   registry=r)
-        self.reconcile_errors = Counter(f"{PREFIX}_reconcile_errors", "Reconciles that raised an error.",
-                                        registry=r)
-        self.status_writes = Counter(f"{PREFIX}_status_writes", "Status patches sent to the API server.",
-                                     ["kind"], registry=r)
-        self.reports = Counter(f"{PREFIX}_progress_reports", "Progress reports received, by result and reason.",
-                               ["result", "reason"], registry=r)
+        self.gpu_seconds = Counter(f"{PREFIX}_gpu_seconds", "GPU-seconds consumed by running FineTuneJobs.", registry=r)
+        self.reconcile_errors = Counter(f"{PREFIX}_reconcile_errors", "Reconciles that raised an error.", registry=r)
+        self.status_writes = Counter(
+            f"{PREFIX}_status_writes", "Status patches sent to the API server.", ["kind"], registry=r
+        )
+        self.reports = Counter(
+            f"{PREFIX}_progress_reports",
+            "Progress reports received, by result and reason.",
+            ["result", "reason"],
+            registry=r,
+        )

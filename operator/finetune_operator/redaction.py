@@ -16,15 +16,20 @@ REDACTED = "[REDACTED]"
 # api_key, client_secret. The secret word must end the name, so `tokenizer` or `num_tokens` are not hits.
 # Names start at a boundary and are bounded: a long run of name characters (a 100 kB line of "a")
 # must cost linear time, not quadratic backtracking.
-_SECRET_NAME = (r"[A-Za-z0-9_.-]{0,64}?(?:TOKEN|SECRET|SECRET[-_]?(?:ACCESS[-_]?)?KEY|PASSWORD|PASSWD|PASSPHRASE|"
-                r"API[-_]?KEY|ACCESS[-_]?KEY|PRIVATE[-_]?KEY|CREDENTIALS?|AUTH)(?![A-Za-z0-9_])")
+_SECRET_NAME = (
+    r"[A-Za-z0-9_.-]{0,64}?(?:TOKEN|SECRET|SECRET[-_]?(?:ACCESS[-_]?)?KEY|PASSWORD|PASSWD|PASSPHRASE|"
+    r"API[-_]?KEY|ACCESS[-_]?KEY|PRIVATE[-_]?KEY|CREDENTIALS?|AUTH)(?![A-Za-z0-9_])"
+)
 # Tokenizer settings that end in "token" but hold vocabulary, not credentials.
 _VOCABULARY_TOKENS = re.compile(r"(?i)(?:^|[-_.])(?:pad|eos|bos|unk|sep|cls|mask|additional_special)[-_]?tokens?$")
 
 # (pattern, replacement): each keeps the label and replaces only the credential.
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Authorization headers echoed in tracebacks and debug logs, with or without a scheme word.
-    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;]+"), rf"\g<1>{REDACTED}"),
+    (
+        re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;]+"),
+        rf"\g<1>{REDACTED}",
+    ),
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\g<1>{REDACTED}"),
     # Hugging Face tokens.
     (re.compile(r"\bhf_[A-Za-z0-9]{8,}"), REDACTED),
@@ -51,8 +56,11 @@ def _assignment(match: re.Match[str]) -> str:
 
 def _looks_like_aws_secret(candidate: str) -> bool:
     # Mixed case plus digits or symbols: not a word, a path or a hex digest.
-    return (any(c.islower() for c in candidate) and any(c.isupper() for c in candidate)
-            and any(c.isdigit() or c in "/+" for c in candidate))
+    return (
+        any(c.islower() for c in candidate)
+        and any(c.isupper() for c in candidate)
+        and any(c.isdigit() or c in "/+" for c in candidate)
+    )
 
 
 def redact(text: str) -> str:
@@ -73,4 +81,4 @@ def tail(text: str, *, max_lines: int, max_bytes: int) -> str:
     if len(encoded) <= max_bytes:
         return out
     # Cut at the front (the newest lines matter most), never inside a multi-byte character.
-    return encoded[len(encoded) - max_bytes:].decode(errors="ignore")
+    return encoded[len(encoded) - max_bytes :].decode(errors="ignore")

@@ -69,17 +69,43 @@ IMAGE_PATTERN = r"^([a-zA-Z0-9][a-zA-Z0-9._/:@+-]*)?$"
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 MODULE_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 COLUMN_ROLES = (
-    "text", "textPair", "label", "tokens", "tags", "prompt", "response",
-    "source", "target", "image", "audio", "transcript",
+    "text",
+    "textPair",
+    "label",
+    "tokens",
+    "tags",
+    "prompt",
+    "response",
+    "source",
+    "target",
+    "image",
+    "audio",
+    "transcript",
 )
 
 # The env vars the operator sets for the distributed contract; a user value would silently break it.
 RESERVED_ENV = (
-    "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "NODE_RANK", "LOCAL_RANK", "NPROC_PER_NODE",
-    "PET_MASTER_ADDR", "PET_MASTER_PORT", "PET_NNODES", "PET_NODE_RANK", "PET_NPROC_PER_NODE",
-    "FINETUNE_CONFIG", "FINETUNE_JOB_NAME", "FINETUNE_JOB_NAMESPACE", "FINETUNE_VOLUME_MOUNTS",
-    "NNODES", "FINETUNE_TERMINATION_LOG",
-    "FINETUNE_PROGRESS_URL", "FINETUNE_PROGRESS_TOKEN_FILE", "FINETUNE_PROGRESS_INTERVAL_SECONDS",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "NODE_RANK",
+    "LOCAL_RANK",
+    "NPROC_PER_NODE",
+    "PET_MASTER_ADDR",
+    "PET_MASTER_PORT",
+    "PET_NNODES",
+    "PET_NODE_RANK",
+    "PET_NPROC_PER_NODE",
+    "FINETUNE_CONFIG",
+    "FINETUNE_JOB_NAME",
+    "FINETUNE_JOB_NAMESPACE",
+    "FINETUNE_VOLUME_MOUNTS",
+    "NNODES",
+    "FINETUNE_TERMINATION_LOG",
+    "FINETUNE_PROGRESS_URL",
+    "FINETUNE_PROGRESS_TOKEN_FILE",
+    "FINETUNE_PROGRESS_INTERVAL_SECONDS",
 )
 
 # Upper bound of counters and durations that have no natural limit: the int32 range the CRD declares.
@@ -353,9 +379,7 @@ class SearchParameter(_Model):
         if isinstance(values, list):
             for index, value in enumerate(values):
                 if not isinstance(value, bool | int | float | str):
-                    raise ValueError(
-                        f"values must be numbers, strings or booleans; item {index} is {_shorten(value)}"
-                    )
+                    raise ValueError(f"values must be numbers, strings or booleans; item {index} is {_shorten(value)}")
         return values
 
     @model_validator(mode="after")
@@ -485,7 +509,7 @@ class FineTuneJobSpec(_Model):
             raise _FieldRuleError(
                 "dataset.format",
                 f"dataset.format audiofolder needs task: audio-classification or speech-recognition "
-                f"(task is {self.task!r})"
+                f"(task is {self.task!r})",
             )
         early = self.regularization.early_stopping
         has_eval = self.dataset.validation is not None or self.dataset.validation_split is not None
@@ -493,7 +517,7 @@ class FineTuneJobSpec(_Model):
             raise _FieldRuleError(
                 "regularization.earlyStopping",
                 "regularization.earlyStopping needs an evaluation set: set dataset.validation "
-                "or dataset.validationSplit (e.g. validationSplit: 0.1)"
+                "or dataset.validationSplit (e.g. validationSplit: 0.1)",
             )
         if early is not None and self.hyperparameters.eval_strategy == "no":
             raise _FieldRuleError(

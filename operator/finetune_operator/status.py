@@ -68,8 +68,11 @@ class Failure:
 def failure_log_tail(log: str) -> str:
     """What of a failed trainer's log goes into status.failure.logTail: its last lines, credentials removed, bounded."""
     # Redact before cutting: a cut through a token could leave a recognisable half of it behind.
-    return tail(redact(tail(log, max_lines=LOG_TAIL_LINES, max_bytes=4 * LOG_TAIL_BYTES)),
-                max_lines=LOG_TAIL_LINES, max_bytes=LOG_TAIL_BYTES)
+    return tail(
+        redact(tail(log, max_lines=LOG_TAIL_LINES, max_bytes=4 * LOG_TAIL_BYTES)),
+        max_lines=LOG_TAIL_LINES,
+        max_bytes=LOG_TAIL_BYTES,
+    )
 
 
 def with_log_tail(failure: dict[str, Any], log: str | None) -> dict[str, Any]:
@@ -86,7 +89,8 @@ def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
 
 def _live_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
-        p for p in pods
+        p
+        for p in pods
         if not p["metadata"].get("deletionTimestamp")
         and (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
     ]
@@ -111,7 +115,10 @@ def _why_not_running(pods: list[dict[str, Any]], nodes: int) -> tuple[str, str]:
     for pod in pods:
         scheduled = find_condition((pod.get("status") or {}).get("conditions"), "PodScheduled")
         if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
-            return r.UNSCHEDULABLE, f"pod {pod['metadata']['name']} cannot be scheduled: {scheduled.get('message', '')}".strip()
+            return (
+                r.UNSCHEDULABLE,
+                f"pod {pod['metadata']['name']} cannot be scheduled: {scheduled.get('message', '')}".strip(),
+            )
     for pod in pods:
         waiting = (_trainer_status(pod).get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _IMAGE_PULL_WAITING:
@@ -169,8 +176,10 @@ def classify_failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> Failure
     failed_condition = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget") or {}
     job_reason = failed_condition.get("reason", "")
     if job_reason == "DeadlineExceeded":
-        return Failure(r.DEADLINE_EXCEEDED, "the job ran longer than runPolicy.activeDeadlineSeconds; "
-                       + r.FAILURE_HINTS[r.DEADLINE_EXCEEDED])
+        return Failure(
+            r.DEADLINE_EXCEEDED,
+            "the job ran longer than runPolicy.activeDeadlineSeconds; " + r.FAILURE_HINTS[r.DEADLINE_EXCEEDED],
+        )
     failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
     # The newest failed pod tells the story of the last attempt.
     failed.sort(key=lambda p: _termination(p).get("finishedAt") or "")
@@ -278,7 +287,9 @@ def derive_status(
     if (job.get("spec") or {}).get("suspend"):
         cond(r.COND_RUNNING, False, r.COND_SUSPENDED, "the training Job is suspended")
         if spec.run_policy.suspend:
-            cond(r.COND_SUSPENDED, True, r.SUSPENDED_BY_USER, "suspended by runPolicy.suspend; set it to false to resume")
+            cond(
+                r.COND_SUSPENDED, True, r.SUSPENDED_BY_USER, "suspended by runPolicy.suspend; set it to false to resume"
+            )
             return finish(r.SUSPENDED, r.SUSPENDED_BY_USER, "suspended by runPolicy.suspend; its pods were released")
         if queue:
             message = f"waiting for admission by Kueue in LocalQueue {queue}"
@@ -326,12 +337,20 @@ def derive_status(
     return finish(r.STARTING, reason, message)
 
 
-def invalid_spec_status(message: str, previous: dict[str, Any], *, generation: int | None, now: datetime) -> dict[str, Any]:
+def invalid_spec_status(
+    message: str, previous: dict[str, Any], *, generation: int | None, now: datetime
+) -> dict[str, Any]:
     stamp = timestamp(now)
     conditions = list(previous.get("conditions") or [])
-    conditions = set_condition(conditions, r.COND_FAILED, True, r.INVALID_SPEC, message, now=stamp, generation=generation)
-    conditions = set_condition(conditions, r.COND_SUCCEEDED, False, r.INVALID_SPEC, "the spec is invalid", now=stamp, generation=generation)
-    conditions = set_condition(conditions, r.COND_RUNNING, False, r.INVALID_SPEC, "no pods were created", now=stamp, generation=generation)
+    conditions = set_condition(
+        conditions, r.COND_FAILED, True, r.INVALID_SPEC, message, now=stamp, generation=generation
+    )
+    conditions = set_condition(
+        conditions, r.COND_SUCCEEDED, False, r.INVALID_SPEC, "the spec is invalid", now=stamp, generation=generation
+    )
+    conditions = set_condition(
+        conditions, r.COND_RUNNING, False, r.INVALID_SPEC, "no pods were created", now=stamp, generation=generation
+    )
     return {
         "phase": r.FAILED,
         "reason": r.INVALID_SPEC,
@@ -348,7 +367,11 @@ def startup_deadline_exceeded(spec: FineTuneJobSpec, status: dict[str, Any], cre
     if status.get("phase") not in (r.PENDING, r.STARTING) or status.get("startTime"):
         return False
     admitted = find_condition(status.get("conditions"), r.COND_ADMITTED)
-    since = parse_timestamp(admitted.get("lastTransitionTime")) if admitted and admitted.get("status") == "True" else created
+    since = (
+        parse_timestamp(admitted.get("lastTransitionTime"))
+        if admitted and admitted.get("status") == "True"
+        else created
+    )
     return (now - (since or created)).total_seconds() > spec.run_policy.startup_deadline_seconds
 
 
@@ -401,11 +424,24 @@ def apply_stall(
         return False
     minutes = int(threshold // 60)
     if stalled:
-        reason, message = r.NO_PROGRESS, f"the training step has not advanced for {minutes}m or more; check the trainer's log (ftjob logs)"
+        reason, message = (
+            r.NO_PROGRESS,
+            f"the training step has not advanced for {minutes}m or more; check the trainer's log (ftjob logs)",
+        )
     else:
-        reason, message = r.PROGRESSING, "training is progressing" if derived.get("phase") == r.RUNNING else "not running"
-    derived["conditions"] = set_condition(list(derived.get("conditions") or []), r.COND_STALLED, stalled, reason, message,
-                                          now=timestamp(now), generation=generation)
+        reason, message = (
+            r.PROGRESSING,
+            "training is progressing" if derived.get("phase") == r.RUNNING else "not running",
+        )
+    derived["conditions"] = set_condition(
+        list(derived.get("conditions") or []),
+        r.COND_STALLED,
+        stalled,
+        reason,
+        message,
+        now=timestamp(now),
+        generation=generation,
+    )
     return stalled
 
 

@@ -253,9 +253,7 @@ class SandboxClient:
             api_version, plural, namespace, label_selector=label_selector, field_selector=field_selector
         )
         current = {object_key(item): item for item in listing.get("items") or []}
-        events: list[tuple[str, dict]] = [
-            ("DELETED", obj) for key, obj in known.items() if key not in current
-        ]
+        events: list[tuple[str, dict]] = [("DELETED", obj) for key, obj in known.items() if key not in current]
         events += [("MODIFIED" if key in known else "ADDED", obj) for key, obj in current.items()]
         known.clear()
         known.update(current)
@@ -281,8 +279,9 @@ class SandboxClient:
         if resource_version:
             params["resourceVersion"] = resource_version
         # No total timeout: the stream is long-lived; the server ends it after timeoutSeconds.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.request_timeout,
-                                        sock_read=self.watch_timeout_seconds + 30)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.request_timeout, sock_read=self.watch_timeout_seconds + 30
+        )
         url = self.base_url + resource_path(api_version, plural, namespace)
         async with self._http().get(url, params=params, timeout=timeout) as response:
             if response.status == 410:

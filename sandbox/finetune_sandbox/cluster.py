@@ -58,8 +58,14 @@ def free_port() -> int:
 
 
 def operator_environment(
-    kubeconfig: Path, *, progress_port: int, metrics_port: int, progress_key: str,
-    extra: dict[str, str] | None = None, default_image: str = SANDBOX_TRAINER_IMAGE, inherit: bool = True,
+    kubeconfig: Path,
+    *,
+    progress_port: int,
+    metrics_port: int,
+    progress_key: str,
+    extra: dict[str, str] | None = None,
+    default_image: str = SANDBOX_TRAINER_IMAGE,
+    inherit: bool = True,
 ) -> dict[str, str]:
     """The operator's settings in the sandbox; with `inherit`, on top of this process's environment."""
     env = dict(os.environ) if inherit else {}
@@ -146,16 +152,29 @@ class Sandbox:
         self.url = await self.server.start()
         self.server.write_kubeconfig(self.kubeconfig)
         self.client = SandboxClient(self.url)
-        capacity = {"cpu": str(os.cpu_count() or 2), "memory": "64Gi", "pods": "110", self.gpu_resource_name: str(self.gpus)}
+        capacity = {
+            "cpu": str(os.cpu_count() or 2),
+            "memory": "64Gi",
+            "pods": "110",
+            self.gpu_resource_name: str(self.gpus),
+        }
         self.kubelet = ProcessKubelet(
-            self.client, self.data_dir, node_name="sandbox", python=sys.executable,
-            register_log=self.server.set_log_path, runtime=self.runtime,
+            self.client,
+            self.data_dir,
+            node_name="sandbox",
+            python=sys.executable,
+            register_log=self.server.set_log_path,
+            runtime=self.runtime,
         )
-        self._controllers = [
-            Scheduler(self.client, node_name="sandbox", capacity=capacity),
-            JobController(self.client),
-            self.kubelet,
-        ] if self.controllers else []
+        self._controllers = (
+            [
+                Scheduler(self.client, node_name="sandbox", capacity=capacity),
+                JobController(self.client),
+                self.kubelet,
+            ]
+            if self.controllers
+            else []
+        )
         self._tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in self._controllers]
         await self.install_crd()
         if self.run_operator and self.operator_image:
@@ -167,8 +186,10 @@ class Sandbox:
     async def install_crd(self) -> None:
         assert self.client is not None
         if self.crd is None and not CRD_FILE.exists():
-            raise FileNotFoundError(f"the sandbox needs the project's manifests: {CRD_FILE} does not exist (run it from a "
-                                    f"checkout, pip install -e '.[sandbox]', or set FINETUNE_MANIFESTS to a manifests/ folder)")
+            raise FileNotFoundError(
+                f"the sandbox needs the project's manifests: {CRD_FILE} does not exist (run it from a "
+                f"checkout, pip install -e '.[sandbox]', or set FINETUNE_MANIFESTS to a manifests/ folder)"
+            )
         crd = self.crd or yaml.safe_load(CRD_FILE.read_text())
         with contextlib.suppress(ApiError):
             await self.client.create("apiextensions.k8s.io/v1", "customresourcedefinitions", None, crd)
@@ -182,11 +203,22 @@ class Sandbox:
         raise RuntimeError("the sandbox API server never served finetunejobs after the CRD was created")
 
     def start_operator(self) -> None:
-        self.operator = self.spawn_operator(["--standalone"], log_path=self.operator_log,
-                                            metrics_port=self.metrics_port, progress_port=self.progress_port)
+        self.operator = self.spawn_operator(
+            ["--standalone"],
+            log_path=self.operator_log,
+            metrics_port=self.metrics_port,
+            progress_port=self.progress_port,
+        )
 
-    def spawn_operator(self, args: list[str], *, log_path: Path, metrics_port: int | None = None,
-                       progress_port: int | None = None, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn_operator(
+        self,
+        args: list[str],
+        *,
+        log_path: Path,
+        metrics_port: int | None = None,
+        progress_port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         """One more operator process (e.g. a second replica with `--peering NAME`); the caller owns and stops it.
 
         Replicas share the API server and the progress-signing key; each needs its own ports on this machine.
@@ -194,10 +226,17 @@ class Sandbox:
         log = open(log_path, "ab")  # noqa: SIM115 (owned by the subprocess for its lifetime)
         process = subprocess.Popen(
             [sys.executable, "-m", "finetune_operator", "--all-namespaces", *args, "--liveness", ""],
-            env=operator_environment(self.kubeconfig, progress_port=progress_port or free_port(),
-                                     metrics_port=metrics_port or free_port(), progress_key=self.progress_key,
-                                     extra={**self.operator_env, **(env or {})}, default_image=self.trainer_image),
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=operator_environment(
+                self.kubeconfig,
+                progress_port=progress_port or free_port(),
+                metrics_port=metrics_port or free_port(),
+                progress_key=self.progress_key,
+                extra={**self.operator_env, **(env or {})},
+                default_image=self.trainer_image,
+            ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         return process
@@ -212,20 +251,34 @@ class Sandbox:
         deployment = deployment_manifest(MANIFESTS / "operator" / "deployment.yaml")
         namespace = deployment["metadata"]["namespace"]
         settings = operator_environment(
-            self.kubeconfig, progress_port=self.progress_port, metrics_port=self.metrics_port,
-            progress_key="", extra=self.operator_env, default_image=self.trainer_image, inherit=False)
+            self.kubeconfig,
+            progress_port=self.progress_port,
+            metrics_port=self.metrics_port,
+            progress_key="",
+            extra=self.operator_env,
+            default_image=self.trainer_image,
+            inherit=False,
+        )
         # What the pod has of its own: its kubeconfig (from the Secret) and its progress key (a Secret that the
         # operator makes in its namespace, found through POD_NAMESPACE).
         for key in ("KUBECONFIG", "FINETUNE_PROGRESS_KEY"):
             settings.pop(key)
         with contextlib.suppress(ApiError):
-            await self.client.create("v1", "namespaces", None,
-                                     {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+            await self.client.create(
+                "v1", "namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+            )
         await self.client.create("v1", "secrets", namespace, kubeconfig_secret(namespace, self.kubeconfig.read_text()))
-        pod = operator_pod(deployment, image=self.operator_image, name=OPERATOR_POD, settings=settings,
-                           args=["--all-namespaces", "--standalone", "--liveness", ""])
+        pod = operator_pod(
+            deployment,
+            image=self.operator_image,
+            name=OPERATOR_POD,
+            settings=settings,
+            args=["--all-namespaces", "--standalone", "--liveness", ""],
+        )
         await self.client.create("v1", "pods", namespace, pod)
-        self.operator_log = pod_dir(self.data_dir, namespace, OPERATOR_POD) / f"{pod['spec']['containers'][0]['name']}.log"
+        self.operator_log = (
+            pod_dir(self.data_dir, namespace, OPERATOR_POD) / f"{pod['spec']['containers'][0]['name']}.log"
+        )
 
     def stop_operator(self, timeout: float = 10.0) -> None:
         if self.operator is None:

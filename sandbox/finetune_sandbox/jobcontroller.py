@@ -71,7 +71,11 @@ class JobController:
         async for _, pod in self.client.watch("v1", "pods", label_selector=LABEL_CONTROLLER_UID):
             meta = pod.get("metadata") or {}
             owner = next(
-                (ref for ref in meta.get("ownerReferences") or [] if ref.get("kind") == "Job" and ref.get("controller")),
+                (
+                    ref
+                    for ref in meta.get("ownerReferences") or []
+                    if ref.get("kind") == "Job" and ref.get("controller")
+                ),
                 None,
             )
             name = owner["name"] if owner else (meta.get("labels") or {}).get(LABEL_JOB_NAME)
@@ -117,8 +121,7 @@ class JobController:
         for pod in plan.create:
             await self.client.create("v1", "pods", namespace, pod)
         if plan.status != (job.get("status") or {}):
-            await self.client.patch("batch/v1", "jobs", namespace, name, {"status": plan.status},
-                                    subresource="status")
+            await self.client.patch("batch/v1", "jobs", namespace, name, {"status": plan.status}, subresource="status")
         # Only after the counts are stored may the pods go: otherwise a crash in between loses them.
         for pod_name in plan.release:
             await self._release(namespace, pod_name)
@@ -150,9 +153,7 @@ class JobController:
             {"op": "test", "path": f"/metadata/finalizers/{index}", "value": TRACKING_FINALIZER},
             {"op": "remove", "path": f"/metadata/finalizers/{index}"},
         ]
-        await self._ignore_missing(
-            self.client.patch("v1", "pods", namespace, pod_name, patch, patch_type="json")
-        )
+        await self._ignore_missing(self.client.patch("v1", "pods", namespace, pod_name, patch, patch_type="json"))
 
     @staticmethod
     async def _ignore_missing(call) -> None:

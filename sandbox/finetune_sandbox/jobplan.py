@@ -135,7 +135,10 @@ def match_pod_failure_policy(policy: dict | None, pod: dict) -> tuple[str | None
         for pattern in rule.get("onPodConditions") or []:
             condition = find_condition(status.get("conditions"), pattern.get("type", ""))
             if condition and condition.get("status") == pattern.get("status", "True"):
-                return action, f"Pod {pod_ref} has condition {pattern.get('type')} matching {action} rule at index {index}"
+                return (
+                    action,
+                    f"Pod {pod_ref} has condition {pattern.get('type')} matching {action} rule at index {index}",
+                )
     return None, ""
 
 
@@ -295,23 +298,27 @@ def plan_job(
         plan.requeue_after = None
     elif success:
         message = "Reached expected number of succeeded pods"
-        conditions = set_condition(conditions, "SuccessCriteriaMet", "True", "CompletionsReached", message, now,
-                                   probe_time=True)
+        conditions = set_condition(
+            conditions, "SuccessCriteriaMet", "True", "CompletionsReached", message, now, probe_time=True
+        )
         plan.delete = [pod["metadata"]["name"] for pod in active]
         if not active and not terminating:
-            conditions = set_condition(conditions, "Complete", "True", "CompletionsReached", message, now,
-                                       probe_time=True)
+            conditions = set_condition(
+                conditions, "Complete", "True", "CompletionsReached", message, now, probe_time=True
+            )
             status["completionTime"] = format_time(now)
         plan.requeue_after = None
     elif suspended:
         plan.delete = [pod["metadata"]["name"] for pod in active]
-        conditions = set_condition(conditions, "Suspended", "True", "JobSuspended", "Job suspended", now,
-                                   probe_time=True)
+        conditions = set_condition(
+            conditions, "Suspended", "True", "JobSuspended", "Job suspended", now, probe_time=True
+        )
         plan.requeue_after = None
     else:
         if condition_is_true(conditions, "Suspended"):
-            conditions = set_condition(conditions, "Suspended", "False", "JobResumed", "Job resumed", now,
-                                       probe_time=True)
+            conditions = set_condition(
+                conditions, "Suspended", "False", "JobResumed", "Job resumed", now, probe_time=True
+            )
             # The deadline measures continuous activity, so it restarts on resume (as the real controller does).
             status["startTime"] = format_time(now)
             if deadline is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .client import ApiError, SandboxClient, retry_on_conflict
 from .conditions import format_time, set_condition, utcnow
-from .kubelet_env import EnvError, resolve_env, rewrite_cluster_dns, expand_references
+from .kubelet_env import EnvError, expand_references, resolve_env, rewrite_cluster_dns
 from .kubelet_image import (
     WORKING_CONTAINER_PREFIX,
     Buildah,
@@ -47,9 +47,9 @@ from .kubelet_volumes import (
     Mount,
     VolumeError,
     container_mounts,
+    path_rewriter,
     pod_dir,
     referenced_sources,
-    path_rewriter,
     volume_files,
     volume_paths,
     write_files,
@@ -150,18 +150,28 @@ class ProcessKubelet:
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
 
-    async def disrupt(self, namespace: str, pod: str, reason: str = "PreemptionByScheduler",
-                      message: str | None = None) -> None:
+    async def disrupt(
+        self, namespace: str, pod: str, reason: str = "PreemptionByScheduler", message: str | None = None
+    ) -> None:
         """Mark the pod DisruptionTarget=True (as preemption or eviction does), then delete it gracefully."""
         message = message or f"{self.node_name}: preempting to accommodate a higher priority pod"
 
         async def mark() -> None:
             current = await self.client.get("v1", "pods", namespace, pod)
-            conditions = set_condition((current.get("status") or {}).get("conditions"), "DisruptionTarget",
-                                       "True", reason, message, self.now())
-            await self.client.patch("v1", "pods", namespace, pod,
-                                    {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                                     "status": {"conditions": conditions}}, subresource="status")
+            conditions = set_condition(
+                (current.get("status") or {}).get("conditions"), "DisruptionTarget", "True", reason, message, self.now()
+            )
+            await self.client.patch(
+                "v1",
+                "pods",
+                namespace,
+                pod,
+                {
+                    "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                    "status": {"conditions": conditions},
+                },
+                subresource="status",
+            )
 
         await retry_on_conflict(mark)
         await self.client.delete("v1", "pods", namespace, pod)
@@ -328,8 +338,9 @@ class PodWorker:
             for index, run in enumerate(self.init_runs):
                 await self._run_init(index, run, configmaps, secrets)
             await self.publish()
-            await asyncio.gather(*(self._run_main(index, run, configmaps, secrets)
-                                   for index, run in enumerate(self.runs)))
+            await asyncio.gather(
+                *(self._run_main(index, run, configmaps, secrets) for index, run in enumerate(self.runs))
+            )
             await self.publish()
         except _Stopping:
             return
@@ -383,8 +394,10 @@ class PodWorker:
 
     def _pull_error(self, image: str) -> str:
         if self.kubelet.runtime == "image":
-            return (f'image "{image}" is not in the local image store (buildah images): the sandbox never pulls; '
-                    f"build it (e.g. make images) or fetch it with buildah pull")
+            return (
+                f'image "{image}" is not in the local image store (buildah images): the sandbox never pulls; '
+                f"build it (e.g. make images) or fetch it with buildah pull"
+            )
         return f'failed to pull and unpack image "{image}": failed to resolve reference "{image}": not found'
 
     async def _pull_images(self) -> None:
@@ -404,7 +417,7 @@ class PodWorker:
             for run in missing:
                 run.reason, run.message = "ImagePullBackOff", f'Back-off pulling image "{run.image}"'
             await self.publish()
-            await self._sleep(min(IMAGE_PULL_BACKOFF_SECONDS * 2 ** attempt, MAX_IMAGE_PULL_BACKOFF_SECONDS))
+            await self._sleep(min(IMAGE_PULL_BACKOFF_SECONDS * 2**attempt, MAX_IMAGE_PULL_BACKOFF_SECONDS))
             attempt += 1
 
     async def _run_init(self, index: int, run: ContainerRun, configmaps: dict, secrets: dict) -> None:
@@ -460,8 +473,13 @@ class PodWorker:
         with open(log_path, "ab") as log_file:
             try:
                 process = await asyncio.create_subprocess_exec(
-                    *argv, stdout=log_file, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                    env=env, cwd=cwd, start_new_session=True,
+                    *argv,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    env=env,
+                    cwd=cwd,
+                    start_new_session=True,
                 )
             except OSError as error:
                 run.state, run.reason = "terminated", "StartError"
@@ -525,7 +543,7 @@ class PodWorker:
         if not command:
             raise VolumeError(
                 f"container {spec['name']!r} has no command: the sandbox does not pull images, so it cannot know "
-                f"the image's entrypoint; set command, e.g. [\"python\", \"-m\", \"finetune_trainer\"] (or run "
+                f'the image\'s entrypoint; set command, e.g. ["python", "-m", "finetune_trainer"] (or run '
                 f"the kubelet with the image runtime, FINETUNE_SANDBOX_RUNTIME=image)"
             )
         argv = [rewrite(part) for part in command + args]
@@ -543,8 +561,9 @@ class PodWorker:
         cwd.mkdir(parents=True, exist_ok=True)
         return argv, process_env, str(cwd)
 
-    async def _image_launch(self, spec: dict, run: ContainerRun, mounts: list[Mount], env: dict,
-                            message_file: Path) -> tuple[list[str], dict[str, str]]:
+    async def _image_launch(
+        self, spec: dict, run: ContainerRun, mounts: list[Mount], env: dict, message_file: Path
+    ) -> tuple[list[str], dict[str, str]]:
         """Image runtime: a fresh working container of the pod's image, and the command that enters it."""
         name = spec["name"]
         previous = self.working_containers.pop(name, None)
@@ -561,8 +580,17 @@ class PodWorker:
         self.working_containers[name] = container
         run.image_id = container.config.image_id
         accounts, groups = await asyncio.to_thread(image_accounts, container.rootfs)
-        plan = plan_container(self.pod, spec, container.config, env, mounts, message_file,
-                              extra_env=self.kubelet.extra_env, accounts=accounts, groups=groups)
+        plan = plan_container(
+            self.pod,
+            spec,
+            container.config,
+            env,
+            mounts,
+            message_file,
+            extra_env=self.kubelet.extra_env,
+            accounts=accounts,
+            groups=groups,
+        )
         await asyncio.to_thread(apply_volume_ownership, plan, mounts, self.pod)
         argv = await asyncio.to_thread(launch_argv, plan, container.rootfs, readlink_or_none)
         return argv, host_env()
@@ -598,16 +626,27 @@ class PodWorker:
             if current["metadata"].get("uid") != self.uid:
                 return
             existing = current.get("status") or {}
-            status = build_pod_status(existing, self.restart_policy, self.init_runs, self.runs, self.kubelet.now(),
-                                      start_time=existing.get("startTime") or self.start_time, phase=phase,
-                                      sandbox_ready=self.sandbox_ready)
+            status = build_pod_status(
+                existing,
+                self.restart_policy,
+                self.init_runs,
+                self.runs,
+                self.kubelet.now(),
+                start_time=existing.get("startTime") or self.start_time,
+                phase=phase,
+                sandbox_ready=self.sandbox_ready,
+            )
             if existing.get("phase") in ("Succeeded", "Failed") and status["phase"] != existing["phase"]:
                 status["phase"] = existing["phase"]  # a terminal phase never changes
             if all(existing.get(key) == value for key, value in status.items()):
                 return
-            await client.patch("v1", "pods", *self.key,
-                               {"metadata": {"resourceVersion": current["metadata"].get("resourceVersion")},
-                                "status": status}, subresource="status")
+            await client.patch(
+                "v1",
+                "pods",
+                *self.key,
+                {"metadata": {"resourceVersion": current["metadata"].get("resourceVersion")}, "status": status},
+                subresource="status",
+            )
 
         async with self._publish_lock:
             try:
@@ -640,4 +679,3 @@ def _read_tail(path: Path, limit: int) -> bytes:
             return handle.read()
     except OSError:
         return b""
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-
 import re
 
 from .kubelet_volumes import decode_data
@@ -11,7 +10,9 @@ from .scheduler import parse_quantity
 
 SANDBOX_IP = "127.0.0.1"
 # Pod and Service DNS names (NAME.SUBDOMAIN.NS.svc[.cluster.local], SVC.NS.svc): all pods run on this host.
-_CLUSTER_DNS = re.compile(r"(?<![\w.\-])[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)+\.svc(\.cluster\.local)?(?![\w\-]|\.[\w])")
+_CLUSTER_DNS = re.compile(
+    r"(?<![\w.\-])[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)+\.svc(\.cluster\.local)?(?![\w\-]|\.[\w])"
+)
 _FIELD_MAP = re.compile(r"^metadata\.(labels|annotations)\['([^']*)'\]$")
 _VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)")
 
@@ -123,10 +124,13 @@ def _value_from(
             if ref.get("optional"):
                 return None
             if data is None:
-                raise EnvError(f'{kind.lower()} "{ref.get("name")}" not found (env {name} of container '
-                               f'{container.get("name")!r})')
-            raise EnvError(f"couldn't find key {ref.get('key')} in {kind} {namespace}/{ref.get('name')} "
-                           f"(env {name} of container {container.get('name')!r})")
+                raise EnvError(
+                    f'{kind.lower()} "{ref.get("name")}" not found (env {name} of container {container.get("name")!r})'
+                )
+            raise EnvError(
+                f"couldn't find key {ref.get('key')} in {kind} {namespace}/{ref.get('name')} "
+                f"(env {name} of container {container.get('name')!r})"
+            )
         return data[ref["key"]].decode(errors="replace")
     raise EnvError(f"env {name} of container {container.get('name')!r}: unsupported valueFrom {sorted(value_from)}")
 

@@ -38,8 +38,13 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 # Device nodes a runtime puts in a container's /dev (bound from the host's).
 DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
-             "stderr": "/proc/self/fd/2", "core": "/proc/kcore"}
+DEV_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "core": "/proc/kcore",
+}
 # Host files bound read-only into the container when the image has them (name resolution on this machine).
 HOST_FILES = ("/etc/resolv.conf", "/etc/hosts")
 # The environment of the host-side helpers (unshare, sh, mount, chroot) before `env -i` replaces it.
@@ -160,12 +165,14 @@ def container_argv(container: dict, image: ImageConfig, env: dict[str, str]) -> 
         raise ContainerConfigError(
             "CreateContainerError",
             f"container {container.get('name')!r}: no command specified (the image has no ENTRYPOINT or CMD and "
-            f"the container sets no command or args)")
+            f"the container sets no command or args)",
+        )
     return argv
 
 
-def container_user(pod: dict, container: dict, image: ImageConfig, accounts: dict[str, Account],
-                   groups: dict[str, int]) -> tuple[int, int, list[int]]:
+def container_user(
+    pod: dict, container: dict, image: ImageConfig, accounts: dict[str, Account], groups: dict[str, int]
+) -> tuple[int, int, list[int]]:
     """(uid, gid, supplementary gids): runAsUser/runAsGroup over the image's USER, as containerd resolves it."""
     by_uid = {account.uid: account for account in reversed(list(accounts.values()))}
     name = container.get("name")
@@ -180,7 +187,8 @@ def container_user(pod: dict, container: dict, image: ImageConfig, accounts: dic
             raise ContainerConfigError(
                 "CreateContainerConfigError",
                 f"container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user is non-root "
-                f"(container: {name})")
+                f"(container: {name})",
+            )
         if not user:
             uid = 0
         elif user.isdigit():
@@ -188,21 +196,24 @@ def container_user(pod: dict, container: dict, image: ImageConfig, accounts: dic
         elif user in accounts:
             uid = accounts[user].uid
         else:
-            raise ContainerConfigError("CreateContainerError",
-                                       f"unable to find user {user}: no matching entries in passwd file")
+            raise ContainerConfigError(
+                "CreateContainerError", f"unable to find user {user}: no matching entries in passwd file"
+            )
         gid = by_uid[uid].gid if uid in by_uid else 0
         if group.isdigit():
             gid = int(group)
         elif group:
             if group not in groups:
-                raise ContainerConfigError("CreateContainerError",
-                                           f"unable to find group {group}: no matching entries in group file")
+                raise ContainerConfigError(
+                    "CreateContainerError", f"unable to find group {group}: no matching entries in group file"
+                )
             gid = groups[group]
     if run_as_group is not None:
         gid = int(run_as_group)
     if _security(pod, container, "runAsNonRoot") and uid == 0:
-        raise ContainerConfigError("CreateContainerConfigError",
-                                   f"container has runAsNonRoot and image will run as root (container: {name})")
+        raise ContainerConfigError(
+            "CreateContainerConfigError", f"container has runAsNonRoot and image will run as root (container: {name})"
+        )
     pod_security = (pod.get("spec") or {}).get("securityContext") or {}
     extra = [pod_security["fsGroup"]] if pod_security.get("fsGroup") is not None else []
     extra += list(pod_security.get("supplementalGroups") or [])
@@ -213,8 +224,9 @@ def container_user(pod: dict, container: dict, image: ImageConfig, accounts: dic
     return uid, gid, supplementary
 
 
-def container_env(image: ImageConfig, env: dict[str, str], *, hostname: str, home: str,
-                  extra_env: dict[str, str] | None = None) -> dict[str, str]:
+def container_env(
+    image: ImageConfig, env: dict[str, str], *, hostname: str, home: str, extra_env: dict[str, str] | None = None
+) -> dict[str, str]:
     """HOSTNAME, then the image's Env, then the container's (resolved) env, then the kubelet's extra_env.
 
     PATH defaults to containerd's when the image sets none; HOME to the user's home when nothing sets it (runc).
@@ -230,8 +242,9 @@ def container_env(image: ImageConfig, env: dict[str, str], *, hostname: str, hom
     return result
 
 
-def container_mounts_in_order(mounts: list[Mount], termination_path: str, termination_file: Path,
-                              pod: dict) -> list[ContainerMount]:
+def container_mounts_in_order(
+    mounts: list[Mount], termination_path: str, termination_file: Path, pod: dict
+) -> list[ContainerMount]:
     """The runtime's own mounts, the volumes and the termination file, sorted by depth (parents first, stable)."""
     volumes = {volume.get("name"): volume for volume in (pod.get("spec") or {}).get("volumes") or []}
     system = [
@@ -247,8 +260,9 @@ def container_mounts_in_order(mounts: list[Mount], termination_path: str, termin
     for mount in mounts:
         volume = volumes.get(mount.volume) or {}
         claim_read_only = bool((volume.get("persistentVolumeClaim") or {}).get("readOnly"))
-        own.append(ContainerMount(mount.mount_path, str(mount.local_path),
-                                  read_only=mount.read_only or claim_read_only))
+        own.append(
+            ContainerMount(mount.mount_path, str(mount.local_path), read_only=mount.read_only or claim_read_only)
+        )
     own.append(ContainerMount(termination_path, str(termination_file)))
     return sorted(system + own, key=lambda mount: _depth(mount.target))
 
@@ -300,8 +314,9 @@ def _no_links(_: str) -> str | None:
     return None
 
 
-def resolve_in_container(path: str, rootfs: str, mounted: list[tuple[str, str | None]],
-                         readlink: Readlink = _no_links) -> str:
+def resolve_in_container(
+    path: str, rootfs: str, mounted: list[tuple[str, str | None]], readlink: Readlink = _no_links
+) -> str:
     """`path` with its symlinks resolved as the container would, never leaving the container's root.
 
     An image's absolute link (/var/run -> /run) must not send a mount point to the host's /run. `mounted`: the
@@ -344,7 +359,7 @@ def _host_path(path: str, rootfs: str, mounted: list[tuple[str, str | None]]) ->
         return rootfs.rstrip("/") + path
     if best[1] is None:
         return None
-    return best[1].rstrip("/") + path[len(best[0].rstrip("/")):]
+    return best[1].rstrip("/") + path[len(best[0].rstrip("/")) :]
 
 
 def _inside_earlier(path: str, mounted: list[tuple[str, str | None]]) -> bool:
@@ -352,8 +367,9 @@ def _inside_earlier(path: str, mounted: list[tuple[str, str | None]]) -> bool:
 
 
 # Creates a mount point like its source: a folder for a folder, an empty file otherwise.
-_MOUNT_POINT = ('mp() { if [ -d "$1" ]; then mkdir -p "$2"; '
-                'else mkdir -p "$(dirname "$2")"; [ -e "$2" ] || : > "$2"; fi; }')
+_MOUNT_POINT = (
+    'mp() { if [ -d "$1" ]; then mkdir -p "$2"; else mkdir -p "$(dirname "$2")"; [ -e "$2" ] || : > "$2"; fi; }'
+)
 
 
 def launch_argv(plan: ContainerPlan, rootfs: str, readlink: Readlink = _no_links) -> list[str]:
@@ -383,8 +399,9 @@ def launch_argv(plan: ContainerPlan, rootfs: str, readlink: Readlink = _no_links
             (late if inside else early).append(f"mkdir -p {where}")
             steps.append(f"mount -t tmpfs -o {q(mount.source)} tmpfs {where}")
             if mount.kind == "dev":
-                steps += [f"ln -s {q(link)} {root}{q(target.rstrip('/') + '/' + name)}"
-                          for name, link in DEV_LINKS.items()]
+                steps += [
+                    f"ln -s {q(link)} {root}{q(target.rstrip('/') + '/' + name)}" for name, link in DEV_LINKS.items()
+                ]
             mounted.append((target, None))
         late += steps
     workdir = resolve_in_container(plan.working_dir, rootfs, mounted, readlink)
@@ -418,12 +435,14 @@ def readlink_or_none(path: str) -> str | None:
 
 def image_accounts(rootfs: str | Path) -> tuple[dict[str, Account], dict[str, int]]:
     """The image's /etc/passwd and /etc/group (links resolved inside the image)."""
+
     def read(path: str) -> str:
         resolved = resolve_in_container(path, str(rootfs), [], readlink_or_none)
         try:
             return (Path(rootfs) / resolved.lstrip("/")).read_text(errors="replace")
         except OSError:
             return ""
+
     return parse_passwd(read("/etc/passwd")), parse_group(read("/etc/group"))
 
 
@@ -438,8 +457,9 @@ def apply_volume_ownership(plan: ContainerPlan, mounts: list[Mount], pod: dict) 
     if plan.uid == 0 and fs_group is None:
         return
     group = int(fs_group) if fs_group is not None else plan.gid
-    host_path_volumes = {volume.get("name") for volume in (pod.get("spec") or {}).get("volumes") or []
-                         if "hostPath" in volume}
+    host_path_volumes = {
+        volume.get("name") for volume in (pod.get("spec") or {}).get("volumes") or [] if "hostPath" in volume
+    }
     for mount in mounts:
         if mount.read_only or mount.volume in host_path_volumes or not mount.local_path.exists():
             continue
@@ -474,8 +494,12 @@ class Buildah:
 
     async def _run(self, *args: str) -> str:
         process = await asyncio.create_subprocess_exec(
-            self.binary, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            stdin=asyncio.subprocess.DEVNULL)
+            self.binary,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
         out, err = await process.communicate()
         if process.returncode != 0:
             raise BuildahError(err.decode(errors="replace").strip() or f"buildah {args[0]} failed")

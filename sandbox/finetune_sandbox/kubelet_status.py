@@ -32,8 +32,13 @@ class ContainerRun:
     image_id: str = ""  # the image runtime's real image ID; "sandbox://IMAGE" otherwise
 
     def terminated_state(self) -> dict:
-        state = {"exitCode": self.exit_code, "reason": self.reason, "startedAt": self.started_at,
-                 "finishedAt": self.finished_at, "containerID": self.container_id()}
+        state = {
+            "exitCode": self.exit_code,
+            "reason": self.reason,
+            "startedAt": self.started_at,
+            "finishedAt": self.finished_at,
+            "containerID": self.container_id(),
+        }
         if self.message:
             state["message"] = self.message
         return {"terminated": state}
@@ -115,19 +120,30 @@ def pod_conditions(
     conditions = list(existing or [])
     if not any(c.get("type") == "PodScheduled" for c in conditions):
         conditions.append({"type": "PodScheduled", "status": "True", "lastTransitionTime": format_time(now)})
-    conditions = set_condition(conditions, "PodReadyToStartContainers", "True" if sandbox_ready else "False",
-                               "", "", now)
+    conditions = set_condition(
+        conditions, "PodReadyToStartContainers", "True" if sandbox_ready else "False", "", "", now
+    )
     pending_init = [run.name for run in init_runs if not (run.state == "terminated" and run.exit_code == 0)]
     if pending_init:
-        conditions = set_condition(conditions, "Initialized", "False", "ContainersNotInitialized",
-                                   f"containers with incomplete status: [{' '.join(pending_init)}]", now)
+        conditions = set_condition(
+            conditions,
+            "Initialized",
+            "False",
+            "ContainersNotInitialized",
+            f"containers with incomplete status: [{' '.join(pending_init)}]",
+            now,
+        )
     else:
         conditions = set_condition(conditions, "Initialized", "True", "", "", now)
     unready = [run.name for run in runs if run.state != "running"]
     if phase in ("Succeeded", "Failed"):
         reason, message, status = "PodCompleted", "", "False"
     elif unready:
-        reason, message, status = "ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]", "False"
+        reason, message, status = (
+            "ContainersNotReady",
+            f"containers with unready status: [{' '.join(unready)}]",
+            "False",
+        )
     else:
         reason, message, status = "", "", "True"
     conditions = set_condition(conditions, "ContainersReady", status, reason, message, now)
@@ -158,8 +174,9 @@ def build_pod_status(
     phase = phase or pod_phase(restart_policy, init_runs, runs)
     status = {
         "phase": phase,
-        "conditions": pod_conditions((existing or {}).get("conditions"), phase, init_runs, runs, now,
-                                     sandbox_ready=sandbox_ready),
+        "conditions": pod_conditions(
+            (existing or {}).get("conditions"), phase, init_runs, runs, now, sandbox_ready=sandbox_ready
+        ),
         "hostIP": SANDBOX_IP,
         "hostIPs": [{"ip": SANDBOX_IP}],
         "podIP": SANDBOX_IP,

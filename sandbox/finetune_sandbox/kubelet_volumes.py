@@ -107,7 +107,9 @@ def write_files(root: Path, files: dict[str, bytes]) -> None:
         target.write_bytes(content)
 
 
-def volume_files(volume: dict, configmaps: dict[str, dict | None], secrets: dict[str, dict | None]) -> dict[str, bytes] | None:
+def volume_files(
+    volume: dict, configmaps: dict[str, dict | None], secrets: dict[str, dict | None]
+) -> dict[str, bytes] | None:
     """Files of a configMap/secret/projected volume (None for folder-only volumes); raises on missing sources."""
     name = volume["name"]
     if "configMap" in volume or "secret" in volume:
@@ -181,7 +183,5 @@ def path_rewriter(mapping: dict[str, str]) -> Callable[[str], str]:
     if not mapping:
         return lambda text: text
     ordered = sorted(mapping, key=len, reverse=True)
-    pattern = re.compile(
-        r"(?<![\w.\-/])(" + "|".join(re.escape(path) for path in ordered) + r")(?![\w.\-])"
-    )
+    pattern = re.compile(r"(?<![\w.\-/])(" + "|".join(re.escape(path) for path in ordered) + r")(?![\w.\-])")
     return lambda text: pattern.sub(lambda match: mapping[match.group(1)], text)

@@ -26,7 +26,12 @@ def deployment_manifest(path) -> dict[str, Any]:
 
 
 def operator_pod(
-    deployment: dict[str, Any], *, image: str, name: str, settings: dict[str, str], args: list[str],
+    deployment: dict[str, Any],
+    *,
+    image: str,
+    name: str,
+    settings: dict[str, str],
+    args: list[str],
 ) -> dict[str, Any]:
     """The Deployment's pod, named `name`, running `image` with `args`; `settings` override its env by name."""
     template = copy.deepcopy(deployment["spec"]["template"])
@@ -45,13 +50,22 @@ def operator_pod(
     env = [entry for entry in container.get("env") or [] if entry["name"] not in wanted]
     env += [{"name": key, "value": value} for key, value in wanted.items()]
     container["env"] = env
-    container.setdefault("volumeMounts", []).append({"name": "kubeconfig", "mountPath": KUBECONFIG_DIR, "readOnly": True})
+    container.setdefault("volumeMounts", []).append(
+        {"name": "kubeconfig", "mountPath": KUBECONFIG_DIR, "readOnly": True}
+    )
     namespace = deployment["metadata"]["namespace"]
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "labels": template["metadata"]["labels"]},
-            "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": template["metadata"]["labels"]},
+        "spec": spec,
+    }
 
 
 def kubeconfig_secret(namespace: str, kubeconfig_text: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": KUBECONFIG_SECRET, "namespace": namespace},
-            "data": {KUBECONFIG_KEY: base64.b64encode(kubeconfig_text.encode()).decode()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": KUBECONFIG_SECRET, "namespace": namespace},
+        "data": {KUBECONFIG_KEY: base64.b64encode(kubeconfig_text.encode()).decode()},
+    }

@@ -21,11 +21,22 @@ DEFAULT_SCHEDULER = "default-scheduler"
 # Resources a laptop cannot promise: never block on them.
 NOT_BLOCKING = {"cpu", "memory", "ephemeral-storage", "pods"}
 _SUFFIXES = {
-    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
-    "P": Decimal("1e15"), "E": Decimal("1e18"),
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal("1e3"),
+    "M": Decimal("1e6"),
+    "G": Decimal("1e9"),
+    "T": Decimal("1e12"),
+    "P": Decimal("1e15"),
+    "E": Decimal("1e18"),
 }
 
 
@@ -87,8 +98,7 @@ def schedule_decision(pod: dict, node: dict, bound_pods: list[dict]) -> Decision
     if any(node_labels.get(key) != value for key, value in selector.items()):
         return Decision(False, "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.")
     allocatable = {
-        name: parse_quantity(amount)
-        for name, amount in ((node.get("status") or {}).get("allocatable") or {}).items()
+        name: parse_quantity(amount) for name, amount in ((node.get("status") or {}).get("allocatable") or {}).items()
     }
     used: dict[str, Decimal] = {}
     for other in bound_pods:
@@ -99,7 +109,8 @@ def schedule_decision(pod: dict, node: dict, bound_pods: list[dict]) -> Decision
     insufficient = sorted(
         name
         for name, amount in pod_requests(pod).items()
-        if name not in NOT_BLOCKING and amount > 0
+        if name not in NOT_BLOCKING
+        and amount > 0
         and amount > allocatable.get(name, Decimal(0)) - used.get(name, Decimal(0))
     )
     if insufficient:
@@ -133,13 +144,22 @@ def node_status(amounts: dict[str, str]) -> dict:
         "capacity": amounts,
         "allocatable": amounts,
         "conditions": [
-            {"type": "Ready", "status": "True", "reason": "KubeletReady",
-             "message": "sandbox process kubelet is posting ready status",
-             "lastHeartbeatTime": now, "lastTransitionTime": now},
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "message": "sandbox process kubelet is posting ready status",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            },
         ],
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": "localhost"}],
-        "nodeInfo": {"kubeletVersion": "v1.31.0-sandbox", "containerRuntimeVersion": "process://sandbox",
-                     "operatingSystem": "linux", "architecture": "amd64"},
+        "nodeInfo": {
+            "kubeletVersion": "v1.31.0-sandbox",
+            "containerRuntimeVersion": "process://sandbox",
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+        },
     }
 
 
@@ -172,8 +192,9 @@ class Scheduler:
                 raise
         # Status may be dropped on create (status subresource): write it explicitly.
         try:
-            self.node = await self.client.patch("v1", "nodes", None, self.node_name,
-                                                {"status": self.node["status"]}, subresource="status")
+            self.node = await self.client.patch(
+                "v1", "nodes", None, self.node_name, {"status": self.node["status"]}, subresource="status"
+            )
         except ApiError as error:
             if error.status not in (404, 405):
                 raise
@@ -236,7 +257,8 @@ class Scheduler:
 
     async def _bind(self, namespace: str, name: str) -> None:
         binding = {
-            "apiVersion": "v1", "kind": "Binding",
+            "apiVersion": "v1",
+            "kind": "Binding",
             "metadata": {"name": name, "namespace": namespace},
             "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name},
         }
@@ -259,16 +281,25 @@ class Scheduler:
     async def _set_scheduled(self, namespace: str, name: str, status: str, reason: str, message: str) -> None:
         async def write() -> None:
             pod = await self.client.get("v1", "pods", namespace, name)
-            conditions = set_condition((pod.get("status") or {}).get("conditions"), "PodScheduled", status,
-                                       reason, message, self.now(), probe_time=False)
+            conditions = set_condition(
+                (pod.get("status") or {}).get("conditions"),
+                "PodScheduled",
+                status,
+                reason,
+                message,
+                self.now(),
+                probe_time=False,
+            )
             if status == "True":
                 # The real binding leaves no reason/message on a True PodScheduled.
                 conditions = [
                     {k: v for k, v in c.items() if not (c["type"] == "PodScheduled" and k in ("reason", "message"))}
                     for c in conditions
                 ]
-            patch = {"metadata": {"resourceVersion": pod["metadata"].get("resourceVersion")},
-                     "status": {"conditions": conditions}}
+            patch = {
+                "metadata": {"resourceVersion": pod["metadata"].get("resourceVersion")},
+                "status": {"conditions": conditions},
+            }
             if not (pod.get("status") or {}).get("phase"):
                 patch["status"]["phase"] = "Pending"
             await self.client.patch("v1", "pods", namespace, name, patch, subresource="status")

@@ -89,7 +89,9 @@ def _normalize(value: Any, schema: dict[str, Any], path: str, unknown: list[str]
         return _normalize_object(value, schema, path, unknown, root)
     if isinstance(value, list) and isinstance(schema.get("items"), dict):
         items = schema["items"]
-        return [item if item is None else _normalize(item, items, f"{path}[{i}]", unknown) for i, item in enumerate(value)]
+        return [
+            item if item is None else _normalize(item, items, f"{path}[{i}]", unknown) for i, item in enumerate(value)
+        ]
     return value
 
 
@@ -154,13 +156,17 @@ class _Validator:
         if value is None:
             if schema.get("nullable", False):
                 return False
-            expected = "integer or string" if schema.get("x-kubernetes-int-or-string") else schema.get("type", "a value")
+            expected = (
+                "integer or string" if schema.get("x-kubernetes-int-or-string") else schema.get("type", "a value")
+            )
             self.add(path, f'Invalid value: "null": must be of type {expected}', "FieldValueTypeInvalid")
             return False
         if schema.get("x-kubernetes-int-or-string"):
             if _is_integer(value) or isinstance(value, str):
                 return True
-            self.add(path, f'Invalid value: "{_json_type(value)}": must be an integer or a string', "FieldValueTypeInvalid")
+            self.add(
+                path, f'Invalid value: "{_json_type(value)}": must be an integer or a string', "FieldValueTypeInvalid"
+            )
             return False
         expected = schema.get("type")
         if expected is None or _has_type(value, expected):
@@ -171,7 +177,9 @@ class _Validator:
     def _check_keywords(self, value: Any, schema: dict[str, Any], path: str) -> None:
         if "enum" in schema and value not in schema["enum"]:
             supported = ", ".join(_show(option) for option in schema["enum"])
-            self.add(path, f"Unsupported value: {_show(value)}: supported values: {supported}", "FieldValueNotSupported")
+            self.add(
+                path, f"Unsupported value: {_show(value)}: supported values: {supported}", "FieldValueNotSupported"
+            )
         if _is_number(value):
             self._check_number(value, schema, path)
         elif isinstance(value, str):

@@ -6,9 +6,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sandbox_support import Cluster, write_sentiment_csv, write_tiny_text_classifier
-
 from finetune_sandbox.cluster import Sandbox, SandboxThread
+from sandbox_support import Cluster, write_sentiment_csv, write_tiny_text_classifier
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,8 @@ DEFAULT_VARIABLES = {
 }
 
 # PromQL words that are not metric names: functions, aggregations, operators and modifiers.
-PROMQL_FUNCTIONS = frozenset("""
+PROMQL_FUNCTIONS = frozenset(
+    """
 abs absent absent_over_time avg_over_time ceil changes clamp clamp_max clamp_min count_over_time
 day_of_month day_of_week day_of_year days_in_month delta deriv exp floor histogram_count
 histogram_fraction histogram_quantile histogram_sum holt_winters hour idelta increase irate
@@ -44,7 +45,8 @@ month predict_linear present_over_time quantile_over_time rate resets round scal
 sqrt stddev_over_time stdvar_over_time sum_over_time time timestamp vector year acos acosh asin asinh
 atan atanh cos cosh sin sinh tan tanh deg rad pi
 sum min max avg group stddev stdvar count count_values bottomk topk quantile
-""".split())
+""".split()
+)
 PROMQL_KEYWORDS = frozenset(
     "and or unless by without on ignoring group_left group_right offset bool start end inf nan".split()
 )
@@ -216,9 +218,7 @@ def dashboard_panels(dashboard: Mapping[str, Any]) -> Iterator[Mapping[str, Any]
         yield from panel.get("panels", [])
 
 
-def dashboard_expressions(
-    dashboard: Mapping[str, Any], variables: Mapping[str, str] | None = None
-) -> list[str]:
+def dashboard_expressions(dashboard: Mapping[str, Any], variables: Mapping[str, str] | None = None) -> list[str]:
     """Every panel target's PromQL, with dashboard variables replaced (defaults: DEFAULT_VARIABLES)."""
     values = {**DEFAULT_VARIABLES, **(variables or {})}
     return [
@@ -305,14 +305,16 @@ def prometheus_config(
     for (job, honor, path), members in jobs.items():
         # Two jobs may share a name (same `job` label) only if Prometheus sees different job_names.
         names[job] = names.get(job, -1) + 1
-        scrape_configs.append({
-            "job_name": job if names[job] == 0 else f"{job}-{names[job]}",
-            "honor_labels": honor,
-            "metrics_path": path,
-            "scrape_interval": scrape_interval,
-            "scrape_timeout": scrape_interval,
-            "static_configs": [{"targets": [t.address], "labels": {"job": job, **t.labels}} for t in members],
-        })
+        scrape_configs.append(
+            {
+                "job_name": job if names[job] == 0 else f"{job}-{names[job]}",
+                "honor_labels": honor,
+                "metrics_path": path,
+                "scrape_interval": scrape_interval,
+                "scrape_timeout": scrape_interval,
+                "static_configs": [{"targets": [t.address], "labels": {"job": job, **t.labels}} for t in members],
+            }
+        )
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": list(rule_files),

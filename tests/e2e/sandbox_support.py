@@ -4,7 +4,6 @@ kubeconfig, and the official `kubernetes` client for assertions."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from finetune_sandbox.cluster import Sandbox, SandboxThread, wait_for
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
-
-from finetune_sandbox.cluster import Sandbox, SandboxThread, wait_for
 
 # The operator's log line once its startup handlers ran and it starts watching (Kopf).
 OPERATOR_READY = b"Initial authentication has finished"
@@ -45,7 +43,10 @@ class Cluster:
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [kubectl_binary(), "--kubeconfig", str(self.kubeconfig), *args],
-            input=input, capture_output=True, text=True, timeout=60,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
@@ -83,8 +84,10 @@ class Cluster:
         try:
             return wait_for(reached, timeout, message=f"{namespace}/{name} to reach {phases}")
         except TimeoutError as exc:
-            raise AssertionError(f"{exc}; status: {json.dumps(self.status(namespace, name), indent=1)}\n"
-                                 f"operator log tail:\n{self.operator_log_tail()}") from None
+            raise AssertionError(
+                f"{exc}; status: {json.dumps(self.status(namespace, name), indent=1)}\n"
+                f"operator log tail:\n{self.operator_log_tail()}"
+            ) from None
 
     def pods(self, namespace: str, name: str) -> list[Any]:
         return self.core.list_namespaced_pod(namespace, label_selector=f"finetune.dev/job-name={name}").items
@@ -108,10 +111,19 @@ def write_tiny_text_classifier(model_dir: Path) -> None:
     vocab += WORDS_POSITIVE + WORDS_NEGATIVE
     (model_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=str(model_dir / "vocab.txt")).save_pretrained(model_dir)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64, num_labels=2,
-                        id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
     BertForSequenceClassification(config).save_pretrained(model_dir)
+
 
 def write_sentiment_csv(path: Path, rows: int = 64, *, label_column: str = "label") -> None:
     import random
@@ -125,14 +137,23 @@ def write_sentiment_csv(path: Path, rows: int = 64, *, label_column: str = "labe
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
 
+
 def finetunejob(name: str, namespace: str, **spec_overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "task": "text-classification",
         "model": {"source": "pvc://models/tiny-bert"},
-        "dataset": {"train": "pvc://datasets/sentiment/train.csv", "validationSplit": 0.25,
-                    "columns": {"text": "sentence", "label": "label"}},
-        "hyperparameters": {"maxSteps": 6, "batchSize": 8, "learningRate": 1.0e-3, "maxSeqLength": 16,
-                            "evalStrategy": "no"},
+        "dataset": {
+            "train": "pvc://datasets/sentiment/train.csv",
+            "validationSplit": 0.25,
+            "columns": {"text": "sentence", "label": "label"},
+        },
+        "hyperparameters": {
+            "maxSteps": 6,
+            "batchSize": 8,
+            "learningRate": 1.0e-3,
+            "maxSeqLength": 16,
+            "evalStrategy": "no",
+        },
         "resources": {"nodes": 1, "gpusPerNode": 0, "cpu": "1", "memory": "2Gi"},
         "output": {"uri": f"pvc://models/out-{name}", "checkpointSteps": 3},
         "runPolicy": {"startupDeadlineSeconds": 600},
@@ -142,8 +163,12 @@ def finetunejob(name: str, namespace: str, **spec_overrides: Any) -> dict[str, A
             spec[key] = {**spec[key], **value}
         else:
             spec[key] = value
-    return {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": "finetune.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 def wait_operator_ready(cluster: Cluster, log_offset: int, timeout: float = 60) -> None:
@@ -158,7 +183,8 @@ def wait_operator_ready(cluster: Cluster, log_offset: int, timeout: float = 60) 
 def kill_operator(cluster: Cluster) -> None:
     process = cluster.sandbox.operator
     assert process is not None and process.poll() is None, (
-        f"the operator died on its own (exit {process and process.returncode}):\n{cluster.operator_log_tail()}")
+        f"the operator died on its own (exit {process and process.returncode}):\n{cluster.operator_log_tail()}"
+    )
     process.kill()  # SIGKILL: no cleanup, no graceful end of in-flight API calls
     process.wait()
     cluster.sandbox.operator = None

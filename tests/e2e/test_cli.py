@@ -12,10 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-
-from sandbox_support import Cluster, finetunejob, kubectl_binary, write_sentiment_csv
-
 from finetune_sandbox.cluster import CRD_FILE, wait_for
+from sandbox_support import Cluster, finetunejob, kubectl_binary, write_sentiment_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -29,8 +27,13 @@ def ftjob(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([kubectl_binary(), "--kubeconfig", str(kubeconfig), *args],
-                          input=input, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [kubectl_binary(), "--kubeconfig", str(kubeconfig), *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -43,15 +46,20 @@ def table_rows(text: str) -> list[list[str]]:
 def test_sandbox_up_serves_kubectl_and_the_operator_and_down_stops_everything(tmp_path: Path) -> None:
     data_dir = tmp_path / "cluster"
     pid_file, kubeconfig = data_dir / "sandbox.pid", data_dir / "kubeconfig"
-    up = subprocess.Popen([ftjob_binary(), "sandbox", "up", "--data-dir", str(data_dir)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    up = subprocess.Popen(
+        [ftjob_binary(), "sandbox", "up", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         # The pid file is written once the API server serves and the operator was started.
         wait_for(lambda: pid_file.exists() or up.poll() is not None, 60, message="the sandbox pid file")
         assert up.poll() is None, up.stdout.read()
         assert int(pid_file.read_text()) == up.pid
-        operator_processes = [p for p in psutil.Process(up.pid).children(recursive=True)
-                              if "finetune_operator" in " ".join(p.cmdline())]
+        operator_processes = [
+            p for p in psutil.Process(up.pid).children(recursive=True) if "finetune_operator" in " ".join(p.cmdline())
+        ]
         assert operator_processes, "`ftjob sandbox up` did not start the operator"
 
         namespaces = kubectl(kubeconfig, "get", "ns")
@@ -149,8 +157,12 @@ def test_get_in_an_empty_namespace_says_none_found(cluster: Cluster) -> None:
 
 
 def test_watch_refreshes_the_table_until_interrupted(cluster: Cluster, cli_team: str) -> None:
-    watch = subprocess.Popen([ftjob_binary(), "--kubeconfig", str(cluster.kubeconfig), "watch", "-n", cli_team,
-                              "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watch = subprocess.Popen(
+        [ftjob_binary(), "--kubeconfig", str(cluster.kubeconfig), "watch", "-n", cli_team, "--interval", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         screens: list[str] = []
         # Each refresh clears the screen first; read until the third refresh has started.
@@ -181,12 +193,12 @@ def test_describe_shows_phase_reason_conditions_and_events(cluster: Cluster, cli
     assert f"Namespace:   {cli_team}" in lines
     assert "Phase:       Succeeded" in lines
     assert f"Reason:      {status['reason']}" in lines
-    conditions = lines[lines.index("Conditions:") + 1:lines.index("Events:")]
+    conditions = lines[lines.index("Conditions:") + 1 : lines.index("Events:")]
     condition_rows = {row[0]: row[1:3] for row in table_rows("\n".join(conditions))[1:]}
     for condition in status["conditions"]:
         assert condition_rows[condition["type"]][0] == condition["status"]
     assert condition_rows["Succeeded"][0] == "True"
-    events = table_rows("\n".join(lines[lines.index("Events:") + 1:]))
+    events = table_rows("\n".join(lines[lines.index("Events:") + 1 :]))
     assert events[0][:2] == ["TYPE", "REASON"]
     assert "Completed" in [row[1] for row in events[1:]]
 
@@ -239,9 +251,11 @@ def test_a_missing_job_exits_2_with_not_found(cluster: Cluster, cli_team: str, c
         ("just a string", "no usable kubeconfig in"),
         ("apiVersion: v1\nkind: Config\nclusters: []\n", "no usable kubeconfig in"),
         # A well-formed kubeconfig whose server does not answer (port 1 is never listening).
-        ("apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster: {server: 'http://127.0.0.1:1'}\n"
-         "contexts:\n- name: c\n  context: {cluster: c, user: u}\nusers:\n- name: u\n  user: {}\n",
-         "cannot reach the Kubernetes API server at http://127.0.0.1:1"),
+        (
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: c\n  cluster: {server: 'http://127.0.0.1:1'}\n"
+            "contexts:\n- name: c\n  context: {cluster: c, user: u}\nusers:\n- name: u\n  user: {}\n",
+            "cannot reach the Kubernetes API server at http://127.0.0.1:1",
+        ),
     ],
     ids=["not-yaml", "not-a-mapping", "no-context", "server-down"],
 )

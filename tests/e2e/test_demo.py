@@ -24,8 +24,9 @@ def test_demo_fine_tunes_minilm_to_high_accuracy_and_writes_the_model(tmp_path: 
     ftjob = shutil.which("ftjob") or str(Path(sys.executable).with_name("ftjob"))
 
     # On 2 cores this takes 1-2 minutes alone, longer while other tests load the machine.
-    result = subprocess.run([ftjob, "demo", "--data-dir", str(data_dir), "--timeout", "540"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [ftjob, "demo", "--data-dir", str(data_dir), "--timeout", "540"], capture_output=True, text=True, timeout=600
+    )
 
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]

@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_demo import ACCURACY_LINE, processes_using
-
 from finetune_sandbox.apiserver import ApiServer
 from finetune_sandbox.client import ApiError, SandboxClient
 from finetune_sandbox.cluster import IMAGE_OPERATOR_IMAGE, IMAGE_TRAINER_IMAGE, OPERATOR_POD
 from finetune_sandbox.kubelet import ProcessKubelet
 from finetune_sandbox.kubelet_image import WORKING_CONTAINER_PREFIX
+from test_demo import ACCURACY_LINE, processes_using
 
 pytestmark = [pytest.mark.e2e]
 
@@ -53,8 +52,14 @@ async def image_kubelet(tmp_path):
     server = ApiServer(host="127.0.0.1", port=0, graceful_pod_deletion=True)
     url = await server.start()
     client = SandboxClient(url)
-    kubelet = ProcessKubelet(client, tmp_path, register_log=server.set_log_path, runtime="image",
-                             extra_env={"SANDBOX": "yes"}, restart_backoff_seconds=0.1)
+    kubelet = ProcessKubelet(
+        client,
+        tmp_path,
+        register_log=server.set_log_path,
+        runtime="image",
+        extra_env={"SANDBOX": "yes"},
+        restart_backoff_seconds=0.1,
+    )
     task = asyncio.create_task(kubelet.run())
     yield client, kubelet, tmp_path
     await kubelet.stop()
@@ -67,8 +72,12 @@ async def image_kubelet(tmp_path):
 def python_pod(name: str, code: str, **container) -> dict:
     spec = container.pop("pod", {})
     body = {"name": "main", "image": BASE_IMAGE, "command": ["python3", "-c", code], **container}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
-            "spec": {"nodeName": "sandbox", "restartPolicy": "Never", "containers": [body], **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"nodeName": "sandbox", "restartPolicy": "Never", "containers": [body], **spec},
+    }
 
 
 async def wait_pod(client, name, check, timeout=30.0):
@@ -124,19 +133,29 @@ async def test_a_pod_runs_from_its_image_as_its_user_with_env_volumes_and_a_read
     client, kubelet, data_dir = image_kubelet
     await client.create("v1", "configmaps", NS, {"metadata": {"name": "app"}, "data": {"config.txt": "lr=1"}})
     body = python_pod(
-        "checks", CHECKS,
+        "checks",
+        CHECKS,
         args=["$(GREETING)", "/data/out"],
-        env=[{"name": "GREETING", "value": "hello"}, {"name": "SANDBOX", "value": "from-pod"},
-             {"name": "MASTER_ADDR", "value": "checks-0.job.default.svc"},
-             {"name": "OUT", "value": "/data/out/result.json"}],
+        env=[
+            {"name": "GREETING", "value": "hello"},
+            {"name": "SANDBOX", "value": "from-pod"},
+            {"name": "MASTER_ADDR", "value": "checks-0.job.default.svc"},
+            {"name": "OUT", "value": "/data/out/result.json"},
+        ],
         securityContext={"readOnlyRootFilesystem": True, "runAsGroup": 2000},
-        volumeMounts=[{"name": "config", "mountPath": "/etc/app", "readOnly": True},
-                      {"name": "data", "mountPath": "/data/out"},
-                      {"name": "scratch", "mountPath": "/scratch"}],
-        pod={"securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 3000},
-             "volumes": [{"name": "config", "configMap": {"name": "app"}},
-                         {"name": "data", "persistentVolumeClaim": {"claimName": "results"}},
-                         {"name": "scratch", "emptyDir": {}}]},
+        volumeMounts=[
+            {"name": "config", "mountPath": "/etc/app", "readOnly": True},
+            {"name": "data", "mountPath": "/data/out"},
+            {"name": "scratch", "mountPath": "/scratch"},
+        ],
+        pod={
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 3000},
+            "volumes": [
+                {"name": "config", "configMap": {"name": "app"}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": "results"}},
+                {"name": "scratch", "emptyDir": {}},
+            ],
+        },
     )
     await client.create("v1", "pods", NS, body)
     done = await wait_pod(client, "checks", phase_is("Succeeded", "Failed"))
@@ -160,9 +179,16 @@ async def test_a_pod_runs_from_its_image_as_its_user_with_env_volumes_and_a_read
     assert result["loopback"] == "127.0.0.1"
     # Volume paths stay container paths; cluster DNS names point at this machine; extra_env wins.
     assert result["argv"] == ["hello", "/data/out"]
-    assert result["env"] == {"GREETING": "hello", "LANG": "C.UTF-8", "SANDBOX": "yes", "MASTER_ADDR": "127.0.0.1",
-                             "OUT": "/data/out/result.json", "HOME": "/", "HOSTNAME": "checks",
-                             "VIRTUAL_ENV": None}
+    assert result["env"] == {
+        "GREETING": "hello",
+        "LANG": "C.UTF-8",
+        "SANDBOX": "yes",
+        "MASTER_ADDR": "127.0.0.1",
+        "OUT": "/data/out/result.json",
+        "HOME": "/",
+        "HOSTNAME": "checks",
+        "VIRTUAL_ENV": None,
+    }
     assert result["cwd"] == "/"
     # Written from inside as the container's user, into the folders the kubelet owns.
     assert (claim / "result.json").stat().st_uid == 1000
@@ -182,13 +208,15 @@ async def test_a_pod_runs_from_its_image_as_its_user_with_env_volumes_and_a_read
 
 async def test_sigterm_reaches_the_container_process_and_ends_it_with_143(image_kubelet):
     client, kubelet, data_dir = image_kubelet
-    code = ("import signal, sys, time\n"
-            "def stop(*_):\n"
-            "    open('/dev/termination-log', 'w').write('stopped by SIGTERM')\n"
-            "    sys.exit(143)\n"
-            "signal.signal(signal.SIGTERM, stop)\n"
-            "print('ready', flush=True)\n"
-            "time.sleep(120)\n")
+    code = (
+        "import signal, sys, time\n"
+        "def stop(*_):\n"
+        "    open('/dev/termination-log', 'w').write('stopped by SIGTERM')\n"
+        "    sys.exit(143)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
     await client.create("v1", "pods", NS, python_pod("term", code, pod={"terminationGracePeriodSeconds": 20}))
     await wait_pod(client, "term", phase_is("Running"))
     worker = kubelet.workers[(NS, "term")]
@@ -207,15 +235,21 @@ async def test_sigterm_reaches_the_container_process_and_ends_it_with_143(image_
 async def test_a_restarted_container_starts_from_a_fresh_writable_layer(image_kubelet):
     client, _, data_dir = image_kubelet
     # First start: leaves a file in the image's root filesystem and fails; the restart must not see it.
-    code = ("import os, pathlib, sys\n"
-            "count = pathlib.Path('/state/starts')\n"
-            "n = int(count.read_text()) if count.exists() else 0\n"
-            "count.write_text(str(n + 1))\n"
-            "print(f'start {n}: leftover={os.path.exists(\"/leftover\")}', flush=True)\n"
-            "pathlib.Path('/leftover').write_text('x')\n"
-            "sys.exit(0 if n else 1)\n")
-    body = python_pod("again", code, volumeMounts=[{"name": "state", "mountPath": "/state"}],
-                      pod={"restartPolicy": "OnFailure", "volumes": [{"name": "state", "emptyDir": {}}]})
+    code = (
+        "import os, pathlib, sys\n"
+        "count = pathlib.Path('/state/starts')\n"
+        "n = int(count.read_text()) if count.exists() else 0\n"
+        "count.write_text(str(n + 1))\n"
+        "print(f'start {n}: leftover={os.path.exists(\"/leftover\")}', flush=True)\n"
+        "pathlib.Path('/leftover').write_text('x')\n"
+        "sys.exit(0 if n else 1)\n"
+    )
+    body = python_pod(
+        "again",
+        code,
+        volumeMounts=[{"name": "state", "mountPath": "/state"}],
+        pod={"restartPolicy": "OnFailure", "volumes": [{"name": "state", "emptyDir": {}}]},
+    )
     await client.create("v1", "pods", NS, body)
     done = await wait_pod(client, "again", phase_is("Succeeded", "Failed"))
     assert done["status"]["phase"] == "Succeeded"
@@ -248,6 +282,7 @@ async def test_an_image_missing_locally_waits_with_image_pull_errors(image_kubel
     def pulling(current):
         waiting = (current or {}).get("status", {}).get("containerStatuses", [{}])[0].get("state", {}).get("waiting")
         return waiting and waiting["reason"] in ("ErrImagePull", "ImagePullBackOff") and waiting
+
     await client.create("v1", "pods", NS, body)
     done = await wait_pod(client, "absent", pulling, timeout=10)
     assert done["status"]["phase"] == "Pending"
@@ -265,8 +300,12 @@ def test_demo_runs_the_operator_image_and_trains_with_the_trainer_image(tmp_path
     data_dir = tmp_path / "demo"
     ftjob = shutil.which("ftjob") or str(Path(sys.executable).with_name("ftjob"))
 
-    result = subprocess.run([ftjob, "demo", "--images", "--data-dir", str(data_dir), "--timeout", "540"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [ftjob, "demo", "--images", "--data-dir", str(data_dir), "--timeout", "540"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]

@@ -3,15 +3,13 @@ spec through, the operator marks it Failed/InvalidSpec naming the field, and cre
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from sandbox_support import Cluster, finetunejob
-
 from finetune_sandbox.cluster import CRD_FILE, Sandbox, SandboxThread, wait_for
+from sandbox_support import Cluster, finetunejob
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 from invalid_catalog import CASES, REJECT  # noqa: E402
@@ -32,7 +30,10 @@ def test_kubectl_apply_refuses_an_invalid_spec_naming_the_field(cluster: Cluster
     field = case.crd_field if case.crd_field is not None else case.field
     leaf = field.replace("]", "").split(".")[-1].split("[")[0]
     assert leaf in result.stderr or "metadata.name" in result.stderr, result.stderr
-    assert cluster.custom.list_namespaced_custom_object("finetune.dev", "v1alpha1", namespace, "finetunejobs")["items"] == []
+    assert (
+        cluster.custom.list_namespaced_custom_object("finetune.dev", "v1alpha1", namespace, "finetunejobs")["items"]
+        == []
+    )
 
 
 def loose_crd() -> dict:
@@ -62,7 +63,11 @@ def loose_cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
         (lambda s: s.update(task="sentiment"), "spec.task", "must be one of"),
         (lambda s: s["method"].update(lora={"r": 8}), "spec.method.lora", "only allowed with type: lora"),
         (lambda s: s["dataset"].update(validation="pvc://datasets/val.csv"), "spec.dataset", "not both"),
-        (lambda s: s["hyperparameters"].update(batchSize=0), "spec.hyperparameters.batchSize", "greater than or equal to 1"),
+        (
+            lambda s: s["hyperparameters"].update(batchSize=0),
+            "spec.hyperparameters.batchSize",
+            "greater than or equal to 1",
+        ),
     ],
     ids=["unknown-task", "lora-without-lora", "two-validation-sources", "zero-batch"],
 )
@@ -78,8 +83,11 @@ def test_operator_marks_a_spec_the_crd_let_through_as_invalid(loose_cluster: Clu
     assert says in status["message"]
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert (failed["status"], failed["reason"]) == ("True", "InvalidSpec")
-    wait_for(lambda: any(e.reason == "InvalidSpec" for e in loose_cluster.events(namespace, "bad")), 30,
-             message="an InvalidSpec warning event")
+    wait_for(
+        lambda: any(e.reason == "InvalidSpec" for e in loose_cluster.events(namespace, "bad")),
+        30,
+        message="an InvalidSpec warning event",
+    )
     assert loose_cluster.batch.list_namespaced_job(namespace).items == []
     assert loose_cluster.core.list_namespaced_config_map(namespace).items == []
     assert loose_cluster.pods(namespace, "bad") == []

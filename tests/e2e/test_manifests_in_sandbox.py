@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from sandbox_support import kubectl_binary
-
 from finetune_sandbox.cluster import MANIFESTS, Sandbox, SandboxThread
+from sandbox_support import kubectl_binary
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +28,9 @@ def kubeconfig(tmp_path: Path) -> Path:
 
 
 def kubectl(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([kubectl_binary(), "--kubeconfig", str(kubeconfig), *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [kubectl_binary(), "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def applied(output: str) -> dict[str, str]:
@@ -40,7 +39,9 @@ def applied(output: str) -> dict[str, str]:
 
 
 def rendered_objects() -> list[dict]:
-    rendered = subprocess.run([kubectl_binary(), "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60)
+    rendered = subprocess.run(
+        [kubectl_binary(), "kustomize", str(MANIFESTS)], capture_output=True, text=True, timeout=60
+    )
     assert rendered.returncode == 0, rendered.stderr
     return [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from sandbox_support import Cluster, finetunejob, write_sentiment_csv
-
 from finetune_sandbox.cluster import wait_for
+from sandbox_support import Cluster, finetunejob, write_sentiment_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +29,11 @@ def test_job_runs_to_success_with_children_adopted_and_events(cluster: Cluster, 
     owner = {"kind": "FineTuneJob", "name": "sentiment", "uid": ftj["metadata"]["uid"]}
     job = cluster.batch.read_namespaced_job("sentiment", team)
     assert job.spec.completion_mode == "Indexed" and job.spec.completions == 1
-    for child in (job, cluster.core.read_namespaced_config_map("sentiment-config", team),
-                  cluster.core.read_namespaced_service("sentiment", team)):
+    for child in (
+        job,
+        cluster.core.read_namespaced_config_map("sentiment-config", team),
+        cluster.core.read_namespaced_service("sentiment", team),
+    ):
         refs = [{"kind": r.kind, "name": r.name, "uid": r.uid} for r in child.metadata.owner_references]
         assert owner in refs
 
@@ -63,8 +64,7 @@ def test_trainer_rejecting_its_data_fails_once_with_invalid_data(cluster: Cluste
 
 
 def test_unschedulable_job_says_why_then_fails_at_the_startup_deadline(cluster: Cluster, team: str) -> None:
-    cluster.apply(finetunejob("too-big", team, resources={"gpusPerNode": 8},
-                              runPolicy={"startupDeadlineSeconds": 8}))
+    cluster.apply(finetunejob("too-big", team, resources={"gpusPerNode": 8}, runPolicy={"startupDeadlineSeconds": 8}))
 
     def explained() -> dict | None:
         status = cluster.status(team, "too-big")
@@ -101,15 +101,34 @@ def test_suspend_releases_pods_and_resume_finishes(cluster: Cluster, team: str) 
     cluster.apply(finetunejob("pausable", team, hyperparameters={"maxSteps": 400}))
     cluster.wait_phase(team, "pausable", "Running", timeout=120)
 
-    cluster.kubectl("patch", "ftj", "pausable", "-n", team, "--type=merge", "-p",
-                    json.dumps({"spec": {"runPolicy": {"suspend": True}}}))
+    cluster.kubectl(
+        "patch",
+        "ftj",
+        "pausable",
+        "-n",
+        team,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"runPolicy": {"suspend": True}}}),
+    )
     status = cluster.wait_phase(team, "pausable", "Suspended", timeout=60)
     assert condition(status, "Suspended")["status"] == "True"
-    wait_for(lambda: not [p for p in cluster.pods(team, "pausable") if p.status.phase in ("Pending", "Running")],
-             60, message="running pods to be released")
+    wait_for(
+        lambda: not [p for p in cluster.pods(team, "pausable") if p.status.phase in ("Pending", "Running")],
+        60,
+        message="running pods to be released",
+    )
 
-    cluster.kubectl("patch", "ftj", "pausable", "-n", team, "--type=merge", "-p",
-                    json.dumps({"spec": {"runPolicy": {"suspend": False}}}))
+    cluster.kubectl(
+        "patch",
+        "ftj",
+        "pausable",
+        "-n",
+        team,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"runPolicy": {"suspend": False}}}),
+    )
     status = cluster.wait_phase(team, "pausable", "Starting", "Running", timeout=60)
     assert condition(status, "Suspended")["status"] == "False"
     cluster.kubectl("delete", "ftj", "pausable", "-n", team, "--wait=false")
@@ -123,7 +142,9 @@ def test_deleting_the_finetunejob_deletes_its_children(cluster: Cluster, team: s
 
     def gone() -> bool:
         jobs = cluster.batch.list_namespaced_job(team).items
-        maps = [c for c in cluster.core.list_namespaced_config_map(team).items if c.metadata.name.startswith("short-lived")]
+        maps = [
+            c for c in cluster.core.list_namespaced_config_map(team).items if c.metadata.name.startswith("short-lived")
+        ]
         return not jobs and not maps and not cluster.pods(team, "short-lived")
 
     wait_for(gone, 60, message="the Job, ConfigMap and pods to be garbage-collected")
@@ -133,8 +154,16 @@ def test_spec_changes_after_creation_are_refused_with_a_warning(cluster: Cluster
     cluster.apply(finetunejob("frozen", team, runPolicy={"suspend": True}))
     cluster.wait_phase(team, "frozen", "Suspended", timeout=60)
 
-    cluster.kubectl("patch", "ftj", "frozen", "-n", team, "--type=merge", "-p",
-                    json.dumps({"spec": {"hyperparameters": {"learningRate": 0.5}}}))
+    cluster.kubectl(
+        "patch",
+        "ftj",
+        "frozen",
+        "-n",
+        team,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"hyperparameters": {"learningRate": 0.5}}}),
+    )
 
     def warned() -> bool:
         return any(e.reason == "SpecChangeIgnored" for e in cluster.events(team, "frozen"))
@@ -154,15 +183,24 @@ def test_operator_killed_right_after_apply_resumes_without_duplicates(cluster: C
     status = cluster.wait_phase(team, "survivor", "Succeeded", "Failed", timeout=240)
     assert status["phase"] == "Succeeded", status
     assert [j.metadata.name for j in cluster.batch.list_namespaced_job(team).items] == ["survivor"]
-    assert [c.metadata.name for c in cluster.core.list_namespaced_config_map(team).items
-            if c.metadata.name.startswith("survivor")] == ["survivor-config"]
+    assert [
+        c.metadata.name
+        for c in cluster.core.list_namespaced_config_map(team).items
+        if c.metadata.name.startswith("survivor")
+    ] == ["survivor-config"]
     assert len(cluster.pods(team, "survivor")) == 1
 
 
 def test_finished_job_is_deleted_after_its_ttl(cluster: Cluster, team: str) -> None:
     write_sentiment_csv(cluster.pvc_dir(team, "datasets") / "broken" / "train.csv", label_column="stars")
-    cluster.apply(finetunejob("ephemeral", team, dataset={"train": "pvc://datasets/broken/train.csv"},
-                              runPolicy={"ttlSecondsAfterFinished": 2}))
+    cluster.apply(
+        finetunejob(
+            "ephemeral",
+            team,
+            dataset={"train": "pvc://datasets/broken/train.csv"},
+            runPolicy={"ttlSecondsAfterFinished": 2},
+        )
+    )
     cluster.wait_phase(team, "ephemeral", "Failed", timeout=180)
     wait_for(lambda: cluster.ftj(team, "ephemeral") is None, 60, message="the FineTuneJob to be deleted after its TTL")
     wait_for(lambda: not cluster.batch.list_namespaced_job(team).items, 60, message="its Job to be garbage-collected")

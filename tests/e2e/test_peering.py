@@ -12,10 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sandbox_support import Cluster, finetunejob
-
 from finetune_operator.names import training_job_name
 from finetune_sandbox.cluster import MANIFESTS, Sandbox, SandboxThread, wait_for
+from sandbox_support import Cluster, finetunejob
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +42,8 @@ def bare_cluster(tmp_path: Path):
 
 def replica(cluster: Cluster, processes: list, log: Path) -> subprocess.Popen[bytes]:
     process = cluster.sandbox.spawn_operator(
-        ["--peering", PEERING], log_path=log, env={"FINETUNE_PEERING_LIFETIME_SECONDS": str(LIFETIME_SECONDS)})
+        ["--peering", PEERING], log_path=log, env={"FINETUNE_PEERING_LIFETIME_SECONDS": str(LIFETIME_SECONDS)}
+    )
     processes.append(process)
     return process
 

@@ -8,10 +8,9 @@ import urllib.error
 import urllib.request
 
 import pytest
+from finetune_sandbox.cluster import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from sandbox_support import Cluster, finetunejob
-
-from finetune_sandbox.cluster import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -29,8 +28,11 @@ def job_series(cluster: Cluster, metric: str, namespace: str, name: str) -> floa
 
 
 def test_progress_moves_status_and_metrics_and_leaves_with_the_job(cluster: Cluster, team: str) -> None:
-    cluster.apply(finetunejob("progressing", team, hyperparameters={"maxSteps": 600, "batchSize": 4},
-                              output={"checkpointSteps": 200}))
+    cluster.apply(
+        finetunejob(
+            "progressing", team, hyperparameters={"maxSteps": 600, "batchSize": 4}, output={"checkpointSteps": 200}
+        )
+    )
 
     steps_seen: set[int] = set()
 
@@ -65,8 +67,11 @@ def test_progress_moves_status_and_metrics_and_leaves_with_the_job(cluster: Clus
     assert printed[2:4] == ["100", "600"], printed
 
     cluster.kubectl("delete", "ftj", "progressing", "-n", team)
-    wait_for(lambda: job_series(cluster, "finetune_operator_job_phase", team, "progressing") is None, 30,
-             message="the deleted job's series to leave /metrics")
+    wait_for(
+        lambda: job_series(cluster, "finetune_operator_job_phase", team, "progressing") is None,
+        30,
+        message="the deleted job's series to leave /metrics",
+    )
     assert not [s for samples in scrape(cluster).values() for s in samples if s.labels.get("name") == "progressing"]
 
 

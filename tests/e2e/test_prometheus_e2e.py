@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from finetune_sandbox.cluster import Sandbox, SandboxThread
 from prometheus_support import (
     DEFAULT_VARIABLES,
     PrometheusServer,
@@ -28,8 +29,6 @@ from prometheus_support import (
 )
 from sandbox_support import Cluster, finetunejob, write_sentiment_csv, write_tiny_text_classifier
 
-from finetune_sandbox.cluster import Sandbox, SandboxThread, wait_for
-
 pytestmark = pytest.mark.e2e
 
 MONITORING = Path(__file__).resolve().parents[2] / "manifests" / "monitoring"
@@ -42,14 +41,17 @@ NEEDS_A_GPU = {"finetune_trainer_gpu_utilization_ratio", "finetune_trainer_gpu_m
 def observed(tmp_path_factory: pytest.TempPathFactory):
     """A sandbox whose single trainer serves /metrics on a known port, scraped with the operator."""
     trainer_port = free_port()
-    sandbox = Sandbox(tmp_path_factory.mktemp("observed-sandbox"),
-                      operator_env={"FINETUNE_TRAINER_METRICS_PORT": str(trainer_port)})
+    sandbox = Sandbox(
+        tmp_path_factory.mktemp("observed-sandbox"), operator_env={"FINETUNE_TRAINER_METRICS_PORT": str(trainer_port)}
+    )
     runner = SandboxThread(sandbox)
     runner.start()
     cluster = Cluster(sandbox, runner)
     rule = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
-    targets = [operator_target(f"127.0.0.1:{sandbox.metrics_port}"),
-               trainer_target(f"127.0.0.1:{trainer_port}", NAMESPACE, "watched", "watched-0")]
+    targets = [
+        operator_target(f"127.0.0.1:{sandbox.metrics_port}"),
+        trainer_target(f"127.0.0.1:{trainer_port}", NAMESPACE, "watched", "watched-0"),
+    ]
     prometheus = PrometheusServer(tmp_path_factory.mktemp("prometheus"), targets, rule_groups=rule_groups(rule))
     prometheus.start()
     try:
@@ -69,11 +71,19 @@ def post_gpu_report(cluster: Cluster, name: str, step: int) -> None:
     secret = cluster.core.read_namespaced_secret(f"{name}-progress", NAMESPACE)
     token = base64.b64decode(secret.data["token"]).decode()
     url = f"http://127.0.0.1:{cluster.sandbox.progress_port}/progress/v1/namespaces/{NAMESPACE}/finetunejobs/{name}"
-    report = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": "interval", "step": step,
-              "totalSteps": step, "gpu": {"count": 1, "utilizationRatio": 0.82,
-                                          "memoryUsedBytes": 30 * 2**30, "memoryTotalBytes": 80 * 2**30}}
-    request = urllib.request.Request(url, data=json.dumps(report).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    report = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "event": "interval",
+        "step": step,
+        "totalSteps": step,
+        "gpu": {"count": 1, "utilizationRatio": 0.82, "memoryUsedBytes": 30 * 2**30, "memoryTotalBytes": 80 * 2**30},
+    }
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(report).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     assert urllib.request.urlopen(request, timeout=10).status == 204
 
 
@@ -95,18 +105,31 @@ def test_every_dashboard_query_and_alert_selector_returns_data(observed) -> None
 
     # A small search (trials by state, best objective value); before the watched job, whose trainer must
     # have the sandbox's trainer metrics port to itself.
-    cluster.apply(finetunejob("searched", NAMESPACE, hyperparameters={"maxSteps": 4, "evalStrategy": "steps", "evalSteps": 2},
-                              hyperparameterSearch={"algorithm": "grid", "objective": {"metric": "eval_loss"},
-                                                    "maxTrials": 2, "parallelTrials": 1,
-                                                    "parameters": {"learningRate": {"values": [1e-3, 2e-3]}}}))
+    cluster.apply(
+        finetunejob(
+            "searched",
+            NAMESPACE,
+            hyperparameters={"maxSteps": 4, "evalStrategy": "steps", "evalSteps": 2},
+            hyperparameterSearch={
+                "algorithm": "grid",
+                "objective": {"metric": "eval_loss"},
+                "maxTrials": 2,
+                "parallelTrials": 1,
+                "parameters": {"learningRate": {"values": [1e-3, 2e-3]}},
+            },
+        )
+    )
     cluster.wait_phase(NAMESPACE, "searched", "Succeeded", timeout=240)
-    cluster.apply(finetunejob("watched", NAMESPACE, hyperparameters={"maxSteps": 1500, "batchSize": 4},
-                              output={"checkpointSteps": 500}))
+    cluster.apply(
+        finetunejob(
+            "watched", NAMESPACE, hyperparameters={"maxSteps": 1500, "batchSize": 4}, output={"checkpointSteps": 500}
+        )
+    )
     cluster.wait_phase(NAMESPACE, "watched", "Running", timeout=120)
     prometheus.wait_for(f'finetune_trainer_step{{namespace="{NAMESPACE}",name="watched"}}', timeout=120)
     cluster.wait_phase(NAMESPACE, "watched", "Succeeded", timeout=300)
     post_gpu_report(cluster, "watched", 1500)
-    prometheus.wait_for(f'finetune_operator_job_gpu_utilization_ratio{{name="watched"}}', timeout=30)
+    prometheus.wait_for('finetune_operator_job_gpu_utilization_ratio{name="watched"}', timeout=30)
     time.sleep(3)  # a few more scrapes so rates have two points everywhere
     end = time.time()
 
@@ -136,7 +159,19 @@ def test_every_dashboard_query_and_alert_selector_returns_data(observed) -> None
             for target in panel.get("targets", []):
                 expr = substitute_variables(target["expr"], variables)
                 for series in prometheus.query_range(expr, start, end, 1):
-                    lines.append({"legend": target.get("legendFormat", ""), "labels": series["metric"],
-                                  "values": [[float(t), float(v)] for t, v in series["values"]]})
-            panels.append({"title": panel.get("title", ""), "type": panel.get("type"), "unit": panel.get("fieldConfig", {}).get("defaults", {}).get("unit", ""), "lines": lines})
+                    lines.append(
+                        {
+                            "legend": target.get("legendFormat", ""),
+                            "labels": series["metric"],
+                            "values": [[float(t), float(v)] for t, v in series["values"]],
+                        }
+                    )
+            panels.append(
+                {
+                    "title": panel.get("title", ""),
+                    "type": panel.get("type"),
+                    "unit": panel.get("fieldConfig", {}).get("defaults", {}).get("unit", ""),
+                    "lines": lines,
+                }
+            )
         Path(dump).write_text(json.dumps({"start": start, "end": end, "panels": panels}))

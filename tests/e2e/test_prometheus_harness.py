@@ -36,11 +36,14 @@ def exporter():
 
 
 def test_config_groups_targets_into_one_scrape_job_per_label_policy() -> None:
-    config = prometheus_config([
-        operator_target("127.0.0.1:1"),
-        trainer_target("127.0.0.1:2", "team-a", "x", "x-0-abc"),
-        trainer_target("127.0.0.1:3", "team-a", "y", "y-0-def"),
-    ], scrape_interval="1s")
+    config = prometheus_config(
+        [
+            operator_target("127.0.0.1:1"),
+            trainer_target("127.0.0.1:2", "team-a", "x", "x-0-abc"),
+            trainer_target("127.0.0.1:3", "team-a", "y", "y-0-def"),
+        ],
+        scrape_interval="1s",
+    )
     jobs = {c["job_name"]: c for c in config["scrape_configs"]}
     assert jobs["finetune-operator"]["honor_labels"] is True and jobs["finetune-trainer"]["honor_labels"] is False
     assert [s["labels"]["name"] for s in jobs["finetune-trainer"]["static_configs"]] == ["x", "y"]
@@ -55,24 +58,33 @@ def test_prometheus_scrapes_queries_evaluates_rules_and_stops(exporter, tmp_path
         # As the PodMonitor without honorLabels: the target's `namespace` wins, the series' is renamed.
         ScrapeTarget(address, {"namespace": "finetune-system", "name": "op"}, job="plain"),
     ]
-    rules = [{"name": "test", "rules": [{
-        "alert": "StepAboveFive", "expr": "finetune_test_job_step > 5", "labels": {"severity": "info"},
-        "annotations": {"summary": "{{ $labels.namespace }}/{{ $labels.name }} at {{ $value }}"},
-    }]}]
+    rules = [
+        {
+            "name": "test",
+            "rules": [
+                {
+                    "alert": "StepAboveFive",
+                    "expr": "finetune_test_job_step > 5",
+                    "labels": {"severity": "info"},
+                    "annotations": {"summary": "{{ $labels.namespace }}/{{ $labels.name }} at {{ $value }}"},
+                }
+            ],
+        }
+    ]
     started = time.monotonic()
     with PrometheusServer(tmp_path / "prom", targets, rule_groups=rules) as prometheus:
         url = prometheus.url
         prometheus.wait_for_targets_up(timeout=30)
         series = prometheus.wait_for('finetune_test_job_step{job="finetune-operator"}', timeout=30)
         assert series[0]["metric"]["namespace"] == "team-a" and series[0]["value"][1] == "7"
-        plain, = prometheus.query('finetune_test_job_step{job="plain"}')
+        (plain,) = prometheus.query('finetune_test_job_step{job="plain"}')
         assert plain["metric"]["namespace"] == "finetune-system"
         assert plain["metric"]["exported_namespace"] == "team-a"
 
         counter.inc(3)
         prometheus.wait_for('finetune_test_reports_total{job="finetune-operator"} == 3', timeout=30)
         end = time.time()
-        history, = prometheus.query_range('finetune_test_reports_total{job="finetune-operator"}', end - 60, end, "1s")
+        (history,) = prometheus.query_range('finetune_test_reports_total{job="finetune-operator"}', end - 60, end, "1s")
         values = [float(v) for _, v in history["values"]]
         assert values[-1] == 3 and values == sorted(values)
 

@@ -9,11 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from sandbox_support import Cluster, finetunejob, write_sentiment_csv
-from test_reliability_restarts import assert_pods_belong_to_their_jobs, assert_succeeded_consistently, children
-
 from finetune_sandbox.apiserver.faults import FaultRule
 from finetune_sandbox.cluster import Sandbox, SandboxThread, wait_for
+from sandbox_support import Cluster, finetunejob, write_sentiment_csv
+from test_reliability_restarts import assert_pods_belong_to_their_jobs, assert_succeeded_consistently, children
 
 pytestmark = pytest.mark.e2e
 
@@ -27,10 +26,13 @@ CREATE_WITHIN_SECONDS = 30
 
 @pytest.fixture(scope="module")
 def faulty_cluster(tmp_path_factory: pytest.TempPathFactory) -> Cluster:
-    sandbox = Sandbox(tmp_path_factory.mktemp("faulty-sandbox"), operator_env={
-        "FINETUNE_WATCH_SERVER_TIMEOUT": str(WATCH_SERVER_TIMEOUT),
-        "FINETUNE_WATCH_CLIENT_TIMEOUT": str(WATCH_SERVER_TIMEOUT + 6),
-    })
+    sandbox = Sandbox(
+        tmp_path_factory.mktemp("faulty-sandbox"),
+        operator_env={
+            "FINETUNE_WATCH_SERVER_TIMEOUT": str(WATCH_SERVER_TIMEOUT),
+            "FINETUNE_WATCH_CLIENT_TIMEOUT": str(WATCH_SERVER_TIMEOUT + 6),
+        },
+    )
     runner = SandboxThread(sandbox)
     runner.start()
     try:
@@ -50,9 +52,16 @@ def faulty_team(faulty_cluster: Cluster, tiny_model_source: Path) -> str:
 
 def inject(cluster: Cluster, method: str, path_regex: str, statuses: list[int], times: int) -> list[FaultRule]:
     """One rule per status, consumed in order: `times` failures of each, then the calls go through."""
-    return [cluster.sandbox.server.faults.add(method=method, path_regex=path_regex, status=status, times=times,
-                                              message=f"injected {status or 'dropped connection'}")
-            for status in statuses]
+    return [
+        cluster.sandbox.server.faults.add(
+            method=method,
+            path_regex=path_regex,
+            status=status,
+            times=times,
+            message=f"injected {status or 'dropped connection'}",
+        )
+        for status in statuses
+    ]
 
 
 def assert_all_hit(rules: list[FaultRule]) -> None:
@@ -62,7 +71,8 @@ def assert_all_hit(rules: list[FaultRule]) -> None:
 
 
 def test_jobs_converge_through_conflicts_throttling_errors_and_dropped_connections(
-    faulty_cluster: Cluster, faulty_team: str,
+    faulty_cluster: Cluster,
+    faulty_team: str,
 ) -> None:
     cluster, ns = faulty_cluster, faulty_team
     names = ["flaky-a", "flaky-b"]
@@ -77,11 +87,15 @@ def test_jobs_converge_through_conflicts_throttling_errors_and_dropped_connectio
         *inject(cluster, "POST", rf"^/api/v1/namespaces/{ns}/configmaps(\?|$)", [500, 0], times=1),
     ]
     for name in names:
-        cluster.apply(finetunejob(name, ns, hyperparameters={"maxSteps": 20, "batchSize": 4},
-                                  output={"checkpointSteps": 5}))
+        cluster.apply(
+            finetunejob(name, ns, hyperparameters={"maxSteps": 20, "batchSize": 4}, output={"checkpointSteps": 5})
+        )
     # Failed calls are retried within seconds (not after Kopf's default minute).
-    wait_for(lambda: len(cluster.batch.list_namespaced_job(ns).items) == len(names), CREATE_WITHIN_SECONDS,
-             message="both training Jobs to be created despite the failed calls")
+    wait_for(
+        lambda: len(cluster.batch.list_namespaced_job(ns).items) == len(names),
+        CREATE_WITHIN_SECONDS,
+        message="both training Jobs to be created despite the failed calls",
+    )
 
     # Kopf's watch reconnections while the jobs run: refused with 500/429, or dropped.
     rules += inject(cluster, "GET", rf"watch=true.*timeoutSeconds={WATCH_SERVER_TIMEOUT}(&|$)", [500, 429, 0], times=2)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sandbox_support import finetunejob
-
 from finetune_operator.handlers import RETRY_MAX_DELAY_SECONDS, retry_delay
-from finetune_operator.progress.report import ProgressReport
 from finetune_operator.progress.records import JobRecord, progress_status
+from finetune_operator.progress.report import ProgressReport
 from finetune_operator.spec import parse_spec
 from finetune_operator.status import completed_progress, ran_to_completion
+from sandbox_support import finetunejob
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 
@@ -28,8 +27,11 @@ def test_failed_reconciles_back_off_exponentially_from_one_second_to_a_cap() -> 
 def test_a_succeeded_job_without_early_stopping_ran_all_its_steps() -> None:
     assert ran_to_completion(spec(), {"phase": "Succeeded"})
     assert not ran_to_completion(spec(), {"phase": "Running"})
-    early = spec(dataset={"validationSplit": 0.25}, hyperparameters={"maxSteps": 6, "evalStrategy": "steps", "evalSteps": 2},
-                 regularization={"earlyStopping": {"patience": 2}})
+    early = spec(
+        dataset={"validationSplit": 0.25},
+        hyperparameters={"maxSteps": 6, "evalStrategy": "steps", "evalSteps": 2},
+        regularization={"earlyStopping": {"patience": 2}},
+    )
     assert not ran_to_completion(early, {"phase": "Succeeded"})
 
 
@@ -44,8 +46,12 @@ def test_completed_progress_fills_in_the_lost_final_report() -> None:
 
 def test_a_finished_record_reports_its_planned_steps_even_from_an_older_report() -> None:
     record = JobRecord("team", "job")
-    record.accept(ProgressReport.model_validate({"event": "interval", "step": 6, "totalSteps": 20,
-                                                 "time": "2026-11-28T11:59:00Z"}), NOW)
+    record.accept(
+        ProgressReport.model_validate(
+            {"event": "interval", "step": 6, "totalSteps": 20, "time": "2026-11-28T11:59:00Z"}
+        ),
+        NOW,
+    )
     assert progress_status(record, NOW)["progress"]["percent"] == 30
     record.finished = True
     progress = progress_status(record, NOW)["progress"]

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sandbox_support import Cluster, finetunejob, kill_operator, restart_operator
-
 from finetune_sandbox.cluster import wait_for
+from sandbox_support import Cluster, finetunejob, kill_operator, restart_operator
 
 pytestmark = pytest.mark.e2e
 
@@ -36,6 +35,7 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def assert_succeeded_consistently(cluster: Cluster, namespace: str, name: str, max_steps: int) -> dict[str, Any]:
     """Phase, conditions, times and progress agree with a finished run (the final report may land late)."""
+
     def final() -> dict[str, Any] | None:
         status = cluster.status(namespace, name)
         return status if (status.get("progress") or {}).get("step") == max_steps else None
@@ -43,9 +43,11 @@ def assert_succeeded_consistently(cluster: Cluster, namespace: str, name: str, m
     try:
         status = wait_for(final, 30, message=f"{name}'s final progress in its status")
     except TimeoutError:
-        raise AssertionError(f"{name}: status.progress never reached step {max_steps}: "
-                             f"{json.dumps(cluster.status(namespace, name), indent=1)}\n"
-                             f"{cluster.operator_log_tail()}") from None
+        raise AssertionError(
+            f"{name}: status.progress never reached step {max_steps}: "
+            f"{json.dumps(cluster.status(namespace, name), indent=1)}\n"
+            f"{cluster.operator_log_tail()}"
+        ) from None
     assert status["phase"] == "Succeeded", status
     assert condition(status, "Succeeded")["status"] == "True", status
     assert condition(status, "Failed")["status"] == "False", status
@@ -60,13 +62,18 @@ def children(cluster: Cluster, namespace: str) -> dict[str, list[str]]:
     """Names of every operator-made child in the namespace, by kind (duplicates would show twice)."""
     selector = "app.kubernetes.io/managed-by=finetune-operator"
     return {
-        "Job": sorted(j.metadata.name for j in cluster.batch.list_namespaced_job(namespace, label_selector=selector).items),
-        "ConfigMap": sorted(c.metadata.name for c in
-                            cluster.core.list_namespaced_config_map(namespace, label_selector=selector).items),
-        "Service": sorted(s.metadata.name for s in
-                          cluster.core.list_namespaced_service(namespace, label_selector=selector).items),
-        "Secret": sorted(s.metadata.name for s in
-                         cluster.core.list_namespaced_secret(namespace, label_selector=selector).items),
+        "Job": sorted(
+            j.metadata.name for j in cluster.batch.list_namespaced_job(namespace, label_selector=selector).items
+        ),
+        "ConfigMap": sorted(
+            c.metadata.name for c in cluster.core.list_namespaced_config_map(namespace, label_selector=selector).items
+        ),
+        "Service": sorted(
+            s.metadata.name for s in cluster.core.list_namespaced_service(namespace, label_selector=selector).items
+        ),
+        "Secret": sorted(
+            s.metadata.name for s in cluster.core.list_namespaced_secret(namespace, label_selector=selector).items
+        ),
     }
 
 
@@ -85,8 +92,14 @@ def test_operator_killed_at_random_points_leaves_every_job_succeeded_once(cluste
     names = [f"restart-{i}" for i in range(4)]
     steps = {name: rng.choice((20, 30, 40)) for name in names}
     for name in names:
-        cluster.apply(finetunejob(name, team, hyperparameters={"maxSteps": steps[name], "batchSize": 4},
-                                  output={"checkpointSteps": CHECKPOINT_STEPS}))
+        cluster.apply(
+            finetunejob(
+                name,
+                team,
+                hyperparameters={"maxSteps": steps[name], "batchSize": 4},
+                output={"checkpointSteps": CHECKPOINT_STEPS},
+            )
+        )
 
     # SIGKILL at random moments after each (re)start has begun watching: mid-create, mid-status-write,
     # mid-resume. The jobs' pods keep running meanwhile, as they would while a real operator pod restarts.
@@ -122,6 +135,7 @@ def test_operator_killed_at_random_points_leaves_every_job_succeeded_once(cluste
 
 def wait_for_reported_checkpoint(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     """A running job whose status already names a complete checkpoint (so there is something to lose)."""
+
     def checkpointed() -> dict[str, Any] | None:
         status = cluster.status(namespace, name)
         if status.get("phase") in ("Succeeded", "Failed"):
@@ -140,8 +154,11 @@ def running_pod(cluster: Cluster, namespace: str, name: str) -> str:
 def stopped_at_step(cluster: Cluster, namespace: str, pod: str) -> int:
     """The step at which SIGTERM stopped the pod's trainer, from its log (the sandbox keeps it)."""
     log_file = cluster.sandbox.data_dir / "pods" / namespace / pod / "trainer.log"
-    wait_for(lambda: STOPPED_AT.search(log_file.read_text(errors="replace")) if log_file.exists() else None, 60,
-             message=f"{pod}'s trainer to stop after saving a checkpoint")
+    wait_for(
+        lambda: STOPPED_AT.search(log_file.read_text(errors="replace")) if log_file.exists() else None,
+        60,
+        message=f"{pod}'s trainer to stop after saving a checkpoint",
+    )
     return int(STOPPED_AT.search(log_file.read_text(errors="replace")).group(1))
 
 
@@ -150,8 +167,9 @@ def trainer_metrics(cluster: Cluster, namespace: str, name: str) -> dict[str, An
     return json.loads(path.read_text())
 
 
-def assert_resumed_within_one_interval(cluster: Cluster, namespace: str, name: str, before: dict[str, Any],
-                                       stopped: int) -> dict[str, Any]:
+def assert_resumed_within_one_interval(
+    cluster: Cluster, namespace: str, name: str, before: dict[str, Any], stopped: int
+) -> dict[str, Any]:
     metrics = trainer_metrics(cluster, namespace, name)
     resumed = metrics["resumed_from_step"]
     reported = before["checkpoint"]["step"]
@@ -165,8 +183,13 @@ def assert_resumed_within_one_interval(cluster: Cluster, namespace: str, name: s
 
 
 def long_job(name: str, namespace: str, **overrides: Any) -> dict[str, Any]:
-    return finetunejob(name, namespace, hyperparameters={"maxSteps": LONG_RUN_STEPS, "batchSize": 4},
-                       output={"checkpointSteps": LONG_CHECKPOINT_STEPS}, **overrides)
+    return finetunejob(
+        name,
+        namespace,
+        hyperparameters={"maxSteps": LONG_RUN_STEPS, "batchSize": 4},
+        output={"checkpointSteps": LONG_CHECKPOINT_STEPS},
+        **overrides,
+    )
 
 
 def test_deleted_trainer_pod_resumes_from_its_checkpoint(cluster: Cluster, team: str) -> None:

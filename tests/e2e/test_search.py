@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
+from finetune_sandbox.cluster import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from sandbox_support import Cluster, finetunejob, kill_operator, restart_operator
-
-from finetune_sandbox.cluster import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +31,8 @@ EVAL_STEPS = 10
 
 def search_job(name: str, namespace: str, seed: int) -> dict[str, Any]:
     return finetunejob(
-        name, namespace,
+        name,
+        namespace,
         hyperparameters={"maxSteps": MAX_STEPS, "batchSize": 8, "evalStrategy": "steps", "evalSteps": EVAL_STEPS},
         output={"uri": f"pvc://models/out-{name}", "checkpointSteps": 1000},
         hyperparameterSearch={
@@ -107,8 +107,11 @@ def test_search_runs_trials_stops_the_hopeless_one_and_promotes_the_best(cluster
     assert hopeless["state"] == "EarlyStopped", json.dumps(trials, indent=1)
     assert hopeless["reason"] == "EarlyStopped" and "median" in hopeless["message"], hopeless
     assert hopeless["step"] < MAX_STEPS, hopeless
-    wait_for(lambda: not cluster.batch.list_namespaced_job(team, field_selector=f"metadata.name={hopeless['name']}").items,
-             30, message=f"{hopeless['name']}'s Job to be deleted")
+    wait_for(
+        lambda: not cluster.batch.list_namespaced_job(team, field_selector=f"metadata.name={hopeless['name']}").items,
+        30,
+        message=f"{hopeless['name']}'s Job to be deleted",
+    )
     events = [(e.reason, e.message) for e in cluster.events(team, name)]
     assert any(reason == "TrialEarlyStopped" and hopeless["name"] in message for reason, message in events), events
 
@@ -122,13 +125,20 @@ def test_search_runs_trials_stops_the_hopeless_one_and_promotes_the_best(cluster
     assert status["metrics"]["eval_loss"] == pytest.approx(best["objectiveValue"])
     output = cluster.pvc_dir(team, "models") / f"out-{name}"
     assert (output / "config.json").is_file() and (output / "metrics.json").is_file()
-    assert json.loads((output / "metrics.json").read_text())["eval_loss"] == pytest.approx(best["objectiveValue"], rel=1e-5)
+    assert json.loads((output / "metrics.json").read_text())["eval_loss"] == pytest.approx(
+        best["objectiveValue"], rel=1e-5
+    )
     assert not (output / "trials").exists(), sorted(p.name for p in output.iterdir())
 
     # kubectl shows the best value; the summary counts agree with the trials.
-    assert status["search"]["trials"] == {"total": 4, "pending": 0, "running": 0,
-                                          "succeeded": len(succeeded), "failed": 0,
-                                          "earlyStopped": 4 - len(succeeded)}
+    assert status["search"]["trials"] == {
+        "total": 4,
+        "pending": 0,
+        "running": 0,
+        "succeeded": len(succeeded),
+        "failed": 0,
+        "earlyStopped": 4 - len(succeeded),
+    }
     table = cluster.kubectl("get", "finetunejob", name, "-n", team).stdout
     assert "BEST" in table.splitlines()[0], table
     assert f"{best['objectiveValue']:.3g}"[:4] in table.splitlines()[1], table
@@ -136,12 +146,19 @@ def test_search_runs_trials_stops_the_hopeless_one_and_promotes_the_best(cluster
     # Prometheus sees the same: trials by state, the best value, and each trial's own job series.
     text = urllib.request.urlopen(cluster.sandbox.metrics_url, timeout=10).read().decode()
     samples = {family.name: family.samples for family in text_string_to_metric_families(text)}
-    by_state = {s.labels["state"]: s.value for s in samples["finetune_operator_search_trials"]
-                if s.labels["namespace"] == team and s.labels["name"] == name}
+    by_state = {
+        s.labels["state"]: s.value
+        for s in samples["finetune_operator_search_trials"]
+        if s.labels["namespace"] == team and s.labels["name"] == name
+    }
     assert by_state["Succeeded"] == len(succeeded) and by_state["EarlyStopped"] == 4 - len(succeeded), by_state
     best_series = [s for s in samples["finetune_operator_search_best_objective"] if s.labels["namespace"] == team]
-    assert [(s.labels["metric"], s.value) for s in best_series] == [("eval_loss", pytest.approx(best["objectiveValue"]))]
-    trial_steps = {s.labels["name"]: s.value for s in samples["finetune_operator_job_step"] if s.labels["namespace"] == team}
+    assert [(s.labels["metric"], s.value) for s in best_series] == [
+        ("eval_loss", pytest.approx(best["objectiveValue"]))
+    ]
+    trial_steps = {
+        s.labels["name"]: s.value for s in samples["finetune_operator_job_step"] if s.labels["namespace"] == team
+    }
     assert trial_steps[best["name"]] == MAX_STEPS, trial_steps
 
 
@@ -149,9 +166,14 @@ def test_search_stops_after_max_failed_trials_and_keeps_each_trials_reason(clust
     manifest = search_job("search-fails", team, seed=3)
     manifest["spec"]["hyperparameters"]["maxSteps"] = 4
     manifest["spec"]["hyperparameterSearch"].update(
-        maxTrials=4, parallelTrials=2, maxFailedTrials=2, earlyStopping={"algorithm": "none"},
+        maxTrials=4,
+        parallelTrials=2,
+        maxFailedTrials=2,
+        earlyStopping={"algorithm": "none"},
         # Neither model exists: every trial fails on its first read, with InvalidData (no retries).
-        parameters={"model.source": {"values": ["pvc://models/missing-a", "pvc://models/missing-b", "pvc://models/missing-c"]}},
+        parameters={
+            "model.source": {"values": ["pvc://models/missing-a", "pvc://models/missing-b", "pvc://models/missing-c"]}
+        },
     )
     cluster.apply(manifest)
     status = cluster.wait_phase(team, "search-fails", "Succeeded", "Failed", timeout=180)
@@ -181,14 +203,25 @@ def test_a_search_keeps_the_spec_it_started_with_and_warns_of_later_edits(cluste
     manifest = search_job("search-frozen", team, seed=5)
     manifest["spec"]["hyperparameters"]["maxSteps"] = 4
     manifest["spec"]["hyperparameterSearch"].update(
-        maxTrials=2, parallelTrials=1, earlyStopping={"algorithm": "none"},
-        parameters={"learningRate": {"values": [1.0e-3, 2.0e-3]}})
+        maxTrials=2,
+        parallelTrials=1,
+        earlyStopping={"algorithm": "none"},
+        parameters={"learningRate": {"values": [1.0e-3, 2.0e-3]}},
+    )
     cluster.apply(manifest)
     wait_for(lambda: cluster.status(team, "search-frozen").get("trials"), 120, message="the first trial")
 
     # An edit of the space half-way: refused with a warning; the second trial still comes from the first space.
-    cluster.kubectl("patch", "ftj", "search-frozen", "-n", team, "--type=merge", "-p", json.dumps(
-        {"spec": {"hyperparameterSearch": {"parameters": {"learningRate": {"values": [0.5, 0.6]}}}}}))
+    cluster.kubectl(
+        "patch",
+        "ftj",
+        "search-frozen",
+        "-n",
+        team,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"hyperparameterSearch": {"parameters": {"learningRate": {"values": [0.5, 0.6]}}}}}),
+    )
     status = cluster.wait_phase(team, "search-frozen", "Succeeded", "Failed", timeout=240)
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     assert sorted(t["parameters"]["learningRate"] for t in status["trials"]) == [1.0e-3, 2.0e-3]

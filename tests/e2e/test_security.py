@@ -7,11 +7,10 @@ import json
 import urllib.request
 
 import pytest
-from kubernetes.client import ApiClient
-from sandbox_support import finetunejob, write_sentiment_csv
-
 from finetune_operator import reasons as r
 from finetune_sandbox.cluster import wait_for
+from kubernetes.client import ApiClient
+from sandbox_support import finetunejob, write_sentiment_csv
 
 pytestmark = pytest.mark.e2e
 
@@ -49,8 +48,14 @@ def test_a_secret_value_appears_nowhere_the_operator_writes(cluster, team):
     # and the trainer's InvalidData message lists the columns present.
     bad = cluster.pvc_dir(team, "datasets") / "leaky" / "train.csv"
     write_sentiment_csv(bad, label_column=SENTINEL)
-    cluster.apply(finetunejob("secret-leaky", team, secrets={"hfToken": {"name": "hf-token", "key": "token"}},
-                              dataset={"train": "pvc://datasets/leaky/train.csv"}))
+    cluster.apply(
+        finetunejob(
+            "secret-leaky",
+            team,
+            secrets={"hfToken": {"name": "hf-token", "key": "token"}},
+            dataset={"train": "pvc://datasets/leaky/train.csv"},
+        )
+    )
     cluster.wait_phase(team, "secret-ok", "Succeeded", timeout=240)
     failed = cluster.wait_phase(team, "secret-leaky", "Failed", timeout=240)
 
@@ -63,7 +68,10 @@ def test_a_secret_value_appears_nowhere_the_operator_writes(cluster, team):
     (pod,) = cluster.pods(team, "secret-ok")
     env = {e.name: e for e in pod.spec.containers[0].env}
     assert env["HF_TOKEN"].value is None
-    assert (env["HF_TOKEN"].value_from.secret_key_ref.name, env["HF_TOKEN"].value_from.secret_key_ref.key) == ("hf-token", "token")
+    assert (env["HF_TOKEN"].value_from.secret_key_ref.name, env["HF_TOKEN"].value_from.secret_key_ref.key) == (
+        "hf-token",
+        "token",
+    )
 
     leaks = [where for where, text in everything_the_operator_wrote_or_exposed(cluster).items() if SENTINEL in text]
     assert leaks == []

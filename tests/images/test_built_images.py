@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from images_support import OPERATOR_IMAGE, TRAINER_IMAGE, require_image
 
 pytestmark = pytest.mark.images
@@ -31,8 +30,12 @@ class Opened:
 
     def run(self, *argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
         # Only commands that exit 0 are run this way: buildah 1.28 reports other exits as 2 (see notes).
-        return subprocess.run(["buildah", "run", "--isolation", "chroot", self.container, "--", *argv],
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            ["buildah", "run", "--isolation", "chroot", self.container, "--", *argv],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def site_packages(self) -> Path:
         (found,) = (self.root / "opt" / "venv" / "lib").glob("python3*/site-packages")

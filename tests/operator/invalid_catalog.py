@@ -62,12 +62,14 @@ class Case:
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
     """Edit: set spec.<path> (dotted; missing objects are created) to value."""
+
     def edit(job: dict[str, Any]) -> None:
         node = job["spec"]
         *parents, last = path.split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[last] = copy.deepcopy(value)
+
     return edit
 
 
@@ -78,6 +80,7 @@ def _drop(path: str) -> Callable[[dict[str, Any]], None]:
         for part in parents:
             node = node[part]
         del node[last]
+
     return edit
 
 
@@ -85,18 +88,21 @@ def _both(*edits: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]]
     def edit(job: dict[str, Any]) -> None:
         for one in edits:
             one(job)
+
     return edit
 
 
 def _name(value: str) -> Callable[[dict[str, Any]], None]:
     def edit(job: dict[str, Any]) -> None:
         job["metadata"]["name"] = value
+
     return edit
 
 
 def _whole_spec(value: Any) -> Callable[[dict[str, Any]], None]:
     def edit(job: dict[str, Any]) -> None:
         job["spec"] = value
+
     return edit
 
 
@@ -125,14 +131,17 @@ _PARAMS = f"{_SEARCH}.parameters"
 
 def _search(**fields: Any) -> Callable[[dict[str, Any]], None]:
     """Edit: a valid hyperparameter search (a log-scale learning rate) with `fields` replaced."""
-    search = {"objective": {"metric": "eval_accuracy"},
-              "parameters": {"learningRate": {"min": 1.0e-5, "max": 1.0e-3, "scale": "log"}}}
+    search = {
+        "objective": {"metric": "eval_accuracy"},
+        "parameters": {"learningRate": {"min": 1.0e-5, "max": 1.0e-3, "scale": "log"}},
+    }
     return _set(_SEARCH, {**search, **fields})
 
 
 def _searching(**parameters: Any) -> Callable[[dict[str, Any]], None]:
     """Edit: a search over exactly `parameters` (keys with dots written with "__", e.g. method__lora__r)."""
     return _search(parameters={key.replace("__", "."): value for key, value in parameters.items()})
+
 
 CASES: list[Case] = [
     # task
@@ -154,14 +163,23 @@ CASES: list[Case] = [
     Case("dataset-train-ftp", "dataset.train", _set("dataset.train", "ftp://host/train.csv")),
     Case("dataset-retention-javascript", "dataset.retention", _set("dataset.retention", "javascript:alert(1)")),
     Case("dataset-validation-and-split", "dataset.validationSplit", _set("dataset.validationSplit", 0.1)),
-    Case("dataset-split-one", "dataset.validationSplit",
-         _both(_drop("dataset.validation"), _set("dataset.validationSplit", 1.0))),
-    Case("dataset-split-zero", "dataset.validationSplit",
-         _both(_drop("dataset.validation"), _set("dataset.validationSplit", 0))),
+    Case(
+        "dataset-split-one",
+        "dataset.validationSplit",
+        _both(_drop("dataset.validation"), _set("dataset.validationSplit", 1.0)),
+    ),
+    Case(
+        "dataset-split-zero",
+        "dataset.validationSplit",
+        _both(_drop("dataset.validation"), _set("dataset.validationSplit", 0)),
+    ),
     Case("dataset-format-unknown", "dataset.format", _set("dataset.format", "xlsx")),
     Case("imagefolder-for-text", "dataset.format", _set("dataset.format", "imagefolder")),
-    Case("audiofolder-for-causal-lm", "dataset.format",
-         _both(_set("task", "causal-lm"), _set("dataset.format", "audiofolder"))),
+    Case(
+        "audiofolder-for-causal-lm",
+        "dataset.format",
+        _both(_set("task", "causal-lm"), _set("dataset.format", "audiofolder")),
+    ),
     Case("column-role-unknown", "dataset.columns", _set("dataset.columns", {"text": "s", "question": "q"})),
     Case("column-name-empty", "dataset.columns.text", _set("dataset.columns", {"text": ""})),
     Case("column-name-not-a-string", "dataset.columns.label", _set("dataset.columns", {"label": 3})),
@@ -177,12 +195,21 @@ CASES: list[Case] = [
     Case("lora-rank-zero", "method.lora.r", _both(_LORA, _set("method.lora.r", 0))),
     Case("lora-rank-fractional", "method.lora.r", _both(_LORA, _set("method.lora.r", 1.5))),
     Case("lora-dropout-one", "method.lora.dropout", _both(_LORA, _set("method.lora.dropout", 1.0))),
-    Case("lora-too-many-targets", "method.lora.targetModules",
-         _both(_LORA, _set("method.lora.targetModules", [f"m{i}" for i in range(65)]))),
-    Case("lora-target-injection", "method.lora.targetModules.0",
-         _both(_LORA, _set("method.lora.targetModules", ["q_proj; rm -rf /"]))),
-    Case("freeze-layers-negative", "method.freeze.trainableLayers",
-         _both(_set("method.type", "freeze"), _set("method.freeze.trainableLayers", -1))),
+    Case(
+        "lora-too-many-targets",
+        "method.lora.targetModules",
+        _both(_LORA, _set("method.lora.targetModules", [f"m{i}" for i in range(65)])),
+    ),
+    Case(
+        "lora-target-injection",
+        "method.lora.targetModules.0",
+        _both(_LORA, _set("method.lora.targetModules", ["q_proj; rm -rf /"])),
+    ),
+    Case(
+        "freeze-layers-negative",
+        "method.freeze.trainableLayers",
+        _both(_set("method.type", "freeze"), _set("method.freeze.trainableLayers", -1)),
+    ),
     # hyperparameters
     Case("learning-rate-zero", "hyperparameters.learningRate", _set("hyperparameters.learningRate", 0)),
     Case("learning-rate-string", "hyperparameters.learningRate", _set("hyperparameters.learningRate", "fast")),
@@ -196,18 +223,33 @@ CASES: list[Case] = [
     Case("precision-unknown", "hyperparameters.precision", _set("hyperparameters.precision", "fp8")),
     Case("seed-negative", "hyperparameters.seed", _set("hyperparameters.seed", -1)),
     Case("eval-steps-missing", "hyperparameters.evalSteps", _set("hyperparameters.evalStrategy", "steps")),
-    Case("eval-steps-zero", "hyperparameters.evalSteps",
-         _both(_set("hyperparameters.evalStrategy", "steps"), _set("hyperparameters.evalSteps", 0))),
+    Case(
+        "eval-steps-zero",
+        "hyperparameters.evalSteps",
+        _both(_set("hyperparameters.evalStrategy", "steps"), _set("hyperparameters.evalSteps", 0)),
+    ),
     # regularization
-    Case("early-stopping-without-eval-set", "regularization.earlyStopping",
-         _both(_drop("dataset.validation"), _set("regularization.earlyStopping", {}))),
-    Case("early-stopping-without-evaluation", "regularization.earlyStopping",
-         _both(_set("hyperparameters.evalStrategy", "no"), _set("regularization.earlyStopping", {}))),
-    Case("early-stopping-metric-injection", "regularization.earlyStopping.metric",
-         _set("regularization.earlyStopping", {"metric": "eval_loss; DROP TABLE runs"})),
+    Case(
+        "early-stopping-without-eval-set",
+        "regularization.earlyStopping",
+        _both(_drop("dataset.validation"), _set("regularization.earlyStopping", {})),
+    ),
+    Case(
+        "early-stopping-without-evaluation",
+        "regularization.earlyStopping",
+        _both(_set("hyperparameters.evalStrategy", "no"), _set("regularization.earlyStopping", {})),
+    ),
+    Case(
+        "early-stopping-metric-injection",
+        "regularization.earlyStopping.metric",
+        _set("regularization.earlyStopping", {"metric": "eval_loss; DROP TABLE runs"}),
+    ),
     Case("label-smoothing-one", "regularization.labelSmoothing", _set("regularization.labelSmoothing", 1)),
-    Case("token-dropout-negative", "regularization.augmentation.tokenDropout",
-         _set("regularization.augmentation", {"tokenDropout": -0.1})),
+    Case(
+        "token-dropout-negative",
+        "regularization.augmentation.tokenDropout",
+        _set("regularization.augmentation", {"tokenDropout": -0.1}),
+    ),
     # resources
     Case("nodes-zero", "resources.nodes", _set("resources.nodes", 0)),
     Case("nodes-huge", "resources.nodes", _set("resources.nodes", 5000)),
@@ -216,19 +258,28 @@ CASES: list[Case] = [
     Case("cpu-negative-integer", "resources.cpu", _set("resources.cpu", -2)),
     Case("cpu-float", "resources.cpu", _set("resources.cpu", 0.5)),
     Case("memory-command-substitution", "resources.memory", _set("resources.memory", "$(curl x)")),
-    Case("gpu-resource-name-injection", "resources.gpuResourceName",
-         _set("resources.gpuResourceName", "nvidia.com/gpu; rm -rf /")),
+    Case(
+        "gpu-resource-name-injection",
+        "resources.gpuResourceName",
+        _set("resources.gpuResourceName", "nvidia.com/gpu; rm -rf /"),
+    ),
     # scheduling
     Case("queue-name-uppercase", "scheduling.queueName", _set("scheduling.queueName", "Team_A")),
-    Case("queue-name-newline-injection", "scheduling.queueName",
-         _set("scheduling.queueName", "team-a\nkind: Secret")),
-    Case("priority-class-injection", "scheduling.priorityClassName",
-         _set("scheduling.priorityClassName", "high; rm -rf /")),
+    Case("queue-name-newline-injection", "scheduling.queueName", _set("scheduling.queueName", "team-a\nkind: Secret")),
+    Case(
+        "priority-class-injection",
+        "scheduling.priorityClassName",
+        _set("scheduling.priorityClassName", "high; rm -rf /"),
+    ),
     Case("scheduler-name-too-long", "scheduling.schedulerName", _set("scheduling.schedulerName", "s" * 300)),
-    Case("node-selector-value-not-a-string", "scheduling.nodeSelector.gpu",
-         _set("scheduling.nodeSelector", {"gpu": 1})),
-    Case("node-selector-value-injection", "scheduling.nodeSelector.pool",
-         _set("scheduling.nodeSelector", {"pool": "$(curl x)"})),
+    Case(
+        "node-selector-value-not-a-string", "scheduling.nodeSelector.gpu", _set("scheduling.nodeSelector", {"gpu": 1})
+    ),
+    Case(
+        "node-selector-value-injection",
+        "scheduling.nodeSelector.pool",
+        _set("scheduling.nodeSelector", {"pool": "$(curl x)"}),
+    ),
     Case("tolerations-not-a-list", "scheduling.tolerations", _set("scheduling.tolerations", {"key": "gpu"})),
     Case("toleration-not-an-object", "scheduling.tolerations.0", _set("scheduling.tolerations", ["gpu"])),
     # output
@@ -239,16 +290,22 @@ CASES: list[Case] = [
     # runPolicy
     Case("backoff-limit-huge", "runPolicy.backoffLimit", _set("runPolicy.backoffLimit", 101)),
     Case("suspend-yes-string", "runPolicy.suspend", _set("runPolicy.suspend", "yes")),
-    Case("grace-period-too-long", "runPolicy.terminationGracePeriodSeconds",
-         _set("runPolicy.terminationGracePeriodSeconds", 7200)),
+    Case(
+        "grace-period-too-long",
+        "runPolicy.terminationGracePeriodSeconds",
+        _set("runPolicy.terminationGracePeriodSeconds", 7200),
+    ),
     Case("deadline-beyond-int32", "runPolicy.activeDeadlineSeconds", _set("runPolicy.activeDeadlineSeconds", 2**31)),
     # secrets
     Case("hf-token-without-name", "secrets.hfToken.name", _set("secrets.hfToken", {"key": "token"})),
     Case("hf-token-path-traversal", "secrets.hfToken.name", _set("secrets.hfToken", {"name": "../etc/passwd"})),
     # env
     Case("env-reserved-master-addr", "env.0.name", _set("env", [{"name": "MASTER_ADDR", "value": "evil"}])),
-    Case("env-reserved-second-item", "env.1.name",
-         _set("env", [{"name": "HOME", "value": "/h"}, {"name": "WORLD_SIZE", "value": "1"}])),
+    Case(
+        "env-reserved-second-item",
+        "env.1.name",
+        _set("env", [{"name": "HOME", "value": "/h"}, {"name": "WORLD_SIZE", "value": "1"}]),
+    ),
     Case("env-name-with-space", "env.0.name", _set("env", [{"name": "A B", "value": "x"}])),
     Case("env-name-command-substitution", "env.0.name", _set("env", [{"name": "$(curl x)"}])),
     Case("env-name-missing", "env.0.name", _set("env", [{"value": "x"}])),
@@ -262,18 +319,36 @@ CASES: list[Case] = [
     # the object as a whole
     Case("spec-not-an-object", "", _whole_spec("hello")),
     Case("alias-bomb-in-labels", "", _set("dataset.labels", _ALIAS_BOMB["l7"]), says="too large"),
-    Case("alias-bomb-in-affinity", "", _set("scheduling.affinity", {"nodeAffinity": _ALIAS_BOMB["l7"]}),
-         says="too large"),
-    Case("name-starts-with-digit", "metadata.name", _name("9lives"), crd_field="", pydantic_field="",
-         says="metadata.name"),
+    Case(
+        "alias-bomb-in-affinity", "", _set("scheduling.affinity", {"nodeAffinity": _ALIAS_BOMB["l7"]}), says="too large"
+    ),
+    Case(
+        "name-starts-with-digit",
+        "metadata.name",
+        _name("9lives"),
+        crd_field="",
+        pydantic_field="",
+        says="metadata.name",
+    ),
     Case("name-too-long", "metadata.name", _name("a" * 46), crd_field="", pydantic_field="", says="metadata.name"),
-    Case("name-shell-injection", "metadata.name", _name("job; rm -rf /"), crd_field="", pydantic_field="",
-         says="metadata.name"),
+    Case(
+        "name-shell-injection",
+        "metadata.name",
+        _name("job; rm -rf /"),
+        crd_field="",
+        pydantic_field="",
+        says="metadata.name",
+    ),
     # hyperparameterSearch
     Case("search-not-an-object", _SEARCH, _set(_SEARCH, "fast")),
-    Case("search-objective-missing", f"{_SEARCH}.objective",
-         _set(_SEARCH, {"parameters": {"learningRate": {"min": 1.0e-5, "max": 1.0e-3}}})),
-    Case("search-metric-injection", f"{_SEARCH}.objective.metric", _search(objective={"metric": "eval_loss; rm -rf /"})),
+    Case(
+        "search-objective-missing",
+        f"{_SEARCH}.objective",
+        _set(_SEARCH, {"parameters": {"learningRate": {"min": 1.0e-5, "max": 1.0e-3}}}),
+    ),
+    Case(
+        "search-metric-injection", f"{_SEARCH}.objective.metric", _search(objective={"metric": "eval_loss; rm -rf /"})
+    ),
     Case("search-goal-unknown", f"{_SEARCH}.objective.goal", _search(objective={"metric": "eval_f1", "goal": "up"})),
     Case("search-algorithm-unknown", f"{_SEARCH}.algorithm", _search(algorithm="hyperband")),
     Case("search-max-trials-over-100", f"{_SEARCH}.maxTrials", _search(maxTrials=101, parallelTrials=1)),
@@ -281,72 +356,166 @@ CASES: list[Case] = [
     Case("search-max-failed-negative", f"{_SEARCH}.maxFailedTrials", _search(maxFailedTrials=-1)),
     Case("search-seed-beyond-int32", f"{_SEARCH}.seed", _search(seed=2**31)),
     Case("search-keep-outputs-string", f"{_SEARCH}.keepTrialOutputs", _search(keepTrialOutputs="yes")),
-    Case("search-early-stopping-unknown", f"{_SEARCH}.earlyStopping.algorithm",
-         _search(earlyStopping={"algorithm": "hyperband"})),
-    Case("search-early-stopping-min-trials-zero", f"{_SEARCH}.earlyStopping.minTrials",
-         _search(earlyStopping={"minTrials": 0})),
+    Case(
+        "search-early-stopping-unknown",
+        f"{_SEARCH}.earlyStopping.algorithm",
+        _search(earlyStopping={"algorithm": "hyperband"}),
+    ),
+    Case(
+        "search-early-stopping-min-trials-zero",
+        f"{_SEARCH}.earlyStopping.minTrials",
+        _search(earlyStopping={"minTrials": 0}),
+    ),
     Case("search-parameters-missing", _PARAMS, _set(_SEARCH, {"objective": {"metric": "eval_accuracy"}})),
     Case("search-parameters-empty", _PARAMS, _search(parameters={})),
-    Case("search-parameters-too-many", _PARAMS,
-         _search(parameters={key: {"values": [1]} for key in (
-             "seed", "batchSize", "maxSeqLength", "gradientAccumulationSteps", "evalSteps", "maxSteps", "epochs",
-             "learningRate", "warmupRatio", "weightDecay", "regularization.dropout", "resources.nodes",
-             "regularization.labelSmoothing", "resources.gpusPerNode", "regularization.augmentation.tokenDropout",
-             "method.lora.dropout", "method.lora.alpha")})),
+    Case(
+        "search-parameters-too-many",
+        _PARAMS,
+        _search(
+            parameters={
+                key: {"values": [1]}
+                for key in (
+                    "seed",
+                    "batchSize",
+                    "maxSeqLength",
+                    "gradientAccumulationSteps",
+                    "evalSteps",
+                    "maxSteps",
+                    "epochs",
+                    "learningRate",
+                    "warmupRatio",
+                    "weightDecay",
+                    "regularization.dropout",
+                    "resources.nodes",
+                    "regularization.labelSmoothing",
+                    "resources.gpusPerNode",
+                    "regularization.augmentation.tokenDropout",
+                    "method.lora.dropout",
+                    "method.lora.alpha",
+                )
+            }
+        ),
+    ),
     Case("search-path-misspelt", _PARAMS, _searching(learning_rate={"min": 1.0e-5, "max": 1.0e-3})),
     Case("search-path-into-dataset", _PARAMS, _searching(dataset__train={"values": ["pvc://d/a.csv"]})),
     Case("search-path-into-output", _PARAMS, _searching(output__uri={"values": ["pvc://m/a"]})),
     Case("search-path-to-a-list", _PARAMS, _searching(method__lora__targetModules={"values": ["q_proj"]})),
     Case("search-path-into-itself", _PARAMS, _searching(hyperparameterSearch__maxTrials={"values": [2]})),
-    Case("search-values-and-range", f"{_PARAMS}.learningRate",
-         _searching(learningRate={"values": [1.0e-4], "min": 1.0e-5, "max": 1.0e-3})),
+    Case(
+        "search-values-and-range",
+        f"{_PARAMS}.learningRate",
+        _searching(learningRate={"values": [1.0e-4], "min": 1.0e-5, "max": 1.0e-3}),
+    ),
     Case("search-range-without-max", f"{_PARAMS}.learningRate", _searching(learningRate={"min": 1.0e-5})),
     Case("search-parameter-empty", f"{_PARAMS}.learningRate", _searching(learningRate={})),
     Case("search-min-above-max", f"{_PARAMS}.learningRate", _searching(learningRate={"min": 1.0e-3, "max": 1.0e-5})),
     Case("search-min-equals-max", f"{_PARAMS}.learningRate", _searching(learningRate={"min": 1.0e-3, "max": 1.0e-3})),
-    Case("search-log-scale-from-zero", f"{_PARAMS}.regularization.dropout",
-         _searching(regularization__dropout={"min": 0.0, "max": 0.3, "scale": "log"})),
-    Case("search-step-with-log", f"{_PARAMS}.learningRate",
-         _searching(learningRate={"min": 1.0e-5, "max": 1.0e-3, "scale": "log", "step": 1.0e-5})),
+    Case(
+        "search-log-scale-from-zero",
+        f"{_PARAMS}.regularization.dropout",
+        _searching(regularization__dropout={"min": 0.0, "max": 0.3, "scale": "log"}),
+    ),
+    Case(
+        "search-step-with-log",
+        f"{_PARAMS}.learningRate",
+        _searching(learningRate={"min": 1.0e-5, "max": 1.0e-3, "scale": "log", "step": 1.0e-5}),
+    ),
     Case("search-step-with-values", f"{_PARAMS}.batchSize", _searching(batchSize={"values": [8, 16], "step": 8})),
     Case("search-log-with-values", f"{_PARAMS}.batchSize", _searching(batchSize={"values": [8, 16], "scale": "log"})),
     Case("search-step-zero", f"{_PARAMS}.batchSize.step", _searching(batchSize={"min": 8, "max": 64, "step": 0})),
-    Case("search-scale-unknown", f"{_PARAMS}.batchSize.scale",
-         _searching(batchSize={"min": 8, "max": 64, "scale": "exp"})),
+    Case(
+        "search-scale-unknown",
+        f"{_PARAMS}.batchSize.scale",
+        _searching(batchSize={"min": 8, "max": 64, "scale": "exp"}),
+    ),
     Case("search-values-empty", f"{_PARAMS}.batchSize.values", _searching(batchSize={"values": []})),
-    Case("search-values-too-many", f"{_PARAMS}.batchSize.values",
-         _searching(batchSize={"values": list(range(1, 66))})),
-    Case("search-range-on-an-enum", f"{_PARAMS}.precision",
-         _searching(precision={"min": 0, "max": 1}), crd_field=_PARAMS),
-    Case("search-grid-over-a-continuous-range", f"{_SEARCH}.algorithm",
-         _search(algorithm="grid", parameters={"learningRate": {"min": 1.0e-5, "max": 1.0e-3}})),
+    Case("search-values-too-many", f"{_PARAMS}.batchSize.values", _searching(batchSize={"values": list(range(1, 66))})),
+    Case(
+        "search-range-on-an-enum", f"{_PARAMS}.precision", _searching(precision={"min": 0, "max": 1}), crd_field=_PARAMS
+    ),
+    Case(
+        "search-grid-over-a-continuous-range",
+        f"{_SEARCH}.algorithm",
+        _search(algorithm="grid", parameters={"learningRate": {"min": 1.0e-5, "max": 1.0e-3}}),
+    ),
     Case("search-without-an-evaluation-set", f"{_SEARCH}.objective", _both(_drop("dataset.validation"), _search())),
-    Case("search-with-evaluation-off", f"{_SEARCH}.objective",
-         _both(_set("hyperparameters.evalStrategy", "no"), _search())),
-    Case("search-name-too-long-for-trials", "metadata.name", _both(_name("a" * 42), _search()), crd_field="",
-         pydantic_field="", says="41"),
+    Case(
+        "search-with-evaluation-off",
+        f"{_SEARCH}.objective",
+        _both(_set("hyperparameters.evalStrategy", "no"), _search()),
+    ),
+    Case(
+        "search-name-too-long-for-trials",
+        "metadata.name",
+        _both(_name("a" * 42), _search()),
+        crd_field="",
+        pydantic_field="",
+        says="41",
+    ),
     # Only spec.py knows each path's field (its type, bounds, and the job's cross-field rules):
-    Case("search-values-not-scalars", f"{_PARAMS}.batchSize.values",
-         _searching(batchSize={"values": [8, {"size": 8}]}), crd=ACCEPT, says="numbers, strings or booleans"),
-    Case("search-values-duplicate", f"{_PARAMS}.batchSize", _searching(batchSize={"values": [8, 16, 8.0]}),
-         crd=ACCEPT, says="unique"),
-    Case("search-two-names-for-one-field", _PARAMS,
-         _searching(learningRate={"values": [1.0e-4]}, hyperparameters__learningRate={"values": [2.0e-4]}),
-         crd=ACCEPT),
-    Case("search-int-range-fractional", f"{_PARAMS}.batchSize", _searching(batchSize={"min": 8, "max": 64.5}),
-         crd=ACCEPT, says="whole number"),
-    Case("search-value-out-of-the-field-bounds", f"{_PARAMS}.batchSize", _searching(batchSize={"values": [16, 0]}),
-         crd=ACCEPT, says="invalid job"),
-    Case("search-range-out-of-the-field-bounds", f"{_PARAMS}.learningRate",
-         _searching(learningRate={"min": 1.0e-5, "max": 2.0}), crd=ACCEPT, says="invalid job"),
-    Case("search-value-of-the-wrong-type", f"{_PARAMS}.batchSize", _searching(batchSize={"values": ["16"]}),
-         crd=ACCEPT, says="invalid job"),
-    Case("search-lora-rank-without-lora", f"{_PARAMS}.method.lora.r",
-         _searching(method__lora__r={"values": [4, 8]}), crd=ACCEPT, says="lora settings"),
-    Case("search-value-turns-evaluation-off", f"{_PARAMS}.evalStrategy",
-         _searching(evalStrategy={"values": ["epoch", "no"]}), crd=ACCEPT, says="evaluation off"),
+    Case(
+        "search-values-not-scalars",
+        f"{_PARAMS}.batchSize.values",
+        _searching(batchSize={"values": [8, {"size": 8}]}),
+        crd=ACCEPT,
+        says="numbers, strings or booleans",
+    ),
+    Case(
+        "search-values-duplicate",
+        f"{_PARAMS}.batchSize",
+        _searching(batchSize={"values": [8, 16, 8.0]}),
+        crd=ACCEPT,
+        says="unique",
+    ),
+    Case(
+        "search-two-names-for-one-field",
+        _PARAMS,
+        _searching(learningRate={"values": [1.0e-4]}, hyperparameters__learningRate={"values": [2.0e-4]}),
+        crd=ACCEPT,
+    ),
+    Case(
+        "search-int-range-fractional",
+        f"{_PARAMS}.batchSize",
+        _searching(batchSize={"min": 8, "max": 64.5}),
+        crd=ACCEPT,
+        says="whole number",
+    ),
+    Case(
+        "search-value-out-of-the-field-bounds",
+        f"{_PARAMS}.batchSize",
+        _searching(batchSize={"values": [16, 0]}),
+        crd=ACCEPT,
+        says="invalid job",
+    ),
+    Case(
+        "search-range-out-of-the-field-bounds",
+        f"{_PARAMS}.learningRate",
+        _searching(learningRate={"min": 1.0e-5, "max": 2.0}),
+        crd=ACCEPT,
+        says="invalid job",
+    ),
+    Case(
+        "search-value-of-the-wrong-type",
+        f"{_PARAMS}.batchSize",
+        _searching(batchSize={"values": ["16"]}),
+        crd=ACCEPT,
+        says="invalid job",
+    ),
+    Case(
+        "search-lora-rank-without-lora",
+        f"{_PARAMS}.method.lora.r",
+        _searching(method__lora__r={"values": [4, 8]}),
+        crd=ACCEPT,
+        says="lora settings",
+    ),
+    Case(
+        "search-value-turns-evaluation-off",
+        f"{_PARAMS}.evalStrategy",
+        _searching(evalStrategy={"values": ["epoch", "no"]}),
+        crd=ACCEPT,
+        says="evaluation off",
+    ),
     # Where the two sides differ, by design of the API server:
-    Case("unknown-field-typo", "hyperparameters.learningrate", _set("hyperparameters.learningrate", 1e-4),
-         crd=PRUNE),
+    Case("unknown-field-typo", "hyperparameters.learningrate", _set("hyperparameters.learningrate", 1e-4), crd=PRUNE),
     Case("null-image", "image", _set("image", None), crd=ACCEPT),
 ]

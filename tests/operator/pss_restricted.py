@@ -9,20 +9,39 @@ from __future__ import annotations
 
 from typing import Any
 
-RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-                           "projected", "secret"}
+RESTRICTED_VOLUME_TYPES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 ALLOWED_ADDED_CAPABILITIES = {"NET_BIND_SERVICE"}
 ALLOWED_SECCOMP = {"RuntimeDefault", "Localhost"}
-SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
-                "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
-                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
-                "net.ipv4.tcp_keepalive_probes"}
+SAFE_SYSCTLS = {
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+}
 ALLOWED_SELINUX_TYPES = {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
 
 
 def _containers(pod: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(f"{kind}[{c.get('name')}]", c) for kind in ("initContainers", "containers", "ephemeralContainers")
-            for c in pod.get(kind) or []]
+    return [
+        (f"{kind}[{c.get('name')}]", c)
+        for kind in ("initContainers", "containers", "ephemeralContainers")
+        for c in pod.get(kind) or []
+    ]
 
 
 def violations(pod: dict[str, Any]) -> list[str]:
@@ -75,7 +94,9 @@ def violations(pod: dict[str, Any]) -> list[str]:
             out.append(f"{where}: runAsUser must not be 0")
         seccomp = (security.get("seccompProfile") or {}).get("type", pod_seccomp)
         if seccomp not in ALLOWED_SECCOMP:
-            out.append(f"{where}: seccompProfile.type must be RuntimeDefault or Localhost (on the container or the pod)")
+            out.append(
+                f"{where}: seccompProfile.type must be RuntimeDefault or Localhost (on the container or the pod)"
+            )
         if "ALL" not in (capabilities.get("drop") or []):
             out.append(f"{where}: capabilities.drop must include ALL")
         added = set(capabilities.get("add") or []) - ALLOWED_ADDED_CAPABILITIES

@@ -5,12 +5,14 @@ from finetune_operator.spec import parse_spec
 
 
 def _spec(model="hf://org/model", train="s3://bucket/train.csv", output="s3://bucket/out", **dataset):
-    return parse_spec({
-        "task": "text-classification",
-        "model": {"source": model},
-        "dataset": {"train": train, **dataset},
-        "output": {"uri": output},
-    })
+    return parse_spec(
+        {
+            "task": "text-classification",
+            "model": {"source": model},
+            "dataset": {"train": train, **dataset},
+            "output": {"uri": output},
+        }
+    )
 
 
 def test_claim_of_takes_the_first_path_segment_of_pvc_uris_only():

@@ -1,8 +1,8 @@
 import json
 
 from finetune_operator.builders import build_config_map, config_hash
-from finetune_operator.spec import parse_spec
 from finetune_operator.builders.trainer_config import render_trainer_config
+from finetune_operator.spec import parse_spec
 
 SPEC = {
     "task": "text-classification",
@@ -45,9 +45,7 @@ def test_config_hash_is_stable_and_short():
 
 def test_config_hash_changes_when_the_config_changes():
     base = build_config_map(parse_spec(SPEC), "sentiment", "team-a")
-    changed = build_config_map(
-        parse_spec({**SPEC, "hyperparameters": {"learningRate": 1e-4}}), "sentiment", "team-a"
-    )
+    changed = build_config_map(parse_spec({**SPEC, "hyperparameters": {"learningRate": 1e-4}}), "sentiment", "team-a")
     assert config_hash(base) != config_hash(changed)
 
 

@@ -3,7 +3,6 @@ import json
 
 import kubernetes_validate
 import pytest
-
 from finetune_operator.builders import build_config_map, build_job, build_service, config_hash
 from finetune_operator.config import OperatorConfig
 from finetune_operator.spec import parse_spec
@@ -143,20 +142,22 @@ def test_scheduling_fields_pass_through():
     affinity = {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}
-                ]
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]}]
             }
         }
     }
     tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    pod = _pod(_job(scheduling={
-        "priorityClassName": "training-high",
-        "nodeSelector": {"pool": "gpu"},
-        "tolerations": tolerations,
-        "affinity": affinity,
-        "schedulerName": "volcano",
-    }))
+    pod = _pod(
+        _job(
+            scheduling={
+                "priorityClassName": "training-high",
+                "nodeSelector": {"pool": "gpu"},
+                "tolerations": tolerations,
+                "affinity": affinity,
+                "schedulerName": "volcano",
+            }
+        )
+    )
     assert pod["priorityClassName"] == "training-high"
     assert pod["nodeSelector"] == {"pool": "gpu"}
     assert pod["tolerations"] == tolerations
@@ -193,9 +194,16 @@ def test_resources_default_from_operator_config_with_memory_limit_equal_to_reque
 
 
 def test_spec_resources_override_defaults_and_gpus_go_in_requests_and_limits():
-    resources = _trainer(_job(resources={
-        "cpu": 16, "memory": "64Gi", "gpusPerNode": 8, "gpuResourceName": "amd.com/gpu",
-    }))["resources"]
+    resources = _trainer(
+        _job(
+            resources={
+                "cpu": 16,
+                "memory": "64Gi",
+                "gpusPerNode": 8,
+                "gpuResourceName": "amd.com/gpu",
+            }
+        )
+    )["resources"]
     assert resources["requests"] == {"cpu": "16", "memory": "64Gi", "amd.com/gpu": "8"}
     assert resources["limits"] == resources["requests"]
 
@@ -234,8 +242,10 @@ def test_multi_node_env_points_every_rank_at_rank_zero():
 
 def test_a_single_process_trainer_uses_as_many_threads_as_its_cpu_limit():
     one = _env(_job(resources={"gpusPerNode": 0, "cpu": "2"}))
-    assert one["OMP_NUM_THREADS"] == {"name": "OMP_NUM_THREADS", "valueFrom": {"resourceFieldRef": {
-        "containerName": "trainer", "resource": "limits.cpu", "divisor": "1"}}}
+    assert one["OMP_NUM_THREADS"] == {
+        "name": "OMP_NUM_THREADS",
+        "valueFrom": {"resourceFieldRef": {"containerName": "trainer", "resource": "limits.cpu", "divisor": "1"}},
+    }
     # Eight processes per node: torchrun's own default (one thread each) applies.
     assert "OMP_NUM_THREADS" not in _env(_job(resources={"gpusPerNode": 8}))
 
@@ -309,7 +319,11 @@ def test_config_and_scratch_volumes_are_always_mounted():
     assert volumes["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Gi"}
     assert mounts["shm"]["mountPath"] == "/dev/shm"
     assert volumes["progress-token"]["secret"]["secretName"] == "sentiment-progress"
-    assert mounts["progress-token"] == {"name": "progress-token", "mountPath": "/var/run/secrets/finetune/progress", "readOnly": True}
+    assert mounts["progress-token"] == {
+        "name": "progress-token",
+        "mountPath": "/var/run/secrets/finetune/progress",
+        "readOnly": True,
+    }
     assert set(volumes) == set(mounts) == {"config", "progress-token", "cache", "tmp", "shm"}
     assert json.loads(_env_values(job)["FINETUNE_VOLUME_MOUNTS"]) == {}
 
@@ -366,17 +380,27 @@ EVERYTHING = {
         "priorityClassName": "high",
         "nodeSelector": {"pool": "gpu"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
-            "weight": 100,
-            "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
-                                "labelSelector": {"matchLabels": {"finetune.dev/job-name": "sentiment"}}},
-        }]}},
+        "affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": {"finetune.dev/job-name": "sentiment"}},
+                        },
+                    }
+                ]
+            }
+        },
         "schedulerName": "volcano",
     },
     "runPolicy": {"activeDeadlineSeconds": 86400, "suspend": True},
     "secrets": {"hfToken": {"name": "hub"}, "s3Credentials": {"name": "aws"}},
-    "env": [{"name": "NCCL_DEBUG", "value": "INFO"},
-            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+    "env": [
+        {"name": "NCCL_DEBUG", "value": "INFO"},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+    ],
 }
 
 
@@ -397,7 +421,9 @@ def test_built_children_are_valid_kubernetes_objects(fields):
 
 
 def test_progress_reporting_env_points_at_the_operator_with_the_jobs_token_file():
-    env = _env_values(_job(config=OperatorConfig(progress_base_url="http://op.sys.svc:8081", progress_interval_seconds=7)))
+    env = _env_values(
+        _job(config=OperatorConfig(progress_base_url="http://op.sys.svc:8081", progress_interval_seconds=7))
+    )
     assert env["FINETUNE_PROGRESS_URL"] == "http://op.sys.svc:8081/progress/v1/namespaces/team-a/finetunejobs/sentiment"
     assert env["FINETUNE_PROGRESS_TOKEN_FILE"] == "/var/run/secrets/finetune/progress/token"
     assert env["FINETUNE_PROGRESS_INTERVAL_SECONDS"] == "7"

@@ -7,11 +7,10 @@ import json
 
 import kubernetes_validate
 import pytest
-from pss_restricted import violations
-
 from finetune_operator.builders import build_job, build_promote_job
 from finetune_operator.config import OperatorConfig
 from finetune_operator.spec import parse_spec
+from pss_restricted import violations
 
 SEARCH = {
     "objective": {"metric": "eval_accuracy"},
@@ -32,9 +31,12 @@ def _spec(**fields):
     return parse_spec({**copy.deepcopy(BASE), **fields}, "sentiment")
 
 
-def _promote(config=CONFIG, best=f"{TRIALS}/sentiment-t1", remove=(f"{TRIALS}/sentiment-t0", f"{TRIALS}/sentiment-t1"),
-             **fields):
-    return build_promote_job(_spec(**fields), "sentiment", "team-a", config=config, best_uri=best, remove_uris=list(remove))
+def _promote(
+    config=CONFIG, best=f"{TRIALS}/sentiment-t1", remove=(f"{TRIALS}/sentiment-t0", f"{TRIALS}/sentiment-t1"), **fields
+):
+    return build_promote_job(
+        _spec(**fields), "sentiment", "team-a", config=config, best_uri=best, remove_uris=list(remove)
+    )
 
 
 def _container(job):
@@ -50,8 +52,11 @@ def test_named_and_labelled_as_the_searchs_promote_child():
     job = _promote()
     assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
     assert job["metadata"]["name"] == "sentiment-promote" and job["metadata"]["namespace"] == "team-a"
-    labels = {"app.kubernetes.io/managed-by": "finetune-operator", "finetune.dev/job-name": "sentiment-promote",
-              "finetune.dev/search": "sentiment"}
+    labels = {
+        "app.kubernetes.io/managed-by": "finetune-operator",
+        "finetune.dev/job-name": "sentiment-promote",
+        "finetune.dev/search": "sentiment",
+    }
     assert job["metadata"]["labels"] == labels
     assert job["spec"]["template"]["metadata"]["labels"] == labels
 
@@ -61,9 +66,17 @@ def test_runs_the_promote_module_of_the_trainer_image_with_best_output_and_remov
     assert container["image"] == CONFIG.default_image
     argv = container["command"] + container["args"]
     assert argv == [
-        "python", "-m", "finetune_trainer.promote",
-        "--best", f"{TRIALS}/sentiment-t1", "--output", "pvc://models/sentiment",
-        "--remove", f"{TRIALS}/sentiment-t0", "--remove", f"{TRIALS}/sentiment-t1",
+        "python",
+        "-m",
+        "finetune_trainer.promote",
+        "--best",
+        f"{TRIALS}/sentiment-t1",
+        "--output",
+        "pvc://models/sentiment",
+        "--remove",
+        f"{TRIALS}/sentiment-t0",
+        "--remove",
+        f"{TRIALS}/sentiment-t1",
     ]
     assert _container(_promote(image="registry.local/trainer:2"))["image"] == "registry.local/trainer:2"
     assert "--remove" not in _container(_promote(remove=()))["args"]
@@ -75,20 +88,30 @@ def test_mounts_the_training_pods_claims_with_only_the_output_writable():
     assert mounts["/mnt/pvc/models"]["readOnly"] is False
     assert mounts["/mnt/pvc/data"]["readOnly"] is True and mounts["/mnt/pvc/base-models"]["readOnly"] is True
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
-    training = {v["name"]: v for v in build_job(_spec(), "sentiment-t0", "team-a", config=CONFIG, config_hash="x")
-                ["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    training = {
+        v["name"]: v
+        for v in build_job(_spec(), "sentiment-t0", "team-a", config=CONFIG, config_hash="x")["spec"]["template"][
+            "spec"
+        ]["volumes"]
+        if "persistentVolumeClaim" in v
+    }
     assert {k: v for k, v in volumes.items() if "persistentVolumeClaim" in v} == training
     # The table the trainer image resolves pvc:// with matches the mounts.
     assert json.loads(_env(job)["FINETUNE_VOLUME_MOUNTS"]) == {
-        "base-models": "/mnt/pvc/base-models", "data": "/mnt/pvc/data", "models": "/mnt/pvc/models"}
+        "base-models": "/mnt/pvc/base-models",
+        "data": "/mnt/pvc/data",
+        "models": "/mnt/pvc/models",
+    }
 
 
 def test_s3_outputs_get_the_credentials_secret_and_user_env():
     job = _promote(
-        output={"uri": "s3://bucket/sentiment"}, secrets={"s3Credentials": {"name": "aws"}},
+        output={"uri": "s3://bucket/sentiment"},
+        secrets={"s3Credentials": {"name": "aws"}},
         env=[{"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage.svc:9000"}],
         config=OperatorConfig(trainer_env={"HF_HUB_OFFLINE": "1"}),
-        best="s3://bucket/sentiment/trials/sentiment-t1", remove=("s3://bucket/sentiment/trials/sentiment-t0",),
+        best="s3://bucket/sentiment/trials/sentiment-t1",
+        remove=("s3://bucket/sentiment/trials/sentiment-t0",),
     )
     container = _container(job)
     assert container["envFrom"] == [{"secretRef": {"name": "aws"}}]
@@ -134,15 +157,28 @@ def test_pod_meets_the_restricted_profile_with_a_read_only_root():
     assert all("emptyDir" in volumes[m["name"]] or "persistentVolumeClaim" in volumes[m["name"]] for m in writable)
 
 
-@pytest.mark.parametrize("fields", [
-    {},
-    {"output": {"uri": "s3://bucket/out"}, "secrets": {"s3Credentials": {"name": "aws"}},
-     "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]},
-], ids=["pvc", "s3"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {
+            "output": {"uri": "s3://bucket/out"},
+            "secrets": {"s3Credentials": {"name": "aws"}},
+            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+        },
+    ],
+    ids=["pvc", "s3"],
+)
 def test_built_job_is_a_valid_kubernetes_object(fields):
     output = fields.get("output", BASE["output"])["uri"]
-    job = build_promote_job(_spec(**fields), "sentiment", "team-a", config=CONFIG,
-                            best_uri=f"{output}/trials/sentiment-t0", remove_uris=[f"{output}/trials/sentiment-t1"])
+    job = build_promote_job(
+        _spec(**fields),
+        "sentiment",
+        "team-a",
+        config=CONFIG,
+        best_uri=f"{output}/trials/sentiment-t0",
+        remove_uris=[f"{output}/trials/sentiment-t1"],
+    )
     try:
         kubernetes_validate.validate(job, "1.31", strict=True)
     except kubernetes_validate.ValidationError as error:
@@ -165,12 +201,17 @@ async def test_promote_job_runs_in_the_sandbox_and_moves_the_best_model(tmp_path
             (trial / "checkpoints" / "checkpoint-4").mkdir(parents=True)
             (trial / "metrics.json").write_text(f"t{index}")
         job = _promote(config=OperatorConfig(default_image=SANDBOX_TRAINER_IMAGE))
-        await sandbox.client.create("v1", "namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}})
+        await sandbox.client.create(
+            "v1", "namespaces", None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}
+        )
         await sandbox.client.create("batch/v1", "jobs", "team-a", job)
         deadline = time.monotonic() + 60
         while True:
             status = (await sandbox.client.get("batch/v1", "jobs", "team-a", "sentiment-promote")).get("status") or {}
-            finished = {c["type"] for c in status.get("conditions") or [] if c["status"] == "True"} & {"Complete", "Failed"}
+            finished = {c["type"] for c in status.get("conditions") or [] if c["status"] == "True"} & {
+                "Complete",
+                "Failed",
+            }
             if finished or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)

@@ -1,13 +1,15 @@
 from finetune_operator.builders import build_service
 from finetune_operator.spec import parse_spec
 
-SPEC = parse_spec({
-    "task": "text-classification",
-    "model": {"source": "hf://org/model"},
-    "dataset": {"train": "s3://bucket/train.csv"},
-    "output": {"uri": "s3://bucket/out"},
-    "resources": {"nodes": 4},
-})
+SPEC = parse_spec(
+    {
+        "task": "text-classification",
+        "model": {"source": "hf://org/model"},
+        "dataset": {"train": "s3://bucket/train.csv"},
+        "output": {"uri": "s3://bucket/out"},
+        "resources": {"nodes": 4},
+    }
+)
 
 
 def test_service_is_headless_and_publishes_not_ready_pods():

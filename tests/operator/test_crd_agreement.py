@@ -11,15 +11,23 @@ import annotated_types
 import celpy
 import pytest
 import yaml
+from finetune_operator import names, spec
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from finetune_operator import names, spec
-
 CRD_PATH = Path(__file__).resolve().parents[2] / "manifests" / "crd" / "finetunejobs.yaml"
 CONSTRAINT_KEYWORDS = {
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
-    "minItems", "maxItems", "minProperties", "maxProperties", "pattern",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "pattern",
 }
 
 
@@ -51,8 +59,11 @@ def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
 
 
 def _expected_constraints(metadata: list[Any], kind: str) -> dict[str, Any]:
-    length_keys = {"string": ("minLength", "maxLength"), "array": ("minItems", "maxItems"),
-                   "object": ("minProperties", "maxProperties")}.get(kind, ("minLength", "maxLength"))
+    length_keys = {
+        "string": ("minLength", "maxLength"),
+        "array": ("minItems", "maxItems"),
+        "object": ("minProperties", "maxProperties"),
+    }.get(kind, ("minLength", "maxLength"))
     out: dict[str, Any] = {}
     for item in metadata:
         if isinstance(item, annotated_types.Ge):
@@ -127,8 +138,10 @@ def _compare_model(model: type[BaseModel], node: dict[str, Any], path: str, prob
     properties = node.get("properties", {})
     fields = {info.validation_alias or name: info for name, info in model.model_fields.items()}
     if set(fields) != set(properties):
-        problems.append(f"{path}: only in spec.py {sorted(set(fields) - set(properties))}, "
-                        f"only in CRD {sorted(set(properties) - set(fields))}")
+        problems.append(
+            f"{path}: only in spec.py {sorted(set(fields) - set(properties))}, "
+            f"only in CRD {sorted(set(properties) - set(fields))}"
+        )
     required = {alias for alias, info in fields.items() if info.is_required()}
     if required != set(node.get("required", [])):
         problems.append(f"{path}: required {sorted(node.get('required', []))} != spec.py {sorted(required)}")
@@ -149,8 +162,10 @@ def _compare_default(info: Any, node: dict[str, Any], path: str, problems: list[
     else:
         expected = info.default
     declared = node.get("default", PydanticUndefined)
-    same = declared == expected and type(declared) is type(expected) or (
-        isinstance(declared, int | float) and isinstance(expected, float) and declared == expected
+    same = (
+        declared == expected
+        and type(declared) is type(expected)
+        or (isinstance(declared, int | float) and isinstance(expected, float) and declared == expected)
     )
     if not same:
         problems.append(f"{path}: CRD default {declared!r} != spec.py default {expected!r}")
@@ -183,25 +198,28 @@ def _prop(root: dict[str, Any], dotted: str) -> dict[str, Any]:
     return node
 
 
-@pytest.mark.parametrize(("path", "constant"), [
-    ("spec.model.source", "MODEL_URI_PATTERN"),
-    ("spec.dataset.train", "DATA_URI_PATTERN"),
-    ("spec.dataset.validation", "DATA_URI_PATTERN"),
-    ("spec.dataset.retention", "DATA_URI_PATTERN"),
-    ("spec.output.uri", "OUTPUT_URI_PATTERN"),
-    ("spec.resources.cpu", "QUANTITY_PATTERN"),
-    ("spec.resources.memory", "QUANTITY_PATTERN"),
-    ("spec.resources.gpuResourceName", "RESOURCE_NAME_PATTERN"),
-    ("spec.scheduling.queueName", "DNS_LABEL_PATTERN"),
-    ("spec.scheduling.priorityClassName", "DNS_SUBDOMAIN_PATTERN"),
-    ("spec.scheduling.schedulerName", "DNS_SUBDOMAIN_PATTERN"),
-    ("spec.secrets.hfToken.name", "DNS_LABEL_PATTERN"),
-    ("spec.secrets.s3Credentials.name", "DNS_LABEL_PATTERN"),
-    ("spec.env.[].name", "ENV_NAME_PATTERN"),
-    ("spec.regularization.earlyStopping.metric", "METRIC_PATTERN"),
-    ("spec.hyperparameterSearch.objective.metric", "METRIC_PATTERN"),
-    ("spec.image", "IMAGE_PATTERN"),
-])
+@pytest.mark.parametrize(
+    ("path", "constant"),
+    [
+        ("spec.model.source", "MODEL_URI_PATTERN"),
+        ("spec.dataset.train", "DATA_URI_PATTERN"),
+        ("spec.dataset.validation", "DATA_URI_PATTERN"),
+        ("spec.dataset.retention", "DATA_URI_PATTERN"),
+        ("spec.output.uri", "OUTPUT_URI_PATTERN"),
+        ("spec.resources.cpu", "QUANTITY_PATTERN"),
+        ("spec.resources.memory", "QUANTITY_PATTERN"),
+        ("spec.resources.gpuResourceName", "RESOURCE_NAME_PATTERN"),
+        ("spec.scheduling.queueName", "DNS_LABEL_PATTERN"),
+        ("spec.scheduling.priorityClassName", "DNS_SUBDOMAIN_PATTERN"),
+        ("spec.scheduling.schedulerName", "DNS_SUBDOMAIN_PATTERN"),
+        ("spec.secrets.hfToken.name", "DNS_LABEL_PATTERN"),
+        ("spec.secrets.s3Credentials.name", "DNS_LABEL_PATTERN"),
+        ("spec.env.[].name", "ENV_NAME_PATTERN"),
+        ("spec.regularization.earlyStopping.metric", "METRIC_PATTERN"),
+        ("spec.hyperparameterSearch.objective.metric", "METRIC_PATTERN"),
+        ("spec.image", "IMAGE_PATTERN"),
+    ],
+)
 def test_crd_patterns_are_the_spec_constants(root, path, constant):
     assert _prop(root, path)["pattern"] == getattr(spec, constant)
 
@@ -249,7 +267,8 @@ def test_search_bounds_are_the_spec_constants(root):
     assert search["properties"]["maxTrials"]["maximum"] == spec.MAX_SEARCH_TRIALS
     assert search["properties"]["parameters"]["maxProperties"] == spec.MAX_SEARCH_PARAMETERS
     assert search["properties"]["parameters"]["additionalProperties"]["properties"]["values"]["maxItems"] == (
-        spec.MAX_SEARCH_VALUES)
+        spec.MAX_SEARCH_VALUES
+    )
     status = root["properties"]["status"]["properties"]
     assert status["trials"]["maxItems"] == spec.MAX_SEARCH_TRIALS
 
@@ -262,8 +281,12 @@ def test_crd_names_the_api_the_operator_watches(crd):
     assert crd["metadata"]["name"] == f"{names.PLURAL}.{names.GROUP}"
     assert body["group"] == names.GROUP and body["scope"] == "Namespaced"
     assert body["names"] == {
-        "kind": names.KIND, "listKind": f"{names.KIND}List", "plural": names.PLURAL,
-        "singular": "finetunejob", "shortNames": ["ftj", "ftjob"], "categories": ["ml", "finetune"],
+        "kind": names.KIND,
+        "listKind": f"{names.KIND}List",
+        "plural": names.PLURAL,
+        "singular": "finetunejob",
+        "shortNames": ["ftj", "ftjob"],
+        "categories": ["ml", "finetune"],
     }
     [version] = body["versions"]
     assert (version["name"], version["served"], version["storage"]) == (names.VERSION, True, True)
@@ -307,22 +330,33 @@ def _walk_nodes(node: dict[str, Any], path: str = ""):
 
 def test_schema_is_structural_every_node_has_a_type(root):
     # Structural schemas exempt int-or-string and preserve-unknown-fields nodes (a search's mixed `values`).
-    untyped = [p for p, n in _walk_nodes(root) if "type" not in n and not n.get("x-kubernetes-int-or-string")
-               and not n.get("x-kubernetes-preserve-unknown-fields")]
+    untyped = [
+        p
+        for p, n in _walk_nodes(root)
+        if "type" not in n
+        and not n.get("x-kubernetes-int-or-string")
+        and not n.get("x-kubernetes-preserve-unknown-fields")
+    ]
     assert untyped == []
 
 
 def test_unknown_fields_are_preserved_only_where_core_types_are_passed_through(root):
     preserved = sorted(p for p, n in _walk_nodes(root) if n.get("x-kubernetes-preserve-unknown-fields"))
     assert preserved == [
-        "spec.env[].valueFrom", "spec.hyperparameterSearch.parameters{}.values[]", "spec.scheduling.affinity",
-        "spec.scheduling.tolerations[]", "status.bestTrial.parameters", "status.search.spec",
-        "status.trials[].parameters"]
+        "spec.env[].valueFrom",
+        "spec.hyperparameterSearch.parameters{}.values[]",
+        "spec.scheduling.affinity",
+        "spec.scheduling.tolerations[]",
+        "status.bestTrial.parameters",
+        "status.search.spec",
+        "status.trials[].parameters",
+    ]
 
 
 def test_every_spec_list_and_map_is_bounded_for_cel_cost(root):
     unbounded = [
-        p for p, n in _walk_nodes(root["properties"]["spec"], "spec")
+        p
+        for p, n in _walk_nodes(root["properties"]["spec"], "spec")
         if (n.get("type") == "array" and "maxItems" not in n)
         or ("additionalProperties" in n and "maxProperties" not in n)
     ]
@@ -348,7 +382,14 @@ def test_status_is_typed_with_map_keyed_conditions(root):
     status = root["properties"]["status"]
     assert not status.get("x-kubernetes-preserve-unknown-fields")
     assert status["properties"]["phase"]["enum"] == [
-        "Pending", "Queued", "Starting", "Running", "Succeeded", "Failed", "Suspended"]
+        "Pending",
+        "Queued",
+        "Starting",
+        "Running",
+        "Succeeded",
+        "Failed",
+        "Suspended",
+    ]
     conditions = status["properties"]["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
@@ -356,21 +397,64 @@ def test_status_is_typed_with_map_keyed_conditions(root):
     assert status["properties"]["failure"]["properties"]["logTail"]["maxLength"] == 4096
     assert status["properties"]["progress"]["properties"]["evalMetrics"]["maxProperties"] == 16
     assert set(status["properties"]) >= {
-        "phase", "reason", "message", "conditions", "observedGeneration", "jobName", "startTime",
-        "completionTime", "retries", "gpus", "queue", "progress", "checkpoint", "timeToFirstStepSeconds",
-        "gpuSeconds", "failure", "metrics", "outputUri"}
+        "phase",
+        "reason",
+        "message",
+        "conditions",
+        "observedGeneration",
+        "jobName",
+        "startTime",
+        "completionTime",
+        "retries",
+        "gpus",
+        "queue",
+        "progress",
+        "checkpoint",
+        "timeToFirstStepSeconds",
+        "gpuSeconds",
+        "failure",
+        "metrics",
+        "outputUri",
+    }
 
 
 def test_status_carries_the_search_and_its_trials(root):
     status = root["properties"]["status"]["properties"]
     assert set(status["search"]["properties"]) == {"algorithm", "metric", "goal", "spec", "trials"}
     assert set(status["search"]["properties"]["trials"]["properties"]) == {
-        "total", "pending", "running", "succeeded", "failed", "earlyStopped"}
+        "total",
+        "pending",
+        "running",
+        "succeeded",
+        "failed",
+        "earlyStopped",
+    }
     trial = status["trials"]["items"]["properties"]
     assert trial["state"]["enum"] == ["Pending", "Running", "Succeeded", "Failed", "EarlyStopped"]
-    assert set(trial) == {"name", "index", "parameters", "state", "objectiveValue", "step", "totalSteps", "history",
-                          "reason", "message", "startTime", "completionTime", "outputUri", "gpuSeconds", "metrics"}
+    assert set(trial) == {
+        "name",
+        "index",
+        "parameters",
+        "state",
+        "objectiveValue",
+        "step",
+        "totalSteps",
+        "history",
+        "reason",
+        "message",
+        "startTime",
+        "completionTime",
+        "outputUri",
+        "gpuSeconds",
+        "metrics",
+    }
     assert status["trials"]["items"]["properties"]["history"]["maxItems"] == 32
     assert set(status["bestTrial"]["properties"]) == {
-        "name", "index", "parameters", "objectiveValue", "outputUri", "metrics"}
+        "name",
+        "index",
+        "parameters",
+        "objectiveValue",
+        "outputUri",
+        "metrics",
+    }
     assert status["bestTrial"]["properties"]["metrics"]["maxProperties"] == 64

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-
-from finetune_sandbox.structural_schema import SchemaViolation, apply_structural_schema
 from finetune_operator.spec import InvalidSpec, parse_spec
+from finetune_sandbox.structural_schema import SchemaViolation, apply_structural_schema
 from invalid_catalog import ACCEPT, CASES, PRUNE, REJECT, Case, base_job
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "manifests" / "crd" / "finetunejobs.yaml"

@@ -20,32 +20,66 @@ from finetune_operator.status import (
 )
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
-SPEC = parse_spec({
-    "task": "text-classification", "model": {"source": "pvc://models/m"}, "dataset": {"train": "pvc://data/t.csv"},
-    "output": {"uri": "pvc://models/out"}, "resources": {"nodes": 1},
-    "secrets": {"hfToken": {"name": "hf-token", "key": "token"}},
-    "runPolicy": {"startupDeadlineSeconds": 60},
-})
-FAILED_JOB = {"metadata": {"name": "ft"}, "spec": {},
-              "status": {"failed": 3, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                                                      "message": "Job has reached the specified backoff limit"}]}}
+SPEC = parse_spec(
+    {
+        "task": "text-classification",
+        "model": {"source": "pvc://models/m"},
+        "dataset": {"train": "pvc://data/t.csv"},
+        "output": {"uri": "pvc://models/out"},
+        "resources": {"nodes": 1},
+        "secrets": {"hfToken": {"name": "hf-token", "key": "token"}},
+        "runPolicy": {"startupDeadlineSeconds": 60},
+    }
+)
+FAILED_JOB = {
+    "metadata": {"name": "ft"},
+    "spec": {},
+    "status": {
+        "failed": 3,
+        "conditions": [
+            {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": "Job has reached the specified backoff limit",
+            }
+        ],
+    },
+}
 
 
-def failed_pod(name, *, finished="2026-11-28T11:00:00Z", exit_code=1, message="", disruption=None, reason=None, node="gpu-1"):
+def failed_pod(
+    name, *, finished="2026-11-28T11:00:00Z", exit_code=1, message="", disruption=None, reason=None, node="gpu-1"
+):
     conditions = []
     if disruption:
-        conditions.append({"type": "DisruptionTarget", "status": "True", "reason": disruption, "message": f"{disruption} happened"})
-    status = {"phase": "Failed", "conditions": conditions,
-              "containerStatuses": [{"name": "trainer", "state": {"terminated": {
-                  "exitCode": exit_code, "finishedAt": finished, "message": message}}}]}
+        conditions.append(
+            {"type": "DisruptionTarget", "status": "True", "reason": disruption, "message": f"{disruption} happened"}
+        )
+    status = {
+        "phase": "Failed",
+        "conditions": conditions,
+        "containerStatuses": [
+            {
+                "name": "trainer",
+                "state": {"terminated": {"exitCode": exit_code, "finishedAt": finished, "message": message}},
+            }
+        ],
+    }
     if reason:
         status["reason"] = reason
     return {"metadata": {"name": name}, "spec": {"nodeName": node}, "status": status}
 
 
 def waiting_pod(name, reason, message):
-    return {"metadata": {"name": name}, "status": {"phase": "Pending", "conditions": [],
-            "containerStatuses": [{"name": "trainer", "state": {"waiting": {"reason": reason, "message": message}}}]}}
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "phase": "Pending",
+            "conditions": [],
+            "containerStatuses": [{"name": "trainer", "state": {"waiting": {"reason": reason, "message": message}}}],
+        },
+    }
 
 
 def test_a_preempted_pod_is_the_reason_only_when_no_trainer_failed():
@@ -78,9 +112,13 @@ def test_secrets_in_a_termination_message_are_redacted():
 
 
 def test_a_failed_job_status_carries_a_bounded_redacted_log_tail():
-    status = derive_status(SPEC, {}, Observed(FAILED_JOB, [failed_pod("ft-0", message="boom")]),
-                           job_name="ft", generation=1, now=NOW)
-    log = "\n".join(f"step {i} loss=0.{i}" for i in range(500)) + "\nHF_TOKEN=hf_SENTINELsentinel0123456789\nRuntimeError: boom"
+    status = derive_status(
+        SPEC, {}, Observed(FAILED_JOB, [failed_pod("ft-0", message="boom")]), job_name="ft", generation=1, now=NOW
+    )
+    log = (
+        "\n".join(f"step {i} loss=0.{i}" for i in range(500))
+        + "\nHF_TOKEN=hf_SENTINELsentinel0123456789\nRuntimeError: boom"
+    )
     failure = with_log_tail(status["failure"], log)
     assert failure["reason"] == r.TRAINER_CRASHED and failure["pod"] == "ft-0"
     assert failure["logTail"].endswith("HF_TOKEN=[REDACTED]\nRuntimeError: boom")
@@ -102,8 +140,14 @@ def test_no_log_leaves_the_failure_unchanged():
 
 def test_a_missing_secret_is_named_while_starting():
     pod = waiting_pod("ft-0", "CreateContainerConfigError", 'secret "hf-token" not found')
-    status = derive_status(SPEC, {}, Observed({"metadata": {"name": "ft"}, "spec": {}, "status": {"active": 1}}, [pod]),
-                           job_name="ft", generation=1, now=NOW)
+    status = derive_status(
+        SPEC,
+        {},
+        Observed({"metadata": {"name": "ft"}, "spec": {}, "status": {"active": 1}}, [pod]),
+        job_name="ft",
+        generation=1,
+        now=NOW,
+    )
     assert (status["phase"], status["reason"]) == (r.STARTING, r.CONFIG_ERROR)
     assert 'secret "hf-token" not found' in status["message"]
     assert "own namespace" in status["message"]

@@ -20,10 +20,12 @@ PACKAGE_DIR = ROOT / "operator" / PACKAGE
 
 # (module, the module it imports inside a function) -> why that import must stay late.
 LATE_IMPORTS_ALLOWED = {
-    ("finetune_operator.__main__", "finetune_operator.handlers"):
-        "importing handlers registers the Kopf handlers (a side effect on Kopf's global registry) and loads "
-        "the whole operator (Optuna included); `python -m finetune_operator` does it once the arguments are "
-        "parsed, so --help and importing __main__ stay cheap and side-effect free",
+    (
+        "finetune_operator.__main__",
+        "finetune_operator.handlers",
+    ): "importing handlers registers the Kopf handlers (a side effect on Kopf's global registry) and loads "
+    "the whole operator (Optuna included); `python -m finetune_operator` does it once the arguments are "
+    "parsed, so --help and importing __main__ stay cheap and side-effect free",
 }
 
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
@@ -224,8 +226,13 @@ def local_imports() -> Iterator[tuple[str, int, str, bool]]:
 
 def test_the_package_is_found_and_read():
     modules = module_files()
-    assert {"finetune_operator.handlers", "finetune_operator.spec", "finetune_operator.search.controller",
-            "finetune_operator.progress.hub", "finetune_operator.builders.trainer_config"} <= set(modules)
+    assert {
+        "finetune_operator.handlers",
+        "finetune_operator.spec",
+        "finetune_operator.search.controller",
+        "finetune_operator.progress.hub",
+        "finetune_operator.builders.trainer_config",
+    } <= set(modules)
     graph = import_graph(modules)
     assert "finetune_operator.spec" in graph["finetune_operator.handlers"]
     assert "finetune_operator.search.controller" in graph["finetune_operator.handlers"]
@@ -262,21 +269,29 @@ def test_no_import_cycles():
 def test_cycle_finder_reports_each_cycle_and_ignores_a_dag():
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"d"}, "e": {"a"}}) == [
-        ["a", "b", "c", "a"], ["d", "d"],
+        ["a", "b", "c", "a"],
+        ["d", "d"],
     ]
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("import os\n", [(False, False, False)]),
-    ("def f():\n    import os\n", [(True, False, False)]),
-    ("class C:\n    async def f(self):\n        from . import x\n", [(True, False, False)]),
-    ("def f():\n    try:\n        import yaml\n    except ImportError:\n        pass\n", [(True, True, False)]),
-    ("def f():\n    try:\n        pass\n    except (ValueError, ModuleNotFoundError):\n        import yaml\n",
-     [(True, False, False)]),
-    ("def f():\n    try:\n        import yaml\n    except ValueError:\n        pass\n", [(True, False, False)]),
-    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import x\n",
-     [(False, False, False), (False, False, True)]),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import os\n", [(False, False, False)]),
+        ("def f():\n    import os\n", [(True, False, False)]),
+        ("class C:\n    async def f(self):\n        from . import x\n", [(True, False, False)]),
+        ("def f():\n    try:\n        import yaml\n    except ImportError:\n        pass\n", [(True, True, False)]),
+        (
+            "def f():\n    try:\n        pass\n    except (ValueError, ModuleNotFoundError):\n        import yaml\n",
+            [(True, False, False)],
+        ),
+        ("def f():\n    try:\n        import yaml\n    except ValueError:\n        pass\n", [(True, False, False)]),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import x\n",
+            [(False, False, False), (False, False, True)],
+        ),
+    ],
+)
 def test_import_finder_sees_where_each_import_sits(tmp_path, source, expected):
     path = tmp_path / "m.py"
     path.write_text(source)
@@ -284,10 +299,15 @@ def test_import_finder_sees_where_each_import_sits(tmp_path, source, expected):
 
 
 def test_relative_imports_resolve_to_the_package_modules():
-    modules = {name: Path(f"/x/{name}.py") for name in (
-        "finetune_operator.spec", "finetune_operator.search.paths", "finetune_operator.reasons",
-        "finetune_operator.search.controller",
-    )}
+    modules = {
+        name: Path(f"/x/{name}.py")
+        for name in (
+            "finetune_operator.spec",
+            "finetune_operator.search.paths",
+            "finetune_operator.reasons",
+            "finetune_operator.search.controller",
+        )
+    }
     modules["finetune_operator"] = Path("/x/finetune_operator/__init__.py")
     modules["finetune_operator.search"] = Path("/x/finetune_operator/search/__init__.py")
 
@@ -296,12 +316,11 @@ def test_relative_imports_resolve_to_the_package_modules():
 
     assert resolve("from .search import paths", "finetune_operator.spec") == ["finetune_operator.search.paths"]
     assert resolve("from .. import reasons as r", "finetune_operator.search.controller") == [
-        "finetune_operator.reasons"]
+        "finetune_operator.reasons"
+    ]
     assert resolve("from ..spec import X", "finetune_operator.search.paths") == ["finetune_operator.spec"]
-    assert resolve("from .paths import f", "finetune_operator.search.controller") == [
-        "finetune_operator.search.paths"]
+    assert resolve("from .paths import f", "finetune_operator.search.controller") == ["finetune_operator.search.paths"]
     assert resolve("from . import paths", "finetune_operator.search") == ["finetune_operator.search.paths"]
-    assert resolve("from finetune_operator.spec import X", "finetune_operator.reasons") == [
-        "finetune_operator.spec"]
+    assert resolve("from finetune_operator.spec import X", "finetune_operator.reasons") == ["finetune_operator.spec"]
     assert resolve("import finetune_operator.spec", "finetune_operator.reasons") == ["finetune_operator.spec"]
     assert resolve("import json", "finetune_operator.reasons") == []

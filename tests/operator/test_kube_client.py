@@ -19,7 +19,6 @@ import kopf
 import pytest
 import urllib3
 import yaml
-
 from finetune_operator import kube
 from finetune_operator.kube import ApiClient, ApiError, KubeApi
 from finetune_operator.names import GROUP, PLURAL, VERSION
@@ -89,8 +88,18 @@ def child(kind: str, name: str) -> dict[str, Any]:
         "ConfigMap": {"data": {"config.json": "{}"}},
         "Secret": {"type": "Opaque", "data": {"token": base64.b64encode(b"t").decode()}},
         "Service": {"spec": {"clusterIP": "None", "selector": {"app": name}, "ports": [{"name": "p", "port": 29500}]}},
-        "Job": {"spec": {"suspend": True, "backoffLimit": 0, "template": {"spec": {
-            "restartPolicy": "Never", "containers": [{"name": "trainer", "image": "busybox", "command": ["true"]}]}}}},
+        "Job": {
+            "spec": {
+                "suspend": True,
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "trainer", "image": "busybox", "command": ["true"]}],
+                    }
+                },
+            }
+        },
     }
     api_version = "batch/v1" if kind == "Job" else "v1"
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, **specs[kind]}
@@ -100,7 +109,9 @@ def child(kind: str, name: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("kind", ["ConfigMap", "Service", "Secret", "Job"])
-def test_create_if_absent_creates_once_then_reports_the_conflict(api: KubeApi, sandbox: SandboxThread, kind: str) -> None:
+def test_create_if_absent_creates_once_then_reports_the_conflict(
+    api: KubeApi, sandbox: SandboxThread, kind: str
+) -> None:
     manifest = child(kind, f"child-{kind.lower()}")
     assert api.create_if_absent(manifest) is True
     assert api.create_if_absent(manifest) is False  # 409 AlreadyExists
@@ -134,12 +145,16 @@ def test_get_finetunejob_and_none_once_it_is_gone(api: KubeApi, sandbox: Sandbox
 
 
 def test_patch_finetunejob_status_is_a_merge_patch_and_records_the_written_version(
-        api: KubeApi, sandbox: SandboxThread) -> None:
+    api: KubeApi, sandbox: SandboxThread
+) -> None:
     created = new_finetunejob(sandbox, "patch-me")
     api.patch_finetunejob_status(NS, "patch-me", {"phase": "Pending", "message": "waiting"})
     method, url, headers, body = sent(api)[-1]
-    assert (method, headers["Content-Type"], body) == ("PATCH", "application/merge-patch+json",
-                                                       {"status": {"phase": "Pending", "message": "waiting"}})
+    assert (method, headers["Content-Type"], body) == (
+        "PATCH",
+        "application/merge-patch+json",
+        {"status": {"phase": "Pending", "message": "waiting"}},
+    )
     assert url.endswith(f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}/patch-me/status")
     stored = server_get(sandbox, f"{GROUP}/{VERSION}", PLURAL, "patch-me")
     assert stored is not None and stored["status"]["phase"] == "Pending"
@@ -175,7 +190,11 @@ def test_set_job_suspended_merge_patches_the_job(api: KubeApi, sandbox: SandboxT
     stored = server_get(sandbox, "batch/v1", "jobs", "suspend-me")
     assert stored is not None and stored["spec"]["suspend"] is True
     method, _, headers, body = sent(api)[-1]
-    assert (method, headers["Content-Type"], body) == ("PATCH", "application/merge-patch+json", {"spec": {"suspend": True}})
+    assert (method, headers["Content-Type"], body) == (
+        "PATCH",
+        "application/merge-patch+json",
+        {"spec": {"suspend": True}},
+    )
     with pytest.raises(ApiError) as err:
         api.set_job_suspended(NS, "no-such-job", True)
     assert err.value.status == 404
@@ -192,8 +211,12 @@ def test_progress_key_is_created_once_then_read(api: KubeApi, sandbox: SandboxTh
 
 def test_read_log_tail(api: KubeApi, sandbox: SandboxThread, tmp_path: Path) -> None:
     assert api.read_log_tail(NS, "no-such-pod", "trainer", lines=5, max_bytes=1000) is None  # 404
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "logged", "namespace": NS},
-           "spec": {"containers": [{"name": "trainer", "image": "busybox"}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "logged", "namespace": NS},
+        "spec": {"containers": [{"name": "trainer", "image": "busybox"}]},
+    }
     sandbox.call(sandbox.sandbox.client.create("v1", "pods", NS, pod))
     assert api.read_log_tail(NS, "logged", "trainer", lines=5, max_bytes=1000) is None  # 400: never started
     log_file = tmp_path / "trainer.log"
@@ -250,16 +273,24 @@ class FakePool:
         self.seen.append(authorization)
         if authorization == f"Bearer {self.valid}":
             return urllib3.HTTPResponse(body=b'{"kind": "Namespace"}', status=200, preload_content=True)
-        status = {"kind": "Status", "status": "Failure", "reason": "Unauthorized", "message": "Unauthorized", "code": 401}
-        return urllib3.HTTPResponse(body=json.dumps(status).encode(), status=401, reason="Unauthorized",
-                                    preload_content=True)
+        status = {
+            "kind": "Status",
+            "status": "Failure",
+            "reason": "Unauthorized",
+            "message": "Unauthorized",
+            "code": 401,
+        }
+        return urllib3.HTTPResponse(
+            body=json.dumps(status).encode(), status=401, reason="Unauthorized", preload_content=True
+        )
 
 
 def service_account_client(tmp_path: Path, token: str, valid: str) -> tuple[ApiClient, FakePool, Path]:
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n")
-    client = ApiClient(kopf.ConnectionInfo(server="https://kubernetes.default.svc", token=token),
-                       token_path=str(token_file))
+    client = ApiClient(
+        kopf.ConnectionInfo(server="https://kubernetes.default.svc", token=token), token_path=str(token_file)
+    )
     pool = FakePool(valid)
     client.pool = pool  # type: ignore[assignment]
     return client, pool, token_file
@@ -313,16 +344,35 @@ def test_basic_auth_and_insecure_connection_info() -> None:
 def test_ssl_context_from_kubeconfig_data(tmp_path: Path) -> None:
     """CA, client certificate and key given as base64 data (a kubeconfig's *-data fields)."""
     key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
-    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                           str(cert), "-days", "1", "-subj", "/CN=test"], capture_output=True, check=False)
+    made = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test",
+        ],
+        capture_output=True,
+        check=False,
+    )
     if made.returncode != 0:
         pytest.skip(f"openssl could not make a certificate: {made.stderr[-200:]!r}")
 
     def b64(path: Path) -> str:
         return base64.b64encode(path.read_bytes()).decode()
 
-    info = kopf.ConnectionInfo(server="https://127.0.0.1:6443", ca_data=b64(cert), certificate_data=b64(cert),
-                               private_key_data=b64(key))
+    info = kopf.ConnectionInfo(
+        server="https://127.0.0.1:6443", ca_data=b64(cert), certificate_data=b64(cert), private_key_data=b64(key)
+    )
     context = kube._ssl_context(info)
     assert context.verify_mode.name == "CERT_REQUIRED" and context.check_hostname
     assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "test"),),)]

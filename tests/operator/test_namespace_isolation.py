@@ -8,7 +8,6 @@ from typing import Any, Iterator
 
 import pytest
 import yaml
-
 from finetune_operator.builders import build_config_map, build_job, config_hash
 from finetune_operator.config import OperatorConfig
 from finetune_operator.spec import InvalidSpec, parse_spec
@@ -16,8 +15,16 @@ from finetune_operator.spec import InvalidSpec, parse_spec
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
 # Every place a pod spec can name another object.
-REFERENCE_KEYS = {"secretKeyRef", "configMapKeyRef", "secretRef", "configMapRef", "secret", "configMap",
-                  "persistentVolumeClaim", "imagePullSecrets"}
+REFERENCE_KEYS = {
+    "secretKeyRef",
+    "configMapKeyRef",
+    "secretRef",
+    "configMapRef",
+    "secret",
+    "configMap",
+    "persistentVolumeClaim",
+    "imagePullSecrets",
+}
 WITH_EVERY_REFERENCE = {
     "task": "text-classification",
     "model": {"source": "pvc://models/m"},
@@ -43,7 +50,9 @@ def references(node: Any) -> Iterator[tuple[str, dict[str, Any]]]:
 def pod_template(spec_body: dict[str, Any], name: str = "ft", namespace: str = "team-a") -> dict[str, Any]:
     spec = parse_spec(spec_body, name)
     config_map = build_config_map(spec, name, namespace)
-    return build_job(spec, name, namespace, config=OperatorConfig.from_env({}), config_hash=config_hash(config_map))["spec"]["template"]
+    return build_job(spec, name, namespace, config=OperatorConfig.from_env({}), config_hash=config_hash(config_map))[
+        "spec"
+    ]["template"]
 
 
 def spec_bodies() -> list[tuple[str, dict[str, Any]]]:
@@ -58,7 +67,9 @@ def test_references_carry_no_namespace(label, body):
     assert found, "the template references at least its ConfigMap"
     for key, reference in found:
         assert "namespace" not in reference, f"{label}: {key} {reference} names a namespace"
-        assert "/" not in str(reference.get("name") or reference.get("claimName") or reference.get("secretName") or ""), reference
+        assert "/" not in str(
+            reference.get("name") or reference.get("claimName") or reference.get("secretName") or ""
+        ), reference
 
 
 def test_a_slash_in_a_secret_name_cannot_reach_another_namespace():

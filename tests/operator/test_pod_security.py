@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
-from pss_restricted import violations
-
 from finetune_operator.builders import build_config_map, build_job, config_hash
 from finetune_operator.config import OperatorConfig
 from finetune_operator.spec import parse_spec
+from pss_restricted import violations
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = sorted((ROOT / "manifests" / "samples").glob("*.yaml"))
@@ -25,7 +24,9 @@ def trainer_pod(path: Path) -> dict[str, Any]:
     name, namespace = job["metadata"]["name"], job["metadata"].get("namespace", "default")
     spec = parse_spec(job["spec"], name)
     config = OperatorConfig.from_env({})
-    built = build_job(spec, name, namespace, config=config, config_hash=config_hash(build_config_map(spec, name, namespace)))
+    built = build_job(
+        spec, name, namespace, config=config, config_hash=config_hash(build_config_map(spec, name, namespace))
+    )
     return built["spec"]["template"]["spec"]
 
 
@@ -54,7 +55,9 @@ def test_operator_pod_meets_the_restricted_profile():
 
 COMPLIANT = {
     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-    "containers": [{"name": "c", "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+    "containers": [
+        {"name": "c", "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}
+    ],
     "volumes": [{"name": "scratch", "emptyDir": {}}],
 }
 BREAKS = {
@@ -64,13 +67,19 @@ BREAKS = {
     "host path": (lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
     "nfs volume": (lambda p: p["volumes"].append({"name": "n", "nfs": {"server": "x", "path": "/"}}), "not allowed"),
     "privileged": (lambda p: p["containers"][0]["securityContext"].update(privileged=True), "privileged"),
-    "escalation": (lambda p: p["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"), "allowPrivilegeEscalation"),
+    "escalation": (
+        lambda p: p["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+        "allowPrivilegeEscalation",
+    ),
     "root": (lambda p: p["securityContext"].pop("runAsNonRoot"), "runAsNonRoot"),
     "uid 0": (lambda p: p["containers"][0]["securityContext"].update(runAsUser=0), "runAsUser"),
     "no seccomp": (lambda p: p["securityContext"].pop("seccompProfile"), "seccompProfile"),
     "unconfined": (lambda p: p["securityContext"].update(seccompProfile={"type": "Unconfined"}), "seccompProfile"),
     "caps kept": (lambda p: p["containers"][0]["securityContext"].update(capabilities={}), "drop must include ALL"),
-    "cap added": (lambda p: p["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]), "SYS_ADMIN"),
+    "cap added": (
+        lambda p: p["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
+        "SYS_ADMIN",
+    ),
     "host port": (lambda p: p["containers"][0].update(ports=[{"containerPort": 80, "hostPort": 80}]), "hostPort"),
     "init container": (lambda p: p.update(initContainers=[{"name": "i"}]), "initContainers[i]"),
 }

@@ -9,13 +9,12 @@ from datetime import datetime, timezone
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from prometheus_client.parser import text_string_to_metric_families
-
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.progress.hub import ProgressHub, job_token
 from finetune_operator.progress.server import RateLimiter, metrics_app, progress_app
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 KEY = b"k" * 32
@@ -29,8 +28,13 @@ def body(step=10, total=100, **extra):
 def make_hub(writes, interval=0.05):
     hub_ref = {}
     metrics = OperatorMetrics(lambda: list(hub_ref["hub"].records.values()))
-    hub = ProgressHub(KEY, lambda ns, name, fields: writes.append((ns, name, fields)), metrics,
-                      status_interval=interval, clock=lambda: NOW)
+    hub = ProgressHub(
+        KEY,
+        lambda ns, name, fields: writes.append((ns, name, fields)),
+        metrics,
+        status_interval=interval,
+        clock=lambda: NOW,
+    )
     hub_ref["hub"] = hub
     hub.track("team-a", "sentiment", uid="uid-1", created=NOW, gpus=2, gpu_seconds=0)
     return hub
@@ -67,11 +71,18 @@ async def test_accepted_report_reaches_status_and_metrics_from_the_same_record(s
     assert writes[-1][2]["progress"]["percent"] == 25
     text = await (await metrics.get("/metrics")).text()
     series = families(text)
-    step = next(s for s in series["finetune_operator_job_step"].samples if s.labels == {"namespace": "team-a", "name": "sentiment"})
+    step = next(
+        s
+        for s in series["finetune_operator_job_step"].samples
+        if s.labels == {"namespace": "team-a", "name": "sentiment"}
+    )
     assert step.value == 25
     assert series["finetune_operator_job_progress_ratio"].samples[0].value == 0.25
-    accepted = [s for s in series["finetune_operator_progress_reports"].samples
-                if s.name.endswith("_total") and s.labels["result"] == "accepted"]
+    accepted = [
+        s
+        for s in series["finetune_operator_progress_reports"].samples
+        if s.name.endswith("_total") and s.labels["result"] == "accepted"
+    ]
     assert accepted[0].value == 1
 
 
@@ -120,7 +131,9 @@ async def test_a_flood_from_one_job_is_rate_limited():
     writes: list = []
     hub = make_hub(writes)
     ticks = iter(range(1000))
-    client = TestClient(TestServer(progress_app(hub, RateLimiter(rate=1.0, burst=3.0, clock=lambda: next(ticks) * 0.01))))
+    client = TestClient(
+        TestServer(progress_app(hub, RateLimiter(rate=1.0, burst=3.0, clock=lambda: next(ticks) * 0.01)))
+    )
     await client.start_server()
     try:
         statuses = [(await client.post(URL, data=body(step=i), headers=auth())).status for i in range(6)]
@@ -160,9 +173,11 @@ async def test_a_trials_reports_reconcile_its_search_instead_of_writing_a_status
     hub.trial_reported = trial_reported
     hub.track("team-a", "sentiment-t0", uid="uid-1", created=NOW, gpus=1, gpu_seconds=0, parent="sentiment")
     token = job_token(KEY, "team-a", "sentiment-t0", "uid-1")
-    response = await client.post("/progress/v1/namespaces/team-a/finetunejobs/sentiment-t0",
-                                 data=body(step=4, event="evaluate", evalMetrics={"eval_loss": 0.5}),
-                                 headers=auth(token))
+    response = await client.post(
+        "/progress/v1/namespaces/team-a/finetunejobs/sentiment-t0",
+        data=body(step=4, event="evaluate", evalMetrics={"eval_loss": 0.5}),
+        headers=auth(token),
+    )
     assert response.status == 204
     await asyncio.sleep(0.2)
     # status.trials has one writer (the search's reconcile): the trial's report only triggers it.
@@ -175,7 +190,9 @@ async def test_a_trials_reports_reconcile_its_search_instead_of_writing_a_status
     assert [s.value for s in series["finetune_operator_job_step"].samples if s.labels["name"] == "sentiment-t0"] == [4]
     by_state = {s.labels["state"]: s.value for s in series["finetune_operator_search_trials"].samples}
     assert by_state == {"Running": 1, "Succeeded": 2}
-    assert [(s.labels["metric"], s.value) for s in series["finetune_operator_search_best_objective"].samples] == [("eval_loss", 0.25)]
+    assert [(s.labels["metric"], s.value) for s in series["finetune_operator_search_best_objective"].samples] == [
+        ("eval_loss", 0.25)
+    ]
     # Trials are not FineTuneJobs: jobs-by-phase counts the search only.
     assert sum(s.value for s in series["finetune_operator_jobs"].samples) == 1
     hub.forget("team-a", "sentiment")
@@ -187,7 +204,9 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=12,
 )
-report_keys = st.sampled_from(["time", "event", "step", "totalSteps", "epoch", "loss", "evalMetrics", "checkpoint", "gpu", "pod", "x"])
+report_keys = st.sampled_from(
+    ["time", "event", "step", "totalSteps", "epoch", "loss", "evalMetrics", "checkpoint", "gpu", "pod", "x"]
+)
 
 
 @pytest.fixture
@@ -202,7 +221,12 @@ async def unlimited():
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payload=st.one_of(st.binary(max_size=300), st.dictionaries(report_keys, json_values, max_size=8).map(lambda d: json.dumps(d).encode())))
+@given(
+    payload=st.one_of(
+        st.binary(max_size=300),
+        st.dictionaries(report_keys, json_values, max_size=8).map(lambda d: json.dumps(d).encode()),
+    )
+)
 async def test_no_input_makes_the_endpoint_answer_5xx(unlimited, payload):
     response = await unlimited.post(URL, data=payload, headers=auth())
     assert response.status in (204, 400, 413)

@@ -5,16 +5,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
-from finetune_operator.progress.report import InvalidReport, ProgressReport, parse_report
 from finetune_operator.progress.records import JobRecord, format_eta, progress_status
+from finetune_operator.progress.report import InvalidReport, ProgressReport, parse_report
 
 T0 = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 
 
 def report(step, total=1000, at=0, **extra):
-    return ProgressReport.model_validate({"time": (T0 + timedelta(seconds=at)).isoformat(), "event": "log",
-                                          "step": step, "totalSteps": total, **extra})
+    return ProgressReport.model_validate(
+        {"time": (T0 + timedelta(seconds=at)).isoformat(), "event": "log", "step": step, "totalSteps": total, **extra}
+    )
 
 
 def test_eta_comes_from_the_measured_step_rate():
@@ -42,14 +42,28 @@ def test_a_retry_resuming_from_an_earlier_checkpoint_restarts_the_rate():
 
 def test_status_fields_carry_eval_metrics_checkpoint_and_first_step():
     record = JobRecord("ns", "job", created=T0 - timedelta(seconds=90))
-    record.accept(report(10, total=40, epoch=0.5, loss=0.7, samplesPerSecond=12.5, firstStepTime=T0.isoformat(),
-                        evalMetrics={"eval_loss": 0.6, "eval_accuracy": 0.8},
-                        checkpoint={"step": 10, "path": "pvc://out/checkpoints/checkpoint-10"}), T0)
+    record.accept(
+        report(
+            10,
+            total=40,
+            epoch=0.5,
+            loss=0.7,
+            samplesPerSecond=12.5,
+            firstStepTime=T0.isoformat(),
+            evalMetrics={"eval_loss": 0.6, "eval_accuracy": 0.8},
+            checkpoint={"step": 10, "path": "pvc://out/checkpoints/checkpoint-10"},
+        ),
+        T0,
+    )
     # A later report without a checkpoint keeps the last one known.
     record.accept(report(12, total=40), T0 + timedelta(seconds=5))
     status = progress_status(record, T0 + timedelta(seconds=5))
     assert status["progress"]["step"] == 12
-    assert status["checkpoint"] == {"step": 10, "path": "pvc://out/checkpoints/checkpoint-10", "time": "2026-11-28T12:00:00Z"}
+    assert status["checkpoint"] == {
+        "step": 10,
+        "path": "pvc://out/checkpoints/checkpoint-10",
+        "time": "2026-11-28T12:00:00Z",
+    }
     assert status["timeToFirstStepSeconds"] == 90.0
     assert status["progress"]["lastReportTime"] == "2026-11-28T12:00:05Z"
     assert "evalLoss" not in status["progress"]  # the last report had no eval metrics
@@ -100,7 +114,10 @@ def test_eta_format(seconds, text):
         (b'{"time": "2026-11-28T12:00:00Z", "event": "boom", "step": 1, "totalSteps": 2}', "event"),
         (b'{"time": "2026-11-28T12:00:00Z", "event": "log", "step": 1, "totalSteps": 2, "loss": NaN}', "loss"),
         (b'{"time": "2026-11-28T12:00:00Z", "event": "log", "step": 1, "totalSteps": 2, "admin": true}', "admin"),
-        (b'{"time": "2026-11-28T12:00:00Z", "event": "log", "step": 1, "totalSteps": 2, "evalMetrics": {"bad key!": 1}}', "metric name"),
+        (
+            b'{"time": "2026-11-28T12:00:00Z", "event": "log", "step": 1, "totalSteps": 2, "evalMetrics": {"bad key!": 1}}',
+            "metric name",
+        ),
         (b"{" + b" " * 20000 + b"}", "at most"),
     ],
 )

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import finetune_operator.handlers  # noqa: F401  (registers the handlers)
 import kopf
 import yaml
-
-import finetune_operator.handlers  # noqa: F401  (registers the handlers)
 from finetune_operator.kube import KOPF_CALLS, OWN_NAMESPACE_CALLS, RBAC_CALLS
 
 RBAC_DIR = Path(__file__).resolve().parents[2] / "manifests" / "rbac"
 
 
 def granted(kind: str = "ClusterRole") -> set[tuple[str, str, str]]:
-    role = next(d for path in RBAC_DIR.glob("*.yaml") for d in yaml.safe_load_all(path.read_text()) if d["kind"] == kind)
+    role = next(
+        d for path in RBAC_DIR.glob("*.yaml") for d in yaml.safe_load_all(path.read_text()) if d["kind"] == kind
+    )
     out = set()
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], f"wildcard in {rule}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from finetune_operator.redaction import REDACTED, redact, tail
 
 SECRETS = {
@@ -12,7 +11,10 @@ SECRETS = {
     "bare bearer": ("sent bearer abcdef0123456789xyz to the hub", "abcdef0123456789xyz"),
     "basic auth header": ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA=="),
     "aws access key id": ("using key AKIAIOSFODNN7EXAMPLE for s3", "AKIAIOSFODNN7EXAMPLE"),
-    "aws secret key alone": ("secret is wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY here", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+    "aws secret key alone": (
+        "secret is wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY here",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    ),
     "aws secret env": ("AWS_SECRET_ACCESS_KEY=abc123notbase64ish", "abc123notbase64ish"),
     "password=": ("connect(host=db, password=hunter2)", "hunter2"),
     "token:": ("token: s3cr3t-value", "s3cr3t-value"),
@@ -31,15 +33,18 @@ def test_credentials_are_replaced(text, secret):
     assert REDACTED in cleaned
 
 
-@pytest.mark.parametrize("line", [
-    "{'loss': 0.6931, 'learning_rate': 0.001, 'epoch': 0.5}",
-    "tokenizer: bert-base-uncased, num_tokens=512, max_new_tokens: 64",
-    "pad_token=[PAD] eos_token: </s>",
-    "Traceback (most recent call last): File \"/app/train.py\", line 12",
-    "saved checkpoint to /output/checkpoint-30 (sha 0123456789abcdef0123456789abcdef01234567)",
-    "KeyError: 'label' is not a column of train.csv",
-    "basic tokenization done",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "{'loss': 0.6931, 'learning_rate': 0.001, 'epoch': 0.5}",
+        "tokenizer: bert-base-uncased, num_tokens=512, max_new_tokens: 64",
+        "pad_token=[PAD] eos_token: </s>",
+        'Traceback (most recent call last): File "/app/train.py", line 12',
+        "saved checkpoint to /output/checkpoint-30 (sha 0123456789abcdef0123456789abcdef01234567)",
+        "KeyError: 'label' is not a column of train.csv",
+        "basic tokenization done",
+    ],
+)
 def test_ordinary_training_output_is_unchanged(line):
     assert redact(line) == line
 

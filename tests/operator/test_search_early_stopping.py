@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from finetune_operator.search.early_stopping import median_stop
 
 
@@ -18,10 +17,25 @@ COMPLETED_LOSS = [
 ]
 
 
-def stop(running, completed=COMPLETED_LOSS, *, goal="minimize", min_steps=0, min_trials=2, metric="eval_loss",
-         judged_through=None):
-    return median_stop(running, completed, goal=goal, min_steps=min_steps, min_trials=min_trials, metric=metric,
-                       judged_through=judged_through)
+def stop(
+    running,
+    completed=COMPLETED_LOSS,
+    *,
+    goal="minimize",
+    min_steps=0,
+    min_trials=2,
+    metric="eval_loss",
+    judged_through=None,
+):
+    return median_stop(
+        running,
+        completed,
+        goal=goal,
+        min_steps=min_steps,
+        min_trials=min_trials,
+        metric=metric,
+        judged_through=judged_through,
+    )
 
 
 def test_a_trial_worse_than_the_median_at_its_step_is_stopped_with_the_numbers():
@@ -42,7 +56,8 @@ def test_evaluations_judged_by_an_earlier_pass_are_not_judged_again():
     running = history((20, 0.95), (40, 0.40))
     assert stop(running, judged_through=20) is None
     assert stop(history((20, 0.95), (40, 0.61)), judged_through=20) == (
-        "eval_loss 0.61 at step 40 is worse than the median 0.42 of 3 completed trials at that step")
+        "eval_loss 0.61 at step 40 is worse than the median 0.42 of 3 completed trials at that step"
+    )
 
 
 def test_a_trial_at_or_better_than_the_median_keeps_running():
@@ -75,13 +90,14 @@ def test_too_few_completed_trials_give_no_median():
     assert stop(running, COMPLETED_LOSS[:1], min_trials=2) is None
     assert stop(running, [], min_trials=1) is None
     assert stop(running, COMPLETED_LOSS[:1], min_trials=1) == (
-        "eval_loss 5 at step 40 is worse than the median 0.4 of 1 completed trial at that step")
+        "eval_loss 5 at step 40 is worse than the median 0.4 of 1 completed trial at that step"
+    )
 
 
 def test_unaligned_steps_use_each_completed_trials_latest_point_at_or_before_the_step():
     completed = [
-        history((25, 0.50), (50, 0.20)),   # at step 45: 0.50 (step 25)
-        history((10, 0.90), (45, 0.30)),   # at step 45: 0.30 (exact step)
+        history((25, 0.50), (50, 0.20)),  # at step 45: 0.50 (step 25)
+        history((10, 0.90), (45, 0.30)),  # at step 45: 0.30 (exact step)
         history((50, 0.10), (100, 0.05)),  # nothing at or before 45: left out
     ]
     message = stop(history((15, 0.9), (45, 0.45)), completed)

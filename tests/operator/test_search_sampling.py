@@ -9,8 +9,6 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
 from finetune_operator.search.sampling import (
     Param,
     distributions,
@@ -19,9 +17,16 @@ from finetune_operator.search.sampling import (
     space_from_search,
     suggest,
 )
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-KINDS = {"learningRate": "float", "batchSize": "int", "method.lora.r": "int", "regularization.dropout": "float",
-         "method.type": "categorical", "epochs": "int"}
+KINDS = {
+    "learningRate": "float",
+    "batchSize": "int",
+    "method.lora.r": "int",
+    "regularization.dropout": "float",
+    "method.type": "categorical",
+    "epochs": "int",
+}
 
 
 def parameter(min=None, max=None, scale="linear", step=None, values=None):  # noqa: A002 (spec field names)
@@ -36,12 +41,10 @@ def run_trials(algorithm, space, count, objective, *, goal="minimize", seed=3, m
     """Suggest, record and complete `count` trials one by one, as the operator would across reconciles."""
     trials = []
     for index in range(count):
-        params = suggest(algorithm, space, trials, goal=goal, seed=seed, index=index,
-                         max_trials=max_trials or count)
+        params = suggest(algorithm, space, trials, goal=goal, seed=seed, index=index, max_trials=max_trials or count)
         if params is None:
             break
-        trials.append({"index": index, "parameters": params, "state": "Succeeded",
-                       "objectiveValue": objective(params)})
+        trials.append({"index": index, "parameters": params, "state": "Succeeded", "objectiveValue": objective(params)})
     return trials
 
 
@@ -51,13 +54,19 @@ def key(params):
 
 # --- the space ---------------------------------------------------------------------------------------
 
+
 def test_space_keeps_the_paths_as_written_and_types_ranges_by_field_kind():
-    space = space_from_search(search(**{
-        "learningRate": parameter(min=1e-5, max=1e-3, scale="log"),
-        "method.lora.r": parameter(min=4, max=16.0, step=4),
-        "batchSize": parameter(values=[8, 16, 32]),
-        "regularization.dropout": parameter(min=0, max=0.3, step=0.1),
-    }), KINDS.__getitem__)
+    space = space_from_search(
+        search(
+            **{
+                "learningRate": parameter(min=1e-5, max=1e-3, scale="log"),
+                "method.lora.r": parameter(min=4, max=16.0, step=4),
+                "batchSize": parameter(values=[8, 16, 32]),
+                "regularization.dropout": parameter(min=0, max=0.3, step=0.1),
+            }
+        ),
+        KINDS.__getitem__,
+    )
     assert list(space) == ["learningRate", "method.lora.r", "batchSize", "regularization.dropout"]
     assert space["learningRate"] == Param("learningRate", "float", 1e-5, 1e-3, log=True)
     r = space["method.lora.r"]
@@ -69,14 +78,17 @@ def test_space_keeps_the_paths_as_written_and_types_ranges_by_field_kind():
     assert type(dropout.low) is float and dropout.step == 0.1
 
 
-@pytest.mark.parametrize(("name", "given", "complaint"), [
-    ("method.type", parameter(min=0, max=1), "a categorical field is searched over values"),
-    ("epochs", parameter(min=1.5, max=4), "whole-number"),
-    ("epochs", parameter(min=1, max=4, step=0.5), "whole-number"),
-    ("learningRate", parameter(min=1e-3, max=1e-3), "must be below max"),
-    ("learningRate", parameter(min=0.0, max=1e-3, scale="log"), "scale: log needs min > 0"),
-    ("learningRate", parameter(min=1e-5), "both min and max"),
-])
+@pytest.mark.parametrize(
+    ("name", "given", "complaint"),
+    [
+        ("method.type", parameter(min=0, max=1), "a categorical field is searched over values"),
+        ("epochs", parameter(min=1.5, max=4), "whole-number"),
+        ("epochs", parameter(min=1, max=4, step=0.5), "whole-number"),
+        ("learningRate", parameter(min=1e-3, max=1e-3), "must be below max"),
+        ("learningRate", parameter(min=0.0, max=1e-3, scale="log"), "scale: log needs min > 0"),
+        ("learningRate", parameter(min=1e-5), "both min and max"),
+    ],
+)
 def test_bad_ranges_are_refused_naming_the_parameter(name, given, complaint):
     with pytest.raises(ValueError, match=complaint) as error:
         space_from_search(search(**{name: given}), KINDS.__getitem__)
@@ -105,6 +117,7 @@ def test_distributions_carry_log_and_step_and_end_stepped_ranges_on_a_reachable_
 
 # --- grids -------------------------------------------------------------------------------------------
 
+
 def test_grid_points_step_in_decimal_and_include_max_when_reachable():
     space = {"d": Param("d", "float", 0.0, 0.3, step=0.1), "r": Param("r", "int", 4, 14, step=4)}
     assert [p["d"] for p in grid_points({"d": space["d"]})] == [0.0, 0.1, 0.2, 0.3]
@@ -128,16 +141,21 @@ def test_a_range_without_step_is_not_a_grid():
         suggest("grid", space, [], goal="minimize", seed=1, index=0, max_trials=3)
 
 
-GRID = {"c": Param("c", "categorical", values=("x", True, 1)),
-        "d": Param("d", "float", 0.0, 0.3, step=0.1),
-        "b": Param("b", "int", 2, 6, step=2)}
+GRID = {
+    "c": Param("c", "categorical", values=("x", True, 1)),
+    "d": Param("d", "float", 0.0, 0.3, step=0.1),
+    "b": Param("b", "int", 2, 6, step=2),
+}
 
 
 def test_grid_follows_grid_samplers_own_order_and_visits_every_point_once_then_stops():
     seed = 11
     # Optuna's own order: one study that lives through the whole grid.
-    study = optuna.create_study(sampler=optuna.samplers.GridSampler(
-        {name: [p[name] for p in grid_points({name: param})] for name, param in GRID.items()}, seed=seed))
+    study = optuna.create_study(
+        sampler=optuna.samplers.GridSampler(
+            {name: [p[name] for p in grid_points({name: param})] for name, param in GRID.items()}, seed=seed
+        )
+    )
     native = []
     for index in range(grid_size(GRID)):
         trial = study.ask(distributions(GRID))
@@ -150,8 +168,15 @@ def test_grid_follows_grid_samplers_own_order_and_visits_every_point_once_then_s
     for index in range(grid_size(GRID)):
         params = suggest("grid", GRID, trials, goal="maximize", seed=seed, index=index, max_trials=100)
         assert params == native[index]
-        trials.append({"index": index, "parameters": params, "state": states[index % len(states)],
-                       "objectiveValue": float(index), "history": [{"step": 1, "value": 0.5}]})
+        trials.append(
+            {
+                "index": index,
+                "parameters": params,
+                "state": states[index % len(states)],
+                "objectiveValue": float(index),
+                "history": [{"step": 1, "value": 0.5}],
+            }
+        )
     assert len({key(t["parameters"]) for t in trials}) == grid_size(GRID) == 36
     assert {key(p) for p in grid_points(GRID)} == {key(t["parameters"]) for t in trials}
     assert suggest("grid", GRID, trials, goal="maximize", seed=seed, index=36, max_trials=100) is None
@@ -169,10 +194,12 @@ def test_grid_avoids_points_recorded_in_another_order():
 
 # --- random and bayesian -----------------------------------------------------------------------------
 
-MIXED = {"lr": Param("lr", "float", 1e-5, 1e-3, log=True),
-         "r": Param("r", "int", 4, 64, step=4),
-         "d": Param("d", "float", 0.0, 0.7, step=0.1),
-         "bs": Param("bs", "categorical", values=(8, "auto", True, 2.5))}
+MIXED = {
+    "lr": Param("lr", "float", 1e-5, 1e-3, log=True),
+    "r": Param("r", "int", 4, 64, step=4),
+    "d": Param("d", "float", 0.0, 0.7, step=0.1),
+    "bs": Param("bs", "categorical", values=(8, "auto", True, 2.5)),
+}
 
 
 @pytest.mark.parametrize("algorithm", ["grid", "random", "bayesian"])
@@ -261,14 +288,27 @@ def test_trials_outside_the_space_and_unscored_successes_are_tolerated():
     assert 1e-5 <= params["lr"] <= 1e-3 and params["bs"] in (8, "auto", True, 2.5)
 
 
-@pytest.mark.parametrize(("change", "complaint"), [
-    ({"algorithm": "hyperband"}, "algorithm: 'hyperband' is not one of grid, random, bayesian"),
-    ({"goal": "max"}, "goal: 'max' is not minimize or maximize"),
-    ({"trials": [{"index": 0, "parameters": {"n": 1}, "state": "Lost"}]}, r"trials\[0\].state: unknown state 'Lost'"),
-])
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        ({"algorithm": "hyperband"}, "algorithm: 'hyperband' is not one of grid, random, bayesian"),
+        ({"goal": "max"}, "goal: 'max' is not minimize or maximize"),
+        (
+            {"trials": [{"index": 0, "parameters": {"n": 1}, "state": "Lost"}]},
+            r"trials\[0\].state: unknown state 'Lost'",
+        ),
+    ],
+)
 def test_bad_inputs_are_refused_naming_the_field(change, complaint):
-    arguments = {"algorithm": "random", "space": {"n": Param("n", "int", 1, 5)}, "trials": [], "goal": "minimize",
-                 "seed": 1, "index": 0, "max_trials": 3} | change
+    arguments = {
+        "algorithm": "random",
+        "space": {"n": Param("n", "int", 1, 5)},
+        "trials": [],
+        "goal": "minimize",
+        "seed": 1,
+        "index": 0,
+        "max_trials": 3,
+    } | change
     with pytest.raises(ValueError, match=complaint):
         suggest(arguments.pop("algorithm"), arguments.pop("space"), arguments.pop("trials"), **arguments)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from finetune_operator.search.trials import add_history_point, best_trial, default_seed, trial_counts
 
 
@@ -64,10 +63,15 @@ def test_no_succeeded_trial_with_a_value_means_no_best():
 
 
 def test_trials_are_counted_by_state():
-    assert trial_counts(TRIALS) == {"total": 8, "pending": 1, "running": 1, "succeeded": 4, "failed": 1,
-                                    "earlyStopped": 1}
-    assert trial_counts([]) == {"total": 0, "pending": 0, "running": 0, "succeeded": 0, "failed": 0,
-                                "earlyStopped": 0}
+    assert trial_counts(TRIALS) == {
+        "total": 8,
+        "pending": 1,
+        "running": 1,
+        "succeeded": 4,
+        "failed": 1,
+        "earlyStopped": 1,
+    }
+    assert trial_counts([]) == {"total": 0, "pending": 0, "running": 0, "succeeded": 0, "failed": 0, "earlyStopped": 0}
     with pytest.raises(ValueError, match=r"status.trials\[3\].state: unknown state 'Done'"):
         trial_counts([{"index": 3, "state": "Done"}])
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import pytest
-
 from finetune_operator.spec import MAX_SPEC_VALUES, InvalidSpec, check_name, parse_spec
 
 
 def _spec(**overrides) -> dict:
-    spec = {"task": "text-classification", "model": {"source": "hf://org/model"},
-            "dataset": {"train": "pvc://data/train.csv"}, "output": {"uri": "pvc://models/out"}}
+    spec = {
+        "task": "text-classification",
+        "model": {"source": "hf://org/model"},
+        "dataset": {"train": "pvc://data/train.csv"},
+        "output": {"uri": "pvc://models/out"},
+    }
     spec.update(overrides)
     return spec
 
@@ -35,12 +38,15 @@ def test_integers_are_accepted_where_numbers_are_expected():
     assert parse_spec(_spec(hyperparameters={"learningRate": 1, "epochs": 2})).hyperparameters.epochs == 2.0
 
 
-@pytest.mark.parametrize(("hyperparameters", "field"), [
-    ({"batchSize": "16"}, "hyperparameters.batchSize"),
-    ({"batchSize": 16.0}, "hyperparameters.batchSize"),
-    ({"batchSize": True}, "hyperparameters.batchSize"),
-    ({"learningRate": "1e-4"}, "hyperparameters.learningRate"),
-])
+@pytest.mark.parametrize(
+    ("hyperparameters", "field"),
+    [
+        ({"batchSize": "16"}, "hyperparameters.batchSize"),
+        ({"batchSize": 16.0}, "hyperparameters.batchSize"),
+        ({"batchSize": True}, "hyperparameters.batchSize"),
+        ({"learningRate": "1e-4"}, "hyperparameters.learningRate"),
+    ],
+)
 def test_strings_floats_and_booleans_are_not_coerced_like_the_api_server(hyperparameters, field):
     assert _error(_spec(hyperparameters=hyperparameters)).field == field
 
@@ -50,15 +56,21 @@ def test_quantity_rejects_booleans_and_negative_integers():
     assert _error(_spec(resources={"memory": -1})).field == "resources.memory"
 
 
-@pytest.mark.parametrize(("overrides", "field", "words"), [
-    ({"method": {"type": "full", "lora": {}}}, "method.lora", "type: lora"),
-    ({"method": {"type": "lora", "freeze": {}}}, "method.freeze", "type: freeze"),
-    ({"dataset": {"train": "pvc://d/t.csv", "validation": "pvc://d/v.csv", "validationSplit": 0.1}},
-     "dataset.validationSplit", "not both"),
-    ({"hyperparameters": {"evalStrategy": "steps"}}, "hyperparameters.evalSteps", "evalSteps: 100"),
-    ({"dataset": {"train": "pvc://d/imgs", "format": "imagefolder"}}, "dataset.format", "image-classification"),
-    ({"regularization": {"earlyStopping": {}}}, "regularization.earlyStopping", "validationSplit: 0.1"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "field", "words"),
+    [
+        ({"method": {"type": "full", "lora": {}}}, "method.lora", "type: lora"),
+        ({"method": {"type": "lora", "freeze": {}}}, "method.freeze", "type: freeze"),
+        (
+            {"dataset": {"train": "pvc://d/t.csv", "validation": "pvc://d/v.csv", "validationSplit": 0.1}},
+            "dataset.validationSplit",
+            "not both",
+        ),
+        ({"hyperparameters": {"evalStrategy": "steps"}}, "hyperparameters.evalSteps", "evalSteps: 100"),
+        ({"dataset": {"train": "pvc://d/imgs", "format": "imagefolder"}}, "dataset.format", "image-classification"),
+        ({"regularization": {"earlyStopping": {}}}, "regularization.earlyStopping", "validationSplit: 0.1"),
+    ],
+)
 def test_cross_field_rules_blame_the_field_to_change(overrides, field, words):
     error = _error(_spec(**overrides))
     assert error.field == field
@@ -73,7 +85,9 @@ def test_unknown_column_role_lists_the_valid_roles():
 def test_reserved_env_name_says_to_remove_it():
     error = _error(_spec(env=[{"name": "MASTER_PORT", "value": "1"}]))
     assert (error.field, error.message) == (
-        "env.0.name", "MASTER_PORT is set by the operator for distributed training; remove it from env")
+        "env.0.name",
+        "MASTER_PORT is set by the operator for distributed training; remove it from env",
+    )
 
 
 def test_pattern_errors_give_an_example_and_do_not_echo_huge_values():

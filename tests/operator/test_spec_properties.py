@@ -9,26 +9,48 @@ from typing import Any
 
 import pytest
 import yaml
+from finetune_operator.spec import FineTuneJobSpec, InvalidSpec, parse_spec
+from finetune_sandbox.structural_schema import SchemaViolation, apply_structural_schema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from finetune_sandbox.structural_schema import SchemaViolation, apply_structural_schema
-from finetune_operator.spec import FineTuneJobSpec, InvalidSpec, parse_spec
-
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA: dict[str, Any] = yaml.safe_load((ROOT / "manifests/crd/finetunejobs.yaml").read_text())[
-    "spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+SCHEMA: dict[str, Any] = yaml.safe_load((ROOT / "manifests/crd/finetunejobs.yaml").read_text())["spec"]["versions"][0][
+    "schema"
+]["openAPIV3Schema"]
 SAMPLES = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "manifests/samples").glob("*.yaml"))]
 INT64 = (-(2**63), 2**63 - 1)
 
 scalars = st.one_of(
     # Integers beyond int64 are kept out here: see test_crd_schema_refuses_integers_beyond_int64.
-    st.none(), st.booleans(), st.integers(*INT64), st.floats(allow_nan=True),
-    st.text(max_size=40), st.sampled_from(["", "pvc://", "s3://b/k", "hf://x", "../../etc/passwd", "$(HOME)",
-                                           "'; DROP TABLE jobs;--", "\x00", "a" * 300, "1e309", "-0"]),
+    st.none(),
+    st.booleans(),
+    st.integers(*INT64),
+    st.floats(allow_nan=True),
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "",
+            "pvc://",
+            "s3://b/k",
+            "hf://x",
+            "../../etc/passwd",
+            "$(HOME)",
+            "'; DROP TABLE jobs;--",
+            "\x00",
+            "a" * 300,
+            "1e309",
+            "-0",
+        ]
+    ),
 )
-json_like = st.recursive(scalars, lambda children: st.one_of(
-    st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=5)), max_leaves=25)
+json_like = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=25,
+)
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -91,8 +113,12 @@ def _parse(spec: Any) -> None:
 
 
 def _schema(spec: Any) -> None:
-    body = {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "job", "namespace": "ns"},
-            "spec": spec}
+    body = {
+        "apiVersion": "finetune.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "job", "namespace": "ns"},
+        "spec": spec,
+    }
     try:
         stored = apply_structural_schema(body, SCHEMA)
     except SchemaViolation as exc:
@@ -108,8 +134,13 @@ def test_parse_spec_on_arbitrary_input_returns_a_spec_or_invalid_spec(spec):
 
 
 @FAST
-@given(st.dictionaries(st.sampled_from(sorted(FineTuneJobSpec.model_fields) + ["task", "model", "dataset", "output"]),
-                       json_like, max_size=8))
+@given(
+    st.dictionaries(
+        st.sampled_from(sorted(FineTuneJobSpec.model_fields) + ["task", "model", "dataset", "output"]),
+        json_like,
+        max_size=8,
+    )
+)
 def test_parse_spec_on_spec_shaped_input_returns_a_spec_or_invalid_spec(spec):
     _parse(spec)
 
@@ -133,8 +164,12 @@ def test_crd_schema_on_mutated_samples_raises_only_schema_violation(spec):
 
 
 def test_crd_schema_refuses_integers_beyond_int64():
-    body = {"apiVersion": "finetune.dev/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "job", "namespace": "ns"},
-            "spec": {"resources": {"nodes": 2**63}}}
+    body = {
+        "apiVersion": "finetune.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "job", "namespace": "ns"},
+        "spec": {"resources": {"nodes": 2**63}},
+    }
     with pytest.raises(SchemaViolation) as refused:
         apply_structural_schema(body, SCHEMA)
     assert any(field == "spec.resources.nodes" for field, _ in refused.value.causes), refused.value.causes
@@ -143,13 +178,24 @@ def test_crd_schema_refuses_integers_beyond_int64():
 _SEARCH_SAMPLE = next(s for s in SAMPLES if "hyperparameterSearch" in s["spec"])
 parameter_shaped = st.dictionaries(
     st.sampled_from(["values", "min", "max", "scale", "step"]),
-    st.one_of(json_like, st.lists(scalars, max_size=4), st.sampled_from(["linear", "log"])), max_size=4)
+    st.one_of(json_like, st.lists(scalars, max_size=4), st.sampled_from(["linear", "log"])),
+    max_size=4,
+)
 
 
 @FAST
-@given(st.dictionaries(st.one_of(st.sampled_from(["learningRate", "batchSize", "method.lora.r", "precision",
-                                                  "dataset.train", "regularization.dropout"]), st.text(max_size=20)),
-                       parameter_shaped, max_size=4))
+@given(
+    st.dictionaries(
+        st.one_of(
+            st.sampled_from(
+                ["learningRate", "batchSize", "method.lora.r", "precision", "dataset.train", "regularization.dropout"]
+            ),
+            st.text(max_size=20),
+        ),
+        parameter_shaped,
+        max_size=4,
+    )
+)
 def test_parse_spec_and_crd_on_arbitrary_search_parameters_answer_with_their_own_errors(parameters):
     # Search parameters are applied to the spec by spec.py's semantic check: arbitrary ones must not crash it.
     spec = copy.deepcopy(_SEARCH_SAMPLE["spec"])

@@ -6,7 +6,6 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from finetune_operator import reasons as r
 from finetune_operator.conditions import find_condition
 from finetune_operator.spec import parse_spec
@@ -38,18 +37,30 @@ def job(*, suspend=False, conditions=(), failed=0, **status):
     return {
         "metadata": {"name": "ft", "namespace": "ns"},
         "spec": {"suspend": suspend},
-        "status": {"conditions": [dict(c, status=c.get("status", "True")) for c in conditions], "failed": failed, **status},
+        "status": {
+            "conditions": [dict(c, status=c.get("status", "True")) for c in conditions],
+            "failed": failed,
+            **status,
+        },
     }
 
 
 def pod(name, phase="Running", *, state=None, conditions=(), deleting=False):
-    state = state if state is not None else ({"running": {"startedAt": "x"}} if phase == "Running" else {"waiting": {"reason": "ContainerCreating"}})
+    state = (
+        state
+        if state is not None
+        else ({"running": {"startedAt": "x"}} if phase == "Running" else {"waiting": {"reason": "ContainerCreating"}})
+    )
     meta = {"name": name}
     if deleting:
         meta["deletionTimestamp"] = "2026-11-28T11:00:00Z"
     return {
         "metadata": meta,
-        "status": {"phase": phase, "conditions": list(conditions), "containerStatuses": [{"name": "trainer", "state": state}]},
+        "status": {
+            "phase": phase,
+            "conditions": list(conditions),
+            "containerStatuses": [{"name": "trainer", "state": state}],
+        },
     }
 
 
@@ -80,10 +91,18 @@ def test_pod_being_deleted_does_not_count_as_running():
 
 
 def test_unschedulable_pod_explains_with_the_schedulers_message():
-    unscheduled = pod("ft-1", "Pending", conditions=[{
-        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-        "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
-    }])
+    unscheduled = pod(
+        "ft-1",
+        "Pending",
+        conditions=[
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+            }
+        ],
+    )
     status = derive(make_spec(), Observed(job(), [pod("ft-0"), unscheduled]))
     assert status["reason"] == r.UNSCHEDULABLE
     assert "Insufficient nvidia.com/gpu" in status["message"]
@@ -127,14 +146,29 @@ def test_completed_job_succeeds_and_stays_succeeded():
 
 
 def failed_pod(exit_code, message="", reason="Error"):
-    return pod("ft-0-abc", "Failed", state={"terminated": {
-        "exitCode": exit_code, "reason": reason, "message": message, "finishedAt": "2026-11-28T11:00:00Z"}})
+    return pod(
+        "ft-0-abc",
+        "Failed",
+        state={
+            "terminated": {
+                "exitCode": exit_code,
+                "reason": reason,
+                "message": message,
+                "finishedAt": "2026-11-28T11:00:00Z",
+            }
+        },
+    )
 
 
 @pytest.mark.parametrize(
     ("exit_code", "message", "term_reason", "expected"),
     [
-        (3, json.dumps({"reason": "InvalidData", "message": "train.csv row 4: label 'maybe' unknown"}), "Error", r.INVALID_DATA),
+        (
+            3,
+            json.dumps({"reason": "InvalidData", "message": "train.csv row 4: label 'maybe' unknown"}),
+            "Error",
+            r.INVALID_DATA,
+        ),
         (3, "", "Error", r.INVALID_DATA),
         (137, "", "OOMKilled", r.OUT_OF_MEMORY),
         (4, "", "Error", r.OUT_OF_MEMORY),
@@ -153,7 +187,10 @@ def test_failed_job_is_classified_from_the_trainers_exit(exit_code, message, ter
 
 def test_invalid_data_message_carries_the_trainers_words_and_a_hint():
     message = json.dumps({"reason": "InvalidData", "message": "train.csv row 4: label 'maybe' unknown"})
-    status = derive(make_spec(), Observed(job(conditions=[{"type": "Failed", "reason": "PodFailurePolicy"}]), [failed_pod(3, message)]))
+    status = derive(
+        make_spec(),
+        Observed(job(conditions=[{"type": "Failed", "reason": "PodFailurePolicy"}]), [failed_pod(3, message)]),
+    )
     assert status["message"].startswith("train.csv row 4: label 'maybe' unknown")
     assert "retrying cannot help" in status["message"]
 
@@ -172,7 +209,12 @@ def test_retry_is_reported_while_replacement_pods_start():
 def test_last_transition_time_moves_only_when_status_flips():
     spec = make_spec()
     first = derive(spec, Observed(job(), [pod("ft-0", "Pending")]))
-    later = derive(spec, Observed(job(), [pod("ft-0", "Pending"), pod("ft-1", "Pending")]), previous=first, now=NOW + timedelta(minutes=5))
+    later = derive(
+        spec,
+        Observed(job(), [pod("ft-0", "Pending"), pod("ft-1", "Pending")]),
+        previous=first,
+        now=NOW + timedelta(minutes=5),
+    )
     before = find_condition(first["conditions"], r.COND_RUNNING)["lastTransitionTime"]
     assert find_condition(later["conditions"], r.COND_RUNNING)["lastTransitionTime"] == before
     running = derive(spec, Observed(job(), [pod("ft-0"), pod("ft-1")]), previous=later, now=NOW + timedelta(minutes=9))
@@ -203,7 +245,18 @@ def test_queued_job_never_hits_the_startup_deadline():
 
 
 def test_unschedulable_job_fails_with_reason_unschedulable_after_the_deadline():
-    unscheduled = pod("ft-0", "Pending", conditions=[{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "Insufficient nvidia.com/gpu"}])
+    unscheduled = pod(
+        "ft-0",
+        "Pending",
+        conditions=[
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "Insufficient nvidia.com/gpu",
+            }
+        ],
+    )
     status = derive(make_spec(resources={"nodes": 1}), Observed(job(), [unscheduled]))
     failed = startup_failure_status(status, generation=1, now=NOW)
     assert failed["reason"] == r.UNSCHEDULABLE
@@ -224,7 +277,10 @@ def test_ranks_that_finished_keep_the_job_running_until_the_job_completes():
     assert status["phase"] == r.RUNNING
     assert status["reason"] == r.FINISHING
     alone = derive(make_spec(resources={"nodes": 1}), Observed(job(), [done]))
-    assert (alone["phase"], alone["message"]) == (r.RUNNING, "1 of 1 trainer pods finished; waiting for the Job to complete")
+    assert (alone["phase"], alone["message"]) == (
+        r.RUNNING,
+        "1 of 1 trainer pods finished; waiting for the Job to complete",
+    )
 
 
 def test_a_running_job_whose_ranks_finished_writes_nothing_until_the_job_completes():

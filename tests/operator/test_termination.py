@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from finetune_operator.termination import completed_metrics
 
 INDEX = "batch.kubernetes.io/job-completion-index"
@@ -40,29 +39,45 @@ def test_failed_containers_and_other_containers_are_ignored():
     pods = [
         pod("0", success(eval_loss=0.1), exit_code=1),
         pod("0", success(eval_loss=0.2), container="sidecar"),
-        {"metadata": {"annotations": {INDEX: "0"}}, "status": {"containerStatuses": [
-            {"name": "trainer", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}},
+        {
+            "metadata": {"annotations": {INDEX: "0"}},
+            "status": {
+                "containerStatuses": [{"name": "trainer", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]
+            },
+        },
     ]
     assert completed_metrics(pods) is None
 
 
 def test_a_retried_rank_zero_uses_its_succeeded_attempt():
-    pods = [pod("0", json.dumps({"reason": "TrainerCrashed", "message": "boom"}), exit_code=1),
-            pod("0", success(eval_f1=0.7))]
+    pods = [
+        pod("0", json.dumps({"reason": "TrainerCrashed", "message": "boom"}), exit_code=1),
+        pod("0", success(eval_f1=0.7)),
+    ]
     assert completed_metrics(pods) == {"eval_f1": 0.7}
 
 
-@pytest.mark.parametrize("message", [
-    "not json", '{"reason": "Completed"', "[1, 2]", '"text"', json.dumps({"reason": "Completed", "metrics": [1]}),
-    json.dumps({"reason": "Completed", "message": "trained to step 3"}), "[" * 100_000,
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "not json",
+        '{"reason": "Completed"',
+        "[1, 2]",
+        '"text"',
+        json.dumps({"reason": "Completed", "metrics": [1]}),
+        json.dumps({"reason": "Completed", "message": "trained to step 3"}),
+        "[" * 100_000,
+    ],
+)
 def test_malformed_messages_give_none(message):
     assert completed_metrics([pod("0", message)]) is None
 
 
 def test_non_numbers_nan_infinity_and_huge_ints_are_dropped():
-    message = ('{"metrics": {"eval_loss": NaN, "eval_a": Infinity, "eval_b": "0.5", "eval_c": true, '
-               '"eval_d": null, "eval_e": 1' + "0" * 400 + ', "eval_f": 2, "eval_g": 1e999, "eval_h": -0.5}}')
+    message = (
+        '{"metrics": {"eval_loss": NaN, "eval_a": Infinity, "eval_b": "0.5", "eval_c": true, '
+        '"eval_d": null, "eval_e": 1' + "0" * 400 + ', "eval_f": 2, "eval_g": 1e999, "eval_h": -0.5}}'
+    )
     assert completed_metrics([pod("0", message)]) == {"eval_f": 2.0, "eval_h": -0.5}
 
 

@@ -1,4 +1,5 @@
 """Real clients against the sandbox API server: the official `kubernetes` client, kubectl and a Kopf operator."""
+
 from __future__ import annotations
 
 import asyncio
@@ -10,11 +11,9 @@ import threading
 
 import pytest
 import yaml
+from finetune_sandbox.apiserver.testing import RawClient
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
-
-from finetune_sandbox.apiserver.testing import RawClient
-
 from test_apiserver_crd import WIDGET_CRD
 
 KUBECTL = os.path.join(os.path.dirname(sys.executable), "kubectl")
@@ -38,8 +37,9 @@ async def test_official_client_crud_and_watch(kubeconfig):
     core = client.CoreV1Api(api_client)
 
     def crud():
-        created = core.create_namespaced_config_map("default", client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name="cm", labels={"app": "x"}), data={"k": "1"}))
+        created = core.create_namespaced_config_map(
+            "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="cm", labels={"app": "x"}), data={"k": "1"})
+        )
         assert created.metadata.uid and created.metadata.resource_version
         with pytest.raises(ApiException) as err:
             core.create_namespaced_config_map("default", {"metadata": {"name": "cm"}})
@@ -62,8 +62,9 @@ async def test_official_client_crud_and_watch(kubeconfig):
 
     def stream():
         events = []
-        for event in watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=rv,
-                                          timeout_seconds=2):
+        for event in watch.Watch().stream(
+            core.list_namespaced_config_map, "default", resource_version=rv, timeout_seconds=2
+        ):
             events.append((event["type"], event["object"].metadata.name))
             break
         return events
@@ -73,22 +74,33 @@ async def test_official_client_crud_and_watch(kubeconfig):
 
     def stream_new():
         started.set()
-        return [(e["type"], e["object"].metadata.name)
-                for e in watch.Watch().stream(core.list_namespaced_pod, "default", timeout_seconds=1)]
+        return [
+            (e["type"], e["object"].metadata.name)
+            for e in watch.Watch().stream(core.list_namespaced_pod, "default", timeout_seconds=1)
+        ]
 
     task = asyncio.create_task(asyncio.to_thread(stream_new))
     await asyncio.to_thread(started.wait)
     await asyncio.sleep(0.3)
-    await asyncio.to_thread(core.create_namespaced_pod, "default", {
-        "metadata": {"name": "p"}, "spec": {"containers": [{"name": "m", "image": "x"}]}})
+    await asyncio.to_thread(
+        core.create_namespaced_pod,
+        "default",
+        {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "m", "image": "x"}]}},
+    )
     assert ("ADDED", "p") in await task
     api_client.close()
 
 
 async def _kubectl(kubeconfig, *args, stdin=None):
     proc = await asyncio.create_subprocess_exec(
-        KUBECTL, "--kubeconfig", str(kubeconfig), *args, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        KUBECTL,
+        "--kubeconfig",
+        str(kubeconfig),
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 60)
     return proc.returncode, out.decode(), err.decode()
 
@@ -120,9 +132,20 @@ async def test_kubectl_apply_get_and_delete(kubeconfig, tmp_path):
     assert rc != 0 and "spec.size" in err
     rc, out, err = await _kubectl(kubeconfig, "apply", "--dry-run=server", "-f", str(widget_file))
     assert rc == 0, err
-    rc, out, err = await _kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump(
-        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
-         "spec": {"containers": [{"name": "m", "image": "x"}]}}))
+    rc, out, err = await _kubectl(
+        kubeconfig,
+        "apply",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p"},
+                "spec": {"containers": [{"name": "m", "image": "x"}]},
+            }
+        ),
+    )
     assert rc == 0, err
     rc, out, err = await _kubectl(kubeconfig, "get", "pods")
     assert out.split()[:9] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "p", "0/1", "Pending", "0"]
@@ -133,13 +156,29 @@ async def test_kubectl_apply_get_and_delete(kubeconfig, tmp_path):
 
 
 async def test_kubectl_applies_deploy_manifests_idempotently(kubeconfig):
-    manifests = yaml.safe_dump_all([
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ops"}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "op"},
-         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "op", "namespace": "ops"},
-         "spec": {"selector": {"matchLabels": {"app": "op"}}, "template": {
-             "metadata": {"labels": {"app": "op"}}, "spec": {"containers": [{"name": "op", "image": "x"}]}}}}])
+    manifests = yaml.safe_dump_all(
+        [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ops"}},
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": "op"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+            },
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "op", "namespace": "ops"},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "op"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "op"}},
+                        "spec": {"containers": [{"name": "op", "image": "x"}]},
+                    },
+                },
+            },
+        ]
+    )
     rc, out, err = await _kubectl(kubeconfig, "apply", "-f", "-", stdin=manifests)
     assert rc == 0 and out.count("created") == 3, err
     rc, out, err = await _kubectl(kubeconfig, "apply", "-f", "-", stdin=manifests)
@@ -147,9 +186,11 @@ async def test_kubectl_applies_deploy_manifests_idempotently(kubeconfig):
 
 
 async def test_kubectl_typed_create_commands_send_protobuf_the_server_reads(kubeconfig):
-    for args in (["create", "namespace", "team"],
-                 ["create", "configmap", "settings", "-n", "team", "--from-literal=a=b"],
-                 ["create", "secret", "generic", "token", "-n", "team", "--from-literal=t=abc"]):
+    for args in (
+        ["create", "namespace", "team"],
+        ["create", "configmap", "settings", "-n", "team", "--from-literal=a=b"],
+        ["create", "secret", "generic", "token", "-n", "team", "--from-literal=t=abc"],
+    ):
         rc, out, err = await _kubectl(kubeconfig, *args)
         assert rc == 0, err
     rc, out, err = await _kubectl(kubeconfig, "get", "configmap,secret", "-n", "team", "-o", "json")
@@ -158,7 +199,7 @@ async def test_kubectl_typed_create_commands_send_protobuf_the_server_reads(kube
     assert items["Secret"]["data"] == {"t": "YWJj"} and items["Secret"]["type"] == "Opaque"
 
 
-OPERATOR = textwrap.dedent('''
+OPERATOR = textwrap.dedent("""
     import kopf
 
     @kopf.on.startup()
@@ -177,7 +218,7 @@ OPERATOR = textwrap.dedent('''
     @kopf.on.delete("example.com", "v1", "widgets")
     def deleted(name, logger, **_):
         logger.info(f"cleaned up after {name}")
-''')
+""")
 
 
 async def test_kopf_operator_handles_creation_and_deletion_of_a_custom_resource(apiserver, kubeconfig, tmp_path):
@@ -187,11 +228,21 @@ async def test_kopf_operator_handles_creation_and_deletion_of_a_custom_resource(
         operator.write_text(OPERATOR)
         env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kopf", "run", "--standalone", "-A", str(operator), env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            sys.executable,
+            "-m",
+            "kopf",
+            "run",
+            "--standalone",
+            "-A",
+            str(operator),
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         try:
-            await http.post("/apis/example.com/v1/namespaces/default/widgets",
-                            {"metadata": {"name": "w"}, "spec": {"size": 5}})
+            await http.post(
+                "/apis/example.com/v1/namespaces/default/widgets", {"metadata": {"name": "w"}, "spec": {"size": 5}}
+            )
             path = "/apis/example.com/v1/namespaces/default/widgets/w"
             for _ in range(300):
                 _, obj = await http.get(path)
@@ -208,7 +259,7 @@ async def test_kopf_operator_handles_creation_and_deletion_of_a_custom_resource(
                 if (await http.get(path))[0] == 404:
                     break
                 await asyncio.sleep(0.1)
-            assert (await http.get(path))[0] == 404     # Kopf ran its delete handler and released the finalizer
+            assert (await http.get(path))[0] == 404  # Kopf ran its delete handler and released the finalizer
         finally:
             proc.terminate()
             try:

@@ -1,11 +1,11 @@
 """CustomResourceDefinitions: discovery, schema validation, status subresource, printing, removal."""
+
 from __future__ import annotations
 
 import asyncio
 import copy
 
 import pytest
-
 from finetune_sandbox.apiserver.testing import RawClient
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -13,25 +13,49 @@ WIDGETS = "/apis/example.com/v1/namespaces/default/widgets"
 TABLE = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
 
 WIDGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
     "metadata": {"name": "widgets.example.com"},
     "spec": {
-        "group": "example.com", "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wdg"],
-                  "categories": ["all"]},
-        "versions": [{
-            "name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
-            "additionalPrinterColumns": [
-                {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
-                {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-                {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}],
-            "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                "spec": {"type": "object", "required": ["size"], "properties": {
-                    "size": {"type": "integer", "minimum": 1, "maximum": 10},
-                    "color": {"type": "string", "enum": ["red", "blue"], "default": "red"}},
-                    "x-kubernetes-validations": [{"rule": "self.size != 7", "message": "7 is unlucky"}]},
-                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}},
-        }],
+        "group": "example.com",
+        "scope": "Namespaced",
+        "names": {
+            "plural": "widgets",
+            "singular": "widget",
+            "kind": "Widget",
+            "shortNames": ["wdg"],
+            "categories": ["all"],
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": [
+                    {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+                    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "required": ["size"],
+                                "properties": {
+                                    "size": {"type": "integer", "minimum": 1, "maximum": 10},
+                                    "color": {"type": "string", "enum": ["red", "blue"], "default": "red"},
+                                },
+                                "x-kubernetes-validations": [{"rule": "self.size != 7", "message": "7 is unlucky"}],
+                            },
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        },
+                    }
+                },
+            }
+        ],
     },
 }
 
@@ -61,16 +85,24 @@ async def test_a_created_crd_is_established_and_discoverable(http):
 
 
 async def test_custom_resources_are_defaulted_pruned_and_validated(http):
-    status, obj = await http.post(WIDGETS, {"apiVersion": "example.com/v1", "kind": "Widget",
-                                            "metadata": {"name": "w"}, "spec": {"size": 3, "junk": True}})
+    status, obj = await http.post(
+        WIDGETS,
+        {
+            "apiVersion": "example.com/v1",
+            "kind": "Widget",
+            "metadata": {"name": "w"},
+            "spec": {"size": 3, "junk": True},
+        },
+    )
     assert status == 201 and obj["spec"] == {"size": 3, "color": "red"}
     status, body = await http.post(WIDGETS, {"metadata": {"name": "bad"}, "spec": {"size": 30, "color": "green"}})
     assert (status, body["reason"]) == (422, "Invalid")
     assert {c["field"] for c in body["details"]["causes"]} == {"spec.size", "spec.color"}
     status, body = await http.patch(WIDGETS + "/w", {"spec": {"size": 7}})
     assert status == 422 and "7 is unlucky" in body["message"]
-    status, body = await http.post(WIDGETS, {"metadata": {"name": "strict"}, "spec": {"size": 1, "junk": 1}},
-                                   params={"fieldValidation": "Strict"})
+    status, body = await http.post(
+        WIDGETS, {"metadata": {"name": "strict"}, "spec": {"size": 1, "junk": 1}}, params={"fieldValidation": "Strict"}
+    )
     assert status == 400 and 'unknown field "spec.junk"' in body["message"]
 
 
@@ -98,8 +130,10 @@ async def test_without_a_status_subresource_status_is_part_of_the_object(http):
 
 async def test_tables_use_the_printer_columns(http):
     await http.post(WIDGETS, {"metadata": {"name": "w"}, "spec": {"size": 3}})
-    await http.patch(WIDGETS + "/w/status", {"status": {"conditions": [
-        {"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}]}})
+    await http.patch(
+        WIDGETS + "/w/status",
+        {"status": {"conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}]}},
+    )
     status, table = await http.get(WIDGETS, headers=TABLE)
     assert status == 200 and table["kind"] == "Table" and table["apiVersion"] == "meta.k8s.io/v1"
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Size", "Ready", "Age"]
@@ -108,23 +142,38 @@ async def test_tables_use_the_printer_columns(http):
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
     _, one = await http.get(WIDGETS + "/w", headers=TABLE)
     assert one["rows"][0]["cells"][0] == "w"
-    events = await http.watch(WIDGETS, max_events=1, headers=TABLE)       # what `kubectl get -w` reads
+    events = await http.watch(WIDGETS, max_events=1, headers=TABLE)  # what `kubectl get -w` reads
     assert events[0]["type"] == "ADDED" and events[0]["object"]["kind"] == "Table"
     assert events[0]["object"]["rows"][0]["cells"][:3] == ["w", 3, "True"]
 
 
 async def test_builtin_tables_have_sensible_columns(http):
-    await http.post("/api/v1/namespaces/default/pods", {"metadata": {"name": "p"}, "spec": {
-        "containers": [{"name": "m", "image": "x"}]}})
+    await http.post(
+        "/api/v1/namespaces/default/pods",
+        {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "m", "image": "x"}]}},
+    )
     _, table = await http.get("/api/v1/namespaces/default/pods", headers=TABLE)
     assert [c["name"] for c in table["columnDefinitions"]][:5] == ["Name", "Ready", "Status", "Restarts", "Age"]
     assert table["rows"][0]["cells"][:4] == ["p", "0/1", "Pending", "0"]
-    await http.post("/api/v1/namespaces/default/events", {
-        "metadata": {"name": "e"}, "involvedObject": {"kind": "Pod", "name": "p"}, "type": "Normal",
-        "reason": "Started", "message": "started"})
+    await http.post(
+        "/api/v1/namespaces/default/events",
+        {
+            "metadata": {"name": "e"},
+            "involvedObject": {"kind": "Pod", "name": "p"},
+            "type": "Normal",
+            "reason": "Started",
+            "message": "started",
+        },
+    )
     _, table = await http.get("/api/v1/namespaces/default/events", headers=TABLE)
-    assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Last Seen", "Type", "Reason", "Object",
-                                                               "Message"]
+    assert [c["name"] for c in table["columnDefinitions"]] == [
+        "Name",
+        "Last Seen",
+        "Type",
+        "Reason",
+        "Object",
+        "Message",
+    ]
     assert table["rows"][0]["cells"][2:] == ["Normal", "Started", "pod/p", "started"]
 
 

@@ -1,9 +1,9 @@
 """Create/get/list/update/patch semantics of the sandbox API server, over plain HTTP."""
+
 from __future__ import annotations
 
 import aiohttp
 import pytest
-
 from finetune_sandbox.apiserver.testing import RawClient
 
 CM = "/api/v1/namespaces/default/configmaps"
@@ -17,8 +17,10 @@ async def http(apiserver):
 
 
 def _pod(name, labels=None, **spec):
-    return {"metadata": {"name": name, "labels": labels or {}},
-            "spec": {"containers": [{"name": "main", "image": "busybox"}], **spec}}
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}], **spec},
+    }
 
 
 async def test_create_assigns_identity_generation_and_increasing_resource_versions(http):
@@ -116,8 +118,9 @@ async def test_put_with_a_stale_resource_version_conflicts(http):
     assert status == 200 and updated["data"] == {"k": "2"}
     status, body = await http.put(CM + "/a", {**obj, "data": {"k": "3"}})
     assert (status, body["reason"]) == (409, "Conflict")
-    status, body = await http.patch(CM + "/a", {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
-                                                "data": {"k": "4"}})
+    status, body = await http.patch(
+        CM + "/a", {"metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]}, "data": {"k": "4"}}
+    )
     assert status == 409
 
 
@@ -128,25 +131,40 @@ async def test_identical_writes_do_not_bump_the_resource_version(http):
 
 
 async def test_three_patch_formats(http):
-    await http.post(PODS, _pod("p", containers=[
-        {"name": "a", "image": "x", "env": [{"name": "E1", "value": "1"}]}, {"name": "b", "image": "y"}]))
-    status, obj = await http.patch(PODS + "/p", {"spec": {"containers": [
-        {"name": "a", "env": [{"name": "E2", "value": "2"}]}]}}, kind="strategic")
+    await http.post(
+        PODS,
+        _pod(
+            "p",
+            containers=[
+                {"name": "a", "image": "x", "env": [{"name": "E1", "value": "1"}]},
+                {"name": "b", "image": "y"},
+            ],
+        ),
+    )
+    status, obj = await http.patch(
+        PODS + "/p", {"spec": {"containers": [{"name": "a", "env": [{"name": "E2", "value": "2"}]}]}}, kind="strategic"
+    )
     assert status == 200
     containers = {c["name"]: c for c in obj["spec"]["containers"]}
     assert set(containers) == {"a", "b"} and containers["a"]["image"] == "x"
     assert [e["name"] for e in containers["a"]["env"]] == ["E1", "E2"]
-    _, obj = await http.patch(PODS + "/p", {"spec": {"containers": [{"name": "b", "$patch": "delete"}]}},
-                              kind="strategic")
+    _, obj = await http.patch(
+        PODS + "/p", {"spec": {"containers": [{"name": "b", "$patch": "delete"}]}}, kind="strategic"
+    )
     assert [c["name"] for c in obj["spec"]["containers"]] == ["a"]
-    _, obj = await http.patch(PODS + "/p", {"metadata": {"labels": {"x": "1"}}, "spec": {"containers": [
-        {"name": "only", "image": "z"}]}})
-    assert [c["name"] for c in obj["spec"]["containers"]] == ["only"]     # merge patch replaces lists
-    _, obj = await http.patch(PODS + "/p", [{"op": "add", "path": "/metadata/labels/y", "value": "2"},
-                                            {"op": "remove", "path": "/metadata/labels/x"}], kind="json")
+    _, obj = await http.patch(
+        PODS + "/p", {"metadata": {"labels": {"x": "1"}}, "spec": {"containers": [{"name": "only", "image": "z"}]}}
+    )
+    assert [c["name"] for c in obj["spec"]["containers"]] == ["only"]  # merge patch replaces lists
+    _, obj = await http.patch(
+        PODS + "/p",
+        [{"op": "add", "path": "/metadata/labels/y", "value": "2"}, {"op": "remove", "path": "/metadata/labels/x"}],
+        kind="json",
+    )
     assert obj["metadata"]["labels"] == {"y": "2"}
-    status, body = await http.patch(PODS + "/p", [{"op": "test", "path": "/metadata/labels/y", "value": "3"}],
-                                    kind="json")
+    status, body = await http.patch(
+        PODS + "/p", [{"op": "test", "path": "/metadata/labels/y", "value": "3"}], kind="json"
+    )
     assert status == 422
 
 
@@ -161,8 +179,10 @@ async def test_pods_status_subresource_isolates_status_from_spec(http):
 
 
 async def test_generation_moves_only_when_spec_changes(http):
-    job = {"metadata": {"name": "j"}, "spec": {"template": {"spec": {
-        "restartPolicy": "Never", "containers": [{"name": "main", "image": "x"}]}}}}
+    job = {
+        "metadata": {"name": "j"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "x"}]}}},
+    }
     _, obj = await http.post("/apis/batch/v1/namespaces/default/jobs", job)
     assert obj["metadata"]["generation"] == 1 and obj["spec"]["backoffLimit"] == 6
     path = "/apis/batch/v1/namespaces/default/jobs/j"
@@ -212,15 +232,19 @@ async def test_fault_injection_fails_then_recovers(apiserver, http):
     assert (await http.patch(CM + "/a", {"data": {"k": "1"}}))[0] == 500
     assert (await http.patch(CM + "/a", {"data": {"k": "1"}}))[0] == 200
     apiserver.faults.add(method="PATCH", path_regex=r"/configmaps/a", status=0, times=1)
-    with pytest.raises(aiohttp.ClientError):     # PATCH is not idempotent, so aiohttp does not retry it
+    with pytest.raises(aiohttp.ClientError):  # PATCH is not idempotent, so aiohttp does not retry it
         await http.patch(CM + "/a", {"data": {"k": "2"}})
     assert (await http.patch(CM + "/a", {"data": {"k": "2"}}))[0] == 200
 
 
 async def test_binding_assigns_a_pod_to_a_node_once(http):
     await http.post(PODS, _pod("p"))
-    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
-               "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"}}
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "p"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"},
+    }
     status, body = await http.post(PODS + "/p/binding", binding)
     assert (status, body["status"]) == (201, "Success")
     _, pod = await http.get(PODS + "/p")
@@ -232,6 +256,7 @@ async def test_binding_assigns_a_pod_to_a_node_once(http):
 
 async def test_eviction_deletes_the_pod(http):
     await http.post(PODS, _pod("p"))
-    status, _ = await http.post(PODS + "/p/eviction", {"apiVersion": "policy/v1", "kind": "Eviction",
-                                                       "metadata": {"name": "p"}})
+    status, _ = await http.post(
+        PODS + "/p/eviction", {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p"}}
+    )
     assert status == 201 and (await http.get(PODS + "/p"))[0] == 404

@@ -1,10 +1,10 @@
 """Deletion: finalizers, graceful pod deletion, propagation policies, garbage collection, collections."""
+
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-
 from finetune_sandbox.apiserver import ApiServer
 from finetune_sandbox.apiserver.testing import RawClient
 
@@ -34,9 +34,21 @@ async def _gone(http, path):
 
 
 def _owned_by(owner, name):
-    return {"metadata": {"name": name, "ownerReferences": [{
-        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
-        "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}]}}
+    return {
+        "metadata": {
+            "name": name,
+            "ownerReferences": [
+                {
+                    "apiVersion": owner["apiVersion"],
+                    "kind": owner["kind"],
+                    "name": owner["metadata"]["name"],
+                    "uid": owner["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        }
+    }
 
 
 async def test_finalizers_hold_a_deleted_object_until_they_are_removed(http):
@@ -44,10 +56,11 @@ async def test_finalizers_hold_a_deleted_object_until_they_are_removed(http):
     status, obj = await http.delete(CM + "/a")
     assert status == 202 and obj["metadata"]["deletionTimestamp"]
     assert obj["metadata"]["deletionGracePeriodSeconds"] == 0
-    watch = asyncio.create_task(http.watch(CM, {"resourceVersion": obj["metadata"]["resourceVersion"]},
-                                           until_type="DELETED"))
+    watch = asyncio.create_task(
+        http.watch(CM, {"resourceVersion": obj["metadata"]["resourceVersion"]}, until_type="DELETED")
+    )
     status, body = await http.patch(CM + "/a", {"metadata": {"finalizers": ["example.com/keep", "new"]}})
-    assert status == 422           # no new finalizers on an object being deleted
+    assert status == 422  # no new finalizers on an object being deleted
     status, _ = await http.patch(CM + "/a", {"metadata": {"finalizers": None}})
     assert status == 200
     events = await asyncio.wait_for(watch, 5)
@@ -74,8 +87,13 @@ async def test_graceful_pod_deletion_waits_for_the_kubelet():
 async def test_background_deletion_garbage_collects_dependents(http):
     _, owner = await http.post(CM, {"metadata": {"name": "owner"}})
     await http.post(CM, _owned_by(owner, "child"))
-    _, job = await http.post(JOBS, {"metadata": {"name": "j"}, "spec": {"template": {"spec": {
-        "restartPolicy": "Never", "containers": [{"name": "m", "image": "x"}]}}}})
+    _, job = await http.post(
+        JOBS,
+        {
+            "metadata": {"name": "j"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "m", "image": "x"}]}}},
+        },
+    )
     await http.post(PODS, {**_owned_by(job, "j-pod"), "spec": {"containers": [{"name": "m", "image": "x"}]}})
     await http.delete(CM + "/owner")
     await _eventually(lambda: _gone(http, CM + "/child"))
@@ -85,12 +103,17 @@ async def test_background_deletion_garbage_collects_dependents(http):
 
 async def test_foreground_deletion_removes_dependents_first(http):
     _, owner = await http.post(CM, {"metadata": {"name": "owner"}})
-    await http.post(CM, {**_owned_by(owner, "child"), **{"metadata": {
-        **_owned_by(owner, "child")["metadata"], "finalizers": ["example.com/hold"]}}})
+    await http.post(
+        CM,
+        {
+            **_owned_by(owner, "child"),
+            **{"metadata": {**_owned_by(owner, "child")["metadata"], "finalizers": ["example.com/hold"]}},
+        },
+    )
     status, obj = await http.delete(CM + "/owner", {"propagationPolicy": "Foreground"})
     assert "foregroundDeletion" in obj["metadata"]["finalizers"]
     await _eventually(lambda: _child_terminating(http))
-    assert (await http.get(CM + "/owner"))[0] == 200     # waits for the child's finalizer
+    assert (await http.get(CM + "/owner"))[0] == 200  # waits for the child's finalizer
     await http.patch(CM + "/child", {"metadata": {"finalizers": None}})
     await _eventually(lambda: _gone(http, CM + "/owner"))
 
@@ -110,8 +133,13 @@ async def test_orphan_deletion_keeps_dependents_without_the_owner_reference(http
 
 
 async def test_deleting_a_batch_v1_job_without_a_policy_orphans_its_pods_with_a_warning(apiserver, http):
-    _, job = await http.post(JOBS, {"metadata": {"name": "j"}, "spec": {"template": {"spec": {
-        "restartPolicy": "Never", "containers": [{"name": "m", "image": "x"}]}}}})
+    _, job = await http.post(
+        JOBS,
+        {
+            "metadata": {"name": "j"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "m", "image": "x"}]}}},
+        },
+    )
     await http.post(PODS, {**_owned_by(job, "j-pod"), "spec": {"containers": [{"name": "m", "image": "x"}]}})
     async with http.session.delete(apiserver.url + JOBS + "/j") as response:
         assert "child pods are preserved" in response.headers.get("Warning", "")

@@ -1,10 +1,10 @@
 """Discovery, version and OpenAPI documents, and pod logs."""
+
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-
 from finetune_sandbox.apiserver.testing import RawClient
 
 
@@ -21,8 +21,19 @@ async def test_version_and_core_discovery(http):
     assert api["kind"] == "APIVersions" and api["versions"] == ["v1"]
     _, core = await http.get("/api/v1")
     by_name = {r["name"]: r for r in core["resources"]}
-    assert {"namespaces", "pods", "pods/log", "pods/status", "services", "configmaps", "secrets", "events",
-            "persistentvolumeclaims", "serviceaccounts", "nodes"} <= set(by_name)
+    assert {
+        "namespaces",
+        "pods",
+        "pods/log",
+        "pods/status",
+        "services",
+        "configmaps",
+        "secrets",
+        "events",
+        "persistentvolumeclaims",
+        "serviceaccounts",
+        "nodes",
+    } <= set(by_name)
     assert by_name["nodes"]["namespaced"] is False and by_name["pods"]["shortNames"] == ["po"]
     assert by_name["pods"]["singularName"] == "pod" and "all" in by_name["pods"]["categories"]
 

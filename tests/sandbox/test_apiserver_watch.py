@@ -1,10 +1,10 @@
 """Watch semantics: replay, resume from a resourceVersion, 410 Gone, bookmarks, timeouts, selectors."""
+
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-
 from finetune_sandbox.apiserver import ApiServer
 from finetune_sandbox.apiserver.testing import RawClient
 
@@ -31,7 +31,11 @@ async def test_watch_without_resource_version_replays_state_then_streams(http):
     await http.delete(CM + "/a")
     events = await asyncio.wait_for(watch, 5)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-        ("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "b"), ("DELETED", "a")]
+        ("ADDED", "a"),
+        ("ADDED", "b"),
+        ("MODIFIED", "b"),
+        ("DELETED", "a"),
+    ]
     rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events[1:]]
     assert rvs == sorted(rvs)
 
@@ -64,8 +68,14 @@ async def test_bookmarks_carry_the_latest_resource_version_and_timeout_closes(ap
     await http.post(CM, {"metadata": {"name": "a"}})
     loop = asyncio.get_running_loop()
     started = loop.time()
-    events = await http.watch(CM, {"allowWatchBookmarks": "true", "timeoutSeconds": "1",
-                                   "resourceVersion": str(apiserver.store.resource_version)})
+    events = await http.watch(
+        CM,
+        {
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": "1",
+            "resourceVersion": str(apiserver.store.resource_version),
+        },
+    )
     assert 0.8 < loop.time() - started < 3
     bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
     assert bookmarks and all(set(b["object"]["metadata"]) == {"resourceVersion"} for b in bookmarks)
@@ -81,7 +91,10 @@ async def test_watch_selectors_turn_label_changes_into_added_and_deleted(http):
     await http.patch(CM + "/a", {"metadata": {"labels": {"app": "x"}}})
     events = await asyncio.wait_for(watch, 5)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-        ("ADDED", "a"), ("DELETED", "a"), ("ADDED", "a")]
+        ("ADDED", "a"),
+        ("DELETED", "a"),
+        ("ADDED", "a"),
+    ]
 
 
 async def test_legacy_watch_paths_and_field_selected_single_objects(http):
@@ -95,8 +108,11 @@ async def test_legacy_watch_paths_and_field_selected_single_objects(http):
 
 async def test_watch_list_ends_initial_events_with_a_marked_bookmark(http):
     await http.post(CM, {"metadata": {"name": "a"}})
-    events = await http.watch(CM, {"sendInitialEvents": "true", "allowWatchBookmarks": "true",
-                                   "resourceVersionMatch": "NotOlderThan"}, until_type="BOOKMARK")
+    events = await http.watch(
+        CM,
+        {"sendInitialEvents": "true", "allowWatchBookmarks": "true", "resourceVersionMatch": "NotOlderThan"},
+        until_type="BOOKMARK",
+    )
     assert events[0]["type"] == "ADDED"
     assert events[-1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
 

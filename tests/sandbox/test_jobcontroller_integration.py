@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from finetune_sandbox.apiserver import ApiServer
 from finetune_sandbox.client import ApiError, SandboxClient
 from finetune_sandbox.conditions import find_condition
@@ -36,6 +35,7 @@ class Cluster:
     async def wait_condition(self, job: str, type_: str, timeout: float = 20.0) -> dict:
         async def check():
             return find_condition((await self.job(job)).get("status", {}).get("conditions"), type_)
+
         condition = await wait_for(check, timeout, f"job {job} condition {type_}")
         assert condition["status"] == "True", condition
         return condition
@@ -95,21 +95,38 @@ sys.exit(int(codes[rank]))
 
 def indexed_job(name: str, *, env: dict[str, str] | None = None, gpus: int = 0, **spec) -> dict:
     variables = [
-        {"name": "RANK", "valueFrom": {"fieldRef": {
-            "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+        {
+            "name": "RANK",
+            "valueFrom": {
+                "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+            },
+        },
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "OUT", "value": "/mnt/pvc/shared/out"},
         {"name": "TERMINATION_LOG", "value": "/dev/termination-log"},
     ] + [{"name": key, "value": value} for key, value in (env or {}).items()]
-    container = {"name": "trainer", "image": "finetune/trainer:test", "command": ["python", "-c", SCRIPT],
-                 "env": variables, "volumeMounts": [{"name": "shared", "mountPath": "/mnt/pvc/shared"}]}
+    container = {
+        "name": "trainer",
+        "image": "finetune/trainer:test",
+        "command": ["python", "-c", SCRIPT],
+        "env": variables,
+        "volumeMounts": [{"name": "shared", "mountPath": "/mnt/pvc/shared"}],
+    }
     if gpus:
         container["resources"] = {"limits": {"nvidia.com/gpu": str(gpus)}}
     body = {
-        "completionMode": "Indexed", "completions": 2, "parallelism": 2, "backoffLimit": 0,
-        "template": {"spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 2,
-                              "containers": [container],
-                              "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": "shared"}}]}},
+        "completionMode": "Indexed",
+        "completions": 2,
+        "parallelism": 2,
+        "backoffLimit": 0,
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 2,
+                "containers": [container],
+                "volumes": [{"name": "shared", "persistentVolumeClaim": {"claimName": "shared"}}],
+            }
+        },
     }
     body.update(spec)
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": NS}, "spec": body}
@@ -142,27 +159,36 @@ async def test_indexed_job_completes_with_pvc_files_logs_and_termination_message
 
 
 async def test_failures_count_against_backoff_limit(cluster):
-    await cluster.client.create("batch/v1", "jobs", NS, indexed_job("flaky", env={"EXIT_CODES": "0,1"},
-                                                                      backoffLimit=1))
+    await cluster.client.create("batch/v1", "jobs", NS, indexed_job("flaky", env={"EXIT_CODES": "0,1"}, backoffLimit=1))
     failed = await cluster.wait_condition("flaky", "Failed")
     assert failed["reason"] == "BackoffLimitExceeded"
     status = (await cluster.job("flaky"))["status"]
     assert status["failed"] == 2
-    index1 = [pod for pod in await cluster.pods("flaky")
-              if pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1"]
+    index1 = [
+        pod
+        for pod in await cluster.pods("flaky")
+        if pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1"
+    ]
     assert len(index1) == 2  # the first failure was replaced once
     assert all(pod["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "Error" for pod in index1)
 
 
-POLICY = {"rules": [
-    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-    {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [3]}},
-]}
+POLICY = {
+    "rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [3]}},
+    ]
+}
 
 
 async def test_pod_failure_policy_fails_job_at_once_on_exit_code_3(cluster):
-    job = indexed_job("bad", env={"EXIT_CODES": "3,0", "SLEEP": "0"}, backoffLimit=5, podFailurePolicy=POLICY,
-                      podReplacementPolicy="Failed")
+    job = indexed_job(
+        "bad",
+        env={"EXIT_CODES": "3,0", "SLEEP": "0"},
+        backoffLimit=5,
+        podFailurePolicy=POLICY,
+        podReplacementPolicy="Failed",
+    )
     await cluster.client.create("batch/v1", "jobs", NS, job)
     failed = await cluster.wait_condition("bad", "Failed")
     assert failed["reason"] == "PodFailurePolicy"
@@ -171,13 +197,21 @@ async def test_pod_failure_policy_fails_job_at_once_on_exit_code_3(cluster):
 
 
 async def test_disrupted_pod_is_ignored_by_policy_and_replaced(cluster):
-    job = indexed_job("disrupt", env={"SLEEP_FIRST": "1"}, completions=1, parallelism=1, backoffLimit=0,
-                      podFailurePolicy=POLICY, podReplacementPolicy="Failed")
+    job = indexed_job(
+        "disrupt",
+        env={"SLEEP_FIRST": "1"},
+        completions=1,
+        parallelism=1,
+        backoffLimit=0,
+        podFailurePolicy=POLICY,
+        podReplacementPolicy="Failed",
+    )
     await cluster.client.create("batch/v1", "jobs", NS, job)
 
     async def running_pod():
         pods = await cluster.pods("disrupt")
         return pods and pods[0]["status"].get("phase") == "Running" and pods[0]
+
     first = await wait_for(running_pod, 10, "a running pod")
     await cluster.kubelet.disrupt(NS, first["metadata"]["name"])
 
@@ -194,6 +228,7 @@ async def test_suspend_deletes_pods_and_resume_recreates_them(cluster):
     async def two_running():
         pods = await cluster.pods("pause")
         return len(pods) == 2 and all(pod["status"].get("phase") == "Running" for pod in pods)
+
     await wait_for(two_running, 10, "two running pods")
     first_names = {pod["metadata"]["name"] for pod in await cluster.pods("pause")}
 
@@ -203,6 +238,7 @@ async def test_suspend_deletes_pods_and_resume_recreates_them(cluster):
 
     async def no_pods():
         return not await cluster.pods("pause")
+
     await wait_for(no_pods, 10, "suspended pods to be gone")
     assert (await cluster.job("pause"))["status"]["failed"] == 0
 
@@ -211,14 +247,16 @@ async def test_suspend_deletes_pods_and_resume_recreates_them(cluster):
     async def resumed():
         pods = await cluster.pods("pause")
         return len(pods) == 2 and not first_names & {pod["metadata"]["name"] for pod in pods}
+
     await wait_for(resumed, 10, "new pods after resume")
     condition = find_condition((await cluster.job("pause"))["status"]["conditions"], "Suspended")
     assert (condition["status"], condition["reason"]) == ("False", "JobResumed")
 
 
 async def test_active_deadline_fails_the_job_and_removes_its_pods(cluster):
-    await cluster.client.create("batch/v1", "jobs", NS,
-                                indexed_job("slow", env={"SLEEP": "60"}, activeDeadlineSeconds=1))
+    await cluster.client.create(
+        "batch/v1", "jobs", NS, indexed_job("slow", env={"SLEEP": "60"}, activeDeadlineSeconds=1)
+    )
     failed = await cluster.wait_condition("slow", "Failed", timeout=20)
     assert failed["reason"] == "DeadlineExceeded"
     running = [pod for pod in await cluster.pods("slow") if pod["status"].get("phase") == "Running"]
@@ -235,6 +273,7 @@ async def test_ttl_after_finished_deletes_the_job(cluster):
         except ApiError as error:
             return error.status == 404
         return False
+
     await wait_for(gone, 10, "the finished job to be deleted")
 
 
@@ -246,6 +285,7 @@ async def test_pod_stays_unschedulable_while_gpus_are_exhausted(cluster):
         pending = [pod for pod in pods if not pod["spec"].get("nodeName")]
         scheduled = find_condition(pending[0]["status"].get("conditions"), "PodScheduled") if pending else None
         return len(pods) == 2 and scheduled and scheduled["status"] == "False" and scheduled
+
     condition = await wait_for(one_pending, 10, "an unschedulable pod")
     assert condition["reason"] == "Unschedulable"
     assert condition["message"] == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
@@ -259,10 +299,12 @@ async def test_deleting_a_running_job_removes_its_pods(cluster):
     async def two_running():
         pods = await cluster.pods("gone")
         return len(pods) == 2 and all(pod["status"].get("phase") == "Running" for pod in pods)
+
     await wait_for(two_running, 10, "two running pods")
     await cluster.client.delete("batch/v1", "jobs", NS, "gone", propagation_policy="Background")
 
     async def no_pods():
         return not await cluster.pods("gone")
+
     # Garbage collection deletes the pods; the controller must release its tracking finalizer from them.
     await wait_for(no_pods, 15, "the deleted job's pods to be gone")

@@ -6,7 +6,6 @@ import datetime as dt
 import itertools
 
 import pytest
-
 from finetune_sandbox.conditions import find_condition, format_time
 from finetune_sandbox.jobplan import (
     LABEL_COMPLETION_INDEX,
@@ -52,14 +51,20 @@ def counter_suffix():
     return lambda: f"s{next(counter)}"
 
 
-def pod_with(job: dict, index: int, phase: str | None = None, *, exit_code: int | None = None,
-             conditions: list | None = None, deleting: bool = False, tracked: bool = True) -> dict:
+def pod_with(
+    job: dict,
+    index: int,
+    phase: str | None = None,
+    *,
+    exit_code: int | None = None,
+    conditions: list | None = None,
+    deleting: bool = False,
+    tracked: bool = True,
+) -> dict:
     pod = build_pod(job, index, f"p{index}")
     pod["status"] = {"phase": phase or "Running", "conditions": conditions or []}
     if exit_code is not None:
-        pod["status"]["containerStatuses"] = [
-            {"name": "trainer", "state": {"terminated": {"exitCode": exit_code}}}
-        ]
+        pod["status"]["containerStatuses"] = [{"name": "trainer", "state": {"terminated": {"exitCode": exit_code}}}]
     if deleting:
         pod["metadata"]["deletionTimestamp"] = format_time(NOW)
     if not tracked:
@@ -89,13 +94,22 @@ def test_indexed_job_creates_one_labelled_owned_pod_per_index():
     }
     assert meta["annotations"] == {"batch.kubernetes.io/job-completion-index": "1"}
     assert meta["finalizers"] == [TRACKING_FINALIZER]
-    assert meta["ownerReferences"] == [{"apiVersion": "batch/v1", "kind": "Job", "name": "train", "uid": "uid-1",
-                                        "controller": True, "blockOwnerDeletion": True}]
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": "train",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
     assert pod["spec"]["hostname"] == "train-1"
     assert pod["spec"]["subdomain"] == "train"
-    assert {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
-        "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}} in \
-        pod["spec"]["containers"][0]["env"]
+    assert {
+        "name": "JOB_COMPLETION_INDEX",
+        "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}},
+    } in pod["spec"]["containers"][0]["env"]
     assert plan.status["active"] == 2
     assert plan.status["startTime"] == format_time(NOW)
     # The template itself is not changed by building pods from it.
@@ -145,8 +159,7 @@ def test_counted_pods_are_not_counted_twice():
 
 def test_failed_pod_is_counted_and_replaced_until_backoff_limit_then_job_fails():
     job = with_status(make_job(backoffLimit=1), {"startTime": format_time(NOW)})
-    first = plan_job(job, [pod_with(job, 0, "Failed", exit_code=1), pod_with(job, 1)], NOW,
-                     suffix=counter_suffix())
+    first = plan_job(job, [pod_with(job, 0, "Failed", exit_code=1), pod_with(job, 1)], NOW, suffix=counter_suffix())
     assert first.status["failed"] == 1
     assert [pod["metadata"]["name"] for pod in first.create] == ["train-0-s0"]
     assert find_condition(first.status["conditions"], "FailureTarget") is None
@@ -165,7 +178,10 @@ def test_failed_pod_is_counted_and_replaced_until_backoff_limit_then_job_fails()
     third = plan_job(job, [], NOW)
     failed = find_condition(third.status["conditions"], "Failed")
     assert (failed["status"], failed["reason"], failed["message"]) == (
-        "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+        "True",
+        "BackoffLimitExceeded",
+        "Job has reached the specified backoff limit",
+    )
 
 
 POLICY = {
@@ -181,16 +197,16 @@ def test_pod_failure_policy_fail_job_on_exit_code_3():
     plan = plan_job(job, [pod_with(job, 0, "Failed", exit_code=3), pod_with(job, 1)], NOW)
     target = find_condition(plan.status["conditions"], "FailureTarget")
     assert target["reason"] == "PodFailurePolicy"
-    assert target["message"] == ("Container trainer for pod ns/train-0-p0 failed with exit code 3 matching "
-                                 "FailJob rule at index 1")
+    assert target["message"] == (
+        "Container trainer for pod ns/train-0-p0 failed with exit code 3 matching FailJob rule at index 1"
+    )
     assert plan.create == []
     assert plan.delete == ["train-1-p1"]
 
 
 def test_pod_failure_policy_ignores_disrupted_pods_and_replaces_them():
     job = with_status(make_job(podFailurePolicy=POLICY, backoffLimit=0), {"startTime": format_time(NOW)})
-    disrupted = pod_with(job, 0, "Failed", exit_code=143,
-                         conditions=[{"type": "DisruptionTarget", "status": "True"}])
+    disrupted = pod_with(job, 0, "Failed", exit_code=143, conditions=[{"type": "DisruptionTarget", "status": "True"}])
     plan = plan_job(job, [disrupted, pod_with(job, 1)], NOW, suffix=counter_suffix())
     assert plan.status["failed"] == 0
     assert [pod["metadata"]["name"] for pod in plan.create] == ["train-0-s0"]
@@ -224,8 +240,10 @@ def test_without_a_policy_a_terminating_pod_counts_as_failed_and_is_replaced():
     ],
 )
 def test_on_exit_codes_matching(rule, exit_code, expected):
-    pod = {"metadata": {"name": "p", "namespace": "ns"},
-           "status": {"containerStatuses": [{"name": "trainer", "state": {"terminated": {"exitCode": exit_code}}}]}}
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns"},
+        "status": {"containerStatuses": [{"name": "trainer", "state": {"terminated": {"exitCode": exit_code}}}]},
+    }
     action, _ = match_pod_failure_policy({"rules": [{"action": "FailJob", "onExitCodes": rule}]}, pod)
     assert action == expected
 
@@ -268,13 +286,18 @@ def test_active_deadline_fails_the_job_and_deletes_running_pods():
     assert find_condition(late.status["conditions"], "FailureTarget")["reason"] == "DeadlineExceeded"
     final = plan_job(with_status(job, late.status), [], NOW + dt.timedelta(seconds=11))
     failed = find_condition(final.status["conditions"], "Failed")
-    assert (failed["reason"], failed["message"]) == ("DeadlineExceeded", "Job was active longer than specified deadline")
+    assert (failed["reason"], failed["message"]) == (
+        "DeadlineExceeded",
+        "Job was active longer than specified deadline",
+    )
 
 
 def test_ttl_after_finished_deletes_the_job_when_due():
     finished = NOW
-    status = {"completionTime": format_time(finished),
-              "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": format_time(finished)}]}
+    status = {
+        "completionTime": format_time(finished),
+        "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": format_time(finished)}],
+    }
     job = with_status(make_job(ttlSecondsAfterFinished=5), status)
     waiting = plan_job(job, [], NOW + dt.timedelta(seconds=2))
     assert not waiting.delete_job
@@ -297,7 +320,9 @@ def test_pods_of_other_jobs_are_ignored():
     assert len(plan.create) == 2
 
 
-@pytest.mark.parametrize(("indexes", "text"), [(set(), ""), ({0}, "0"), ({0, 1, 2, 4}, "0-2,4"), ({1, 3, 5, 6}, "1,3,5-6")])
+@pytest.mark.parametrize(
+    ("indexes", "text"), [(set(), ""), ({0}, "0"), ({0, 1, 2, 4}, "0-2,4"), ({1, 3, 5, 6}, "1,3,5-6")]
+)
 def test_completed_indexes_round_trip(indexes, text):
     assert format_indexes(indexes) == text
     assert parse_indexes(text) == indexes

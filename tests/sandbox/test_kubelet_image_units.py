@@ -6,7 +6,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-
 from finetune_sandbox.kubelet_image import (
     DEFAULT_PATH,
     Account,
@@ -20,9 +19,13 @@ from finetune_sandbox.kubelet_image import (
 )
 from finetune_sandbox.kubelet_volumes import Mount
 
-IMAGE = ImageConfig(entrypoint=("python", "-m", "finetune_trainer"), cmd=("/etc/finetune/config.json",),
-                    env=("PATH=/opt/venv/bin:/usr/bin", "HF_HOME=/cache", "MODE=image"),
-                    working_dir="/home/trainer", user="10001:10001")
+IMAGE = ImageConfig(
+    entrypoint=("python", "-m", "finetune_trainer"),
+    cmd=("/etc/finetune/config.json",),
+    env=("PATH=/opt/venv/bin:/usr/bin", "HF_HOME=/cache", "MODE=image"),
+    working_dir="/home/trainer",
+    user="10001:10001",
+)
 TERMINATION = Path("/data/pods/ns/p/termination/main")
 
 
@@ -33,8 +36,16 @@ def pod(container: dict | None = None, security: dict | None = None, volumes: li
     return {"metadata": {"name": "p", "namespace": "ns", "uid": "u-1"}, "spec": spec}
 
 
-def plan(container: dict | None = None, *, image: ImageConfig = IMAGE, env: dict | None = None,
-         security: dict | None = None, mounts: list[Mount] | None = None, volumes: list | None = None, **kwargs):
+def plan(
+    container: dict | None = None,
+    *,
+    image: ImageConfig = IMAGE,
+    env: dict | None = None,
+    security: dict | None = None,
+    mounts: list[Mount] | None = None,
+    volumes: list | None = None,
+    **kwargs,
+):
     body = pod(container, security, volumes)
     return plan_container(body, body["spec"]["containers"][0], image, env or {}, mounts or [], TERMINATION, **kwargs)
 
@@ -59,8 +70,7 @@ def test_command_and_args_together():
 
 
 def test_references_in_command_and_args_expand_from_the_container_env_only():
-    result = plan({"command": ["echo", "$(GREETING)"], "args": ["$(MODE)", "$$(GREETING)"]},
-                  env={"GREETING": "hello"})
+    result = plan({"command": ["echo", "$(GREETING)"], "args": ["$(MODE)", "$$(GREETING)"]}, env={"GREETING": "hello"})
     # MODE comes from the image's Env: Kubernetes expands only what the pod spec defines.
     assert result.argv == ["echo", "hello", "$(MODE)", "$(GREETING)"]
 
@@ -88,8 +98,9 @@ def test_default_path_home_and_hostname():
     bare = plan(image=ImageConfig(cmd=("true",)))
     assert bare.env["PATH"] == DEFAULT_PATH
     assert bare.env["HOME"] == "/"
-    named = plan(image=ImageConfig(cmd=("true",), user="trainer"),
-                 accounts={"trainer": Account(10001, 10002, "/home/trainer")})
+    named = plan(
+        image=ImageConfig(cmd=("true",), user="trainer"), accounts={"trainer": Account(10001, 10002, "/home/trainer")}
+    )
     assert named.env["HOME"] == "/home/trainer"
     assert plan(env={"HOME": "/mine"}).env["HOME"] == "/mine"
     body = pod()
@@ -99,8 +110,12 @@ def test_default_path_home_and_hostname():
 
 def test_volume_paths_are_not_rewritten_in_env_or_args():
     mounts = [Mount("/mnt/pvc/models", Path("/host/pvcs/ns/models"))]
-    result = plan({"args": ["/mnt/pvc/models/x"]}, env={"OUT": "/mnt/pvc/models/out"}, mounts=mounts,
-                  volumes=[{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}])
+    result = plan(
+        {"args": ["/mnt/pvc/models/x"]},
+        env={"OUT": "/mnt/pvc/models/out"},
+        mounts=mounts,
+        volumes=[{"name": "models", "persistentVolumeClaim": {"claimName": "models"}}],
+    )
     assert result.argv[-1] == "/mnt/pvc/models/x"
     assert result.env["OUT"] == "/mnt/pvc/models/out"
 
@@ -126,8 +141,9 @@ def test_image_user_by_name_and_group_name():
 def test_pod_security_context_overrides_the_image_user_and_container_overrides_the_pod():
     pod_level = plan(security={"runAsUser": 1000, "runAsGroup": 1001, "fsGroup": 1002, "supplementalGroups": [7]})
     assert (pod_level.uid, pod_level.gid, pod_level.groups) == (1000, 1001, [1001, 1002, 7])
-    container_level = plan({"securityContext": {"runAsUser": 2000, "runAsGroup": 2001}},
-                           security={"runAsUser": 1000, "runAsGroup": 1001})
+    container_level = plan(
+        {"securityContext": {"runAsUser": 2000, "runAsGroup": 2001}}, security={"runAsUser": 1000, "runAsGroup": 1001}
+    )
     assert (container_level.uid, container_level.gid) == (2000, 2001)
 
 
@@ -163,10 +179,12 @@ def test_working_dir_pod_over_image_over_root():
 
 
 def test_mounts_runtime_volumes_and_termination_file_parents_first():
-    mounts = [Mount("/dev/shm", Path("/v/shm"), volume="shm"),
-              Mount("/etc/finetune", Path("/v/config"), read_only=True, volume="config"),
-              Mount("/mnt/pvc/models", Path("/pvcs/models"), volume="models"),
-              Mount("/mnt/pvc/data", Path("/pvcs/data"), volume="data")]
+    mounts = [
+        Mount("/dev/shm", Path("/v/shm"), volume="shm"),
+        Mount("/etc/finetune", Path("/v/config"), read_only=True, volume="config"),
+        Mount("/mnt/pvc/models", Path("/pvcs/models"), volume="models"),
+        Mount("/mnt/pvc/data", Path("/pvcs/data"), volume="data"),
+    ]
     volumes = [{"name": "data", "persistentVolumeClaim": {"claimName": "data", "readOnly": True}}]
     result = plan(mounts=mounts, volumes=volumes)
     targets = [mount.target for mount in result.mounts]
@@ -202,9 +220,12 @@ def script_of(argv: list[str]) -> str:
 
 
 def test_launch_line_enters_the_rootfs_as_the_user_with_only_the_planned_env():
-    result = plan({"command": ["python3", "-c", "print('a b')"]}, env={"X": "it's"},
-                  security={"runAsUser": 1000, "fsGroup": 1000},
-                  mounts=[Mount("/data", Path("/host/data"))])
+    result = plan(
+        {"command": ["python3", "-c", "print('a b')"]},
+        env={"X": "it's"},
+        security={"runAsUser": 1000, "fsGroup": 1000},
+        mounts=[Mount("/data", Path("/host/data"))],
+    )
     script = script_of(launch_argv(result, "/roots/c1"))
     lines = script.splitlines()
     last = shlex.split(lines[-1])
@@ -214,12 +235,14 @@ def test_launch_line_enters_the_rootfs_as_the_user_with_only_the_planned_env():
     assert "R=/roots/c1" in lines
     assert 'mount --bind /host/data "$R"/data' in lines
     assert 'mount --bind /data/pods/ns/p/termination/main "$R"/dev/termination-log' in lines
-    assert not any("remount,bind,ro \"$R\"" == line.split(" ", 2)[-1] for line in lines)
+    assert not any('remount,bind,ro "$R"' == line.split(" ", 2)[-1] for line in lines)
 
 
 def test_read_only_root_is_remounted_after_its_mount_points_are_made_and_before_the_volumes():
-    result = plan({"securityContext": {"readOnlyRootFilesystem": True}},
-                  mounts=[Mount("/mnt/pvc/models", Path("/pvcs/models")), Mount("/tmp", Path("/v/tmp"))])
+    result = plan(
+        {"securityContext": {"readOnlyRootFilesystem": True}},
+        mounts=[Mount("/mnt/pvc/models", Path("/pvcs/models")), Mount("/tmp", Path("/v/tmp"))],
+    )
     lines = script_of(launch_argv(result, "/r")).splitlines()
     remount = lines.index('mount -o remount,bind,ro "$R"')
     assert lines.index('mount --bind "$R" "$R"') < remount
@@ -255,6 +278,8 @@ def test_image_symlinks_are_resolved_inside_the_rootfs():
 
 
 def test_image_config_from_buildah_inspect():
-    inspect = {"FromImageID": "abc", "OCIv1": {"config": {
-        "Entrypoint": ["python"], "Cmd": None, "Env": ["A=1"], "WorkingDir": "/w", "User": "1:2"}}}
+    inspect = {
+        "FromImageID": "abc",
+        "OCIv1": {"config": {"Entrypoint": ["python"], "Cmd": None, "Env": ["A=1"], "WorkingDir": "/w", "User": "1:2"}},
+    }
     assert ImageConfig.from_inspect(inspect) == ImageConfig(("python",), (), ("A=1",), "/w", "1:2", "sha256:abc")

@@ -9,7 +9,6 @@ import os
 import time
 
 import pytest
-
 from finetune_sandbox.apiserver import ApiServer
 from finetune_sandbox.client import ApiError, SandboxClient
 from finetune_sandbox.conditions import find_condition
@@ -23,8 +22,9 @@ async def env(tmp_path):
     server = ApiServer(host="127.0.0.1", port=0, graceful_pod_deletion=True)
     url = await server.start()
     client = SandboxClient(url)
-    kubelet = ProcessKubelet(client, tmp_path, register_log=server.set_log_path, extra_env={"SANDBOX": "yes"},
-                             restart_backoff_seconds=0.1)
+    kubelet = ProcessKubelet(
+        client, tmp_path, register_log=server.set_log_path, extra_env={"SANDBOX": "yes"}, restart_backoff_seconds=0.1
+    )
     task = asyncio.create_task(kubelet.run())
     yield client, kubelet, tmp_path
     await kubelet.stop()
@@ -37,8 +37,12 @@ async def env(tmp_path):
 def pod(name: str, code: str, *, restart: str = "Never", **spec) -> dict:
     container = {"name": "main", "image": "img:1", "command": ["python", "-c", code]}
     container.update(spec.pop("container", {}))
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
-            "spec": {"nodeName": "sandbox", "restartPolicy": restart, "containers": [container], **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"nodeName": "sandbox", "restartPolicy": restart, "containers": [container], **spec},
+    }
 
 
 async def wait_pod(client, name, check, timeout=15.0):
@@ -66,8 +70,9 @@ def main_status(pod):
 async def test_volumes_env_and_paths_are_mapped_to_local_folders(env):
     client, _, data_dir = env
     await client.create("v1", "configmaps", NS, {"metadata": {"name": "cfg"}, "data": {"config.json": '{"lr": 1}'}})
-    await client.create("v1", "secrets", NS, {"metadata": {"name": "tok"},
-                                              "data": {"token": base64.b64encode(b"hf_123").decode()}})
+    await client.create(
+        "v1", "secrets", NS, {"metadata": {"name": "tok"}, "data": {"token": base64.b64encode(b"hf_123").decode()}}
+    )
     code = (
         "import os, json, pathlib; "
         "cfg = json.loads(pathlib.Path(os.environ['CFG']).read_text()); "
@@ -76,28 +81,45 @@ async def test_volumes_env_and_paths_are_mapped_to_local_folders(env):
         "'mounts': os.environ['MOUNTS'], 'host': os.environ['MASTER_ADDR'], 'tmp': os.path.isdir('/tmp')}))"
     )
     # The container sees container paths in its command; the kubelet rewrites them (the literal above too).
-    body = pod("mapped", code, container={
-        "workingDir": "/work",
-        "env": [{"name": "CFG", "value": "/etc/finetune/config.json"},
+    body = pod(
+        "mapped",
+        code,
+        container={
+            "workingDir": "/work",
+            "env": [
+                {"name": "CFG", "value": "/etc/finetune/config.json"},
                 {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "tok", "key": "token"}}},
                 {"name": "MOUNTS", "value": json.dumps({"data": "/mnt/pvc/data"})},
                 {"name": "MASTER_ADDR", "value": "job-0.job.default.svc"},
-                {"name": "SANDBOX", "value": "overridden-by-extra-env"}],
-        "volumeMounts": [{"name": "config", "mountPath": "/etc/finetune", "readOnly": True},
-                         {"name": "data", "mountPath": "/mnt/pvc/data"},
-                         {"name": "work", "mountPath": "/work"}],
-    }, volumes=[{"name": "config", "configMap": {"name": "cfg"}},
-                {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
-                {"name": "work", "emptyDir": {}}])
+                {"name": "SANDBOX", "value": "overridden-by-extra-env"},
+            ],
+            "volumeMounts": [
+                {"name": "config", "mountPath": "/etc/finetune", "readOnly": True},
+                {"name": "data", "mountPath": "/mnt/pvc/data"},
+                {"name": "work", "mountPath": "/work"},
+            ],
+        },
+        volumes=[
+            {"name": "config", "configMap": {"name": "cfg"}},
+            {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+            {"name": "work", "emptyDir": {}},
+        ],
+    )
     await client.create("v1", "pods", NS, body)
     done = await wait_pod(client, "mapped", phase_is("Succeeded", "Failed"))
     assert done["status"]["phase"] == "Succeeded", await client.logs(NS, "mapped")
 
     result = json.loads((data_dir / "pvcs" / NS / "data" / "result.json").read_text())
     pod_volumes = data_dir / "pods" / NS / "mapped" / "volumes"
-    assert result == {"lr": 1, "token": "hf_123", "cwd": str(pod_volumes / "work"), "sandbox": "yes",
-                      "mounts": json.dumps({"data": str(data_dir / "pvcs" / NS / "data")}),
-                      "host": "127.0.0.1", "tmp": True}
+    assert result == {
+        "lr": 1,
+        "token": "hf_123",
+        "cwd": str(pod_volumes / "work"),
+        "sandbox": "yes",
+        "mounts": json.dumps({"data": str(data_dir / "pvcs" / NS / "data")}),
+        "host": "127.0.0.1",
+        "tmp": True,
+    }
 
 
 async def test_on_failure_restarts_with_count_and_fallback_termination_message(env):
@@ -107,10 +129,16 @@ async def test_on_failure_restarts_with_count_and_fallback_termination_message(e
         "import pathlib, sys; p = pathlib.Path('/data/n'); n = int(p.read_text()) if p.exists() else 0; "
         "p.write_text(str(n + 1)); print(f'attempt {n}: boom'); sys.exit(0 if n >= 2 else 7)"
     )
-    body = pod("retry", code, restart="OnFailure",
-               container={"terminationMessagePolicy": "FallbackToLogsOnError",
-                          "volumeMounts": [{"name": "d", "mountPath": "/data"}]},
-               volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "retry"}}])
+    body = pod(
+        "retry",
+        code,
+        restart="OnFailure",
+        container={
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": [{"name": "d", "mountPath": "/data"}],
+        },
+        volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "retry"}}],
+    )
     await client.create("v1", "pods", NS, body)
     done = await wait_pod(client, "retry", phase_is("Succeeded", "Failed"))
     status = main_status(done)
@@ -125,18 +153,30 @@ async def test_on_failure_restarts_with_count_and_fallback_termination_message(e
 
 async def test_init_containers_run_first_and_a_failing_init_fails_the_pod(env):
     client, _, _ = env
-    body = pod("init", "import pathlib; assert pathlib.Path('/s/ready').read_text() == 'ok'",
-               container={"volumeMounts": [{"name": "s", "mountPath": "/s"}]},
-               volumes=[{"name": "s", "emptyDir": {}}],
-               initContainers=[{"name": "prep", "image": "img:1", "volumeMounts": [{"name": "s", "mountPath": "/s"}],
-                                "command": ["python", "-c", "open('/s/ready', 'w').write('ok')"]}])
+    body = pod(
+        "init",
+        "import pathlib; assert pathlib.Path('/s/ready').read_text() == 'ok'",
+        container={"volumeMounts": [{"name": "s", "mountPath": "/s"}]},
+        volumes=[{"name": "s", "emptyDir": {}}],
+        initContainers=[
+            {
+                "name": "prep",
+                "image": "img:1",
+                "volumeMounts": [{"name": "s", "mountPath": "/s"}],
+                "command": ["python", "-c", "open('/s/ready', 'w').write('ok')"],
+            }
+        ],
+    )
     await client.create("v1", "pods", NS, body)
     done = await wait_pod(client, "init", phase_is("Succeeded", "Failed"))
     assert done["status"]["phase"] == "Succeeded"
     assert done["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
 
-    failing = pod("badinit", "print('never')",
-                  initContainers=[{"name": "prep", "image": "img:1", "command": ["python", "-c", "raise SystemExit(2)"]}])
+    failing = pod(
+        "badinit",
+        "print('never')",
+        initContainers=[{"name": "prep", "image": "img:1", "command": ["python", "-c", "raise SystemExit(2)"]}],
+    )
     await client.create("v1", "pods", NS, failing)
     done = await wait_pod(client, "badinit", phase_is("Succeeded", "Failed"))
     assert done["status"]["phase"] == "Failed"
@@ -159,8 +199,10 @@ async def test_stop_kills_every_process(env):
 
 async def test_deletion_sigterms_then_sigkills_after_grace_and_removes_the_pod(env):
     client, kubelet, _ = env
-    code = ("import signal, time, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-            "print('ready', flush=True); time.sleep(60)")
+    code = (
+        "import signal, time, sys; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
     await client.create("v1", "pods", NS, pod("stubborn", code, terminationGracePeriodSeconds=1))
     await wait_pod(client, "stubborn", phase_is("Running"))
     await asyncio.sleep(0.3)  # let it install its handler
@@ -173,8 +215,10 @@ async def test_deletion_sigterms_then_sigkills_after_grace_and_removes_the_pod(e
 
 async def test_oom_like_sigkill_and_termination_message_file(env):
     client, _, _ = env
-    code = ("import os, signal; open('/dev/termination-log', 'w').write('out of memory'); "
-            "os.kill(os.getpid(), signal.SIGKILL)")
+    code = (
+        "import os, signal; open('/dev/termination-log', 'w').write('out of memory'); "
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
     await client.create("v1", "pods", NS, pod("oom", code))
     done = await wait_pod(client, "oom", phase_is("Failed"))
     terminated = main_status(done)["state"]["terminated"]
@@ -188,6 +232,7 @@ async def test_bad_image_waits_with_image_pull_errors(env):
     def pulling(current):
         waiting = (current or {}).get("status", {}).get("containerStatuses", [{}])[0].get("state", {}).get("waiting")
         return waiting and waiting["reason"] == "ImagePullBackOff"
+
     done = await wait_pod(client, "pull", pulling, timeout=5)
     assert done["status"]["phase"] == "Pending"
     assert 'Back-off pulling image "invalid/trainer:1"' in main_status(done)["state"]["waiting"]["message"]
@@ -195,12 +240,16 @@ async def test_bad_image_waits_with_image_pull_errors(env):
 
 async def test_missing_secret_reference_waits_with_create_container_config_error(env):
     client, _, _ = env
-    body = pod("nosecret", "print(1)", container={
-        "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]})
+    body = pod(
+        "nosecret",
+        "print(1)",
+        container={"env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}]},
+    )
     await client.create("v1", "pods", NS, body)
 
     def config_error(current):
         waiting = (current or {}).get("status", {}).get("containerStatuses", [{}])[0].get("state", {}).get("waiting")
         return waiting and waiting["reason"] == "CreateContainerConfigError" and waiting
-    waiting = (await wait_pod(client, "nosecret", config_error, timeout=5))
+
+    waiting = await wait_pod(client, "nosecret", config_error, timeout=5)
     assert 'secret "absent" not found' in main_status(waiting)["state"]["waiting"]["message"]

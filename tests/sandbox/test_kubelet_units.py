@@ -6,7 +6,6 @@ import base64
 import datetime as dt
 
 import pytest
-
 from finetune_sandbox.kubelet import is_bad_image, is_python
 from finetune_sandbox.kubelet_env import EnvError, expand_references, resolve_env, rewrite_cluster_dns
 from finetune_sandbox.kubelet_status import (
@@ -28,8 +27,13 @@ from finetune_sandbox.kubelet_volumes import (
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 POD = {
-    "metadata": {"name": "train-0-abcde", "namespace": "ns", "uid": "u-1",
-                 "labels": {"app": "train"}, "annotations": {"batch.kubernetes.io/job-completion-index": "0"}},
+    "metadata": {
+        "name": "train-0-abcde",
+        "namespace": "ns",
+        "uid": "u-1",
+        "labels": {"app": "train"},
+        "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
+    },
     "spec": {
         "nodeName": "sandbox",
         "volumes": [
@@ -38,13 +42,17 @@ POD = {
             {"name": "tmp", "emptyDir": {}},
             {"name": "creds", "secret": {"secretName": "s3", "items": [{"key": "key", "path": "sub/key.txt"}]}},
         ],
-        "containers": [{
-            "name": "trainer",
-            "volumeMounts": [{"name": "config", "mountPath": "/etc/finetune"},
-                             {"name": "models", "mountPath": "/mnt/pvc/models"},
-                             {"name": "tmp", "mountPath": "/tmp"},
-                             {"name": "config", "mountPath": "/etc/one.json", "subPath": "config.json"}],
-        }],
+        "containers": [
+            {
+                "name": "trainer",
+                "volumeMounts": [
+                    {"name": "config", "mountPath": "/etc/finetune"},
+                    {"name": "models", "mountPath": "/mnt/pvc/models"},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                    {"name": "config", "mountPath": "/etc/one.json", "subPath": "config.json"},
+                ],
+            }
+        ],
     },
 }
 CONFIGMAPS = {"train-config": {"data": {"config.json": '{"a": 1}', "other": "x"}}}
@@ -80,15 +88,25 @@ def test_missing_configmap_volume_fails_unless_optional():
 
 
 def test_referenced_sources_cover_volumes_env_and_env_from():
-    pod = {"spec": {"volumes": POD["spec"]["volumes"], "containers": [{
-        "name": "c", "envFrom": [{"secretRef": {"name": "aws"}}],
-        "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}]}]}}
+    pod = {
+        "spec": {
+            "volumes": POD["spec"]["volumes"],
+            "containers": [
+                {
+                    "name": "c",
+                    "envFrom": [{"secretRef": {"name": "aws"}}],
+                    "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}],
+                }
+            ],
+        }
+    }
     assert referenced_sources(pod) == ({"train-config"}, {"s3", "aws", "hf"})
 
 
 def test_path_rewriting_is_longest_first_single_pass_and_respects_boundaries():
-    rewrite = path_rewriter({"/tmp": "/tmp/data/pods/p/volumes/tmp", "/tmp/cache": "/L/cache",
-                             "/mnt/pvc/models": "/L/models"})
+    rewrite = path_rewriter(
+        {"/tmp": "/tmp/data/pods/p/volumes/tmp", "/tmp/cache": "/L/cache", "/mnt/pvc/models": "/L/models"}
+    )
     assert rewrite("/tmp/x") == "/tmp/data/pods/p/volumes/tmp/x"
     assert rewrite("/tmp/cache/hf") == "/L/cache/hf"
     assert rewrite('{"models": "/mnt/pvc/models"}') == '{"models": "/L/models"}'
@@ -99,10 +117,17 @@ def test_path_rewriting_is_longest_first_single_pass_and_respects_boundaries():
 def test_env_resolution_field_refs_secrets_configmaps_env_from_and_expansion():
     container = {
         "name": "trainer",
-        "envFrom": [{"secretRef": {"name": "s3"}, "prefix": "AWS_"}, {"configMapRef": {"name": "absent", "optional": True}}],
+        "envFrom": [
+            {"secretRef": {"name": "s3"}, "prefix": "AWS_"},
+            {"configMapRef": {"name": "absent", "optional": True}},
+        ],
         "env": [
-            {"name": "RANK", "valueFrom": {"fieldRef": {
-                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+            {
+                "name": "RANK",
+                "valueFrom": {
+                    "fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}
+                },
+            },
             {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
@@ -116,8 +141,16 @@ def test_env_resolution_field_refs_secrets_configmaps_env_from_and_expansion():
     }
     env = resolve_env(container, POD, CONFIGMAPS, SECRETS)
     assert env == {
-        "AWS_key": "secret!", "AWS_id": "AK", "RANK": "0", "POD": "train-0-abcde", "NS": "ns", "APP": "train",
-        "IP": "127.0.0.1", "NODE": "sandbox", "TOKEN": "secret!", "CFG": "x",
+        "AWS_key": "secret!",
+        "AWS_id": "AK",
+        "RANK": "0",
+        "POD": "train-0-abcde",
+        "NS": "ns",
+        "APP": "train",
+        "IP": "127.0.0.1",
+        "NODE": "sandbox",
+        "TOKEN": "secret!",
+        "CFG": "x",
         "WHO": "train-0-abcde in ns, $(UNDEFINED), $(POD)",
     }
 
@@ -137,12 +170,20 @@ def test_resource_field_refs_round_up_to_the_divisor_like_the_kubelet():
     assert (env["THREADS"], env["MILLI"], env["REQ"], env["MEM_MI"]) == ("2", "1500", "2", "2048")
 
 
-@pytest.mark.parametrize(("variable", "message"), [
-    ({"name": "T", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}, 'secret "hf" not found'),
-    ({"name": "T", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "nokey"}}},
-     "couldn't find key nokey in Secret ns/s3"),
-    ({"name": "T", "valueFrom": {"fieldRef": {"fieldPath": "spec.weird"}}}, "fieldRef 'spec.weird' is not supported"),
-])
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        ({"name": "T", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}, 'secret "hf" not found'),
+        (
+            {"name": "T", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "nokey"}}},
+            "couldn't find key nokey in Secret ns/s3",
+        ),
+        (
+            {"name": "T", "valueFrom": {"fieldRef": {"fieldPath": "spec.weird"}}},
+            "fieldRef 'spec.weird' is not supported",
+        ),
+    ],
+)
 def test_unresolvable_env_names_the_reference(variable, message):
     with pytest.raises(EnvError, match=message):
         resolve_env({"name": "c", "env": [variable]}, POD, CONFIGMAPS, SECRETS)
@@ -187,28 +228,45 @@ def run(name, state, exit_code=None, restarts=0):
     return ContainerRun(name, "img", state=state, exit_code=exit_code, restart_count=restarts)
 
 
-@pytest.mark.parametrize(("policy", "init", "main", "phase"), [
-    ("Never", [], [run("a", "waiting")], "Pending"),
-    ("Never", [run("i", "running")], [run("a", "waiting")], "Pending"),
-    ("Never", [run("i", "terminated", 1)], [run("a", "waiting")], "Failed"),
-    ("OnFailure", [run("i", "terminated", 1)], [run("a", "waiting")], "Pending"),
-    ("Never", [run("i", "terminated", 0)], [run("a", "running")], "Running"),
-    ("Never", [], [run("a", "terminated", 0), run("b", "terminated", 0)], "Succeeded"),
-    ("Never", [], [run("a", "terminated", 0), run("b", "terminated", 2)], "Failed"),
-    ("Never", [], [run("a", "terminated", 0), run("b", "running")], "Running"),
-    ("OnFailure", [], [run("a", "terminated", 1)], "Running"),
-    ("OnFailure", [], [run("a", "terminated", 0)], "Succeeded"),
-    ("Always", [], [run("a", "terminated", 0)], "Running"),
-])
+@pytest.mark.parametrize(
+    ("policy", "init", "main", "phase"),
+    [
+        ("Never", [], [run("a", "waiting")], "Pending"),
+        ("Never", [run("i", "running")], [run("a", "waiting")], "Pending"),
+        ("Never", [run("i", "terminated", 1)], [run("a", "waiting")], "Failed"),
+        ("OnFailure", [run("i", "terminated", 1)], [run("a", "waiting")], "Pending"),
+        ("Never", [run("i", "terminated", 0)], [run("a", "running")], "Running"),
+        ("Never", [], [run("a", "terminated", 0), run("b", "terminated", 0)], "Succeeded"),
+        ("Never", [], [run("a", "terminated", 0), run("b", "terminated", 2)], "Failed"),
+        ("Never", [], [run("a", "terminated", 0), run("b", "running")], "Running"),
+        ("OnFailure", [], [run("a", "terminated", 1)], "Running"),
+        ("OnFailure", [], [run("a", "terminated", 0)], "Succeeded"),
+        ("Always", [], [run("a", "terminated", 0)], "Running"),
+    ],
+)
 def test_pod_phase(policy, init, main, phase):
     assert pod_phase(policy, init, main) == phase
 
 
 def test_pod_status_keeps_foreign_conditions_and_reports_containers():
-    existing = {"conditions": [{"type": "PodScheduled", "status": "True"},
-                               {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]}
-    trainer = ContainerRun("trainer", "img:1", state="terminated", exit_code=3, reason="Error", message="bad",
-                           started_at="s", finished_at="f", restart_count=0, pid=42)
+    existing = {
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"},
+        ]
+    }
+    trainer = ContainerRun(
+        "trainer",
+        "img:1",
+        state="terminated",
+        exit_code=3,
+        reason="Error",
+        message="bad",
+        started_at="s",
+        finished_at="f",
+        restart_count=0,
+        pid=42,
+    )
     status = build_pod_status(existing, "Never", [], [trainer], NOW, start_time="t0")
     assert status["phase"] == "Failed"
     assert status["podIP"] == status["hostIP"] == "127.0.0.1"
@@ -224,9 +282,15 @@ def test_pod_status_keeps_foreign_conditions_and_reports_containers():
 
 
 def test_running_pod_is_ready():
-    status = build_pod_status({}, "Never", [], [ContainerRun("a", "i", state="running", started_at="s")], NOW,
-                              start_time="t0")
+    status = build_pod_status(
+        {}, "Never", [], [ContainerRun("a", "i", state="running", started_at="s")], NOW, start_time="t0"
+    )
     types = {c["type"]: c["status"] for c in status["conditions"]}
     assert status["phase"] == "Running"
-    assert types == {"PodScheduled": "True", "PodReadyToStartContainers": "True", "Initialized": "True",
-                     "ContainersReady": "True", "Ready": "True"}
+    assert types == {
+        "PodScheduled": "True",
+        "PodReadyToStartContainers": "True",
+        "Initialized": "True",
+        "ContainersReady": "True",
+        "Ready": "True",
+    }

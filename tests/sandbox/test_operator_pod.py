@@ -7,8 +7,13 @@ DEPLOYMENT = deployment_manifest(MANIFESTS / "operator" / "deployment.yaml")
 
 
 def build(**settings: str) -> dict:
-    return operator_pod(DEPLOYMENT, image="localhost/finetune-operator:0.1.0", name="finetune-operator-0",
-                        settings=settings, args=["--all-namespaces", "--liveness", ""])
+    return operator_pod(
+        DEPLOYMENT,
+        image="localhost/finetune-operator:0.1.0",
+        name="finetune-operator-0",
+        settings=settings,
+        args=["--all-namespaces", "--liveness", ""],
+    )
 
 
 def test_the_pod_keeps_the_deployments_user_read_only_root_and_tmp_volume():

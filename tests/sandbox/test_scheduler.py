@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-
 from finetune_sandbox.scheduler import (
     build_node,
     is_ours_to_schedule,
@@ -17,19 +16,21 @@ from finetune_sandbox.scheduler import (
 NODE = build_node("sandbox", {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": 2}, {"pool": "gpu"})
 
 
-def pod(name: str, gpus: int = 0, *, cpu: str = "1", phase: str = "Pending", use_limits: bool = False,
-        **spec) -> dict:
+def pod(name: str, gpus: int = 0, *, cpu: str = "1", phase: str = "Pending", use_limits: bool = False, **spec) -> dict:
     resources = {"cpu": cpu, "memory": "100Gi"}
     if gpus:
         resources["nvidia.com/gpu"] = str(gpus)
     key = "limits" if use_limits else "requests"
-    return {"metadata": {"name": name, "namespace": "ns"},
-            "spec": {"containers": [{"name": "c", "resources": {key: resources}}], **spec},
-            "status": {"phase": phase}}
+    return {
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"containers": [{"name": "c", "resources": {key: resources}}], **spec},
+        "status": {"phase": phase},
+    }
 
 
-@pytest.mark.parametrize(("text", "value"), [("2", 2), ("500m", Decimal("0.5")), ("16Gi", 16 * 2**30),
-                                             ("1k", 1000), (3, 3)])
+@pytest.mark.parametrize(
+    ("text", "value"), [("2", 2), ("500m", Decimal("0.5")), ("16Gi", 16 * 2**30), ("1k", 1000), (3, 3)]
+)
 def test_parse_quantity(text, value):
     assert parse_quantity(text) == value
 

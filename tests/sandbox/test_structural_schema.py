@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from finetune_sandbox.structural_schema import (
     MAX_REQUEST_BYTES,
     SchemaViolation,
@@ -41,24 +40,49 @@ def test_strict_field_validation_rejects_unknown_fields_with_their_path():
 
 
 def test_preserve_unknown_fields_keeps_a_subtree_but_still_walks_known_properties():
-    schema = _root({"type": "object", "properties": {"free": {
-        "type": "object", "x-kubernetes-preserve-unknown-fields": True,
-        "properties": {"n": {"type": "integer", "default": 7}}}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "free": {
+                    "type": "object",
+                    "x-kubernetes-preserve-unknown-fields": True,
+                    "properties": {"n": {"type": "integer", "default": 7}},
+                }
+            },
+        }
+    )
     out = apply_structural_schema(_obj({"free": {"anything": {"deep": [1]}}}), schema)
     assert out["spec"]["free"] == {"anything": {"deep": [1]}, "n": 7}
 
 
 def test_map_values_are_pruned_by_their_additional_properties_schema():
-    schema = _root({"type": "object", "properties": {"m": {"type": "object", "additionalProperties": {
-        "type": "object", "properties": {"keep": {"type": "string"}}}}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "m": {
+                    "type": "object",
+                    "additionalProperties": {"type": "object", "properties": {"keep": {"type": "string"}}},
+                }
+            },
+        }
+    )
     out = apply_structural_schema(_obj({"m": {"x": {"keep": "1", "drop": "2"}}}), schema)
     assert out["spec"]["m"] == {"x": {"keep": "1"}}
 
 
 def test_null_in_a_non_nullable_field_is_dropped_and_then_defaulted():
-    schema = _root({"type": "object", "properties": {
-        "a": {"type": "string", "default": "d"}, "b": {"type": "string"},
-        "c": {"type": "string", "nullable": True}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "a": {"type": "string", "default": "d"},
+                "b": {"type": "string"},
+                "c": {"type": "string", "nullable": True},
+            },
+        }
+    )
     out = apply_structural_schema(_obj({"a": None, "b": None, "c": None}), schema)
     assert out["spec"] == {"a": "d", "c": None}
 
@@ -74,23 +98,51 @@ def test_input_is_not_modified():
 
 
 def test_defaults_apply_recursively_inside_a_defaulted_object():
-    schema = _root({"type": "object", "properties": {"outer": {
-        "type": "object", "default": {},
-        "properties": {"inner": {"type": "object", "default": {}, "properties": {
-            "n": {"type": "integer", "default": 3}, "s": {"type": "string"}}}}}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "outer": {
+                    "type": "object",
+                    "default": {},
+                    "properties": {
+                        "inner": {
+                            "type": "object",
+                            "default": {},
+                            "properties": {"n": {"type": "integer", "default": 3}, "s": {"type": "string"}},
+                        }
+                    },
+                }
+            },
+        }
+    )
     out = apply_structural_schema(_obj({}), schema)
     assert out["spec"] == {"outer": {"inner": {"n": 3}}}
 
 
 def test_defaults_apply_inside_list_items_and_do_not_override_given_values():
-    schema = _root({"type": "object", "properties": {"items": {"type": "array", "items": {
-        "type": "object", "properties": {"k": {"type": "string", "default": "dk"}, "v": {"type": "integer"}}}}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"k": {"type": "string", "default": "dk"}, "v": {"type": "integer"}},
+                    },
+                }
+            },
+        }
+    )
     out = apply_structural_schema(_obj({"items": [{"v": 1}, {"k": "given"}]}), schema)
     assert out["spec"]["items"] == [{"k": "dk", "v": 1}, {"k": "given"}]
 
 
 def test_defaults_are_deep_copies():
-    schema = _root({"type": "object", "properties": {"l": {"type": "array", "default": [], "items": {"type": "string"}}}})
+    schema = _root(
+        {"type": "object", "properties": {"l": {"type": "array", "default": [], "items": {"type": "string"}}}}
+    )
     first = apply_structural_schema(_obj({}), schema)
     first["spec"]["l"].append("x")
     assert apply_structural_schema(_obj({}), schema)["spec"]["l"] == []
@@ -100,9 +152,18 @@ def test_defaults_are_deep_copies():
 
 
 def test_type_errors_name_the_field_and_the_expected_type():
-    schema = _root({"type": "object", "properties": {
-        "i": {"type": "integer"}, "n": {"type": "number"}, "b": {"type": "boolean"},
-        "s": {"type": "string"}, "l": {"type": "array", "items": {"type": "string"}}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "i": {"type": "integer"},
+                "n": {"type": "number"},
+                "b": {"type": "boolean"},
+                "s": {"type": "string"},
+                "l": {"type": "array", "items": {"type": "string"}},
+            },
+        }
+    )
     causes = dict(_violations(_obj({"i": "3", "n": True, "b": "yes", "s": 5, "l": ["ok", 1]}), schema))
     assert causes == {
         "spec.i": 'Invalid value: "string": must be of type integer',
@@ -120,20 +181,38 @@ def test_integers_are_numbers_but_floats_are_not_integers():
 
 
 def test_numeric_bounds_inclusive_and_exclusive():
-    schema = _root({"type": "object", "properties": {
-        "incl": {"type": "number", "minimum": 0, "maximum": 1},
-        "excl": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1, "exclusiveMaximum": True}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "incl": {"type": "number", "minimum": 0, "maximum": 1},
+                "excl": {
+                    "type": "number",
+                    "minimum": 0,
+                    "exclusiveMinimum": True,
+                    "maximum": 1,
+                    "exclusiveMaximum": True,
+                },
+            },
+        }
+    )
     apply_structural_schema(_obj({"incl": 0, "excl": 0.5}), schema)
     apply_structural_schema(_obj({"incl": 1, "excl": 0.999}), schema)
     causes = _violations(_obj({"incl": 1.01, "excl": 0}), schema)
-    assert causes == [("spec.incl", "Invalid value: 1.01: must be less than or equal to 1"),
-                      ("spec.excl", "Invalid value: 0: must be greater than 0")]
+    assert causes == [
+        ("spec.incl", "Invalid value: 1.01: must be less than or equal to 1"),
+        ("spec.excl", "Invalid value: 0: must be greater than 0"),
+    ]
     assert _violations(_obj({"excl": 1}), schema) == [("spec.excl", "Invalid value: 1: must be less than 1")]
 
 
 def test_int32_and_int64_formats_bound_integers():
-    schema = _root({"type": "object", "properties": {
-        "a": {"type": "integer", "format": "int32"}, "b": {"type": "integer", "format": "int64"}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {"a": {"type": "integer", "format": "int32"}, "b": {"type": "integer", "format": "int64"}},
+        }
+    )
     apply_structural_schema(_obj({"a": 2**31 - 1, "b": 2**63 - 1}), schema)
     assert [p for p, _ in _violations(_obj({"a": 2**31, "b": 2**63}), schema)] == ["spec.a", "spec.b"]
 
@@ -152,8 +231,12 @@ def test_enum_lists_supported_values():
 
 
 def test_string_length_and_pattern_with_go_end_of_text():
-    schema = _root({"type": "object", "properties": {
-        "s": {"type": "string", "minLength": 2, "maxLength": 4, "pattern": "^[a-z]+$"}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {"s": {"type": "string", "minLength": 2, "maxLength": 4, "pattern": "^[a-z]+$"}},
+        }
+    )
     apply_structural_schema(_obj({"s": "abc"}), schema)
     assert _violations(_obj({"s": "abcde"}), schema) == [("spec.s", "Too long: may not be longer than 4")]
     assert [p for p, _ in _violations(_obj({"s": "a"}), schema)] == ["spec.s"]
@@ -167,32 +250,54 @@ def test_pattern_dollar_inside_a_character_class_stays_literal():
 
 
 def test_required_and_item_and_property_counts():
-    schema = _root({"type": "object", "required": ["r"], "properties": {
-        "r": {"type": "string"},
-        "l": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "integer"}},
-        "m": {"type": "object", "maxProperties": 1, "additionalProperties": {"type": "string"}}}})
+    schema = _root(
+        {
+            "type": "object",
+            "required": ["r"],
+            "properties": {
+                "r": {"type": "string"},
+                "l": {"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "integer"}},
+                "m": {"type": "object", "maxProperties": 1, "additionalProperties": {"type": "string"}},
+            },
+        }
+    )
     causes = _violations(_obj({"l": [1, 2, 3], "m": {"a": "1", "b": "2"}}), schema)
-    assert causes == [("spec.r", "Required value"), ("spec.l", "Too many: 3: must have at most 2 items"),
-                      ("spec.m", "Too many: 2: must have at most 1 items")]
+    assert causes == [
+        ("spec.r", "Required value"),
+        ("spec.l", "Too many: 3: must have at most 2 items"),
+        ("spec.m", "Too many: 2: must have at most 1 items"),
+    ]
     assert [p for p, _ in _violations(_obj({"r": "x", "l": []}), schema)] == ["spec.l"]
 
 
 def test_map_values_are_validated_with_their_key_in_the_path():
-    schema = _root({"type": "object", "properties": {"m": {"type": "object", "additionalProperties": {"type": "string"}}}})
+    schema = _root(
+        {"type": "object", "properties": {"m": {"type": "object", "additionalProperties": {"type": "string"}}}}
+    )
     assert [p for p, _ in _violations(_obj({"m": {"k": 1}}), schema)] == ["spec.m[k]"]
 
 
 def test_nullable_allows_null_and_non_nullable_items_do_not():
-    schema = _root({"type": "object", "properties": {
-        "l": {"type": "array", "items": {"type": "string"}},
-        "n": {"type": "array", "items": {"type": "string", "nullable": True}}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "l": {"type": "array", "items": {"type": "string"}},
+                "n": {"type": "array", "items": {"type": "string", "nullable": True}},
+            },
+        }
+    )
     apply_structural_schema(_obj({"n": [None, "x"]}), schema)
     assert [p for p, _ in _violations(_obj({"l": [None]}), schema)] == ["spec.l[0]"]
 
 
 def test_int_or_string_accepts_both_and_applies_string_keywords_to_strings_only():
-    schema = _root({"type": "object", "properties": {"q": {
-        "x-kubernetes-int-or-string": True, "pattern": "^[0-9]+(m|Gi)?$", "maxLength": 8}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {"q": {"x-kubernetes-int-or-string": True, "pattern": "^[0-9]+(m|Gi)?$", "maxLength": 8}},
+        }
+    )
     assert apply_structural_schema(_obj({"q": 8}), schema)["spec"] == {"q": 8}
     assert apply_structural_schema(_obj({"q": "500m"}), schema)["spec"] == {"q": "500m"}
     for bad in (0.5, True, [1], "lots", "123456789"):
@@ -200,10 +305,20 @@ def test_int_or_string_accepts_both_and_applies_string_keywords_to_strings_only(
 
 
 def test_list_type_map_and_set_reject_duplicates():
-    schema = _root({"type": "object", "properties": {
-        "conds": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
-                  "items": {"type": "object", "properties": {"type": {"type": "string"}, "v": {"type": "integer"}}}},
-        "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "conds": {
+                    "type": "array",
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["type"],
+                    "items": {"type": "object", "properties": {"type": {"type": "string"}, "v": {"type": "integer"}}},
+                },
+                "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            },
+        }
+    )
     apply_structural_schema(_obj({"conds": [{"type": "A", "v": 1}, {"type": "B", "v": 1}], "tags": ["x", "y"]}), schema)
     causes = _violations(_obj({"conds": [{"type": "A", "v": 1}, {"type": "A", "v": 2}], "tags": ["x", "x"]}), schema)
     assert [p for p, _ in causes] == ["spec.conds[1]", "spec.tags[1]"]
@@ -227,7 +342,8 @@ def test_status_causes_are_shaped_for_a_422():
     with pytest.raises(SchemaViolation) as caught:
         apply_structural_schema(_obj({}), schema)
     assert caught.value.status_causes() == [
-        {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.r"}]
+        {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.r"}
+    ]
     assert str(caught.value) == "spec.r: Required value"
 
 
@@ -238,23 +354,37 @@ def _rule_schema(node_schema: dict, *rules: dict) -> dict:
     return _root({**node_schema, "x-kubernetes-validations": list(rules)})
 
 
-@pytest.mark.parametrize(("rule", "good", "bad"), [
-    ("!has(self.lora) || self.type == 'lora'", {"type": "lora", "lora": {}}, {"type": "full", "lora": {}}),
-    ("self.items.all(i, i > 0)", {"items": [1, 2]}, {"items": [1, 0]}),
-    ("self.items.exists(i, i == 2)", {"items": [2]}, {"items": [1]}),
-    ("!(self.name in ['RANK', 'WORLD_SIZE'])", {"name": "HOME"}, {"name": "RANK"}),
-    ("size(self.items) <= 2 && self.name.size() <= 4", {"items": [1], "name": "abcd"}, {"items": [1, 2, 3], "name": "a"}),
-    ("self.name.startsWith('ab') && self.name.endsWith('d')", {"name": "abcd"}, {"name": "xbcd"}),
-    ("self.name.matches('^[a-z]+$')", {"name": "abc"}, {"name": "Abc"}),
-    ("self.name.contains('-') || self.name.lowerAscii() == self.name", {"name": "abc"}, {"name": "ABC"}),
-    ("self.m.all(k, k in ['a', 'b'])", {"m": {"a": 1}}, {"m": {"c": 1}}),
-    ("self.ratio > 0.5", {"ratio": 1}, {"ratio": 0.25}),
-])
+@pytest.mark.parametrize(
+    ("rule", "good", "bad"),
+    [
+        ("!has(self.lora) || self.type == 'lora'", {"type": "lora", "lora": {}}, {"type": "full", "lora": {}}),
+        ("self.items.all(i, i > 0)", {"items": [1, 2]}, {"items": [1, 0]}),
+        ("self.items.exists(i, i == 2)", {"items": [2]}, {"items": [1]}),
+        ("!(self.name in ['RANK', 'WORLD_SIZE'])", {"name": "HOME"}, {"name": "RANK"}),
+        (
+            "size(self.items) <= 2 && self.name.size() <= 4",
+            {"items": [1], "name": "abcd"},
+            {"items": [1, 2, 3], "name": "a"},
+        ),
+        ("self.name.startsWith('ab') && self.name.endsWith('d')", {"name": "abcd"}, {"name": "xbcd"}),
+        ("self.name.matches('^[a-z]+$')", {"name": "abc"}, {"name": "Abc"}),
+        ("self.name.contains('-') || self.name.lowerAscii() == self.name", {"name": "abc"}, {"name": "ABC"}),
+        ("self.m.all(k, k in ['a', 'b'])", {"m": {"a": 1}}, {"m": {"c": 1}}),
+        ("self.ratio > 0.5", {"ratio": 1}, {"ratio": 0.25}),
+    ],
+)
 def test_cel_rules_on_objects(rule, good, bad):
-    node = {"type": "object", "properties": {
-        "type": {"type": "string"}, "lora": {"type": "object"}, "name": {"type": "string"},
-        "items": {"type": "array", "items": {"type": "integer"}}, "ratio": {"type": "number"},
-        "m": {"type": "object", "additionalProperties": {"type": "integer"}}}}
+    node = {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "lora": {"type": "object"},
+            "name": {"type": "string"},
+            "items": {"type": "array", "items": {"type": "integer"}},
+            "ratio": {"type": "number"},
+            "m": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    }
     schema = _rule_schema(node, {"rule": rule, "message": "broken"})
     apply_structural_schema(_obj(good), schema)
     assert _violations(_obj(bad), schema) == [("spec", "broken")]
@@ -262,18 +392,40 @@ def test_cel_rules_on_objects(rule, good, bad):
 
 def test_number_fields_reach_cel_as_doubles_even_when_written_as_integers():
     # `self.ratio > 0.5` with ratio: 1 would be an int/double overload error in plain CEL.
-    schema = _rule_schema({"type": "object", "properties": {"ratio": {"type": "number"}}},
-                          {"rule": "self.ratio > 0.5", "message": "m"})
+    schema = _rule_schema(
+        {"type": "object", "properties": {"ratio": {"type": "number"}}}, {"rule": "self.ratio > 0.5", "message": "m"}
+    )
     apply_structural_schema(_obj({"ratio": 1}), schema)
 
 
 def test_cel_field_path_reason_and_message_expression():
     schema = _rule_schema(
-        {"type": "object", "properties": {"env": {"type": "array", "items": {"type": "object", "properties": {
-            "name": {"type": "string", "x-kubernetes-validations": [{
-                "rule": "self != 'RANK'", "message": "reserved", "reason": "FieldValueForbidden",
-                "messageExpression": "self + ' is reserved'"}]}}}}}},
-        {"rule": "size(self.env) < 3", "fieldPath": ".env", "message": "too many env vars"})
+        {
+            "type": "object",
+            "properties": {
+                "env": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "name": {
+                                "type": "string",
+                                "x-kubernetes-validations": [
+                                    {
+                                        "rule": "self != 'RANK'",
+                                        "message": "reserved",
+                                        "reason": "FieldValueForbidden",
+                                        "messageExpression": "self + ' is reserved'",
+                                    }
+                                ],
+                            }
+                        },
+                    },
+                }
+            },
+        },
+        {"rule": "size(self.env) < 3", "fieldPath": ".env", "message": "too many env vars"},
+    )
     with pytest.raises(SchemaViolation) as caught:
         apply_structural_schema(_obj({"env": [{"name": "A"}, {"name": "RANK"}, {"name": "B"}]}), schema)
     assert caught.value.status_causes() == [
@@ -288,24 +440,38 @@ def test_rule_without_message_reports_the_rule():
 
 
 def test_root_rule_sees_metadata_name():
-    schema = {"type": "object", "properties": {"spec": {"type": "object"}}, "x-kubernetes-validations": [
-        {"rule": "self.metadata.name.size() <= 5 && self.metadata.name.matches('^[a-z]')", "message": "bad name"}]}
+    schema = {
+        "type": "object",
+        "properties": {"spec": {"type": "object"}},
+        "x-kubernetes-validations": [
+            {"rule": "self.metadata.name.size() <= 5 && self.metadata.name.matches('^[a-z]')", "message": "bad name"}
+        ],
+    }
     apply_structural_schema(_obj({}), schema)
     too_long = {**_obj({}), "metadata": {"name": "abcdefg"}}
     assert _violations(too_long, schema) == [("", "bad name")]
 
 
 def test_int_or_string_rule_branches_on_type():
-    schema = _root({"type": "object", "properties": {"q": {
-        "x-kubernetes-int-or-string": True,
-        "x-kubernetes-validations": [{"rule": "type(self) == string || self >= 0", "message": "negative"}]}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "q": {
+                    "x-kubernetes-int-or-string": True,
+                    "x-kubernetes-validations": [{"rule": "type(self) == string || self >= 0", "message": "negative"}],
+                }
+            },
+        }
+    )
     apply_structural_schema(_obj({"q": "1Gi"}), schema)
     assert _violations(_obj({"q": -1}), schema) == [("spec.q", "negative")]
 
 
 def test_rule_evaluation_error_is_reported_on_a_valid_subtree_only():
-    schema = _rule_schema({"type": "object", "properties": {"a": {"type": "integer"}}},
-                          {"rule": "self.a > 0", "message": "m"})
+    schema = _rule_schema(
+        {"type": "object", "properties": {"a": {"type": "integer"}}}, {"rule": "self.a > 0", "message": "m"}
+    )
     # `a` missing: evaluating the rule fails, and nothing else explains why.
     [(path, message)] = _violations(_obj({}), schema)
     assert path == "spec" and "failed to evaluate" in message
@@ -314,8 +480,17 @@ def test_rule_evaluation_error_is_reported_on_a_valid_subtree_only():
 
 
 def test_transition_rules_run_only_on_update_with_old_self():
-    schema = _root({"type": "object", "properties": {"task": {
-        "type": "string", "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "task is immutable"}]}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "task": {
+                    "type": "string",
+                    "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "task is immutable"}],
+                }
+            },
+        }
+    )
     apply_structural_schema(_obj({"task": "a"}), schema)  # create: no oldSelf, rule skipped
     apply_structural_schema(_obj({"task": "a"}), schema, old=_obj({"task": "a"}))
     assert _violations(_obj({"task": "b"}), schema, old=_obj({"task": "a"})) == [("spec.task", "task is immutable")]
@@ -324,21 +499,39 @@ def test_transition_rules_run_only_on_update_with_old_self():
 
 
 def test_transition_rules_correlate_map_list_items_by_key():
-    schema = _root({"type": "object", "properties": {"conds": {
-        "type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"],
-        "items": {"type": "object", "properties": {"type": {"type": "string"}, "v": {"type": "integer"}},
-                  "x-kubernetes-validations": [{"rule": "self.v >= oldSelf.v", "message": "v only grows"}]}}}})
+    schema = _root(
+        {
+            "type": "object",
+            "properties": {
+                "conds": {
+                    "type": "array",
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["type"],
+                    "items": {
+                        "type": "object",
+                        "properties": {"type": {"type": "string"}, "v": {"type": "integer"}},
+                        "x-kubernetes-validations": [{"rule": "self.v >= oldSelf.v", "message": "v only grows"}],
+                    },
+                }
+            },
+        }
+    )
     old = _obj({"conds": [{"type": "A", "v": 5}, {"type": "B", "v": 1}]})
-    apply_structural_schema(_obj({"conds": [{"type": "B", "v": 2}, {"type": "A", "v": 5}, {"type": "C", "v": 0}]}), schema, old)
+    apply_structural_schema(
+        _obj({"conds": [{"type": "B", "v": 2}, {"type": "A", "v": 5}, {"type": "C", "v": 0}]}), schema, old
+    )
     assert _violations(_obj({"conds": [{"type": "B", "v": 1}, {"type": "A", "v": 4}]}), schema, old) == [
-        ("spec.conds[1]", "v only grows")]
+        ("spec.conds[1]", "v only grows")
+    ]
 
 
 def test_version_schema_picks_the_named_version():
     from finetune_sandbox.structural_schema import version_schema
 
-    crd = {"metadata": {"name": "xs.x.dev"}, "spec": {"versions": [
-        {"name": "v1", "schema": {"openAPIV3Schema": {"type": "object"}}}]}}
+    crd = {
+        "metadata": {"name": "xs.x.dev"},
+        "spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": {"type": "object"}}}]},
+    }
     assert version_schema(crd, "v1") == {"type": "object"}
     with pytest.raises(KeyError, match="no version 'v2'"):
         version_schema(crd, "v2")

@@ -14,7 +14,23 @@ os.environ.setdefault("FINETUNE_METRICS_PORT", "0")
 
 POSITIVE = ["good", "great", "excellent", "lovely", "superb", "fun", "brilliant", "delightful"]
 NEGATIVE = ["bad", "awful", "boring", "terrible", "dull", "poor", "horrible", "weak"]
-FILLER = ["the", "movie", "was", "a", "really", "film", "story", "and", "acting", "plot", "very", "quite", "this", "product", "it"]
+FILLER = [
+    "the",
+    "movie",
+    "was",
+    "a",
+    "really",
+    "film",
+    "story",
+    "and",
+    "acting",
+    "plot",
+    "very",
+    "quite",
+    "this",
+    "product",
+    "it",
+]
 WORDS = POSITIVE + NEGATIVE + FILLER
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -46,8 +62,13 @@ def tiny_bert(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(SPECIAL + WORDS)}, do_lower_case=True)
     config = BertConfig(
-        vocab_size=len(SPECIAL) + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=37, max_position_embeddings=64, num_labels=2,
+        vocab_size=len(SPECIAL) + len(WORDS),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        num_labels=2,
     )
     import torch
 
@@ -83,7 +104,15 @@ def termination_log(tmp_path, monkeypatch):
     return path
 
 
-def word_level_tokenizer(words: list[str], *, specials: list[str], eos: str | None = None, pad: str = "<pad>", unk: str = "<unk>", append_eos: bool = False):
+def word_level_tokenizer(
+    words: list[str],
+    *,
+    specials: list[str],
+    eos: str | None = None,
+    pad: str = "<pad>",
+    unk: str = "<unk>",
+    append_eos: bool = False,
+):
     """A fast word-level tokenizer over `words` (ids: specials first), built in-process."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -92,7 +121,9 @@ def word_level_tokenizer(words: list[str], *, specials: list[str], eos: str | No
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     if append_eos:
-        core.post_processor = processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, vocab[eos])])
+        core.post_processor = processors.TemplateProcessing(
+            single=f"$A {eos}", pair=f"$A {eos} $B {eos}", special_tokens=[(eos, vocab[eos])]
+        )
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=pad, unk_token=unk, eos_token=eos)
 
 

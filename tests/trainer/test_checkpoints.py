@@ -6,8 +6,6 @@ import json
 import os
 import signal
 
-from transformers import TrainerCallback
-
 import finetune_trainer.run as run
 from finetune_trainer import main
 from finetune_trainer.checkpoints import (
@@ -18,6 +16,7 @@ from finetune_trainer.checkpoints import (
     remove_incomplete_checkpoints,
 )
 from finetune_trainer.errors import EXIT_OK, EXIT_PREEMPTED
+from transformers import TrainerCallback
 
 
 def _checkpoint(root, step, complete=True):
@@ -55,13 +54,25 @@ class _SigtermAt(TrainerCallback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_sigterm_saves_a_checkpoint_then_the_next_run_resumes_from_it(tiny_bert, sentiment_files, write_config, tmp_path, monkeypatch):
+def test_sigterm_saves_a_checkpoint_then_the_next_run_resumes_from_it(
+    tiny_bert, sentiment_files, write_config, tmp_path, monkeypatch
+):
     train, validation = sentiment_files
     out = tmp_path / "out"
     config = dict(
-        task="text-classification", model_uri=tiny_bert, train_uri=train, validation_uri=validation, output_uri=str(out),
-        max_steps=8, batch_size=8, learning_rate=5e-3, checkpoint_steps=4, checkpoints_to_keep=1, eval_strategy="no",
-        max_seq_length=16, logging_steps=1,
+        task="text-classification",
+        model_uri=tiny_bert,
+        train_uri=train,
+        validation_uri=validation,
+        output_uri=str(out),
+        max_steps=8,
+        batch_size=8,
+        learning_rate=5e-3,
+        checkpoint_steps=4,
+        checkpoints_to_keep=1,
+        eval_strategy="no",
+        max_seq_length=16,
+        logging_steps=1,
     )
     assembled = run.assemble_callbacks
     monkeypatch.setattr(run, "assemble_callbacks", lambda *a: [_SigtermAt(3)] + assembled(*a))
@@ -93,12 +104,23 @@ def test_sigterm_saves_a_checkpoint_then_the_next_run_resumes_from_it(tiny_bert,
     assert [s for s, _ in complete_checkpoints(str(checkpoints))] == [8]  # checkpoints_to_keep=1
 
 
-def test_resume_with_larger_max_steps_continues_from_the_last_checkpoint(tiny_bert, sentiment_files, write_config, tmp_path):
+def test_resume_with_larger_max_steps_continues_from_the_last_checkpoint(
+    tiny_bert, sentiment_files, write_config, tmp_path
+):
     train, validation = sentiment_files
     out = tmp_path / "out"
     config = dict(
-        task="text-classification", model_uri=tiny_bert, train_uri=train, output_uri=str(out), max_steps=4, batch_size=8,
-        learning_rate=5e-3, checkpoint_steps=2, checkpoints_to_keep=2, eval_strategy="no", max_seq_length=16,
+        task="text-classification",
+        model_uri=tiny_bert,
+        train_uri=train,
+        output_uri=str(out),
+        max_steps=4,
+        batch_size=8,
+        learning_rate=5e-3,
+        checkpoint_steps=2,
+        checkpoints_to_keep=2,
+        eval_strategy="no",
+        max_seq_length=16,
     )
     assert main(write_config(**config)) == EXIT_OK
     assert json.loads((out / "metrics.json").read_text())["resumed_from_step"] is None
@@ -109,19 +131,34 @@ def test_resume_with_larger_max_steps_continues_from_the_last_checkpoint(tiny_be
     assert [s for s, _ in complete_checkpoints(str(out / "checkpoints"))] == [4, 6]
 
 
-def test_cli_process_exits_143_with_a_complete_checkpoint_on_sigterm(tiny_bert, sentiment_files, write_config, tmp_path):
+def test_cli_process_exits_143_with_a_complete_checkpoint_on_sigterm(
+    tiny_bert, sentiment_files, write_config, tmp_path
+):
     import subprocess
     import sys
     import time
 
     out = tmp_path / "out"
     config = write_config(
-        task="text-classification", model_uri=tiny_bert, train_uri=sentiment_files[0], output_uri=str(out), max_steps=100000,
-        batch_size=8, learning_rate=5e-3, checkpoint_steps=100000, eval_strategy="no", max_seq_length=16, logging_steps=1,
+        task="text-classification",
+        model_uri=tiny_bert,
+        train_uri=sentiment_files[0],
+        output_uri=str(out),
+        max_steps=100000,
+        batch_size=8,
+        learning_rate=5e-3,
+        checkpoint_steps=100000,
+        eval_strategy="no",
+        max_seq_length=16,
+        logging_steps=1,
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "finetune_trainer", config], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        [sys.executable, "-m", "finetune_trainer", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         for line in process.stdout:  # wait until optimizer steps are running

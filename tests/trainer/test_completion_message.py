@@ -9,11 +9,24 @@ from finetune_trainer.errors import TERMINATION_MESSAGE_LIMIT, completion_messag
 
 
 def test_message_carries_step_and_finite_numbers_only():
-    body = json.loads(completion_message(40, {
-        "eval_loss": 0.25, "eval_accuracy": 1, "eval_nan": float("nan"), "eval_inf": float("inf"),
-        "eval_flag": True, "eval_name": "x",
-    }))
-    assert body == {"reason": "Completed", "message": "trained to step 40", "metrics": {"eval_loss": 0.25, "eval_accuracy": 1.0}}
+    body = json.loads(
+        completion_message(
+            40,
+            {
+                "eval_loss": 0.25,
+                "eval_accuracy": 1,
+                "eval_nan": float("nan"),
+                "eval_inf": float("inf"),
+                "eval_flag": True,
+                "eval_name": "x",
+            },
+        )
+    )
+    assert body == {
+        "reason": "Completed",
+        "message": "trained to step 40",
+        "metrics": {"eval_loss": 0.25, "eval_accuracy": 1.0},
+    }
 
 
 def test_longest_names_are_dropped_until_the_message_fits():
@@ -31,12 +44,23 @@ def test_longest_names_are_dropped_until_the_message_fits():
     assert len(json.dumps(one_more, sort_keys=True).encode()) > TERMINATION_MESSAGE_LIMIT
 
 
-def test_a_successful_run_writes_its_final_eval_metrics(tiny_bert, sentiment_files, write_config, tmp_path, termination_log):
+def test_a_successful_run_writes_its_final_eval_metrics(
+    tiny_bert, sentiment_files, write_config, tmp_path, termination_log
+):
     train, validation = sentiment_files
     out = tmp_path / "out"
     config = write_config(
-        task="text-classification", model_uri=tiny_bert, train_uri=train, validation_uri=validation, output_uri=str(out),
-        max_steps=4, batch_size=16, learning_rate=5e-3, logging_steps=2, eval_strategy="steps", eval_steps=4,
+        task="text-classification",
+        model_uri=tiny_bert,
+        train_uri=train,
+        validation_uri=validation,
+        output_uri=str(out),
+        max_steps=4,
+        batch_size=16,
+        learning_rate=5e-3,
+        logging_steps=2,
+        eval_strategy="steps",
+        eval_steps=4,
         max_seq_length=16,
     )
     assert main(config) == 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from finetune_operator.builders.trainer_config import render_trainer_config
 from finetune_operator.spec import FineTuneJobSpec
 from finetune_trainer.arguments import parse_config_file
@@ -13,7 +12,11 @@ from finetune_trainer.arguments import parse_config_file
 BASE = {
     "task": "text-classification",
     "model": {"source": "hf://sentence-transformers/all-MiniLM-L6-v2"},
-    "dataset": {"train": "pvc://data/train.csv", "validation": "pvc://data/validation.csv", "columns": {"text": "sentence"}},
+    "dataset": {
+        "train": "pvc://data/train.csv",
+        "validation": "pvc://data/validation.csv",
+        "columns": {"text": "sentence"},
+    },
     "output": {"uri": "pvc://models/out"},
 }
 
@@ -21,9 +24,20 @@ VARIANTS = {
     "full": {},
     "lora": {"method": {"type": "lora", "lora": {"r": 4, "targetModules": ["query"], "mergeAdapter": True}}},
     "freeze": {"method": {"type": "freeze", "freeze": {"trainableLayers": 1}}},
-    "early-stopping": {"regularization": {"dropout": 0.2, "labelSmoothing": 0.1, "earlyStopping": {"metric": "eval_accuracy", "patience": 2}}},
+    "early-stopping": {
+        "regularization": {
+            "dropout": 0.2,
+            "labelSmoothing": 0.1,
+            "earlyStopping": {"metric": "eval_accuracy", "patience": 2},
+        }
+    },
     "split-and-retention": {
-        "dataset": {"train": "s3://bucket/train.parquet", "validationSplit": 0.1, "retention": "pvc://data/general.parquet", "format": "parquet"},
+        "dataset": {
+            "train": "s3://bucket/train.parquet",
+            "validationSplit": 0.1,
+            "retention": "pvc://data/general.parquet",
+            "format": "parquet",
+        },
         "hyperparameters": {"maxSteps": 100, "evalStrategy": "steps", "evalSteps": 10, "precision": "bf16"},
     },
 }

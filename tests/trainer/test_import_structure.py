@@ -21,17 +21,23 @@ PACKAGE_DIR = ROOT / "trainer_image" / PACKAGE
 
 # (module, the package module it imports inside a function) -> why that import must stay late.
 LATE_IMPORTS_ALLOWED = {
-    ("finetune_trainer", "finetune_trainer.run"):
-        "run.py loads torch and transformers; `import finetune_trainer, finetune_trainer.arguments` (the config "
-        "contract the operator's tests import) must not (tests/trainer/test_trainer_cli.py)",
+    (
+        "finetune_trainer",
+        "finetune_trainer.run",
+    ): "run.py loads torch and transformers; `import finetune_trainer, finetune_trainer.arguments` (the config "
+    "contract the operator's tests import) must not (tests/trainer/test_trainer_cli.py)",
 }
 
 # (module, the third-party module it imports inside a function) -> why that import must stay late.
 LATE_LIBRARY_IMPORTS_ALLOWED = {
-    ("finetune_trainer.arguments", "transformers"):
-        "the config contract is imported without the trainer's dependencies (torch, transformers)",
-    ("finetune_trainer.media", "scipy.signal"):
-        "scipy.signal takes over a second to import and only audio at another sampling rate needs it",
+    (
+        "finetune_trainer.arguments",
+        "transformers",
+    ): "the config contract is imported without the trainer's dependencies (torch, transformers)",
+    (
+        "finetune_trainer.media",
+        "scipy.signal",
+    ): "scipy.signal takes over a second to import and only audio at another sampling rate needs it",
 }
 
 # A wing is a subpackage with one job; only the modules listed may use it from outside.
@@ -255,8 +261,14 @@ def wing_violations(graph: dict[str, set[str]]) -> list[str]:
 
 def test_the_package_is_found_and_read():
     modules = module_files()
-    assert {"finetune_trainer", "finetune_trainer.run", "finetune_trainer.media", "finetune_trainer.tasks.common",
-            "finetune_trainer.reporting.callbacks", "finetune_trainer.eval_metrics"} <= set(modules)
+    assert {
+        "finetune_trainer",
+        "finetune_trainer.run",
+        "finetune_trainer.media",
+        "finetune_trainer.tasks.common",
+        "finetune_trainer.reporting.callbacks",
+        "finetune_trainer.eval_metrics",
+    } <= set(modules)
     graph = import_graph(modules)
     assert "finetune_trainer.reporting.environment" in graph["finetune_trainer.run"]
     assert "finetune_trainer.reporting" in graph["finetune_trainer.run"], "importing a.b.c imports a.b"
@@ -318,21 +330,29 @@ def test_nothing_imports_the_entry_points():
 def test_cycle_finder_reports_each_cycle_and_ignores_a_dag():
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"d"}, "e": {"a"}}) == [
-        ["a", "b", "c", "a"], ["d", "d"],
+        ["a", "b", "c", "a"],
+        ["d", "d"],
     ]
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("import os\n", [(False, False, False)]),
-    ("def f():\n    import os\n", [(True, False, False)]),
-    ("class C:\n    async def f(self):\n        from . import x\n", [(True, False, False)]),
-    ("def f():\n    try:\n        import pynvml\n    except ImportError:\n        pass\n", [(True, True, False)]),
-    ("def f():\n    try:\n        pass\n    except (ValueError, ModuleNotFoundError):\n        import yaml\n",
-     [(True, False, False)]),
-    ("def f():\n    try:\n        import yaml\n    except ValueError:\n        pass\n", [(True, False, False)]),
-    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import x\n",
-     [(False, False, False), (False, False, True)]),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import os\n", [(False, False, False)]),
+        ("def f():\n    import os\n", [(True, False, False)]),
+        ("class C:\n    async def f(self):\n        from . import x\n", [(True, False, False)]),
+        ("def f():\n    try:\n        import pynvml\n    except ImportError:\n        pass\n", [(True, True, False)]),
+        (
+            "def f():\n    try:\n        pass\n    except (ValueError, ModuleNotFoundError):\n        import yaml\n",
+            [(True, False, False)],
+        ),
+        ("def f():\n    try:\n        import yaml\n    except ValueError:\n        pass\n", [(True, False, False)]),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import x\n",
+            [(False, False, False), (False, False, True)],
+        ),
+    ],
+)
 def test_import_finder_sees_where_each_import_sits(tmp_path, source, expected):
     path = tmp_path / "m.py"
     path.write_text(source)
@@ -340,10 +360,15 @@ def test_import_finder_sees_where_each_import_sits(tmp_path, source, expected):
 
 
 def test_imports_resolve_to_the_package_modules():
-    modules = {name: Path(f"/x/{name}.py") for name in (
-        "finetune_trainer.errors", "finetune_trainer.media", "finetune_trainer.tasks.common",
-        "finetune_trainer.tasks.seq2seq",
-    )}
+    modules = {
+        name: Path(f"/x/{name}.py")
+        for name in (
+            "finetune_trainer.errors",
+            "finetune_trainer.media",
+            "finetune_trainer.tasks.common",
+            "finetune_trainer.tasks.seq2seq",
+        )
+    }
     modules["finetune_trainer"] = Path("/x/finetune_trainer/__init__.py")
     modules["finetune_trainer.tasks"] = Path("/x/finetune_trainer/tasks/__init__.py")
 
@@ -351,8 +376,11 @@ def test_imports_resolve_to_the_package_modules():
         return imported_modules(ast.parse(statement).body[0], module, modules)
 
     assert resolve("from finetune_trainer.tasks.common import column", "finetune_trainer.media") == [
-        "finetune_trainer.tasks.common"]
-    assert resolve("from finetune_trainer.tasks import common", "finetune_trainer.run") == ["finetune_trainer.tasks.common"]
+        "finetune_trainer.tasks.common"
+    ]
+    assert resolve("from finetune_trainer.tasks import common", "finetune_trainer.run") == [
+        "finetune_trainer.tasks.common"
+    ]
     assert resolve("from finetune_trainer import main", "finetune_trainer.__main__") == ["finetune_trainer"]
     assert resolve("import finetune_trainer.errors", "finetune_trainer.media") == ["finetune_trainer.errors"]
     assert resolve("from .common import column", "finetune_trainer.tasks.seq2seq") == ["finetune_trainer.tasks.common"]
@@ -367,5 +395,6 @@ def test_the_wing_rule_catches_a_shared_module_importing_a_wing():
         "finetune_trainer.run": {"finetune_trainer.tasks", "finetune_trainer.reporting.environment"},
     }
     assert wing_violations(graph) == [
-        "finetune_trainer.media imports finetune_trainer.tasks", "finetune_trainer.media imports finetune_trainer.tasks.common",
+        "finetune_trainer.media imports finetune_trainer.tasks",
+        "finetune_trainer.media imports finetune_trainer.tasks.common",
     ]

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from finetune_trainer import main
 from finetune_trainer.augment import augment_image, augment_waveform
 from finetune_trainer.errors import EXIT_INVALID_DATA, EXIT_OK
@@ -29,7 +28,9 @@ def tiny_vit(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny-vit")
     torch.manual_seed(0)
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37)
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37
+    )
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return str(folder)
@@ -42,8 +43,15 @@ def tiny_wav2vec2(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-wav2vec2")
     torch.manual_seed(0)
     config = Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, conv_dim=(16,) * 7,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, classifier_proj_size=16, vocab_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=16,
+        vocab_size=8,
     )
     Wav2Vec2ForSequenceClassification(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True).save_pretrained(folder)
@@ -81,11 +89,23 @@ def test_image_classification_from_imagefolder_learns_colours(tiny_vit, tmp_path
             for i in range(n // 2):
                 _image(color, rng).save(folder / f"{i}.png")
     out = tmp_path / "out"
-    code = main(write_config(
-        task="image-classification", model_uri=tiny_vit, train_uri=str(tmp_path / "train"), validation_uri=str(tmp_path / "val"),
-        dataset_format="imagefolder", output_uri=str(out), augment=True, max_steps=20, batch_size=16, learning_rate=5e-3,
-        checkpoint_steps=100, eval_strategy="steps", eval_steps=20,
-    ))
+    code = main(
+        write_config(
+            task="image-classification",
+            model_uri=tiny_vit,
+            train_uri=str(tmp_path / "train"),
+            validation_uri=str(tmp_path / "val"),
+            dataset_format="imagefolder",
+            output_uri=str(out),
+            augment=True,
+            max_steps=20,
+            batch_size=16,
+            learning_rate=5e-3,
+            checkpoint_steps=100,
+            eval_strategy="steps",
+            eval_steps=20,
+        )
+    )
     assert code == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels"] == ["blue", "red"]
@@ -96,8 +116,17 @@ def test_image_classification_from_imagefolder_learns_colours(tiny_vit, tmp_path
 
 def test_unreadable_image_is_invalid_data(tiny_vit, tmp_path, write_config, termination_log):
     (tmp_path / "a.png").write_bytes(b"not a png")
-    pd.DataFrame([{"image": "a.png", "label": "x"}, {"image": "a.png", "label": "y"}]).to_csv(tmp_path / "t.csv", index=False)
-    code = main(write_config(task="image-classification", model_uri=tiny_vit, train_uri=str(tmp_path / "t.csv"), output_uri=str(tmp_path / "o")))
+    pd.DataFrame([{"image": "a.png", "label": "x"}, {"image": "a.png", "label": "y"}]).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    code = main(
+        write_config(
+            task="image-classification",
+            model_uri=tiny_vit,
+            train_uri=str(tmp_path / "t.csv"),
+            output_uri=str(tmp_path / "o"),
+        )
+    )
     assert code == EXIT_INVALID_DATA
     assert "a.png (row 1): unreadable image" in json.loads(termination_log.read_text())["message"]
 
@@ -107,10 +136,22 @@ def test_audio_classification_from_a_table_learns_tones(tiny_wav2vec2, tmp_path,
     (tmp_path / "val").mkdir()
     train, val = _write_tones(tmp_path / "train", 32, 1), _write_tones(tmp_path / "val", 8, 2)
     out = tmp_path / "out"
-    code = main(write_config(
-        task="audio-classification", model_uri=tiny_wav2vec2, train_uri=train, validation_uri=val, output_uri=str(out),
-        augment=True, max_steps=15, batch_size=8, learning_rate=3e-3, checkpoint_steps=100, eval_strategy="steps", eval_steps=15,
-    ))
+    code = main(
+        write_config(
+            task="audio-classification",
+            model_uri=tiny_wav2vec2,
+            train_uri=train,
+            validation_uri=val,
+            output_uri=str(out),
+            augment=True,
+            max_steps=15,
+            batch_size=8,
+            learning_rate=3e-3,
+            checkpoint_steps=100,
+            eval_strategy="steps",
+            eval_steps=15,
+        )
+    )
     assert code == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["sampling_rate"] == 16000
@@ -121,10 +162,21 @@ def test_speech_recognition_ctc_with_a_vocabulary_from_train(tiny_wav2vec2, tmp_
     (tmp_path / "train").mkdir()
     train = _write_tones(tmp_path / "train", 32, 3)
     out = tmp_path / "out"
-    code = main(write_config(
-        task="speech-recognition", model_uri=tiny_wav2vec2, train_uri=train, validation_split=0.25, output_uri=str(out),
-        max_steps=15, batch_size=8, learning_rate=3e-3, checkpoint_steps=100, eval_strategy="steps", eval_steps=15,
-    ))
+    code = main(
+        write_config(
+            task="speech-recognition",
+            model_uri=tiny_wav2vec2,
+            train_uri=train,
+            validation_split=0.25,
+            output_uri=str(out),
+            max_steps=15,
+            batch_size=8,
+            learning_rate=3e-3,
+            checkpoint_steps=100,
+            eval_strategy="steps",
+            eval_steps=15,
+        )
+    )
     assert code == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_loss"] < metrics["eval_loss_before"]
@@ -142,7 +194,11 @@ def test_resample_and_augmentations_keep_shapes():
     assert resample(wave, 8000, 16000).shape == (16000,)
     rng = np.random.default_rng(0)
     augmented = augment_waveform(resample(wave, 8000, 16000), rng, 16000)
-    assert augmented.shape == (16000,) and augmented.dtype == np.float32 and not np.allclose(augmented, resample(wave, 8000, 16000))
+    assert (
+        augmented.shape == (16000,)
+        and augmented.dtype == np.float32
+        and not np.allclose(augmented, resample(wave, 8000, 16000))
+    )
     image = _image((10, 200, 10), rng)
     assert augment_image(image, rng).size == image.size
 
@@ -156,10 +212,20 @@ def test_image_classification_lora_trains_the_head_in_full(tiny_vit, tmp_path, w
         rows.append({"file": f"{i}.png", "colour": label})
     pd.DataFrame(rows).to_parquet(tmp_path / "train.parquet")
     out = tmp_path / "out"
-    code = main(write_config(
-        task="image-classification", model_uri=tiny_vit, train_uri=str(tmp_path / "train.parquet"), dataset_format="parquet",
-        columns={"image": "file", "label": "colour"}, output_uri=str(out), method="lora", max_steps=4, batch_size=8, checkpoint_steps=100,
-    ))
+    code = main(
+        write_config(
+            task="image-classification",
+            model_uri=tiny_vit,
+            train_uri=str(tmp_path / "train.parquet"),
+            dataset_format="parquet",
+            columns={"image": "file", "label": "colour"},
+            output_uri=str(out),
+            method="lora",
+            max_steps=4,
+            batch_size=8,
+            checkpoint_steps=100,
+        )
+    )
     assert code == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["lora_target_modules"] == ["q_proj", "v_proj"]  # ViT's names in transformers 5

@@ -5,33 +5,50 @@ from __future__ import annotations
 import json
 
 import torch
-from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification, GPT2Config, GPT2LMHeadModel
-
+from conftest import sentiment_rows, write_csv
 from finetune_trainer import main
 from finetune_trainer.arguments import ModelArguments
 from finetune_trainer.errors import EXIT_OK
 from finetune_trainer.methods import apply_freeze, count_parameters, default_lora_targets
-
-from conftest import sentiment_rows, write_csv
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+)
 
 
 def _config(tiny_bert, train, validation, out, **extra):
     config = dict(
-        task="text-classification", model_uri=tiny_bert, train_uri=train, validation_uri=validation, output_uri=str(out),
-        max_steps=30, batch_size=16, learning_rate=5e-3, checkpoint_steps=100, eval_strategy="no", max_seq_length=16,
+        task="text-classification",
+        model_uri=tiny_bert,
+        train_uri=train,
+        validation_uri=validation,
+        output_uri=str(out),
+        max_steps=30,
+        batch_size=16,
+        learning_rate=5e-3,
+        checkpoint_steps=100,
+        eval_strategy="no",
+        max_seq_length=16,
     )
     return {**config, **extra}
 
 
 def test_default_lora_targets_per_architecture():
-    bert = BertForSequenceClassification(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, vocab_size=10))
+    bert = BertForSequenceClassification(
+        BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, vocab_size=10)
+    )
     gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=10))
     assert default_lora_targets(bert) == ["query", "value"]
     assert default_lora_targets(gpt2) == ["c_attn"]
 
 
 def test_freeze_trains_only_top_layers_and_head():
-    config = BertConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=8, vocab_size=10, num_labels=2)
+    config = BertConfig(
+        hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=8, vocab_size=10, num_labels=2
+    )
     model = apply_freeze(BertForSequenceClassification(config), 1)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert all(name.startswith(("bert.encoder.layer.3.", "bert.pooler.", "classifier.")) for name in trainable)
@@ -43,7 +60,9 @@ def test_freeze_trains_only_top_layers_and_head():
 def test_lora_saves_an_adapter_and_a_merged_model_that_loads(tiny_bert, sentiment_files, write_config, tmp_path):
     train, validation = sentiment_files
     out = tmp_path / "out"
-    config = _config(tiny_bert, train, validation, out, method="lora", lora_r=4, merge_adapter=True, learning_rate=1e-2, max_steps=10)
+    config = _config(
+        tiny_bert, train, validation, out, method="lora", lora_r=4, merge_adapter=True, learning_rate=1e-2, max_steps=10
+    )
     assert main(write_config(**config)) == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "lora" and metrics["lora_target_modules"] == ["query", "value"]
@@ -67,13 +86,20 @@ def test_lora_saves_an_adapter_and_a_merged_model_that_loads(tiny_bert, sentimen
 def test_freeze_keeps_frozen_weights_unchanged(tiny_bert, sentiment_files, write_config, tmp_path):
     train, validation = sentiment_files
     out = tmp_path / "out"
-    assert main(write_config(**_config(tiny_bert, train, validation, out, method="freeze", freeze_trainable_layers=1))) == EXIT_OK
+    assert (
+        main(write_config(**_config(tiny_bert, train, validation, out, method="freeze", freeze_trainable_layers=1)))
+        == EXIT_OK
+    )
     before = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
     after = AutoModelForSequenceClassification.from_pretrained(out)
     b, a = dict(before.named_parameters()), dict(after.named_parameters())
-    assert torch.equal(b["bert.encoder.layer.0.attention.self.query.weight"], a["bert.encoder.layer.0.attention.self.query.weight"])
+    assert torch.equal(
+        b["bert.encoder.layer.0.attention.self.query.weight"], a["bert.encoder.layer.0.attention.self.query.weight"]
+    )
     assert torch.equal(b["bert.embeddings.word_embeddings.weight"], a["bert.embeddings.word_embeddings.weight"])
-    assert not torch.equal(b["bert.encoder.layer.1.attention.self.query.weight"], a["bert.encoder.layer.1.attention.self.query.weight"])
+    assert not torch.equal(
+        b["bert.encoder.layer.1.attention.self.query.weight"], a["bert.encoder.layer.1.attention.self.query.weight"]
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trainable_parameters"] < metrics["total_parameters"]
 
@@ -81,7 +107,10 @@ def test_freeze_keeps_frozen_weights_unchanged(tiny_bert, sentiment_files, write
 def test_retention_metrics_before_after_and_delta(tiny_bert, sentiment_files, write_config, tmp_path):
     train, validation = sentiment_files
     # Retention data with the labels flipped: learning the task must make the model worse on it.
-    flipped = [{"text": r["text"], "label": "negative" if r["label"] == "positive" else "positive"} for r in sentiment_rows(32, seed=9)]
+    flipped = [
+        {"text": r["text"], "label": "negative" if r["label"] == "positive" else "positive"}
+        for r in sentiment_rows(32, seed=9)
+    ]
     retention = write_csv(tmp_path / "retention.csv", flipped)
     out = tmp_path / "out"
     assert main(write_config(**_config(tiny_bert, train, validation, out, retention_uri=retention))) == EXIT_OK
@@ -91,7 +120,10 @@ def test_retention_metrics_before_after_and_delta(tiny_bert, sentiment_files, wr
     assert metrics["retention_accuracy_after"] < metrics["retention_accuracy_before"]
     assert metrics["data"]["retention_rows"] == 32
     card = (out / "README.md").read_text()
-    assert f"| loss | {metrics['retention_loss_before']:.4f} | {metrics['retention_loss_after']:.4f} | {metrics['retention_loss_delta']:.4f} |" in card
+    assert (
+        f"| loss | {metrics['retention_loss_before']:.4f} | {metrics['retention_loss_after']:.4f} | {metrics['retention_loss_delta']:.4f} |"
+        in card
+    )
 
 
 def test_model_arguments_reject_unknown_method():

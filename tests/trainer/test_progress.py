@@ -9,12 +9,11 @@ import socket
 import time
 
 import pytest
-from test_progress_helpers import RecordingSender, endpoint, free_port, tiny_trainer, validate_report  # noqa: F401
-from transformers import TrainerControl, TrainerState, TrainingArguments
-
 from finetune_trainer.reporting.callbacks import ProgressCallback
 from finetune_trainer.reporting.prometheus import TrainerMetrics
 from finetune_trainer.reporting.sender import ReportSender, _retry_after
+from test_progress_helpers import RecordingSender, endpoint, free_port, tiny_trainer, validate_report  # noqa: F401
+from transformers import TrainerControl, TrainerState, TrainingArguments
 
 FAST = dict(min_backoff=0.05, max_backoff=0.4, timeout=2.0)
 
@@ -24,6 +23,7 @@ def report(step: int, event: str = "log") -> dict:
 
 
 # ---- sender ----
+
 
 def test_report_is_posted_as_json_with_the_bearer_token_from_the_file(endpoint, tmp_path):
     token = tmp_path / "token"
@@ -151,7 +151,13 @@ def test_hung_endpoint_times_out_and_flush_returns_on_time():
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         metrics = TrainerMetrics()
-        sender = ReportSender(f"http://127.0.0.1:{listener.getsockname()[1]}/p", metrics=metrics, timeout=0.3, min_backoff=0.05, max_backoff=0.1)
+        sender = ReportSender(
+            f"http://127.0.0.1:{listener.getsockname()[1]}/p",
+            metrics=metrics,
+            timeout=0.3,
+            min_backoff=0.05,
+            max_backoff=0.1,
+        )
         started = time.monotonic()
         sender.submit(report(1))
         assert not sender.flush(0.5)
@@ -168,6 +174,7 @@ def endpoint_failed_soon(metrics: TrainerMetrics) -> bool:
 
 # ---- callback, controlled clock ----
 
+
 class Clock:
     def __init__(self):
         self.now = 0.0
@@ -180,8 +187,17 @@ def drive(tmp_path, **args):
     """A callback with a recording sender, a fake clock and real Trainer state objects."""
     clock = Clock()
     sender = RecordingSender()
-    callback = ProgressCallback(sender, interval_seconds=10, pod="pod-0", clock=clock, wall_clock=lambda: 1767323045.0 + clock.now)
-    training_args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, gradient_accumulation_steps=2, report_to=[], use_cpu=True, **args)
+    callback = ProgressCallback(
+        sender, interval_seconds=10, pod="pod-0", clock=clock, wall_clock=lambda: 1767323045.0 + clock.now
+    )
+    training_args = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+        report_to=[],
+        use_cpu=True,
+        **args,
+    )
     state = TrainerState(max_steps=100)
     return callback, sender, clock, training_args, state, TrainerControl()
 
@@ -200,11 +216,21 @@ def test_reports_are_rate_limited_and_a_due_report_waits_for_the_log_at_that_ste
     callback, sender, clock, args, state, control = drive(tmp_path)
     callback.on_train_begin(args, state, control)
     for t in range(1, 10):  # 9 steps inside the first interval
-        step(callback, clock, args, state, control, at=t, log={"loss": 2.0, "learning_rate": 1e-4} if t % 3 == 0 else None)
+        step(
+            callback,
+            clock,
+            args,
+            state,
+            control,
+            at=t,
+            log={"loss": 2.0, "learning_rate": 1e-4} if t % 3 == 0 else None,
+        )
     assert sender.events() == ["begin"]
     step(callback, clock, args, state, control, at=10)  # due, no log at this step
     step(callback, clock, args, state, control, at=12, log={"loss": 1.5, "learning_rate": 9e-5})  # not due
-    step(callback, clock, args, state, control, at=20, log={"loss": 1.0, "learning_rate": 8e-5})  # due and a log follows
+    step(
+        callback, clock, args, state, control, at=20, log={"loss": 1.0, "learning_rate": 8e-5}
+    )  # due and a log follows
     assert sender.events() == ["begin", "interval", "log"]
     interval, log = sender.reports[1:]
     assert (interval["step"], interval["loss"]) == (10, 2.0)
@@ -267,7 +293,10 @@ def test_non_zero_ranks_report_nothing(endpoint, tmp_path):
     sender = ReportSender(endpoint.url, **FAST)
     callback = ProgressCallback(sender, interval_seconds=0)
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
-    state, control = TrainerState(max_steps=4, is_world_process_zero=False, is_local_process_zero=False), TrainerControl()
+    state, control = (
+        TrainerState(max_steps=4, is_world_process_zero=False, is_local_process_zero=False),
+        TrainerControl(),
+    )
     callback.on_train_begin(args, state, control)
     for _ in range(4):
         state.global_step += 1
@@ -295,6 +324,7 @@ def test_a_failing_reporter_never_raises_into_training_and_logs_once(tmp_path, c
 
 # ---- callback, real Trainer runs ----
 
+
 def test_tiny_training_run_delivers_valid_reports_and_the_end_report(endpoint, tmp_path):
     token = tmp_path / "token"
     token.write_text("t0k")
@@ -321,7 +351,9 @@ def test_tiny_training_run_delivers_valid_reports_and_the_end_report(endpoint, t
 
 def test_every_event_of_a_run_is_submitted_in_order(tmp_path):
     sender = RecordingSender()
-    trainer = tiny_trainer(tmp_path, [ProgressCallback(sender, interval_seconds=3600)], max_steps=8, evaluate_every=4, save_every=4)
+    trainer = tiny_trainer(
+        tmp_path, [ProgressCallback(sender, interval_seconds=3600)], max_steps=8, evaluate_every=4, save_every=4
+    )
     trainer.train()
     assert sender.events() == ["begin", "evaluate", "save", "evaluate", "save", "end"]
     assert [r["step"] for r in sender.reports] == [0, 4, 4, 8, 8, 8]

@@ -20,7 +20,18 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:
 EVAL_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 EVENTS = {"begin", "interval", "log", "evaluate", "save", "end"}
 REQUIRED = {"time", "event", "step", "totalSteps"}
-OPTIONAL = {"epoch", "loss", "learningRate", "evalMetrics", "samplesPerSecond", "tokensPerSecond", "checkpoint", "gpu", "firstStepTime", "pod"}
+OPTIONAL = {
+    "epoch",
+    "loss",
+    "learningRate",
+    "evalMetrics",
+    "samplesPerSecond",
+    "tokensPerSecond",
+    "checkpoint",
+    "gpu",
+    "firstStepTime",
+    "pod",
+}
 
 
 def _is_int(value) -> bool:
@@ -60,7 +71,12 @@ def validate_report(body: dict) -> None:
         assert isinstance(checkpoint["path"], str) and 0 < len(checkpoint["path"]) <= 1024, "checkpoint.path"
     if "gpu" in body:
         gpu = body["gpu"]
-        assert isinstance(gpu, dict) and set(gpu) == {"count", "utilizationRatio", "memoryUsedBytes", "memoryTotalBytes"}, "gpu"
+        assert isinstance(gpu, dict) and set(gpu) == {
+            "count",
+            "utilizationRatio",
+            "memoryUsedBytes",
+            "memoryTotalBytes",
+        }, "gpu"
         assert _is_int(gpu["count"]) and gpu["count"] >= 0, "gpu.count"
         assert _is_number(gpu["utilizationRatio"]) and 0 <= gpu["utilizationRatio"] <= 1, "gpu.utilizationRatio"
         assert _is_int(gpu["memoryUsedBytes"]) and gpu["memoryUsedBytes"] >= 0, "gpu.memoryUsedBytes"
@@ -72,6 +88,7 @@ def validate_report(body: dict) -> None:
 
 
 # ---- a local progress endpoint ----
+
 
 class Endpoint:
     """POST sink on 127.0.0.1 run by aiohttp in its own thread.
@@ -189,19 +206,38 @@ class RecordingSender:
 
 # ---- a tiny real training run ----
 
-def tiny_trainer(output_dir, callbacks, *, max_steps: int = 8, evaluate_every: int | None = None, save_every: int | None = None, **arguments):
+
+def tiny_trainer(
+    output_dir,
+    callbacks,
+    *,
+    max_steps: int = 8,
+    evaluate_every: int | None = None,
+    save_every: int | None = None,
+    **arguments,
+):
     """A 2-layer BERT classifier on 64 generated examples, CPU, `max_steps` optimizer steps."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, max_position_embeddings=32, num_labels=2)
+    config = BertConfig(
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=32,
+        num_labels=2,
+    )
     model = BertForSequenceClassification(config)
     generator = torch.Generator().manual_seed(0)
     examples = []
     for _ in range(64):
         ids = torch.randint(5, 40, (12,), generator=generator)
-        examples.append({"input_ids": ids, "attention_mask": torch.ones(12, dtype=torch.long), "labels": int(ids[0] % 2)})
+        examples.append(
+            {"input_ids": ids, "attention_mask": torch.ones(12, dtype=torch.long), "labels": int(ids[0] % 2)}
+        )
     args = TrainingArguments(
         output_dir=str(output_dir),
         max_steps=max_steps,
@@ -219,12 +255,25 @@ def tiny_trainer(output_dir, callbacks, *, max_steps: int = 8, evaluate_every: i
         dataloader_num_workers=0,
         **arguments,
     )
-    return Trainer(model=model, args=args, train_dataset=examples, eval_dataset=examples[:16] if evaluate_every else None, callbacks=callbacks)
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=examples,
+        eval_dataset=examples[:16] if evaluate_every else None,
+        callbacks=callbacks,
+    )
 
 
 # ---- the validator itself ----
 
-GOOD = {"time": "2026-01-02T03:04:05.678Z", "event": "log", "step": 3, "totalSteps": 8, "loss": 0.5, "evalMetrics": {"eval_loss": 0.4}}
+GOOD = {
+    "time": "2026-01-02T03:04:05.678Z",
+    "event": "log",
+    "step": 3,
+    "totalSteps": 8,
+    "loss": 0.5,
+    "evalMetrics": {"eval_loss": 0.4},
+}
 
 
 def test_validator_accepts_a_protocol_report():
@@ -245,7 +294,10 @@ def test_validator_accepts_a_protocol_report():
         ({"evalMetrics": {"1bad": 1.0}}, "evalMetrics.1bad"),
         ({"evalMetrics": {f"m{i}": 1.0 for i in range(33)}}, "evalMetrics"),
         ({"checkpoint": {"step": 1}}, "checkpoint"),
-        ({"gpu": {"count": 1, "utilizationRatio": 1.5, "memoryUsedBytes": 1, "memoryTotalBytes": 2}}, "gpu.utilizationRatio"),
+        (
+            {"gpu": {"count": 1, "utilizationRatio": 1.5, "memoryUsedBytes": 1, "memoryTotalBytes": 2}},
+            "gpu.utilizationRatio",
+        ),
         ({"pod": "p" * 254}, "pod"),
     ],
 )

@@ -8,19 +8,26 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from test_progress_helpers import validate_report
-
 from finetune_trainer.reporting.gpu import DeviceReading, GpuSample, GpuSampler, summarize, visible_devices
 from finetune_trainer.reporting.report import ProgressSnapshot, build_report, eval_metrics_from, finite_number, rfc3339
+from test_progress_helpers import validate_report
 
 AT = 1767323045.678  # 2026-01-02T03:04:05.678Z
 
 
 def full_snapshot(**changes) -> ProgressSnapshot:
     values = dict(
-        step=40, total_steps=100, epoch=1.25, loss=0.61, learning_rate=2e-5,
-        eval_metrics={"eval_loss": 0.5, "eval_accuracy": 0.9}, samples_per_second=123.4, tokens_per_second=5000.0,
-        checkpoint=(40, "/output/checkpoints/checkpoint-40"), first_step_time=AT - 60, pod="job-worker-0-abcde",
+        step=40,
+        total_steps=100,
+        epoch=1.25,
+        loss=0.61,
+        learning_rate=2e-5,
+        eval_metrics={"eval_loss": 0.5, "eval_accuracy": 0.9},
+        samples_per_second=123.4,
+        tokens_per_second=5000.0,
+        checkpoint=(40, "/output/checkpoints/checkpoint-40"),
+        first_step_time=AT - 60,
+        pod="job-worker-0-abcde",
     )
     values.update(changes)
     return ProgressSnapshot(**values)
@@ -31,12 +38,20 @@ def test_full_report_has_every_protocol_key_in_protocol_shape():
     report = build_report("save", full_snapshot(), at=AT, gpu=gpu)
     validate_report(report)
     assert report == {
-        "time": "2026-01-02T03:04:05.678Z", "event": "save", "step": 40, "totalSteps": 100, "epoch": 1.25,
-        "loss": 0.61, "learningRate": 2e-5, "evalMetrics": {"eval_loss": 0.5, "eval_accuracy": 0.9},
-        "samplesPerSecond": 123.4, "tokensPerSecond": 5000.0,
+        "time": "2026-01-02T03:04:05.678Z",
+        "event": "save",
+        "step": 40,
+        "totalSteps": 100,
+        "epoch": 1.25,
+        "loss": 0.61,
+        "learningRate": 2e-5,
+        "evalMetrics": {"eval_loss": 0.5, "eval_accuracy": 0.9},
+        "samplesPerSecond": 123.4,
+        "tokensPerSecond": 5000.0,
         "checkpoint": {"step": 40, "path": "/output/checkpoints/checkpoint-40"},
         "gpu": {"count": 2, "utilizationRatio": 0.75, "memoryUsedBytes": 10, "memoryTotalBytes": 80},
-        "firstStepTime": "2026-01-02T03:03:05.678Z", "pod": "job-worker-0-abcde",
+        "firstStepTime": "2026-01-02T03:03:05.678Z",
+        "pod": "job-worker-0-abcde",
     }
 
 
@@ -47,7 +62,9 @@ def test_fresh_report_has_only_the_required_keys():
 
 
 def test_non_finite_and_negative_numbers_are_left_out_not_sent():
-    report = build_report("log", full_snapshot(loss=math.nan, learning_rate=-1.0, epoch=math.inf, samples_per_second=None), at=AT)
+    report = build_report(
+        "log", full_snapshot(loss=math.nan, learning_rate=-1.0, epoch=math.inf, samples_per_second=None), at=AT
+    )
     validate_report(report)
     json.dumps(report, allow_nan=False)
     assert {"loss", "learningRate", "epoch", "samplesPerSecond"}.isdisjoint(report)
@@ -66,7 +83,15 @@ def test_unknown_event_is_a_programming_error():
 
 
 def test_eval_metrics_keep_numeric_schema_names_eval_loss_first_and_at_most_32():
-    metrics = {"eval_accuracy": 0.8, "epoch": 2.0, "eval_loss": 0.3, "eval_label": "cat", "eval runtime": 1.0, "eval_nan": math.nan, "eval_flag": True}
+    metrics = {
+        "eval_accuracy": 0.8,
+        "epoch": 2.0,
+        "eval_loss": 0.3,
+        "eval_label": "cat",
+        "eval runtime": 1.0,
+        "eval_nan": math.nan,
+        "eval_flag": True,
+    }
     metrics.update({f"eval_m{i}": float(i) for i in range(40)})
     picked = eval_metrics_from(metrics)
     assert list(picked)[:2] == ["eval_loss", "eval_accuracy"]
@@ -90,6 +115,7 @@ def test_only_finite_numbers_are_reported():
 
 
 # ---- GPU ----
+
 
 def test_summarize_averages_utilization_and_sums_memory():
     sample = summarize([DeviceReading(50.0, 1, 10), DeviceReading(100.0, 3, 10), DeviceReading(None, 2, 10)])
@@ -141,7 +167,9 @@ class FakeNvml:
 def test_sampler_reads_every_device_through_nvml():
     nvml = FakeNvml([(20, 1 << 30, 80 << 30), (40, 2 << 30, 80 << 30)])
     sample = GpuSampler(nvml, environ={}).sample()
-    assert sample == GpuSample(count=2, utilization_ratio=pytest.approx(0.3), memory_used_bytes=3 << 30, memory_total_bytes=160 << 30)
+    assert sample == GpuSample(
+        count=2, utilization_ratio=pytest.approx(0.3), memory_used_bytes=3 << 30, memory_total_bytes=160 << 30
+    )
 
 
 def test_sampler_honours_cuda_visible_devices():
@@ -175,4 +203,6 @@ def test_sampler_with_real_pynvml_on_this_machine_never_raises():
     # Here: None (no driver). On a GPU node: a sample that fits the report schema.
     sample = GpuSampler(environ={}).sample()
     if sample is not None:
-        validate_report({"time": "2026-01-01T00:00:00Z", "event": "log", "step": 0, "totalSteps": 0, "gpu": sample.as_report()})
+        validate_report(
+            {"time": "2026-01-01T00:00:00Z", "event": "log", "step": 0, "totalSteps": 0, "gpu": sample.as_report()}
+        )

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import fsspec
 import pytest
-
 from finetune_trainer import promote as promote_module
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.promote import FsspecStore, LocalStore, main, open_store, promote
@@ -41,7 +40,10 @@ def claim(tmp_path, termination_log):
     write(out / "config.json", "old:config.json")
     write(out / "merged" / "stale.bin", "old")
     write(out / "keep-me.txt", "user file")
-    environ = {"FINETUNE_VOLUME_MOUNTS": json.dumps({"models": str(root)}), "FINETUNE_TERMINATION_LOG": str(termination_log)}
+    environ = {
+        "FINETUNE_VOLUME_MOUNTS": json.dumps({"models": str(root)}),
+        "FINETUNE_TERMINATION_LOG": str(termination_log),
+    }
     return out, environ
 
 
@@ -120,7 +122,10 @@ def test_missing_best_folder_without_a_promoted_model_is_invalid_input(tmp_path,
 
 def test_a_remove_folder_holding_the_output_is_refused_before_anything_moves(claim, termination_log):
     out, environ = claim
-    code = main(["--best", "pvc://models/out/trials/job-t0", "--output", "pvc://models/out", "--remove", "pvc://models"], environ)
+    code = main(
+        ["--best", "pvc://models/out/trials/job-t0", "--output", "pvc://models/out", "--remove", "pvc://models"],
+        environ,
+    )
     assert code == 3
     assert "would delete the output" in json.loads(termination_log.read_text())["message"]
     assert (out / "config.json").read_text() == "old:config.json"
@@ -184,8 +189,17 @@ def test_s3_uris_are_promoted_through_fsspec_end_to_end(monkeypatch, tmp_path, t
     for name in ("config.json", "checkpoints/checkpoint-4/COMPLETE"):
         fs.pipe(f"bucket-e2e/out/trials/job-t0/{name}", name.encode())
     environ = {"FINETUNE_TERMINATION_LOG": str(termination_log)}
-    code = main(["--best", "s3://bucket-e2e/out/trials/job-t0/", "--output", "s3://bucket-e2e/out",
-                 "--remove", "s3://bucket-e2e/out/trials/job-t0"], environ)
+    code = main(
+        [
+            "--best",
+            "s3://bucket-e2e/out/trials/job-t0/",
+            "--output",
+            "s3://bucket-e2e/out",
+            "--remove",
+            "s3://bucket-e2e/out/trials/job-t0",
+        ],
+        environ,
+    )
     assert code == 0, termination_log.read_text()
     assert fs.cat("bucket-e2e/out/config.json") == b"config.json"
     assert not fs.exists("bucket-e2e/out/trials/job-t0") and not fs.exists("bucket-e2e/out/checkpoints")
@@ -198,8 +212,13 @@ def test_module_runs_as_a_command_with_the_pod_contracts_exit_codes(tmp_path):
     log = tmp_path / "termination-log"
     env = {**os.environ, "FINETUNE_TERMINATION_LOG": str(log)}
     command = [sys.executable, "-m", "finetune_trainer.promote", "--output", f"file://{out}"]
-    done = subprocess.run([*command, "--best", f"file://{out}/trials/job-t0", "--remove", f"file://{out}/trials/job-t0"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*command, "--best", f"file://{out}/trials/job-t0", "--remove", f"file://{out}/trials/job-t0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert (out / "config.json").read_text() == "t0:config.json" and not (out / "trials" / "job-t0").exists()
     assert "moved config.json" in done.stderr

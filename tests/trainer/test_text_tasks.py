@@ -8,18 +8,19 @@ import random
 import pandas as pd
 import pytest
 import torch
-
+from conftest import LM_WORDS, word_level_tokenizer
 from finetune_trainer import main
 from finetune_trainer.errors import EXIT_INVALID_DATA, EXIT_OK
 from finetune_trainer.tasks.causal_lm import encode_pair
 from finetune_trainer.tasks.token_classification import align_labels, as_list, infer_tags
 
-from conftest import LM_WORDS, word_level_tokenizer
-
 
 def _sentences(n, seed):
     rng = random.Random(seed)
-    return [f"the {rng.choice(['cat', 'dog', 'bird'])} {rng.choice(['sat', 'ran'])} on the {rng.choice(['mat', 'tree', 'roof'])}" for _ in range(n)]
+    return [
+        f"the {rng.choice(['cat', 'dog', 'bird'])} {rng.choice(['sat', 'ran'])} on the {rng.choice(['mat', 'tree', 'roof'])}"
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +28,15 @@ def tiny_gpt2(tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     folder = tmp_path_factory.mktemp("tiny-gpt2")
-    tokenizer = word_level_tokenizer(LM_WORDS + ["say", "twice", ":"], specials=["<pad>", "<unk>", "<eos>"], eos="<eos>")
+    tokenizer = word_level_tokenizer(
+        LM_WORDS + ["say", "twice", ":"], specials=["<pad>", "<unk>", "<eos>"], eos="<eos>"
+    )
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64, eos_token_id=2, bos_token_id=2))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64, eos_token_id=2, bos_token_id=2
+        )
+    )
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
@@ -43,8 +50,15 @@ def tiny_t5(tmp_path_factory):
     tokenizer = word_level_tokenizer(LM_WORDS, specials=["<pad>", "</s>", "<unk>"], eos="</s>", append_eos=True)
     torch.manual_seed(0)
     config = T5Config(
-        vocab_size=len(tokenizer), d_model=32, d_ff=37, d_kv=16, num_layers=2, num_heads=2,
-        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_ff=37,
+        d_kv=16,
+        num_layers=2,
+        num_heads=2,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
     )
     T5ForConditionalGeneration(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -52,7 +66,15 @@ def tiny_t5(tmp_path_factory):
 
 
 def _run(write_config, **config):
-    base = dict(max_steps=30, batch_size=16, learning_rate=5e-3, checkpoint_steps=100, eval_strategy="steps", eval_steps=30, max_seq_length=24)
+    base = dict(
+        max_steps=30,
+        batch_size=16,
+        learning_rate=5e-3,
+        checkpoint_steps=100,
+        eval_strategy="steps",
+        eval_steps=30,
+        max_seq_length=24,
+    )
     return main(write_config(**{**base, **config}))
 
 
@@ -61,14 +83,26 @@ def test_causal_lm_text_learns_and_reports_perplexity_and_retention(tiny_gpt2, t
     pd.DataFrame({"text": _sentences(16, 2)}).to_csv(tmp_path / "val.csv", index=False)
     pd.DataFrame({"text": ["a bird flew over the tree quickly today"] * 8}).to_csv(tmp_path / "retain.csv", index=False)
     out = tmp_path / "out"
-    code = _run(write_config, task="causal-lm", model_uri=tiny_gpt2, train_uri=str(tmp_path / "train.csv"),
-                validation_uri=str(tmp_path / "val.csv"), retention_uri=str(tmp_path / "retain.csv"), output_uri=str(out))
+    code = _run(
+        write_config,
+        task="causal-lm",
+        model_uri=tiny_gpt2,
+        train_uri=str(tmp_path / "train.csv"),
+        validation_uri=str(tmp_path / "val.csv"),
+        retention_uri=str(tmp_path / "retain.csv"),
+        output_uri=str(out),
+    )
     assert code == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_loss"] < metrics["eval_loss_before"]
     assert metrics["eval_perplexity"] < metrics["eval_perplexity_before"]
     assert metrics["eval_perplexity"] == pytest.approx(2.718281828 ** metrics["eval_loss"], rel=1e-6)
-    for key in ("retention_loss_delta", "retention_perplexity_before", "retention_perplexity_after", "retention_perplexity_delta"):
+    for key in (
+        "retention_loss_delta",
+        "retention_perplexity_before",
+        "retention_perplexity_after",
+        "retention_perplexity_delta",
+    ):
         assert key in metrics
 
 
@@ -81,8 +115,15 @@ def test_causal_lm_prompt_response_masks_the_prompt(tiny_gpt2, tmp_path, write_c
         rows.append({"prompt": f"say {word} twice :", "response": f"{word} {word}"})
     pd.DataFrame(rows).to_json(tmp_path / "train.jsonl", orient="records", lines=True)
     out = tmp_path / "out"
-    code = _run(write_config, task="causal-lm", model_uri=tiny_gpt2, train_uri=str(tmp_path / "train.jsonl"), dataset_format="jsonl",
-                validation_split=0.25, output_uri=str(out))
+    code = _run(
+        write_config,
+        task="causal-lm",
+        model_uri=tiny_gpt2,
+        train_uri=str(tmp_path / "train.jsonl"),
+        dataset_format="jsonl",
+        validation_split=0.25,
+        output_uri=str(out),
+    )
     assert code == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["format"] == "prompt/response"
@@ -94,8 +135,19 @@ def test_seq2seq_learns_to_copy_and_reports_chrf(tiny_t5, tmp_path, write_config
     pd.DataFrame({"src": sentences[:80], "tgt": sentences[:80]}).to_csv(tmp_path / "train.csv", index=False)
     pd.DataFrame({"src": sentences[80:], "tgt": sentences[80:]}).to_csv(tmp_path / "val.csv", index=False)
     out = tmp_path / "out"
-    code = _run(write_config, task="seq2seq", model_uri=tiny_t5, train_uri=str(tmp_path / "train.csv"), validation_uri=str(tmp_path / "val.csv"),
-                output_uri=str(out), columns={"source": "src", "target": "tgt"}, learning_rate=1e-2, max_steps=40, eval_steps=40, max_seq_length=12)
+    code = _run(
+        write_config,
+        task="seq2seq",
+        model_uri=tiny_t5,
+        train_uri=str(tmp_path / "train.csv"),
+        validation_uri=str(tmp_path / "val.csv"),
+        output_uri=str(out),
+        columns={"source": "src", "target": "tgt"},
+        learning_rate=1e-2,
+        max_steps=40,
+        eval_steps=40,
+        max_seq_length=12,
+    )
     assert code == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_loss"] < metrics["eval_loss_before"]
@@ -120,8 +172,17 @@ def test_token_classification_learns_entities(tiny_bert, tmp_path, write_config)
     val["tags"] = val["tags"].map(json.dumps)
     val.to_csv(tmp_path / "val.csv", index=False)
     out = tmp_path / "out"
-    code = _run(write_config, task="token-classification", model_uri=tiny_bert, train_uri=str(tmp_path / "train.jsonl"),
-                dataset_format="jsonl", output_uri=str(out), validation_split=0.25, max_steps=40, eval_steps=40)
+    code = _run(
+        write_config,
+        task="token-classification",
+        model_uri=tiny_bert,
+        train_uri=str(tmp_path / "train.jsonl"),
+        dataset_format="jsonl",
+        output_uri=str(out),
+        validation_split=0.25,
+        max_steps=40,
+        eval_steps=40,
+    )
     assert code == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels"] == ["O", "B-ANIMAL", "B-PLACE"]
@@ -130,11 +191,22 @@ def test_token_classification_learns_entities(tiny_bert, tmp_path, write_config)
 
 
 def test_token_classification_rejects_mismatched_tags(tiny_bert, tmp_path, write_config, termination_log):
-    pd.DataFrame([{"tokens": ["the", "cat"], "tags": ["O"]}]).to_json(tmp_path / "train.jsonl", orient="records", lines=True)
-    code = _run(write_config, task="token-classification", model_uri=tiny_bert, train_uri=str(tmp_path / "train.jsonl"),
-                dataset_format="jsonl", output_uri=str(tmp_path / "out"))
+    pd.DataFrame([{"tokens": ["the", "cat"], "tags": ["O"]}]).to_json(
+        tmp_path / "train.jsonl", orient="records", lines=True
+    )
+    code = _run(
+        write_config,
+        task="token-classification",
+        model_uri=tiny_bert,
+        train_uri=str(tmp_path / "train.jsonl"),
+        dataset_format="jsonl",
+        output_uri=str(tmp_path / "out"),
+    )
     assert code == EXIT_INVALID_DATA
-    assert json.loads(termination_log.read_text())["message"] == "train.jsonl row 1: 2 tokens but 1 tags; give one tag per token"
+    assert (
+        json.loads(termination_log.read_text())["message"]
+        == "train.jsonl row 1: 2 tokens but 1 tags; give one tag per token"
+    )
 
 
 def test_token_label_alignment_and_cells():
@@ -148,8 +220,19 @@ def test_token_label_alignment_and_cells():
 def test_causal_lm_lora_and_freeze(method, tiny_gpt2, tmp_path, write_config):
     pd.DataFrame({"text": _sentences(32, 6)}).to_csv(tmp_path / "train.csv", index=False)
     out = tmp_path / "out"
-    code = _run(write_config, task="causal-lm", model_uri=tiny_gpt2, train_uri=str(tmp_path / "train.csv"), validation_split=0.25,
-                output_uri=str(out), method=method, merge_adapter=True, freeze_trainable_layers=1, max_steps=10, eval_steps=10)
+    code = _run(
+        write_config,
+        task="causal-lm",
+        model_uri=tiny_gpt2,
+        train_uri=str(tmp_path / "train.csv"),
+        validation_split=0.25,
+        output_uri=str(out),
+        method=method,
+        merge_adapter=True,
+        freeze_trainable_layers=1,
+        max_steps=10,
+        eval_steps=10,
+    )
     assert code == EXIT_OK
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["trainable_parameters"] < metrics["total_parameters"]

@@ -9,21 +9,24 @@ import socket
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-from test_progress_helpers import free_port, tiny_trainer
-
-from transformers import TrainerControl, TrainerState
-
 from finetune_trainer.reporting.callbacks import ProgressCallback, TrainerMetricsCallback
 from finetune_trainer.reporting.environment import reporting_callbacks
 from finetune_trainer.reporting.gpu import GpuSample
 from finetune_trainer.reporting.prometheus import TrainerMetrics, serve
 from finetune_trainer.reporting.throughput import ThroughputMeter
+from prometheus_client.parser import text_string_to_metric_families
+from test_progress_helpers import free_port, tiny_trainer
+from transformers import TrainerControl, TrainerState
 
 
 def samples(text: str) -> dict[str, float]:
     """name -> value of every sample, less client_python's `_created` timestamps of counters."""
-    return {s.name: s.value for family in text_string_to_metric_families(text) for s in family.samples if not s.name.endswith("_created")}
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
 
 
 def exposition(metrics: TrainerMetrics) -> dict[str, float]:
@@ -48,13 +51,28 @@ def test_only_known_gauges_are_exposed_with_the_protocol_names():
         "finetune_trainer_progress_reports_sent_total": 0.0,
         "finetune_trainer_progress_reports_failed_total": 0.0,
     }
-    metrics.set(step=3, total_steps=10, epoch=0.5, train_loss=0.7, eval_loss=0.6, learning_rate=1e-4, samples_per_second=8.0, tokens_per_second=100.0)
+    metrics.set(
+        step=3,
+        total_steps=10,
+        epoch=0.5,
+        train_loss=0.7,
+        eval_loss=0.6,
+        learning_rate=1e-4,
+        samples_per_second=8.0,
+        tokens_per_second=100.0,
+    )
     metrics.reports_sent.inc()
     assert exposition(metrics) == {
-        "finetune_trainer_step": 3.0, "finetune_trainer_total_steps": 10.0, "finetune_trainer_epoch": 0.5,
-        "finetune_trainer_train_loss": 0.7, "finetune_trainer_eval_loss": 0.6, "finetune_trainer_learning_rate": 1e-4,
-        "finetune_trainer_samples_per_second": 8.0, "finetune_trainer_tokens_per_second": 100.0,
-        "finetune_trainer_progress_reports_sent_total": 1.0, "finetune_trainer_progress_reports_failed_total": 0.0,
+        "finetune_trainer_step": 3.0,
+        "finetune_trainer_total_steps": 10.0,
+        "finetune_trainer_epoch": 0.5,
+        "finetune_trainer_train_loss": 0.7,
+        "finetune_trainer_eval_loss": 0.6,
+        "finetune_trainer_learning_rate": 1e-4,
+        "finetune_trainer_samples_per_second": 8.0,
+        "finetune_trainer_tokens_per_second": 100.0,
+        "finetune_trainer_progress_reports_sent_total": 1.0,
+        "finetune_trainer_progress_reports_failed_total": 0.0,
     }
 
 
@@ -117,6 +135,7 @@ def test_metrics_callback_never_raises_into_training_and_logs_once(caplog):
 
 # ---- throughput ----
 
+
 def test_meter_measures_over_the_window_excluding_the_first_step():
     meter = ThroughputMeter(window=3)
     meter.record(100.0, 1, 0, samples_per_step=8)  # end of the slow first step
@@ -141,6 +160,7 @@ def test_meter_ignores_repeated_steps_and_restart_keeps_the_last_rate():
 
 
 # ---- when the server starts ----
+
 
 def listening(port: int) -> bool:
     with socket.socket() as probe:
@@ -196,6 +216,7 @@ def test_port_zero_serves_nothing_and_a_failing_start_never_reaches_training(mon
 
 # ---- assembly and a real run ----
 
+
 def test_reporting_callbacks_without_url_gives_only_the_metrics_callback():
     callbacks = reporting_callbacks({"FINETUNE_METRICS_PORT": "0"})
     assert [type(c) for c in callbacks] == [TrainerMetricsCallback]
@@ -230,7 +251,13 @@ def test_bad_environment_values_warn_and_fall_back(caplog):
     with caplog.at_level(logging.WARNING, logger="finetune_trainer"):
         callbacks = reporting_callbacks({"FINETUNE_PROGRESS_URL": "op.svc:8081/x", "FINETUNE_METRICS_PORT": "0"})
         assert [type(c) for c in callbacks] == [TrainerMetricsCallback]
-        _, progress = reporting_callbacks({"FINETUNE_PROGRESS_URL": "http://op/x", "FINETUNE_PROGRESS_INTERVAL_SECONDS": "often", "FINETUNE_METRICS_PORT": "0"})
+        _, progress = reporting_callbacks(
+            {
+                "FINETUNE_PROGRESS_URL": "http://op/x",
+                "FINETUNE_PROGRESS_INTERVAL_SECONDS": "often",
+                "FINETUNE_METRICS_PORT": "0",
+            }
+        )
         assert progress.interval_seconds == 10.0
         [callback] = reporting_callbacks({"FINETUNE_METRICS_PORT": "-1"})
         assert callback.port == 9400

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-
 from finetune_trainer.errors import (
     EXIT_COMMUNICATION_TIMEOUT,
     EXIT_CRASH,
@@ -18,8 +17,16 @@ from finetune_trainer.errors import (
     termination_log_path,
     termination_message,
 )
+from finetune_trainer.eval_metrics import (
+    accuracy,
+    bio_spans,
+    chrf,
+    entity_f1,
+    lower_is_better,
+    macro_f1,
+    word_error_rate,
+)
 from finetune_trainer.labels import encode_labels, infer_labels
-from finetune_trainer.eval_metrics import accuracy, bio_spans, chrf, entity_f1, lower_is_better, macro_f1, word_error_rate
 from finetune_trainer.retention import retention_report
 from finetune_trainer.sources import hf_repo_id, output_dir_for, resolve_local_path, uri_scheme
 from finetune_trainer.tables import split_train_validation
@@ -32,8 +39,14 @@ def test_exceptions_map_to_pod_contract_exit_codes():
 
     assert classify_exception(InvalidData("x")) == (EXIT_INVALID_DATA, "InvalidData")
     assert classify_exception(torch.OutOfMemoryError("CUDA out of memory")) == (EXIT_OUT_OF_MEMORY, "OutOfMemory")
-    assert classify_exception(RuntimeError("DefaultCPUAllocator: can't allocate memory: out of memory")) == (EXIT_OUT_OF_MEMORY, "OutOfMemory")
-    assert classify_exception(torch.distributed.DistBackendError("Watchdog caught collective operation timeout"))[0] == EXIT_COMMUNICATION_TIMEOUT
+    assert classify_exception(RuntimeError("DefaultCPUAllocator: can't allocate memory: out of memory")) == (
+        EXIT_OUT_OF_MEMORY,
+        "OutOfMemory",
+    )
+    assert (
+        classify_exception(torch.distributed.DistBackendError("Watchdog caught collective operation timeout"))[0]
+        == EXIT_COMMUNICATION_TIMEOUT
+    )
     assert classify_exception(ValueError("boom")) == (EXIT_CRASH, "TrainerCrashed")
 
 
@@ -53,7 +66,10 @@ def test_uris_resolve_through_the_mount_table():
         resolve_local_path("pvc://models/x", mounts)
     assert [uri_scheme(u) for u in ("hf://a/b", "s3://b/k", "pvc://c/p", "/x")] == ["hf", "s3", "pvc", "file"]
     assert hf_repo_id("hf://sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
-    assert output_dir_for("pvc://data/out", {"FINETUNE_VOLUME_MOUNTS": json.dumps(mounts)}) == ("/mnt/pvc/data/out", None)
+    assert output_dir_for("pvc://data/out", {"FINETUNE_VOLUME_MOUNTS": json.dumps(mounts)}) == (
+        "/mnt/pvc/data/out",
+        None,
+    )
     assert output_dir_for("s3://bucket/run1", {})[1] == "s3://bucket/run1"
 
 
@@ -94,13 +110,26 @@ def test_validation_split_is_seeded_and_disjoint():
 
 
 def test_dropout_override_touches_only_dropout_probabilities():
-    config = {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "classifier_dropout": None, "hidden_size": 32, "apply_dropout": True}
-    assert dropout_overrides(config, 0.3) == {"hidden_dropout_prob": 0.3, "attention_probs_dropout_prob": 0.3, "classifier_dropout": 0.3}
+    config = {
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "classifier_dropout": None,
+        "hidden_size": 32,
+        "apply_dropout": True,
+    }
+    assert dropout_overrides(config, 0.3) == {
+        "hidden_dropout_prob": 0.3,
+        "attention_probs_dropout_prob": 0.3,
+        "classifier_dropout": 0.3,
+    }
 
 
 def test_retention_report_before_after_delta():
-    report = retention_report({"retention_loss": 1.0, "retention_accuracy": 0.9, "retention_runtime": 3.0},
-                              {"retention_loss": 1.5, "retention_accuracy": 0.8}, language_model=True)
+    report = retention_report(
+        {"retention_loss": 1.0, "retention_accuracy": 0.9, "retention_runtime": 3.0},
+        {"retention_loss": 1.5, "retention_accuracy": 0.8},
+        language_model=True,
+    )
     assert report["retention_loss_delta"] == 0.5 and report["retention_accuracy_after"] == 0.8
     assert report["retention_perplexity_before"] == pytest.approx(math.e)
     assert "retention_runtime_before" not in report
@@ -108,7 +137,10 @@ def test_retention_report_before_after_delta():
 
 def test_precision_falls_back_to_fp32_without_cuda():
     assert choose_precision("auto", False, False)[0] == "fp32"
-    assert choose_precision("bf16", False, False) == ("fp32", "bf16 requested but no CUDA device is available; training in fp32")
+    assert choose_precision("bf16", False, False) == (
+        "fp32",
+        "bf16 requested but no CUDA device is available; training in fp32",
+    )
     assert choose_precision("auto", True, True)[0] == "bf16"
     assert choose_precision("auto", True, False)[0] == "fp16"
     assert choose_precision("bf16", True, False)[0] == "fp16"
@@ -122,12 +154,27 @@ class _Run:
 
 
 def test_training_arguments_follow_the_config():
-    kwargs = training_arguments_kwargs(_Run(warmup_ratio=0.1, checkpoint_steps=50), checkpoints_dir="/o/c", precision="fp32", has_eval=True, use_cpu=True)
+    kwargs = training_arguments_kwargs(
+        _Run(warmup_ratio=0.1, checkpoint_steps=50),
+        checkpoints_dir="/o/c",
+        precision="fp32",
+        has_eval=True,
+        use_cpu=True,
+    )
     assert kwargs["warmup_steps"] == 0.1 and kwargs["save_steps"] == 50 and kwargs["eval_strategy"] == "epoch"
     assert kwargs["save_total_limit"] is None and "load_best_model_at_end" not in kwargs
-    assert training_arguments_kwargs(_Run(), checkpoints_dir="c", precision="fp32", has_eval=False, use_cpu=True)["eval_strategy"] == "no"
+    assert (
+        training_arguments_kwargs(_Run(), checkpoints_dir="c", precision="fp32", has_eval=False, use_cpu=True)[
+            "eval_strategy"
+        ]
+        == "no"
+    )
     early = training_arguments_kwargs(
-        _Run(early_stopping_metric="loss", eval_strategy="steps", eval_steps=20), checkpoints_dir="c", precision="bf16", has_eval=True, use_cpu=False
+        _Run(early_stopping_metric="loss", eval_strategy="steps", eval_steps=20),
+        checkpoints_dir="c",
+        precision="bf16",
+        has_eval=True,
+        use_cpu=False,
     )
     assert early["metric_for_best_model"] == "eval_loss" and early["greater_is_better"] is False
     assert early["save_strategy"] == "steps" and early["save_steps"] == 20 and early["bf16"] is True
@@ -135,8 +182,14 @@ def test_training_arguments_follow_the_config():
 
 def test_training_arguments_reject_impossible_combinations():
     with pytest.raises(InvalidData, match="early_stopping_metric needs evaluation"):
-        training_arguments_kwargs(_Run(early_stopping_metric="accuracy"), checkpoints_dir="c", precision="fp32", has_eval=False, use_cpu=True)
+        training_arguments_kwargs(
+            _Run(early_stopping_metric="accuracy"), checkpoints_dir="c", precision="fp32", has_eval=False, use_cpu=True
+        )
     with pytest.raises(InvalidData, match="eval_steps"):
-        training_arguments_kwargs(_Run(eval_strategy="steps"), checkpoints_dir="c", precision="fp32", has_eval=True, use_cpu=True)
+        training_arguments_kwargs(
+            _Run(eval_strategy="steps"), checkpoints_dir="c", precision="fp32", has_eval=True, use_cpu=True
+        )
     with pytest.raises(InvalidData, match="warmup_ratio"):
-        training_arguments_kwargs(_Run(warmup_ratio=1.0), checkpoints_dir="c", precision="fp32", has_eval=True, use_cpu=True)
+        training_arguments_kwargs(
+            _Run(warmup_ratio=1.0), checkpoints_dir="c", precision="fp32", has_eval=True, use_cpu=True
+        )

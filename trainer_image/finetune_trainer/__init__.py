@@ -15,7 +15,7 @@ def main(config_path: str) -> int:
     try:
         # Late on purpose: run.py loads torch and transformers, which the config contract must not need.
         from finetune_trainer.run import main as run_main
-    except Exception as exc:  # e.g. torch cannot load its CUDA libraries: still a crash with a message
+    except Exception as exc:  # noqa: BLE001 - e.g. torch cannot load its CUDA libraries: still a crash with a message
         traceback.print_exc(file=sys.stderr)
         code, reason = classify_exception(exc)
         write_termination_message(reason, f"cannot load the trainer: {exc}")

@@ -20,7 +20,9 @@ def _cli(argv: list[str]) -> int:
         return 0
     config_path = argv[0] if argv else os.environ.get("FINETUNE_CONFIG")
     if not config_path:
-        print("finetune_trainer: give the config path as the argument or in FINETUNE_CONFIG\n\n" + USAGE, file=sys.stderr)
+        print(
+            "finetune_trainer: give the config path as the argument or in FINETUNE_CONFIG\n\n" + USAGE, file=sys.stderr
+        )
         return 3
     if needs_launcher():
         return launch(config_path)

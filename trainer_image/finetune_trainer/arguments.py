@@ -29,15 +29,25 @@ TASKS = (
 @dataclass
 class ModelArguments:
     task: str = field(metadata={"help": f"One of {', '.join(TASKS)}."})
-    model_uri: str = field(metadata={"help": "Pretrained model: hf://org/name, pvc://claim/path, s3://bucket/prefix or file:///path."})
-    model_revision: str = field(default="main", metadata={"help": "Hub revision (branch, tag or commit) for hf:// models."})
+    model_uri: str = field(
+        metadata={"help": "Pretrained model: hf://org/name, pvc://claim/path, s3://bucket/prefix or file:///path."}
+    )
+    model_revision: str = field(
+        default="main", metadata={"help": "Hub revision (branch, tag or commit) for hf:// models."}
+    )
     method: str = field(default="full", metadata={"help": "full | lora | freeze."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA branch."})
-    lora_target_modules: list[str] = field(default_factory=list, metadata={"help": "Modules to adapt; empty: chosen per architecture."})
-    merge_adapter: bool = field(default=False, metadata={"help": "Also save the base model with the adapter merged in."})
-    freeze_trainable_layers: int = field(default=2, metadata={"help": "With method freeze: how many top layers train (the head always trains)."})
+    lora_target_modules: list[str] = field(
+        default_factory=list, metadata={"help": "Modules to adapt; empty: chosen per architecture."}
+    )
+    merge_adapter: bool = field(
+        default=False, metadata={"help": "Also save the base model with the adapter merged in."}
+    )
+    freeze_trainable_layers: int = field(
+        default=2, metadata={"help": "With method freeze: how many top layers train (the head always trains)."}
+    )
     dropout: Optional[float] = field(default=None, metadata={"help": "Override the model's dropout probabilities."})
 
     def __post_init__(self) -> None:
@@ -50,12 +60,27 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     train_uri: str = field(metadata={"help": "Training data file or folder (URI)."})
-    validation_uri: Optional[str] = field(default=None, metadata={"help": "Validation data (URI); excludes validation_split."})
-    validation_split: Optional[float] = field(default=None, metadata={"help": "Fraction of train held out for validation."})
-    retention_uri: Optional[str] = field(default=None, metadata={"help": "Data evaluated before and after training to measure forgetting."})
-    dataset_format: str = field(default="csv", metadata={"help": "csv | json | jsonl | parquet | imagefolder | audiofolder."})
-    columns: dict = field(default_factory=dict, metadata={"help": "Role -> column name (text, textPair, label, tokens, tags, prompt, response, source, target, image, audio, transcript)."})
-    labels: list[str] = field(default_factory=list, metadata={"help": "Label names in id order; inferred from train when empty."})
+    validation_uri: Optional[str] = field(
+        default=None, metadata={"help": "Validation data (URI); excludes validation_split."}
+    )
+    validation_split: Optional[float] = field(
+        default=None, metadata={"help": "Fraction of train held out for validation."}
+    )
+    retention_uri: Optional[str] = field(
+        default=None, metadata={"help": "Data evaluated before and after training to measure forgetting."}
+    )
+    dataset_format: str = field(
+        default="csv", metadata={"help": "csv | json | jsonl | parquet | imagefolder | audiofolder."}
+    )
+    columns: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "Role -> column name (text, textPair, label, tokens, tags, prompt, response, source, target, image, audio, transcript)."
+        },
+    )
+    labels: list[str] = field(
+        default_factory=list, metadata={"help": "Label names in id order; inferred from train when empty."}
+    )
     max_seq_length: int = field(default=128, metadata={"help": "Truncate token sequences to this length."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Use at most this many training rows."})
     augment: bool = field(default=False, metadata={"help": "Augment training data (per modality)."})
@@ -79,13 +104,23 @@ class RunArguments:
     warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of steps for LR warmup."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing factor."})
-    precision: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32; falls back to fp32 without a GPU."})
+    precision: str = field(
+        default="auto", metadata={"help": "auto | bf16 | fp16 | fp32; falls back to fp32 without a GPU."}
+    )
     seed: int = field(default=42, metadata={"help": "Random seed."})
     eval_strategy: str = field(default="epoch", metadata={"help": "epoch | steps | no."})
-    eval_steps: Optional[int] = field(default=None, metadata={"help": "Evaluate every N steps with eval_strategy steps."})
-    early_stopping_metric: Optional[str] = field(default=None, metadata={"help": "Stop when this eval metric stops improving."})
-    early_stopping_patience: int = field(default=3, metadata={"help": "Evaluations without improvement before stopping."})
-    early_stopping_greater_is_better: Optional[bool] = field(default=None, metadata={"help": "Unset: inferred from the metric name."})
+    eval_steps: Optional[int] = field(
+        default=None, metadata={"help": "Evaluate every N steps with eval_strategy steps."}
+    )
+    early_stopping_metric: Optional[str] = field(
+        default=None, metadata={"help": "Stop when this eval metric stops improving."}
+    )
+    early_stopping_patience: int = field(
+        default=3, metadata={"help": "Evaluations without improvement before stopping."}
+    )
+    early_stopping_greater_is_better: Optional[bool] = field(
+        default=None, metadata={"help": "Unset: inferred from the metric name."}
+    )
     logging_steps: int = field(default=10, metadata={"help": "Log train loss every N steps."})
     job_name: str = field(default="", metadata={"help": "FineTuneJob name (for reports and the model card)."})
     job_namespace: str = field(default="", metadata={"help": "FineTuneJob namespace."})

@@ -25,7 +25,9 @@ class TokenDropoutDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         example = dict(self.base[i])
-        example["input_ids"] = drop_tokens(example["input_ids"], self.probability, self.replacement, self.special, self.rng)
+        example["input_ids"] = drop_tokens(
+            example["input_ids"], self.probability, self.replacement, self.special, self.rng
+        )
         return example
 
 
@@ -51,6 +53,7 @@ class MappedDataset(torch.utils.data.Dataset):
 
 
 # ---- images (PIL) ----
+
 
 def random_resized_crop(image, rng, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3)):
     width, height = image.size
@@ -79,6 +82,7 @@ def augment_image(image, rng):
 
 
 # ---- audio (numpy) ----
+
 
 def augment_waveform(wave: np.ndarray, rng, sampling_rate: int) -> np.ndarray:
     """Random gain (±6 dB), a circular time shift of up to 100 ms, and white noise at 30-50 dB SNR."""

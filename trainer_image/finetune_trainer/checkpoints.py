@@ -91,7 +91,9 @@ class CompleteCheckpointCallback(TrainerCallback):
         if not os.path.isdir(folder):
             return
         mark_complete(folder)
-        for old in checkpoints_to_delete(complete_checkpoints(self.checkpoints_dir), self.keep, state.best_model_checkpoint):
+        for old in checkpoints_to_delete(
+            complete_checkpoints(self.checkpoints_dir), self.keep, state.best_model_checkpoint
+        ):
             shutil.rmtree(old, ignore_errors=True)
         logger.info("checkpoint complete: %s", folder)
 

@@ -39,7 +39,9 @@ def classify_exception(exc: BaseException) -> tuple[int, str]:
     text = str(exc).lower()
     if name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in text):
         return EXIT_OUT_OF_MEMORY, "OutOfMemory"
-    if name in ("DistBackendError", "DistNetworkError", "DistStoreError") and ("timeout" in text or "timed out" in text):
+    if name in ("DistBackendError", "DistNetworkError", "DistStoreError") and (
+        "timeout" in text or "timed out" in text
+    ):
         return EXIT_COMMUNICATION_TIMEOUT, "CommunicationTimeout"
     return EXIT_CRASH, "TrainerCrashed"
 
@@ -49,7 +51,9 @@ def termination_message(reason: str, message: str) -> str:
     body = {"reason": reason, "message": message}
     text = json.dumps(body)
     while len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-        body["message"] = body["message"][: max(0, len(body["message"]) - (len(text.encode()) - TERMINATION_MESSAGE_LIMIT) - 4)] + "…"
+        body["message"] = (
+            body["message"][: max(0, len(body["message"]) - (len(text.encode()) - TERMINATION_MESSAGE_LIMIT) - 4)] + "…"
+        )
         text = json.dumps(body)
     return text
 
@@ -61,7 +65,8 @@ def completion_message(step: int, metrics: dict) -> str:
     longest names go first (they are the least likely to be an objective such as eval_loss).
     """
     numbers = {
-        key: float(value) for key, value in metrics.items()
+        key: float(value)
+        for key, value in metrics.items()
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     }
     body = {"reason": "Completed", "message": f"trained to step {step}", "metrics": numbers}

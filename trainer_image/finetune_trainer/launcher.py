@@ -25,7 +25,11 @@ from finetune_trainer.errors import (
     termination_log_path,
 )
 
-_CODES = {"InvalidData": EXIT_INVALID_DATA, "OutOfMemory": EXIT_OUT_OF_MEMORY, "CommunicationTimeout": EXIT_COMMUNICATION_TIMEOUT}
+_CODES = {
+    "InvalidData": EXIT_INVALID_DATA,
+    "OutOfMemory": EXIT_OUT_OF_MEMORY,
+    "CommunicationTimeout": EXIT_COMMUNICATION_TIMEOUT,
+}
 
 
 def _int(environ, *names: str) -> int:
@@ -46,13 +50,17 @@ def needs_launcher(environ=os.environ) -> bool:
 
 def torchrun_command(config_path: str, environ=os.environ) -> list[str]:
     return [
-        sys.executable, "-m", "torch.distributed.run",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
         f"--nnodes={_int(environ, 'PET_NNODES', 'NNODES')}",
         f"--nproc-per-node={_int(environ, 'PET_NPROC_PER_NODE', 'NPROC_PER_NODE')}",
         f"--node-rank={environ.get('PET_NODE_RANK') or environ.get('NODE_RANK') or 0}",
         f"--master-addr={environ.get('PET_MASTER_ADDR') or environ.get('MASTER_ADDR') or '127.0.0.1'}",
         f"--master-port={environ.get('PET_MASTER_PORT') or environ.get('MASTER_PORT') or '29500'}",
-        "--module", "finetune_trainer", config_path,
+        "--module",
+        "finetune_trainer",
+        config_path,
     ]
 
 

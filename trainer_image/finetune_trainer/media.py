@@ -44,7 +44,9 @@ def folder_table(root: str, extensions: tuple[str, ...], path_column: str, label
     return pd.DataFrame(rows)
 
 
-def media_frames(paths, data_args, *, folder_format: str, extensions, path_column: str, label_column: str, required: list[str]):
+def media_frames(
+    paths, data_args, *, folder_format: str, extensions, path_column: str, label_column: str, required: list[str]
+):
     """(train, validation or None, retention or None) tables with absolute file paths in `path_column`."""
 
     def load(path):

@@ -63,7 +63,11 @@ def block_lists(base) -> list[torch.nn.ModuleList]:
     for name, module in base.named_modules():
         if any(name.startswith(p + ".") for p in inside):
             continue
-        if isinstance(module, torch.nn.ModuleList) and len(module) > 0 and all(any(True for _ in m.parameters()) for m in module):
+        if (
+            isinstance(module, torch.nn.ModuleList)
+            and len(module) > 0
+            and all(any(True for _ in m.parameters()) for m in module)
+        ):
             found.append(module)
             inside.add(name)
     return found
@@ -80,12 +84,20 @@ def apply_freeze(model, trainable_layers: int):
     base = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
     stacks = block_lists(base)
     if not stacks:
-        raise InvalidData(f"method freeze: found no layer stack in model type {model.config.model_type!r}; use method full or lora")
+        raise InvalidData(
+            f"method freeze: found no layer stack in model type {model.config.model_type!r}; use method full or lora"
+        )
     in_stacks = {id(p) for stack in stacks for p in stack.parameters()}
     for name, param in base.named_parameters():
         if id(param) in in_stacks:
             param.requires_grad = False
-        elif "embed" in name or "position" in name or "patch" in name or "feature_extractor" in name or "feature_projection" in name:
+        elif (
+            "embed" in name
+            or "position" in name
+            or "patch" in name
+            or "feature_extractor" in name
+            or "feature_projection" in name
+        ):
             param.requires_grad = False  # input embeddings / feature encoders
     for stack in stacks:
         for block in list(stack)[len(stack) - trainable_layers :] if trainable_layers else []:
@@ -100,5 +112,11 @@ def apply_method(model, model_args, peft_task_type: str | None, head_modules: li
     elif model_args.method == "freeze":
         model = apply_freeze(model, model_args.freeze_trainable_layers)
     trainable, total = count_parameters(model)
-    logger.info("method %s: %d of %d parameters train (%.2f%%)", model_args.method, trainable, total, 100.0 * trainable / max(total, 1))
+    logger.info(
+        "method %s: %d of %d parameters train (%.2f%%)",
+        model_args.method,
+        trainable,
+        total,
+        100.0 * trainable / max(total, 1),
+    )
     return model

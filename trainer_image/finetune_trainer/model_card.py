@@ -21,7 +21,7 @@ def render_model_card(*, model_args, data_args, run_args, metrics: dict, data_su
         "",
         f"# {title}",
         "",
-        f"Fine-tuned by finetune-operator"
+        "Fine-tuned by finetune-operator"
         + (f" (FineTuneJob `{run_args.job_namespace}/{run_args.job_name}`)" if run_args.job_name else "")
         + f" from `{model_args.model_uri}` (revision `{model_args.model_revision}`) for **{model_args.task}**.",
         "",
@@ -32,9 +32,13 @@ def render_model_card(*, model_args, data_args, run_args, metrics: dict, data_su
     if data_args.validation_uri:
         lines.append(f"- validation: `{data_args.validation_uri}` ({data_summary.get('validation_rows', '?')} rows)")
     elif data_args.validation_split:
-        lines.append(f"- validation: {data_args.validation_split:.0%} of train held out ({data_summary.get('validation_rows', '?')} rows, seed {run_args.seed})")
+        lines.append(
+            f"- validation: {data_args.validation_split:.0%} of train held out ({data_summary.get('validation_rows', '?')} rows, seed {run_args.seed})"
+        )
     if data_args.retention_uri:
-        lines.append(f"- retention (forgetting check): `{data_args.retention_uri}` ({data_summary.get('retention_rows', '?')} rows)")
+        lines.append(
+            f"- retention (forgetting check): `{data_args.retention_uri}` ({data_summary.get('retention_rows', '?')} rows)"
+        )
     if labels:
         lines.append(f"- labels: {', '.join(labels)}")
     method = model_args.method
@@ -62,17 +66,30 @@ def render_model_card(*, model_args, data_args, run_args, metrics: dict, data_su
         "|---|---|---|",
     ]
     for key in sorted(metrics):
-        if key.startswith("eval_") and not key.endswith(("_before", "_runtime", "_per_second")) and isinstance(metrics[key], (int, float)):
+        if (
+            key.startswith("eval_")
+            and not key.endswith(("_before", "_runtime", "_per_second"))
+            and isinstance(metrics[key], (int, float))
+        ):
             before = metrics.get(f"{key}_before")
-            lines.append(f"| {key.removeprefix('eval_')} | {_fmt(before) if before is not None else '-'} | {_fmt(metrics[key])} |")
+            lines.append(
+                f"| {key.removeprefix('eval_')} | {_fmt(before) if before is not None else '-'} | {_fmt(metrics[key])} |"
+            )
     retention = sorted(k for k in metrics if k.startswith("retention_") and k.endswith("_before"))
     if retention:
-        lines += ["", "Retention set (forgetting: after minus before; a higher loss after means forgetting):", "",
-                  "| metric | before | after | delta |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "Retention set (forgetting: after minus before; a higher loss after means forgetting):",
+            "",
+            "| metric | before | after | delta |",
+            "|---|---|---|---|",
+        ]
         for key in retention:
             name = key.removeprefix("retention_").removesuffix("_before")
             after, delta = metrics.get(f"retention_{name}_after"), metrics.get(f"retention_{name}_delta")
-            lines.append(f"| {name} | {_fmt(metrics[key])} | {_fmt(after) if after is not None else '-'} | {_fmt(delta) if delta is not None else '-'} |")
+            lines.append(
+                f"| {name} | {_fmt(metrics[key])} | {_fmt(after) if after is not None else '-'} | {_fmt(delta) if delta is not None else '-'} |"
+            )
     lines += ["", "Training:", ""]
     for key in ("train_loss", "train_runtime", "train_samples_per_second", "global_step", "epoch"):
         if key in metrics:

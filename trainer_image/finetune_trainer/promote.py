@@ -131,7 +131,9 @@ def _has_model(store: Store, folder: str) -> bool:
 def promote(store: Store, best: str, output: str, remove: list[str]) -> PromoteResult:
     """Move the best trial's entries (not checkpoints/) into `output`, then delete each `remove` folder."""
     if _inside(output, best):
-        raise InvalidData(f"--output {output} is the best trial's folder {best} or inside it; give the job's output folder")
+        raise InvalidData(
+            f"--output {output} is the best trial's folder {best} or inside it; give the job's output folder"
+        )
     for folder in remove:
         if _inside(output, folder):
             raise InvalidData(f"--remove {folder} would delete the output {output}; give only trial folders")
@@ -180,14 +182,18 @@ def open_store(best: str, output: str, remove: list[str], environ=os.environ) ->
     uris = [best, output, *remove]
     for uri in uris:
         if urlparse(uri).scheme not in SCHEMES:
-            raise InvalidData(f"{uri}: cannot promote {urlparse(uri).scheme}:// URIs; give pvc://, s3://, file:// or a path")
+            raise InvalidData(
+                f"{uri}: cannot promote {urlparse(uri).scheme}:// URIs; give pvc://, s3://, file:// or a path"
+            )
     schemes = {uri_scheme(uri) for uri in uris}
     if schemes == {"s3"}:
         paths = [_bucket_path(uri) for uri in uris]
         return FsspecStore(s3_filesystem()), paths[0], paths[1], paths[2:]
     if "s3" in schemes:
-        raise InvalidData(f"--best, --output and --remove mix s3:// with mounted paths ({', '.join(uris)}); "
-                          "trials live under the job's output, so give URIs of one kind")
+        raise InvalidData(
+            f"--best, --output and --remove mix s3:// with mounted paths ({', '.join(uris)}); "
+            "trials live under the job's output, so give URIs of one kind"
+        )
     mounts = volume_mounts(environ)
     paths = [os.path.abspath(resolve_local_path(uri, mounts)) for uri in uris]
     return LocalStore(), paths[0], paths[1], paths[2:]
@@ -226,8 +232,10 @@ def main(argv: list[str] | None = None, environ=os.environ) -> int:
         logger.exception("promotion failed")
         write_termination_message(FAILED_REASON, f"{type(exc).__name__}: {exc}", environ)
         return EXIT_CRASH
-    summary = (f"promoted {args.best} to {args.output}: moved {len(result.moved)} entries, "
-               f"removed {len(result.removed)} folders")
+    summary = (
+        f"promoted {args.best} to {args.output}: moved {len(result.moved)} entries, "
+        f"removed {len(result.removed)} folders"
+    )
     logger.info("%s", summary)
     write_termination_message("Completed", summary, environ)
     return EXIT_OK

@@ -10,7 +10,11 @@ def retention_report(before: dict, after: dict, *, language_model: bool) -> dict
     and every other retention_* metric before and after."""
     report = {}
     for key, value in before.items():
-        if not key.startswith("retention_") or not isinstance(value, (int, float)) or key.endswith(("_runtime", "_per_second")):
+        if (
+            not key.startswith("retention_")
+            or not isinstance(value, (int, float))
+            or key.endswith(("_runtime", "_per_second"))
+        ):
             continue
         name = key.removeprefix("retention_")
         report[f"retention_{name}_before"] = value
@@ -21,5 +25,7 @@ def retention_report(before: dict, after: dict, *, language_model: bool) -> dict
         if language_model:
             report["retention_perplexity_before"] = perplexity(before["retention_loss"])
             report["retention_perplexity_after"] = perplexity(after["retention_loss"])
-            report["retention_perplexity_delta"] = report["retention_perplexity_after"] - report["retention_perplexity_before"]
+            report["retention_perplexity_delta"] = (
+                report["retention_perplexity_after"] - report["retention_perplexity_before"]
+            )
     return report

@@ -101,7 +101,9 @@ def trainer_with_derived_metrics(base_class, derive):
 
     class DerivedMetricsTrainer(base_class):
         def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **kwargs):
-            metrics = super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **kwargs)
+            metrics = super().evaluate(
+                eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **kwargs
+            )
             metrics.update(derive(metrics, metric_key_prefix))
             return metrics
 
@@ -110,7 +112,8 @@ def trainer_with_derived_metrics(base_class, derive):
 
 def _numbers(metrics: dict) -> dict:
     return {
-        k: v for k, v in metrics.items()
+        k: v
+        for k, v in metrics.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.endswith("_model_preparation_time")
     }
 
@@ -157,7 +160,11 @@ def _run(config_path: str) -> int:
 
         # Training arguments and callbacks.
         kwargs = training_arguments_kwargs(
-            run_args, checkpoints_dir=checkpoints_dir, precision=precision, has_eval=setup.eval_dataset is not None, use_cpu=not cuda
+            run_args,
+            checkpoints_dir=checkpoints_dir,
+            precision=precision,
+            has_eval=setup.eval_dataset is not None,
+            use_cpu=not cuda,
         )
         kwargs.update(setup.extra_training_arguments)
         trainer_class = trainer_with_derived_metrics(setup.trainer_class or Trainer, setup.derive_metrics)
@@ -203,7 +210,9 @@ def _run(config_path: str) -> int:
         # Evaluate after training.
         final_eval = _numbers(trainer.evaluate()) if setup.eval_dataset is not None else {}
         retention_after = (
-            _numbers(trainer.evaluate(setup.retention_dataset, metric_key_prefix="retention")) if setup.retention_dataset is not None else {}
+            _numbers(trainer.evaluate(setup.retention_dataset, metric_key_prefix="retention"))
+            if setup.retention_dataset is not None
+            else {}
         )
 
         # Save the model (or adapter) with its processor; optionally the merged model too.
@@ -243,11 +252,17 @@ def _run(config_path: str) -> int:
             with open(os.path.join(output_dir, "README.md"), "w") as f:
                 f.write(
                     render_model_card(
-                        model_args=model_args, data_args=data_args, run_args=run_args, metrics=metrics,
-                        data_summary=setup.data_summary, labels=setup.labels,
+                        model_args=model_args,
+                        data_args=data_args,
+                        run_args=run_args,
+                        metrics=metrics,
+                        data_summary=setup.data_summary,
+                        labels=setup.labels,
                     )
                 )
-            logger.info("done: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith("eval_")}, sort_keys=True))
+            logger.info(
+                "done: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith("eval_")}, sort_keys=True)
+            )
             if upload_to:
                 upload(output_dir, upload_to)
             # Last, once the output is in place: the operator reads a search trial's objective from here.

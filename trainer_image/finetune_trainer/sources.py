@@ -27,7 +27,7 @@ def volume_mounts(environ=os.environ) -> dict[str, str]:
     try:
         mounts = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise InvalidData(f"{MOUNTS_ENV} is not JSON ({exc}); expected e.g. {{\"models\": \"/mnt/pvc/models\"}}") from exc
+        raise InvalidData(f'{MOUNTS_ENV} is not JSON ({exc}); expected e.g. {{"models": "/mnt/pvc/models"}}') from exc
     if not isinstance(mounts, dict):
         raise InvalidData(f"{MOUNTS_ENV} must be a JSON object of claim -> mount path; got {raw!r}")
     return {str(k): str(v) for k, v in mounts.items()}
@@ -46,7 +46,9 @@ def resolve_local_path(uri: str, mounts: dict[str, str]) -> str:
         claim = parsed.netloc
         if claim not in mounts:
             known = ", ".join(sorted(mounts)) or "none"
-            raise InvalidData(f"{uri}: claim {claim!r} is not mounted (mounted claims: {known}); {MOUNTS_ENV} maps claims to mount paths")
+            raise InvalidData(
+                f"{uri}: claim {claim!r} is not mounted (mounted claims: {known}); {MOUNTS_ENV} maps claims to mount paths"
+            )
         return os.path.join(mounts[claim], unquote(parsed.path).lstrip("/"))
     if parsed.scheme == "file":
         return unquote(parsed.path)
@@ -63,7 +65,9 @@ def hf_repo_id(uri: str) -> str:
     return repo
 
 
-def fetch(uri: str, *, revision: str = "main", what: str = "data", environ=os.environ, cache_dir: str | None = None) -> str:
+def fetch(
+    uri: str, *, revision: str = "main", what: str = "data", environ=os.environ, cache_dir: str | None = None
+) -> str:
     """Return a local path holding what `uri` names, downloading remote sources first."""
     scheme = uri_scheme(uri)
     if scheme == "hf":
@@ -93,7 +97,9 @@ def _fetch_s3(uri: str, cache_dir: str) -> str:
 def output_dir_for(uri: str, environ=os.environ) -> tuple[str, str | None]:
     """(local dir to write into, remote URI to upload to at the end or None)."""
     if uri_scheme(uri) == "s3":
-        staging = os.path.join(tempfile.gettempdir(), "finetune-output", urlparse(uri).netloc, urlparse(uri).path.strip("/"))
+        staging = os.path.join(
+            tempfile.gettempdir(), "finetune-output", urlparse(uri).netloc, urlparse(uri).path.strip("/")
+        )
         return staging, uri
     if uri_scheme(uri) == "hf":
         raise InvalidData(f"output_uri {uri}: hf:// outputs are not supported; use pvc://, s3:// or a path")

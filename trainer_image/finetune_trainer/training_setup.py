@@ -19,7 +19,11 @@ def choose_precision(requested: str, cuda_available: bool, bf16_supported: bool)
     if requested == "bf16" and not bf16_supported:
         return "fp16", "bf16 requested but this GPU does not support it; using fp16"
     if requested == "auto":
-        return ("bf16", "auto: the GPU supports bf16") if bf16_supported else ("fp16", "auto: GPU without bf16; using fp16")
+        return (
+            ("bf16", "auto: the GPU supports bf16")
+            if bf16_supported
+            else ("fp16", "auto: GPU without bf16; using fp16")
+        )
     return requested, f"{requested} requested"
 
 

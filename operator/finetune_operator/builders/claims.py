@@ -11,7 +11,7 @@ def claim_of(uri: str | None) -> str | None:
     """The claim name of a pvc://CLAIM/path URI; None for other schemes."""
     if not uri or not uri.startswith(PVC_SCHEME):
         return None
-    return uri[len(PVC_SCHEME):].split("/", 1)[0]
+    return uri[len(PVC_SCHEME) :].split("/", 1)[0]
 
 
 def pvc_claims(spec: FineTuneJobSpec) -> dict[str, bool]:

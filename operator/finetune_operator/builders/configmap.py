@@ -8,8 +8,8 @@ from typing import Any
 
 from ..names import CONFIG_FILE_KEY, config_map_name
 from ..spec import FineTuneJobSpec
-from .trainer_config import render_trainer_config
 from .meta import child_metadata
+from .trainer_config import render_trainer_config
 
 CONFIG_HASH_LENGTH = 16
 

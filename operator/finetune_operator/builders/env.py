@@ -83,8 +83,14 @@ def contract_env(spec: FineTuneJobSpec, name: str, namespace: str) -> list[dict[
         # node (or two trials on one machine) that oversubscribes the CPUs several times over. The
         # kubelet rounds the limit up to whole CPUs. Several processes per node keep torchrun's
         # default (1 thread each).
-        env.append({"name": "OMP_NUM_THREADS", "valueFrom": {"resourceFieldRef": {
-            "containerName": TRAINER_CONTAINER, "resource": "limits.cpu", "divisor": "1"}}})
+        env.append(
+            {
+                "name": "OMP_NUM_THREADS",
+                "valueFrom": {
+                    "resourceFieldRef": {"containerName": TRAINER_CONTAINER, "resource": "limits.cpu", "divisor": "1"}
+                },
+            }
+        )
     return env
 
 

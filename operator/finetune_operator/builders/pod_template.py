@@ -41,13 +41,21 @@ def build_ports(config: OperatorConfig) -> list[dict[str, Any]]:
     ports = [{"name": RENDEZVOUS_PORT_NAME, "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
     if config.trainer_metrics_port > 0:
         # The PodMonitor scrapes the trainer's own /metrics by this port's name.
-        ports.append({"name": TRAINER_METRICS_PORT_NAME, "containerPort": config.trainer_metrics_port, "protocol": "TCP"})
+        ports.append(
+            {"name": TRAINER_METRICS_PORT_NAME, "containerPort": config.trainer_metrics_port, "protocol": "TCP"}
+        )
     return ports
 
 
 def trainer_image_container(
-    spec: FineTuneJobSpec, config: OperatorConfig, *, command: list[str], args: list[str],
-    env: list[dict[str, Any]], resources: dict[str, Any], volume_mounts: list[dict[str, Any]],
+    spec: FineTuneJobSpec,
+    config: OperatorConfig,
+    *,
+    command: list[str],
+    args: list[str],
+    env: list[dict[str, Any]],
+    resources: dict[str, Any],
+    volume_mounts: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """A container of the trainer image, named `trainer` (the Job's podFailurePolicy names it), locked
     down to the restricted profile, with the storage credentials and the termination-message contract."""
@@ -71,12 +79,14 @@ def trainer_image_container(
     return container
 
 
-def build_trainer_container(
-    spec: FineTuneJobSpec, name: str, namespace: str, config: OperatorConfig
-) -> dict[str, Any]:
+def build_trainer_container(spec: FineTuneJobSpec, name: str, namespace: str, config: OperatorConfig) -> dict[str, Any]:
     container = trainer_image_container(
-        spec, config, command=TRAINER_COMMAND, args=[f"{CONFIG_MOUNT_DIR}/{CONFIG_FILE_KEY}"],
-        env=build_env(spec, name, namespace, config), resources=build_resources(spec, config),
+        spec,
+        config,
+        command=TRAINER_COMMAND,
+        args=[f"{CONFIG_MOUNT_DIR}/{CONFIG_FILE_KEY}"],
+        env=build_env(spec, name, namespace, config),
+        resources=build_resources(spec, config),
         volume_mounts=build_volume_mounts(spec),
     )
     container["ports"] = build_ports(config)

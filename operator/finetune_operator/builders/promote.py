@@ -52,14 +52,20 @@ def build_promote_env(spec: FineTuneJobSpec, name: str, namespace: str, config: 
         "HOME": TMP_MOUNT_DIR,
     }
     # Operator-wide and user env too: that is where e.g. AWS_ENDPOINT_URL for an S3-compatible store is set.
-    return merge_env([{"name": key, "value": value} for key, value in own.items()], operator_env(config), user_env(spec))
+    return merge_env(
+        [{"name": key, "value": value} for key, value in own.items()], operator_env(config), user_env(spec)
+    )
 
 
 def build_promote_container(
     spec: FineTuneJobSpec, name: str, namespace: str, config: OperatorConfig, args: list[str]
 ) -> dict[str, Any]:
     return trainer_image_container(
-        spec, config, command=PROMOTE_COMMAND, args=args, env=build_promote_env(spec, name, namespace, config),
+        spec,
+        config,
+        command=PROMOTE_COMMAND,
+        args=args,
+        env=build_promote_env(spec, name, namespace, config),
         resources={kind: dict(amounts) for kind, amounts in PROMOTE_RESOURCES.items()},
         volume_mounts=[*build_claim_mounts(spec), {"name": TMP_VOLUME, "mountPath": TMP_MOUNT_DIR}],
     )

@@ -33,7 +33,7 @@ def pvc_volume_name(claim: str) -> str:
     if len(name) <= MAX_VOLUME_NAME:
         return name
     digest = hashlib.sha256(claim.encode()).hexdigest()[:8]
-    return f"pvc-{claim[:MAX_VOLUME_NAME - len('pvc--') - len(digest)]}-{digest}"
+    return f"pvc-{claim[: MAX_VOLUME_NAME - len('pvc--') - len(digest)]}-{digest}"
 
 
 def claim_mount_path(claim: str) -> str:

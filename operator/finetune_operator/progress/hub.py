@@ -17,8 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from ..metrics import OperatorMetrics
-from .report import ProgressReport
 from .records import JobRecord, progress_status
+from .report import ProgressReport
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +53,31 @@ class ProgressHub:
     def token(self, namespace: str, name: str, uid: str) -> str:
         return job_token(self._key, namespace, name, uid)
 
-    def track(self, namespace: str, name: str, *, uid: str, created: datetime, gpus: int, gpu_seconds: float,
-              parent: str | None = None) -> JobRecord:
+    def track(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        uid: str,
+        created: datetime,
+        gpus: int,
+        gpu_seconds: float,
+        parent: str | None = None,
+    ) -> JobRecord:
         key = (namespace, name)
         record = self.records.get(key)
         if record is None or record.uid != uid or record.parent != parent:
             # First sight (or a new job reusing the name): GPU-seconds continue from the status.
-            record = JobRecord(namespace, name, uid=uid, created=created, gpus=gpus, gpu_seconds=gpu_seconds,
-                               gpu_counted=gpu_seconds, parent=parent)
+            record = JobRecord(
+                namespace,
+                name,
+                uid=uid,
+                created=created,
+                gpus=gpus,
+                gpu_seconds=gpu_seconds,
+                gpu_counted=gpu_seconds,
+                parent=parent,
+            )
             self.records[key] = record
         return record
 
@@ -112,8 +129,12 @@ class ProgressHub:
                 try:
                     await self.trial_reported(record.namespace, record.parent)
                 except Exception:  # noqa: BLE001 (the periodic sweep reconciles the search again)
-                    log.warning("reconciling search %s/%s after a trial report failed", record.namespace,
-                                record.parent, exc_info=True)
+                    log.warning(
+                        "reconciling search %s/%s after a trial report failed",
+                        record.namespace,
+                        record.parent,
+                        exc_info=True,
+                    )
             return
         fields = progress_status(record, self._clock())
         # Counted as sent, before the answer: a write still in flight when its job is deleted reached the

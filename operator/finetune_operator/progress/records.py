@@ -88,8 +88,9 @@ class JobRecord:
         self.samples.append((report.time, report.step))
         # Every report repeats the latest evaluation; a new evaluation is an `evaluate` event, or new
         # numbers when that event's own report was lost or throttled.
-        if report.evalMetrics and (report.event == "evaluate" or previous is None
-                                   or report.evalMetrics != previous.evalMetrics):
+        if report.evalMetrics and (
+            report.event == "evaluate" or previous is None or report.evalMetrics != previous.evalMetrics
+        ):
             if self.evaluations and self.evaluations[-1][0] == report.step:
                 self.evaluations.pop()
             self.evaluations.append((report.step, dict(report.evalMetrics)))

@@ -84,11 +84,20 @@ async def reconcile_search(
     planned = search.max_trials if search.algorithm != "grid" else min(search.max_trials, grid_size(space))
 
     def observed_of(child: str) -> Observed:
-        return Observed(job=next(iter(jobs.get((namespace, child), ())), None), pods=list(pods.get((namespace, child), ())))
+        return Observed(
+            job=next(iter(jobs.get((namespace, child), ())), None), pods=list(pods.get((namespace, child), ()))
+        )
 
     def trial_record(entry: dict[str, Any], tspec: FineTuneJobSpec) -> JobRecord:
-        return hub.track(namespace, entry["name"], uid=uid, created=created, gpus=tspec.total_gpus,
-                         gpu_seconds=float(entry.get("gpuSeconds") or 0), parent=name)
+        return hub.track(
+            namespace,
+            entry["name"],
+            uid=uid,
+            created=created,
+            gpus=tspec.total_gpus,
+            gpu_seconds=float(entry.get("gpuSeconds") or 0),
+            parent=name,
+        )
 
     if previous.get("phase") in r.TERMINAL_PHASES:
         parent.phase = previous["phase"]
@@ -104,22 +113,32 @@ async def reconcile_search(
         tspec = specs[entry["name"]] = trial_spec(spec_dict, entry["parameters"], spec.output.uri, entry["name"])
         record = records[entry["name"]] = trial_record(entry, tspec)
         observed = observed_of(entry["name"])
-        trials[i] = observe_trial(entry, tspec, observed, record, metric=metric,
-                                  final_metrics=completed_metrics(observed.pods), now=now)
+        trials[i] = observe_trial(
+            entry, tspec, observed, record, metric=metric, final_metrics=completed_metrics(observed.pods), now=now
+        )
         _account_trial(hub, record, trials[i], now)
 
     # 2. Early stopping: trials behind the median of the completed ones at the same step.
     rule = search.early_stopping
     if rule is not None and rule.algorithm == "median":
         completed = [t.get("history") or [] for t in trials if t["state"] == r.TRIAL_SUCCEEDED]
-        judged = {t["name"]: max((p["step"] for p in t.get("history") or []), default=None)
-                  for t in previous.get("trials") or []}
+        judged = {
+            t["name"]: max((p["step"] for p in t.get("history") or []), default=None)
+            for t in previous.get("trials") or []
+        }
         for i, entry in enumerate(trials):
             if entry["state"] != r.TRIAL_RUNNING or not entry.get("history"):
                 continue
             # Evaluations already in the status were judged by the pass that wrote them.
-            why = median_stop(entry["history"], completed, goal=goal, min_steps=rule.min_steps,
-                              min_trials=rule.min_trials, metric=metric, judged_through=judged.get(entry["name"]))
+            why = median_stop(
+                entry["history"],
+                completed,
+                goal=goal,
+                min_steps=rule.min_steps,
+                min_trials=rule.min_trials,
+                metric=metric,
+                judged_through=judged.get(entry["name"]),
+            )
             if why:
                 trials[i] = early_stopped(entry, why, now)
                 records[entry["name"]].phase = r.TRIAL_EARLY_STOPPED
@@ -147,9 +166,20 @@ async def reconcile_search(
     promote_key = promote_job_name(name)
     promote_observed = observed_of(promote_key)
     promote_state, promote_failure = _promote_state(promote_observed)
-    derived = search_phase(previous, trials, metric=metric, planned=planned, best=best, failed_limit_hit=failed_limit_hit,
-                           finished=finished, promote=promote_state, promote_failure=promote_failure,
-                           output_uri=spec.output.uri, generation=generation, now=now)
+    derived = search_phase(
+        previous,
+        trials,
+        metric=metric,
+        planned=planned,
+        best=best,
+        failed_limit_hit=failed_limit_hit,
+        finished=finished,
+        promote=promote_state,
+        promote_failure=promote_failure,
+        output_uri=spec.output.uri,
+        generation=generation,
+        now=now,
+    )
     counts = {state: sum(1 for t in trials if t["state"] == state) for state in r.TRIAL_STATES}
     start = parse_timestamp(previous.get("startTime")) or (now if trials else None)
     derived.update(
@@ -159,14 +189,20 @@ async def reconcile_search(
         startTime=timestamp(start) if start else None,
         gpus=sum(specs[t["name"]].total_gpus for t in trials if t["state"] == r.TRIAL_RUNNING and t["name"] in specs),
         gpuSeconds=round(sum(float(t.get("gpuSeconds") or 0) for t in trials), 1),
-        search={"algorithm": search.algorithm, "metric": metric, "goal": goal,
-                "spec": (previous.get("search") or {}).get("spec") or _without_suspend(ftj["spec"]),
-                "trials": {"total": len(trials), **{s[0].lower() + s[1:]: n for s, n in counts.items()}}},
+        search={
+            "algorithm": search.algorithm,
+            "metric": metric,
+            "goal": goal,
+            "spec": (previous.get("search") or {}).get("spec") or _without_suspend(ftj["spec"]),
+            "trials": {"total": len(trials), **{s[0].lower() + s[1:]: n for s, n in counts.items()}},
+        },
         trials=trials,
     )
     derived["progress"] = search_progress(trials, planned, records, start, now)
     if best is not None:
-        best_entry = {key: best[key] for key in ("name", "index", "parameters", "objectiveValue", "outputUri") if key in best}
+        best_entry = {
+            key: best[key] for key in ("name", "index", "parameters", "objectiveValue", "outputUri") if key in best
+        }
         if best.get("metrics"):
             best_entry["metrics"] = best["metrics"]
         if promote_state == "succeeded":
@@ -199,15 +235,33 @@ async def reconcile_search(
         record = records.get(entry["name"]) or trial_record(entry, tspec)
         job = observed_of(entry["name"]).job
         if job is None or not record.children_complete:
-            await create_children(kube, ftj, tspec, entry["name"], config, hub.token(namespace, entry["name"], uid), jobs_first,
-                                  search=name)
+            await create_children(
+                kube,
+                ftj,
+                tspec,
+                entry["name"],
+                config,
+                hub.token(namespace, entry["name"], uid),
+                jobs_first,
+                search=name,
+            )
             record.children_complete = True
         else:
             await asyncio.to_thread(apply_suspension, kube, tspec, job)
     # A stopped trial's trainer may still be saving into the trials folder that promotion removes.
-    if finished and best is not None and not failed_limit_hit and promote_state is None and derived["phase"] == r.RUNNING:
-        lingering = [pod["metadata"]["name"] for t in trials for pod in pods.get((namespace, t["name"]), ())
-                     if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    if (
+        finished
+        and best is not None
+        and not failed_limit_hit
+        and promote_state is None
+        and derived["phase"] == r.RUNNING
+    ):
+        lingering = [
+            pod["metadata"]["name"]
+            for t in trials
+            for pod in pods.get((namespace, t["name"]), ())
+            if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        ]
         if lingering:
             log.info("search %s/%s: promotion waits for trial pods to stop: %s", namespace, name, ", ".join(lingering))
             return {**previous, **changes}
@@ -224,7 +278,9 @@ def _without_suspend(spec: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _frozen_spec(ftj: dict[str, Any], spec: FineTuneJobSpec, record: JobRecord) -> tuple[dict[str, Any], FineTuneJobSpec]:
+def _frozen_spec(
+    ftj: dict[str, Any], spec: FineTuneJobSpec, record: JobRecord
+) -> tuple[dict[str, Any], FineTuneJobSpec]:
     """The spec dict and model the search runs on, with the current runPolicy.suspend; warns once per
     ignored change (a Warning event naming the fields)."""
     frozen = ((ftj.get("status") or {}).get("search") or {}).get("spec")
@@ -237,9 +293,13 @@ def _frozen_spec(ftj: dict[str, Any], spec: FineTuneJobSpec, record: JobRecord) 
         digest = ",".join(fields) + str(ftj["metadata"].get("generation"))
         if record.ignored_spec_hash != digest:
             record.ignored_spec_hash = digest
-            kopf.event(ftj, type="Warning", reason="SpecChangeIgnored",
-                       message=f"only spec.runPolicy.suspend can change after a search started; ignored changes to "
-                               f"{', '.join(fields)}: delete and recreate the job to search with them")
+            kopf.event(
+                ftj,
+                type="Warning",
+                reason="SpecChangeIgnored",
+                message=f"only spec.runPolicy.suspend can change after a search started; ignored changes to "
+                f"{', '.join(fields)}: delete and recreate the job to search with them",
+            )
     return body, parse_spec(body)
 
 
@@ -260,7 +320,9 @@ async def _stop_trials(kube: KubeApi, namespace: str, names: list[str], observed
         job = observed_of(trial).job
         if job is None or job["metadata"].get("deletionTimestamp"):
             continue
-        conditions = {c.get("type") for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"}
+        conditions = {
+            c.get("type") for c in (job.get("status") or {}).get("conditions") or [] if c.get("status") == "True"
+        }
         if conditions & {"Complete", "Failed"}:
             continue
         await asyncio.to_thread(kube.delete_job, namespace, trial)
@@ -268,29 +330,54 @@ async def _stop_trials(kube: KubeApi, namespace: str, names: list[str], observed
 
 def _account_trial(hub: ProgressHub, record: JobRecord, entry: dict[str, Any], now: datetime) -> None:
     """GPU-seconds of a trial into the operator's counter, as for a job."""
-    record.phase = r.RUNNING if entry["state"] == r.TRIAL_RUNNING else (
-        entry["state"] if entry["state"] in r.PHASES else r.FAILED if entry["state"] == r.TRIAL_EARLY_STOPPED else r.PENDING)
+    record.phase = (
+        r.RUNNING
+        if entry["state"] == r.TRIAL_RUNNING
+        else (
+            entry["state"]
+            if entry["state"] in r.PHASES
+            else r.FAILED
+            if entry["state"] == r.TRIAL_EARLY_STOPPED
+            else r.PENDING
+        )
+    )
     record.set_running(entry["state"] == r.TRIAL_RUNNING, now)
     total = record.gpu_seconds_at(now)
     hub.metrics.gpu_seconds.inc(max(0.0, total - record.gpu_counted))
     record.gpu_counted = total
 
 
-def _post_events(ftj: dict[str, Any], previous: dict[str, Any], derived: dict[str, Any], trials: list[dict[str, Any]]) -> None:
+def _post_events(
+    ftj: dict[str, Any], previous: dict[str, Any], derived: dict[str, Any], trials: list[dict[str, Any]]
+) -> None:
     before = {t["name"]: t["state"] for t in previous.get("trials") or []}
     for trial in trials:
         state = trial["state"]
         if before.get(trial["name"]) == state:
             continue
         if state == r.TRIAL_EARLY_STOPPED:
-            kopf.event(ftj, type="Normal", reason="TrialEarlyStopped", message=f"{trial['name']}: {trial.get('message', '')}")
+            kopf.event(
+                ftj, type="Normal", reason="TrialEarlyStopped", message=f"{trial['name']}: {trial.get('message', '')}"
+            )
         elif state == r.TRIAL_FAILED:
-            kopf.event(ftj, type="Warning", reason="TrialFailed",
-                       message=f"{trial['name']} ({trial.get('reason')}): {trial.get('message', '')}")
+            kopf.event(
+                ftj,
+                type="Warning",
+                reason="TrialFailed",
+                message=f"{trial['name']} ({trial.get('reason')}): {trial.get('message', '')}",
+            )
         elif state == r.TRIAL_SUCCEEDED:
-            kopf.event(ftj, type="Normal", reason="TrialSucceeded",
-                       message=f"{trial['name']}: objective {trial.get('objectiveValue')}")
+            kopf.event(
+                ftj,
+                type="Normal",
+                reason="TrialSucceeded",
+                message=f"{trial['name']}: objective {trial.get('objectiveValue')}",
+            )
     if derived["phase"] != previous.get("phase"):
         failed = derived["phase"] == r.FAILED
-        kopf.event(ftj, type="Warning" if failed else "Normal", reason=derived["reason"] or derived["phase"],
-                   message=f"{derived['phase']}: {derived['message']}")
+        kopf.event(
+            ftj,
+            type="Warning" if failed else "Normal",
+            reason=derived["reason"] or derived["phase"],
+            message=f"{derived['phase']}: {derived['message']}",
+        )

@@ -43,8 +43,9 @@ def median_stop(
     return None
 
 
-def _behind_median(best: float, step: int, completed: list[list[dict]], *, goal: str, min_trials: int,
-                   metric: str) -> str | None:
+def _behind_median(
+    best: float, step: int, completed: list[list[dict]], *, goal: str, min_trials: int, metric: str
+) -> str | None:
     peers = [value for value in (_value_at(other, step) for other in completed) if value is not None]
     if len(peers) < max(1, min_trials):
         return None

@@ -40,8 +40,13 @@ def trial_output_uri(output_uri: str, trial: str) -> str:
 
 
 def new_trial(name: str, index: int, parameters: dict[str, Any], output_uri: str) -> dict[str, Any]:
-    return {"name": name, "index": index, "parameters": parameters, "state": r.TRIAL_PENDING,
-            "outputUri": trial_output_uri(output_uri, name)}
+    return {
+        "name": name,
+        "index": index,
+        "parameters": parameters,
+        "state": r.TRIAL_PENDING,
+        "outputUri": trial_output_uri(output_uri, name),
+    }
 
 
 def observe_trial(
@@ -70,8 +75,14 @@ def observe_trial(
             out["step"] = record.report.step
             out["totalSteps"] = record.report.totalSteps
         out["gpuSeconds"] = round(record.gpu_seconds_at(now), 1)
-    derived = derive_status(trial_spec, {"startTime": entry.get("startTime"), "retries": entry.get("retries", 0)},
-                            observed, job_name=entry["name"], generation=None, now=now)
+    derived = derive_status(
+        trial_spec,
+        {"startTime": entry.get("startTime"), "retries": entry.get("retries", 0)},
+        observed,
+        job_name=entry["name"],
+        generation=None,
+        now=now,
+    )
     state = TRIAL_STATE_OF_PHASE[derived["phase"]]
     out["state"] = state
     out["reason"] = derived.get("reason") or state
@@ -88,21 +99,32 @@ def observe_trial(
                 out["history"] = add_history_point(list(out.get("history") or []), out["step"], out["objectiveValue"])
             out["metrics"] = {key: significant(value) for key, value in final_metrics.items()}
         if out.get("objectiveValue") is None:
-            reported = sorted((final_metrics or {}) | (record.evaluations[-1][1] if record and record.evaluations else {}))
-            out.update(state=r.TRIAL_FAILED, reason=r.OBJECTIVE_MISSING,
-                       message=f"the trial finished without reporting {metric}; reported: {', '.join(reported) or 'nothing'}; "
-                               f"{r.FAILURE_HINTS[r.OBJECTIVE_MISSING]}")
+            reported = sorted(
+                (final_metrics or {}) | (record.evaluations[-1][1] if record and record.evaluations else {})
+            )
+            out.update(
+                state=r.TRIAL_FAILED,
+                reason=r.OBJECTIVE_MISSING,
+                message=f"the trial finished without reporting {metric}; reported: {', '.join(reported) or 'nothing'}; "
+                f"{r.FAILURE_HINTS[r.OBJECTIVE_MISSING]}",
+            )
     return out
 
 
 def early_stopped(entry: dict[str, Any], message: str, now: datetime) -> dict[str, Any]:
-    return {**entry, "state": r.TRIAL_EARLY_STOPPED, "reason": r.EARLY_STOPPED, "message": message,
-            "completionTime": timestamp(now)}
+    return {
+        **entry,
+        "state": r.TRIAL_EARLY_STOPPED,
+        "reason": r.EARLY_STOPPED,
+        "message": message,
+        "completionTime": timestamp(now),
+    }
 
 
 def describe_parameters(parameters: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
-                     for key, value in parameters.items())
+    return ", ".join(
+        f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}" for key, value in parameters.items()
+    )
 
 
 def best_summary(best: dict[str, Any] | None, metric: str) -> str:
@@ -111,8 +133,9 @@ def best_summary(best: dict[str, Any] | None, metric: str) -> str:
     return f"best {metric} {best['objectiveValue']:.4g} by {best['name']} ({describe_parameters(best['parameters'])})"
 
 
-def search_progress(trials: list[dict[str, Any]], planned: int, records: dict[str, JobRecord],
-                    start: datetime | None, now: datetime) -> dict[str, Any]:
+def search_progress(
+    trials: list[dict[str, Any]], planned: int, records: dict[str, JobRecord], start: datetime | None, now: datetime
+) -> dict[str, Any]:
     """Finished trials count whole, running ones by their step fraction; the ETA extrapolates the elapsed time."""
     done = 0.0
     last_report: datetime | None = None

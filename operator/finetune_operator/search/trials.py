@@ -14,9 +14,7 @@ TRIAL_STATES = {
 MAX_HISTORY_POINTS = 32  # the CRD's maxItems for status.trials[].history
 
 
-def add_history_point(
-    history: list[dict], step: int, value: float, max_points: int = MAX_HISTORY_POINTS
-) -> list[dict]:
+def add_history_point(history: list[dict], step: int, value: float, max_points: int = MAX_HISTORY_POINTS) -> list[dict]:
     """A new history with (step, value) added, sorted by step, at most max_points long.
 
     A point at an existing step replaces it. Past max_points, the interior point whose removal

@@ -26,6 +26,7 @@ finalizers, CRDs), `gc` (owner references, namespace/CRD cleanup), `patching`, `
 `tables` (server-side printing), `validation`, `openapi`, `protobuf`, `faults`, `handlers` (HTTP),
 `testing` (a raw HTTP client for tests).
 """
+
 from .errors import ApiError
 from .faults import Faults
 from .server import ApiServer

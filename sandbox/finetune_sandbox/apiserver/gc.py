@@ -3,6 +3,7 @@
 It runs as one background task woken by store events, so writes stay O(1) and the collector only
 looks at owners that went away or objects that are being deleted.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +22,7 @@ class GarbageCollector:
     def __init__(self, objects: Objects, interval: float = 1.0) -> None:
         self.objects = objects
         self.store = objects.store
-        self.interval = interval            # periodic sweep for dangling owner references
+        self.interval = interval  # periodic sweep for dangling owner references
         self._wake = asyncio.Event()
         self._gone_uids: set[str] = set()
         self._terminating: set[ObjKey] = set()
@@ -64,9 +65,9 @@ class GarbageCollector:
             self._wake.clear()
             try:
                 self.collect()
-            except Exception:       # the collector must survive any single bad object
+            except Exception:  # the collector must survive any single bad object
                 logger.exception("garbage collection pass failed")
-            await asyncio.sleep(0.01)   # let a burst of writes settle before the next pass
+            await asyncio.sleep(0.01)  # let a burst of writes settle before the next pass
 
     def _rt(self, key: ObjKey) -> ResourceType | None:
         group, plural = key[:2]
@@ -98,8 +99,9 @@ class GarbageCollector:
         refs = obj["metadata"].get("ownerReferences") or []
         if any(self.store.has_uid(ref.get("uid", "")) for ref in refs):
             live = [ref for ref in refs if self.store.has_uid(ref.get("uid", ""))]
-            self.objects.patch(rt, key[2] or None, key[3], "application/merge-patch+json",
-                               {"metadata": {"ownerReferences": live}})
+            self.objects.patch(
+                rt, key[2] or None, key[3], "application/merge-patch+json", {"metadata": {"ownerReferences": live}}
+            )
             return
         self._delete(rt, key, "Background")
 
@@ -131,8 +133,13 @@ class GarbageCollector:
                 dep_rt, dep_obj = self._rt(dep), self.store.get(*dep)
                 if dep_rt and dep_obj:
                     refs = [r for r in dep_obj["metadata"].get("ownerReferences") or () if r.get("uid") != uid]
-                    self.objects.patch(dep_rt, dep[2] or None, dep[3], "application/merge-patch+json",
-                                       {"metadata": {"ownerReferences": refs or None}})
+                    self.objects.patch(
+                        dep_rt,
+                        dep[2] or None,
+                        dep[3],
+                        "application/merge-patch+json",
+                        {"metadata": {"ownerReferences": refs or None}},
+                    )
             finalizers.remove(ORPHAN)
         if key[:2] == NS_KEY:
             self._empty_namespace(key[3])
@@ -140,8 +147,13 @@ class GarbageCollector:
             spec = obj.get("spec") or {}
             self._empty_type(spec.get("group", ""), (spec.get("names") or {}).get("plural", ""), None)
         if finalizers != list(meta.get("finalizers") or ()):
-            self.objects.patch(rt, key[2] or None, key[3], "application/merge-patch+json",
-                               {"metadata": {"finalizers": finalizers or None}})
+            self.objects.patch(
+                rt,
+                key[2] or None,
+                key[3],
+                "application/merge-patch+json",
+                {"metadata": {"finalizers": finalizers or None}},
+            )
         else:
             current = self.store.get(*key)
             if current is not None:
@@ -158,5 +170,6 @@ class GarbageCollector:
             return
         for obj in list(self.store.list(group, plural, namespace)):
             if not obj["metadata"].get("deletionTimestamp"):
-                self._delete(rt, (group, plural, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]),
-                             "Background")
+                self._delete(
+                    rt, (group, plural, obj["metadata"].get("namespace", ""), obj["metadata"]["name"]), "Background"
+                )

@@ -1,4 +1,5 @@
 """HTTP handlers: map Kubernetes REST paths onto the object semantics and stream watches and logs."""
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,9 @@ JSON = "application/json"
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=json.dumps(body, separators=(",", ":")).encode(), status=status,
-                        content_type=JSON, headers=headers)
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(), status=status, content_type=JSON, headers=headers
+    )
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -37,8 +39,15 @@ def _wants_table(request: web.Request) -> bool:
 
 
 class Handlers:
-    def __init__(self, store: Store, registry: Registry, objects: Objects, bookmark_interval: float,
-                 log_paths: dict[tuple[str, str, str], str], max_watch_seconds: float = 1800.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        objects: Objects,
+        bookmark_interval: float,
+        log_paths: dict[tuple[str, str, str], str],
+        max_watch_seconds: float = 1800.0,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.objects = objects
@@ -49,11 +58,17 @@ class Handlers:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.get("/version", self.version), web.get("/version/", self.version),
-            web.get("/healthz", self.ok), web.get("/readyz", self.ok), web.get("/livez", self.ok),
-            web.get("/api", self.api), web.get("/api/", self.api),
-            web.get("/apis", self.apis), web.get("/apis/", self.apis),
-            web.get("/openapi/v2", self.openapi_v2), web.get("/openapi/v3", self.openapi_v3),
+            web.get("/version", self.version),
+            web.get("/version/", self.version),
+            web.get("/healthz", self.ok),
+            web.get("/readyz", self.ok),
+            web.get("/livez", self.ok),
+            web.get("/api", self.api),
+            web.get("/api/", self.api),
+            web.get("/apis", self.apis),
+            web.get("/apis/", self.apis),
+            web.get("/openapi/v2", self.openapi_v2),
+            web.get("/openapi/v3", self.openapi_v3),
             web.get("/openapi/v3/{path:.*}", self.openapi_v3_gv),
             web.route("*", "/api/{version}", self.core_discovery),
             web.route("*", "/api/{version}/{tail:.*}", self.core_resource),
@@ -65,10 +80,19 @@ class Handlers:
     # --- discovery ----------------------------------------------------------------------------
 
     async def version(self, request: web.Request) -> web.Response:
-        return json_response({"major": "1", "minor": "37", "gitVersion": f"{openapi.VERSION}-sandbox",
-                              "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-                              "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25", "compiler": "gc",
-                              "platform": "linux/amd64"})
+        return json_response(
+            {
+                "major": "1",
+                "minor": "37",
+                "gitVersion": f"{openapi.VERSION}-sandbox",
+                "gitCommit": "0000000000000000000000000000000000000000",
+                "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "go1.25",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
+        )
 
     async def ok(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -123,7 +147,7 @@ class Handlers:
     @staticmethod
     def _only_get(request: web.Request) -> None:
         if request.method != "GET":
-            raise ApiError(405, f"the server does not allow this method on the requested resource")
+            raise ApiError(405, "the server does not allow this method on the requested resource")
 
     # --- resources ----------------------------------------------------------------------------
 
@@ -131,8 +155,9 @@ class Handlers:
         return await self._resource(request, "", request.match_info["version"], request.match_info["tail"])
 
     async def group_resource(self, request: web.Request) -> web.StreamResponse:
-        return await self._resource(request, request.match_info["group"], request.match_info["version"],
-                                    request.match_info["tail"])
+        return await self._resource(
+            request, request.match_info["group"], request.match_info["version"], request.match_info["tail"]
+        )
 
     async def _resource(self, request: web.Request, group: str, version: str, tail: str) -> web.StreamResponse:
         parts = [p for p in tail.split("/") if p]
@@ -169,44 +194,68 @@ class Handlers:
             body = await self._body(request)
             if subresource == "binding":
                 return json_response(self.objects.bind(rt, namespace, name or "", body), 201)
-            self.objects.delete(rt, namespace, name or "", self._delete_options(
-                request, (body or {}).get("deleteOptions") or {}), dry_run)
-            return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                                  "code": 201}, 201)
+            self.objects.delete(
+                rt,
+                namespace,
+                name or "",
+                self._delete_options(request, (body or {}).get("deleteOptions") or {}),
+                dry_run,
+            )
+            return json_response(
+                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201
+            )
         if name is None:
             if method == "GET":
                 return await (self._watch(request, rt, namespace) if watch else self._list(request, rt, namespace))
             if method == "POST":
                 body = await self._body(request)
-                return self._respond(request, rt, self.objects.create(rt, namespace, body, dry_run,
-                                                                                  field_validation), 201)
+                return self._respond(
+                    request, rt, self.objects.create(rt, namespace, body, dry_run, field_validation), 201
+                )
             if method == "DELETE":
-                matcher = selectors.combine(selectors.parse_label_selector(request.query.get("labelSelector")),
-                                            selectors.parse_field_selector(request.query.get("fieldSelector")))
+                matcher = selectors.combine(
+                    selectors.parse_label_selector(request.query.get("labelSelector")),
+                    selectors.parse_field_selector(request.query.get("fieldSelector")),
+                )
                 options = await self._body(request, optional=True) or {}
                 options = self._delete_options(request, options)
                 items = self.objects.delete_collection(rt, namespace, matcher, options, dry_run)
-                return self._respond(request, rt, {"kind": rt.list_kind, "apiVersion": rt.api_version,
-                                                   "metadata": {"resourceVersion": str(self.store.resource_version)},
-                                                   "items": items})
-            raise ApiError(405, f"the server does not allow this method on the requested resource")
+                return self._respond(
+                    request,
+                    rt,
+                    {
+                        "kind": rt.list_kind,
+                        "apiVersion": rt.api_version,
+                        "metadata": {"resourceVersion": str(self.store.resource_version)},
+                        "items": items,
+                    },
+                )
+            raise ApiError(405, "the server does not allow this method on the requested resource")
         if watch:
             return await self._watch(request, rt, namespace, name)
         if method == "GET":
             obj = self.objects.present(rt, self.objects.require(rt, namespace, name))
             if _wants_table(request) and subresource is None:
-                return json_response(build_table(rt, [obj], obj["metadata"].get("resourceVersion"),
-                                                 request.query.get("includeObject", "Metadata")))
+                return json_response(
+                    build_table(
+                        rt,
+                        [obj],
+                        obj["metadata"].get("resourceVersion"),
+                        request.query.get("includeObject", "Metadata"),
+                    )
+                )
             return self._respond(request, rt, obj)
         if method == "PUT":
-            obj, _ = self.objects.update(rt, namespace, name, await self._body(request), subresource, dry_run,
-                                          field_validation)
+            obj, _ = self.objects.update(
+                rt, namespace, name, await self._body(request), subresource, dry_run, field_validation
+            )
             return self._respond(request, rt, obj)
         if method == "PATCH":
             content_type = request.headers.get("Content-Type", "")
             patch = await self._body(request)
-            obj, _ = self.objects.patch(rt, namespace, name, content_type, patch, subresource, dry_run,
-                                              field_validation)
+            obj, _ = self.objects.patch(
+                rt, namespace, name, content_type, patch, subresource, dry_run, field_validation
+            )
             return self._respond(request, rt, obj)
         if method == "DELETE":
             if subresource:
@@ -214,7 +263,7 @@ class Handlers:
             options = self._delete_options(request, await self._body(request, optional=True) or {})
             obj, removed = self.objects.delete(rt, namespace, name, options, dry_run)
             return self._respond(request, rt, obj, 200 if removed else 202)
-        raise ApiError(405, f"the server does not allow this method on the requested resource")
+        raise ApiError(405, "the server does not allow this method on the requested resource")
 
     def _respond(self, request: web.Request, rt: ResourceType, body: Any, status: int = 200) -> web.Response:
         headers = {}
@@ -245,32 +294,42 @@ class Handlers:
             raise ApiError(400, "the request has no body; send the object as JSON")
         content_type = request.headers.get("Content-Type", JSON).split(";")[0].strip()
         if content_type == "application/vnd.kubernetes.protobuf":
-            return protobuf.decode(raw)      # kubectl's typed commands (create namespace/configmap/secret)
+            return protobuf.decode(raw)  # kubectl's typed commands (create namespace/configmap/secret)
         if "protobuf" in content_type or "cbor" in content_type:
-            raise ApiError(415, f'the body of the request was in an unknown format - accepted media types '
-                                f'include: application/json, application/yaml')
+            raise ApiError(
+                415,
+                "the body of the request was in an unknown format - accepted media types "
+                "include: application/json, application/yaml",
+            )
         try:
             if content_type in ("application/yaml", "application/apply-patch+yaml"):
                 return yaml.safe_load(raw)
             return json.loads(raw)
         except (ValueError, yaml.YAMLError) as exc:
-            raise ApiError(400, f"the request body is not valid {'YAML' if 'yaml' in content_type else 'JSON'}: "
-                                f"{exc}") from exc
+            raise ApiError(
+                400, f"the request body is not valid {'YAML' if 'yaml' in content_type else 'JSON'}: {exc}"
+            ) from exc
 
     # --- list & watch ---------------------------------------------------------------------------
 
     def _matcher(self, request: web.Request):
-        return selectors.combine(selectors.parse_label_selector(request.query.get("labelSelector")),
-                                 selectors.parse_field_selector(request.query.get("fieldSelector")))
+        return selectors.combine(
+            selectors.parse_label_selector(request.query.get("labelSelector")),
+            selectors.parse_field_selector(request.query.get("fieldSelector")),
+        )
 
     async def _list(self, request: web.Request, rt: ResourceType, namespace: str | None) -> web.Response:
         matcher = self._matcher(request)
         name = selectors.exact_name(request.query.get("fieldSelector"))
         if name is not None:
-            one = self.store.get(rt.group, rt.plural, namespace or "", name) if (namespace or not rt.namespaced) \
-                else None
-            candidates = [one] if one is not None else (
-                [] if (namespace or not rt.namespaced) else self.store.list(rt.group, rt.plural, None))
+            one = (
+                self.store.get(rt.group, rt.plural, namespace or "", name) if (namespace or not rt.namespaced) else None
+            )
+            candidates = (
+                [one]
+                if one is not None
+                else ([] if (namespace or not rt.namespaced) else self.store.list(rt.group, rt.plural, None))
+            )
         else:
             candidates = self.store.list(rt.group, rt.plural, namespace)
         items = [self.objects.present(rt, obj) for obj in candidates if matcher is None or matcher(obj)]
@@ -282,11 +341,13 @@ class Handlers:
             table = build_table(rt, items, rv, request.query.get("includeObject", "Metadata"))
             table["metadata"] = list_meta
             return json_response(table)
-        return json_response({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": list_meta,
-                              "items": items})
+        return json_response(
+            {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": list_meta, "items": items}
+        )
 
-    async def _watch(self, request: web.Request, rt: ResourceType, namespace: str | None,
-                     name: str | None = None) -> web.StreamResponse:
+    async def _watch(
+        self, request: web.Request, rt: ResourceType, namespace: str | None, name: str | None = None
+    ) -> web.StreamResponse:
         matcher = self._matcher(request)
         if name is not None:
             matcher = selectors.combine(matcher, lambda obj, n=name: obj["metadata"]["name"] == n)
@@ -298,8 +359,9 @@ class Handlers:
         response = web.StreamResponse(status=200, headers={"Content-Type": JSON})
         response.enable_chunked_encoding()
         try:
-            watcher, backlog = self.store.watch(rt.group, rt.plural, namespace if rt.namespaced else None,
-                                                matcher, since)
+            watcher, backlog = self.store.watch(
+                rt.group, rt.plural, namespace if rt.namespaced else None, matcher, since
+            )
         except ApiError as exc:
             await response.prepare(request)
             await response.write(json.dumps({"type": "ERROR", "object": exc.status()}).encode() + b"\n")
@@ -317,8 +379,12 @@ class Handlers:
                 row = build_table(rt, [obj], obj["metadata"].get("resourceVersion"), include_object)
                 return json.dumps({"type": type_, "object": row}, separators=(",", ":")).encode() + b"\n"
             if isinstance(item, dict):
-                return json.dumps({"type": type_, "object": self.objects.present(rt, item)},
-                                  separators=(",", ":")).encode() + b"\n"
+                return (
+                    json.dumps(
+                        {"type": type_, "object": self.objects.present(rt, item)}, separators=(",", ":")
+                    ).encode()
+                    + b"\n"
+                )
             return item.line(rt.api_version, type_)
 
         try:
@@ -353,13 +419,18 @@ class Handlers:
         meta: dict[str, Any] = {"resourceVersion": str(self.store.resource_version)}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        return json.dumps({"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version,
-                                                          "metadata": meta}}).encode() + b"\n"
+        return (
+            json.dumps(
+                {"type": "BOOKMARK", "object": {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}}
+            ).encode()
+            + b"\n"
+        )
 
     # --- pod logs -----------------------------------------------------------------------------
 
-    async def _log(self, request: web.Request, rt: ResourceType, namespace: str | None,
-                   name: str | None) -> web.StreamResponse:
+    async def _log(
+        self, request: web.Request, rt: ResourceType, namespace: str | None, name: str | None
+    ) -> web.StreamResponse:
         pod = self.objects.require(rt, namespace, name or "")
         containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
         container = request.query.get("container")
@@ -368,8 +439,9 @@ class Handlers:
             if default or len(containers) == 1:
                 container = default or containers[0]
             else:
-                raise ApiError(400, f"a container name must be specified for pod {name}, choose one of: "
-                                    f"[{' '.join(containers)}]")
+                raise ApiError(
+                    400, f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
+                )
         if container not in containers:
             raise ApiError(400, f"container {container} is not valid for pod {name}")
         path = self.log_paths.get((namespace or "", name or "", container))
@@ -382,7 +454,7 @@ class Handlers:
         offset = len(data)
         if tail is not None:
             lines = data.splitlines(keepends=True)
-            data = b"".join(lines[-int(tail):]) if int(tail) > 0 else b""
+            data = b"".join(lines[-int(tail) :]) if int(tail) > 0 else b""
         if limit is not None:
             data = data[:limit]
         if not _flag(request, "follow"):
@@ -405,7 +477,7 @@ class Handlers:
                     continue
                 if self._container_done(namespace or "", name or "", container):
                     finished_checks += 1
-                    if finished_checks >= 2:       # one more read after termination catches the last lines
+                    if finished_checks >= 2:  # one more read after termination catches the last lines
                         break
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -453,7 +525,9 @@ def _parse_rv(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ApiError(400, f"invalid resourceVersion {text!r}: it must be a resourceVersion this server returned")
+        raise ApiError(
+            400, f"invalid resourceVersion {text!r}: it must be a resourceVersion this server returned"
+        ) from None
 
 
 @web.middleware

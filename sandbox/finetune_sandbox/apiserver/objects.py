@@ -1,4 +1,5 @@
 """Object lifecycle semantics: create, update, patch, status subresource, delete, finalizers, CRDs."""
+
 from __future__ import annotations
 
 import copy
@@ -46,8 +47,8 @@ class Objects:
         self.store = store
         self.registry = registry
         self.graceful_pod_deletion = graceful_pod_deletion
-        self.warnings: list[str] = []                     # per-request warnings, drained by the handler
-        self.on_terminating: Callable[[], None] = lambda: None   # wakes the garbage collector
+        self.warnings: list[str] = []  # per-request warnings, drained by the handler
+        self.on_terminating: Callable[[], None] = lambda: None  # wakes the garbage collector
         self._service_ips = ipaddress.ip_network("10.96.0.0/16").hosts()
         next(self._service_ips)
 
@@ -71,13 +72,21 @@ class Objects:
         if ns is None:
             raise not_found("namespaces", namespace)
         if _meta(ns).get("deletionTimestamp"):
-            raise ApiError(403, f'{rt.plural} "{rt.kind}" is forbidden: unable to create new content in namespace '
-                                f'{namespace} because it is being terminated', reason="Forbidden",
-                           details={"name": namespace, "kind": "namespaces",
-                                    "causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}]})
+            raise ApiError(
+                403,
+                f'{rt.plural} "{rt.kind}" is forbidden: unable to create new content in namespace '
+                f"{namespace} because it is being terminated",
+                reason="Forbidden",
+                details={
+                    "name": namespace,
+                    "kind": "namespaces",
+                    "causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}],
+                },
+            )
 
-    def _validate(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
-                  field_validation: str | None = None) -> dict[str, Any]:
+    def _validate(
+        self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, field_validation: str | None = None
+    ) -> dict[str, Any]:
         name = _meta(obj).get("name", "")
         causes = [("metadata.name", p) for p in name_problems(name, label=rt.key == NS_KEY)]
         if rt.crd_name is not None:
@@ -85,8 +94,9 @@ class Objects:
             unknown = [c["message"] for c in schema_causes if c["message"].startswith("strict decoding error")]
             if unknown:
                 # Like the real server, unknown fields under Strict are a decoding error (400), not a 422.
-                raise ApiError(400, f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
-                                    + ", ".join(unknown))
+                raise ApiError(
+                    400, f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: ' + ", ".join(unknown)
+                )
             causes.extend((c["field"], c["message"]) for c in schema_causes)
         elif rt.key == CRD_KEY:
             causes.extend(_crd_problems(obj))
@@ -101,8 +111,12 @@ class Objects:
         elif rt.key == ("batch", "jobs"):
             policy = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("restartPolicy")
             if policy not in ("Never", "OnFailure"):
-                causes.append(("spec.template.spec.restartPolicy",
-                               f'Unsupported value: {policy!r}: supported values: "OnFailure", "Never"'))
+                causes.append(
+                    (
+                        "spec.template.spec.restartPolicy",
+                        f'Unsupported value: {policy!r}: supported values: "OnFailure", "Never"',
+                    )
+                )
         if causes:
             raise invalid(rt.kind, name, causes, rt.group)
         return obj
@@ -115,8 +129,14 @@ class Objects:
 
     # --- create -------------------------------------------------------------------------------
 
-    def create(self, rt: ResourceType, namespace: str | None, body: dict[str, Any],
-               dry_run: bool = False, field_validation: str | None = None) -> dict[str, Any]:
+    def create(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        body: dict[str, Any],
+        dry_run: bool = False,
+        field_validation: str | None = None,
+    ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
         obj = copy.deepcopy(body)
@@ -126,8 +146,9 @@ class Objects:
         if rt.namespaced:
             body_ns = meta.get("namespace")
             if body_ns and namespace and body_ns != namespace:
-                raise ApiError(400, "the namespace of the provided object does not match the namespace sent on "
-                                    "the request")
+                raise ApiError(
+                    400, "the namespace of the provided object does not match the namespace sent on the request"
+                )
             namespace = namespace or body_ns
             meta["namespace"] = namespace
         else:
@@ -137,15 +158,21 @@ class Objects:
             if meta.get("generateName"):
                 meta["name"] = meta["generateName"] + "".join(random.choices(_NAME_CHARS, k=5))
             else:
-                raise invalid(rt.kind, "", [("metadata.name", "Required value: name or generateName is required")],
-                              rt.group)
+                raise invalid(
+                    rt.kind, "", [("metadata.name", "Required value: name or generateName is required")], rt.group
+                )
         self._check_namespace(rt, namespace)
         key = self.key(rt, namespace, meta["name"])
         if self.store.get(*key) is not None:
             raise already_exists(rt.plural, meta["name"], rt.group)
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
-        for field in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields",
-                      "selfLink"):
+        for field in (
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ):
             meta.pop(field, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = timestamp()
@@ -168,15 +195,32 @@ class Objects:
     def _create_default_service_account(self, namespace: str) -> None:
         key = ("", "serviceaccounts", namespace, "default")
         if self.store.get(*key) is None:
-            self.store.put(key, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {
-                "name": "default", "namespace": namespace, "uid": str(uuid.uuid4()),
-                "creationTimestamp": timestamp()}})
+            self.store.put(
+                key,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {
+                        "name": "default",
+                        "namespace": namespace,
+                        "uid": str(uuid.uuid4()),
+                        "creationTimestamp": timestamp(),
+                    },
+                },
+            )
 
     # --- update / patch -----------------------------------------------------------------------
 
-    def update(self, rt: ResourceType, namespace: str | None, name: str, body: dict[str, Any],
-               subresource: str | None = None, dry_run: bool = False,
-               field_validation: str | None = None) -> tuple[dict[str, Any], bool]:
+    def update(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: dict[str, Any],
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_validation: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         """PUT semantics; returns (object, removed) where removed means the last finalizer went."""
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
@@ -185,16 +229,23 @@ class Objects:
         if meta.get("name") and meta["name"] != name:
             raise ApiError(400, f"the name of the object ({meta['name']}) does not match the name on the URL ({name})")
         if rt.namespaced and meta.get("namespace") and meta["namespace"] != namespace:
-            raise ApiError(400, "the namespace of the provided object does not match the namespace sent on the "
-                                "request")
+            raise ApiError(400, "the namespace of the provided object does not match the namespace sent on the request")
         rv = meta.get("resourceVersion")
         if rv and rv != _meta(old).get("resourceVersion"):
             raise conflict(rt.plural, name, rt.group)
         return self._write(rt, old, copy.deepcopy(body), subresource, dry_run, field_validation)
 
-    def patch(self, rt: ResourceType, namespace: str | None, name: str, content_type: str, patch: Any,
-              subresource: str | None = None, dry_run: bool = False,
-              field_validation: str | None = None) -> tuple[dict[str, Any], bool]:
+    def patch(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        content_type: str,
+        patch: Any,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        field_validation: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         old = self.require(rt, namespace, name)
         patched = patching.apply_patch(content_type, self.present(rt, old), patch)
         meta = patched.get("metadata") if isinstance(patched.get("metadata"), dict) else {}
@@ -204,8 +255,15 @@ class Objects:
             raise ApiError(400, "the name of an object cannot be changed by a patch")
         return self._write(rt, old, patched, subresource, dry_run, field_validation)
 
-    def _write(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str | None,
-               dry_run: bool, field_validation: str | None = None) -> tuple[dict[str, Any], bool]:
+    def _write(
+        self,
+        rt: ResourceType,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        subresource: str | None,
+        dry_run: bool,
+        field_validation: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         old_meta = _meta(old)
         if subresource == "status":
             obj = {**old, "status": new.get("status")} if "status" in new else _without(old, "status")
@@ -216,8 +274,16 @@ class Objects:
             obj = new
             meta = obj.get("metadata")
             meta = dict(meta) if isinstance(meta, dict) else {}
-            for field in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
-                          "namespace", "name", "generation", "generateName"):
+            for field in (
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "namespace",
+                "name",
+                "generation",
+                "generateName",
+            ):
                 if field in old_meta:
                     meta[field] = old_meta[field]
                 else:
@@ -232,9 +298,19 @@ class Objects:
             if old_meta.get("deletionTimestamp"):
                 added = set(meta.get("finalizers") or ()) - set(old_meta.get("finalizers") or ())
                 if added:
-                    raise invalid(rt.kind, old_meta["name"], [("metadata.finalizers", "Forbidden: no new "
-                                  "finalizers can be added if the object is being deleted, found new finalizers "
-                                  + str(sorted(added)))], rt.group)
+                    raise invalid(
+                        rt.kind,
+                        old_meta["name"],
+                        [
+                            (
+                                "metadata.finalizers",
+                                "Forbidden: no new "
+                                "finalizers can be added if the object is being deleted, found new finalizers "
+                                + str(sorted(added)),
+                            )
+                        ],
+                        rt.group,
+                    )
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         obj["metadata"] = meta = dict(obj["metadata"])
         meta["resourceVersion"] = old_meta.get("resourceVersion")
@@ -246,7 +322,7 @@ class Objects:
             obj = self._crd_with_status(obj)
         comparable_old = self.present(rt, old)
         if obj == comparable_old:
-            return comparable_old, False          # a no-op write does not bump resourceVersion
+            return comparable_old, False  # a no-op write does not bump resourceVersion
         if dry_run:
             return obj, False
         if self._ready_to_go(rt, obj):
@@ -262,44 +338,66 @@ class Objects:
         if not node:
             raise invalid("Binding", name, [("target.name", "Required value")])
         if (pod.get("spec") or {}).get("nodeName"):
-            raise ApiError(409, f"pod {name} is already assigned to node \"{pod['spec']['nodeName']}\"",
-                           reason="Conflict")
+            raise ApiError(
+                409, f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"', reason="Conflict"
+            )
         if _meta(pod).get("deletionTimestamp"):
             raise ApiError(409, f"pod {name} is being deleted, cannot be assigned to a host", reason="Conflict")
         conditions = [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") != "PodScheduled"]
-        conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                           "lastTransitionTime": timestamp()})
-        annotations = {**(_meta(pod).get("annotations") or {}), **((binding.get("metadata") or {}).get("annotations")
-                                                                   or {})}
-        new = {**pod, "spec": {**pod.get("spec", {}), "nodeName": node},
-               "status": {**(pod.get("status") or {}), "conditions": conditions},
-               "metadata": {**_meta(pod), **({"annotations": annotations} if annotations else {})}}
+        conditions.append(
+            {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": timestamp()}
+        )
+        annotations = {
+            **(_meta(pod).get("annotations") or {}),
+            **((binding.get("metadata") or {}).get("annotations") or {}),
+        }
+        new = {
+            **pod,
+            "spec": {**pod.get("spec", {}), "nodeName": node},
+            "status": {**(pod.get("status") or {}), "conditions": conditions},
+            "metadata": {**_meta(pod), **({"annotations": annotations} if annotations else {})},
+        }
         self.store.put(self.key(rt, namespace, name), new)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     # --- delete -------------------------------------------------------------------------------
 
-    def delete(self, rt: ResourceType, namespace: str | None, name: str, options: dict[str, Any] | None = None,
-               dry_run: bool = False) -> tuple[dict[str, Any], bool]:
+    def delete(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        options: dict[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> tuple[dict[str, Any], bool]:
         """DELETE semantics; returns (object, removed-now)."""
         options = options or {}
         obj = self.require(rt, namespace, name)
         meta = _meta(obj)
         pre = options.get("preconditions") or {}
         if pre.get("uid") and pre["uid"] != meta.get("uid"):
-            raise ApiError(409, f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: "
-                                f"{meta.get('uid')}", reason="Conflict")
+            raise ApiError(
+                409,
+                f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta.get('uid')}",
+                reason="Conflict",
+            )
         if pre.get("resourceVersion") and pre["resourceVersion"] != meta.get("resourceVersion"):
-            raise ApiError(409, f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
-                                f"ResourceVersion in object meta: {meta.get('resourceVersion')}", reason="Conflict")
+            raise ApiError(
+                409,
+                f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
+                f"ResourceVersion in object meta: {meta.get('resourceVersion')}",
+                reason="Conflict",
+            )
         policy = options.get("propagationPolicy")
         if policy is None and options.get("orphanDependents") is not None:
             policy = "Orphan" if options["orphanDependents"] else "Background"
         if policy is None and rt.key == ("batch", "jobs"):
-            policy = "Orphan"   # batch/v1 keeps its pods by default, like the real server (with its warning)
-            self.warnings.append("child pods are preserved by default when jobs are deleted; set "
-                                 "propagationPolicy=Background to remove them or set propagationPolicy=Orphan to "
-                                 "suppress this warning")
+            policy = "Orphan"  # batch/v1 keeps its pods by default, like the real server (with its warning)
+            self.warnings.append(
+                "child pods are preserved by default when jobs are deleted; set "
+                "propagationPolicy=Background to remove them or set propagationPolicy=Orphan to "
+                "suppress this warning"
+            )
         if policy not in (None, "Background", "Foreground", "Orphan"):
             raise ApiError(400, f"unknown propagationPolicy {policy!r}: use Background, Foreground or Orphan")
         finalizers = list(meta.get("finalizers") or ())
@@ -315,7 +413,7 @@ class Objects:
                 grace = int((obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
             phase = (obj.get("status") or {}).get("phase")
             if not (obj.get("spec") or {}).get("nodeName") or phase in ("Succeeded", "Failed"):
-                grace = 0       # nothing runs it: the real server deletes such pods at once
+                grace = 0  # nothing runs it: the real server deletes such pods at once
         if dry_run:
             return self.present(rt, obj), not finalizers and not grace
         terminating = rt.key in (NS_KEY, CRD_KEY)
@@ -357,8 +455,9 @@ class Objects:
             self._unregister_crd(final)
         return final
 
-    def delete_collection(self, rt: ResourceType, namespace: str | None, matcher, options: dict[str, Any] | None,
-                          dry_run: bool = False) -> list[dict[str, Any]]:
+    def delete_collection(
+        self, rt: ResourceType, namespace: str | None, matcher, options: dict[str, Any] | None, dry_run: bool = False
+    ) -> list[dict[str, Any]]:
         deleted = []
         for obj in list(self.store.list(rt.group, rt.plural, namespace if rt.namespaced else None)):
             if matcher is None or matcher(obj):
@@ -395,11 +494,20 @@ class Objects:
         stamp = timestamp()
         old_conditions = {c.get("type"): c for c in status.get("conditions") or []}
         conditions = []
-        for type_, reason, message in (("NamesAccepted", "NoConflicts", "no conflicts found"),
-                                       ("Established", "InitialNamesAccepted", "the initial names have been accepted")):
+        for type_, reason, message in (
+            ("NamesAccepted", "NoConflicts", "no conflicts found"),
+            ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+        ):
             previous = old_conditions.get(type_)
-            conditions.append({"type": type_, "status": "True", "reason": reason, "message": message,
-                               "lastTransitionTime": previous.get("lastTransitionTime", stamp) if previous else stamp})
+            conditions.append(
+                {
+                    "type": type_,
+                    "status": "True",
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": previous.get("lastTransitionTime", stamp) if previous else stamp,
+                }
+            )
         stored = list(status.get("storedVersions") or [])
         if storage and storage not in stored:
             stored.append(storage)
@@ -436,8 +544,9 @@ def _crd_problems(crd: dict[str, Any]) -> list[tuple[str, str]]:
         causes.append(("spec.versions", "Invalid value: must have exactly one version marked as storage version"))
     expected = f"{names.get('plural')}.{spec.get('group')}"
     if _meta(crd).get("name") != expected:
-        causes.append(("metadata.name", f'Invalid value: "{_meta(crd).get("name")}": must be spec.names.plural+"."'
-                                        f'+spec.group'))
+        causes.append(
+            ("metadata.name", f'Invalid value: "{_meta(crd).get("name")}": must be spec.names.plural+"."+spec.group')
+        )
     return causes
 
 
@@ -461,8 +570,12 @@ def _apply_builtin_defaults(rt: ResourceType, obj: dict[str, Any], objects: Obje
         spec.setdefault("backoffLimit", 6)
         spec.setdefault("completionMode", "NonIndexed")
         spec.setdefault("suspend", False)
-        ids = {"batch.kubernetes.io/controller-uid": meta["uid"], "batch.kubernetes.io/job-name": meta["name"],
-               "controller-uid": meta["uid"], "job-name": meta["name"]}
+        ids = {
+            "batch.kubernetes.io/controller-uid": meta["uid"],
+            "batch.kubernetes.io/job-name": meta["name"],
+            "controller-uid": meta["uid"],
+            "job-name": meta["name"],
+        }
         if not spec.get("manualSelector"):
             spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": meta["uid"]}}
             template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
@@ -472,8 +585,9 @@ def _apply_builtin_defaults(rt: ResourceType, obj: dict[str, Any], objects: Obje
     elif rt.key == ("apps", "deployments"):
         spec = obj.setdefault("spec", {})
         spec.setdefault("replicas", 1)
-        spec.setdefault("strategy", {"type": "RollingUpdate",
-                                     "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}})
+        spec.setdefault(
+            "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}
+        )
         spec.setdefault("revisionHistoryLimit", 10)
         obj["status"] = {}
     elif rt.key == ("", "secrets"):

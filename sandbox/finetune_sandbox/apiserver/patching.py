@@ -1,4 +1,5 @@
 """The three patch formats a Kubernetes API server accepts: JSON merge, JSON patch, strategic merge."""
+
 from __future__ import annotations
 
 import copy
@@ -28,13 +29,20 @@ def apply_patch(content_type: str, target: dict[str, Any], patch: Any) -> dict[s
             raise ApiError(400, "a strategic merge patch must be a JSON object")
         return strategic_merge_patch(target, patch)
     if ctype == APPLY_PATCH:
-        raise ApiError(415, "server-side apply is not supported by the sandbox API server; "
-                            "use client-side `kubectl apply` (the default) instead")
-    raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
-                        f"{JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_PATCH}")
+        raise ApiError(
+            415,
+            "server-side apply is not supported by the sandbox API server; "
+            "use client-side `kubectl apply` (the default) instead",
+        )
+    raise ApiError(
+        415,
+        f"the body of the request was in an unknown format - accepted media types include: "
+        f"{JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_PATCH}",
+    )
 
 
 # --- RFC 7386 -------------------------------------------------------------------------------------
+
 
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
@@ -49,6 +57,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 # --- RFC 6902 -------------------------------------------------------------------------------------
+
 
 def _pointer(path: str) -> list[str]:
     if path == "":
@@ -144,11 +153,22 @@ def _remove(doc: Any, parts: list[str], path: str) -> Any:
 
 # Merge keys of the built-in types' lists, by field name (the real server reads them from Go struct tags).
 _MERGE_KEYS = {
-    "containers": "name", "initContainers": "name", "ephemeralContainers": "name",
-    "env": "name", "volumes": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath",
-    "conditions": "type", "imagePullSecrets": "name", "ownerReferences": "uid",
-    "hostAliases": "ip", "topologySpreadConstraints": "topologyKey", "containerStatuses": "name",
-    "initContainerStatuses": "name", "taints": "key", "addresses": "type",
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "conditions": "type",
+    "imagePullSecrets": "name",
+    "ownerReferences": "uid",
+    "hostAliases": "ip",
+    "topologySpreadConstraints": "topologyKey",
+    "containerStatuses": "name",
+    "initContainerStatuses": "name",
+    "taints": "key",
+    "addresses": "type",
 }
 # Lists of scalars merged as sets.
 _SET_LISTS = {"finalizers"}
@@ -220,8 +240,7 @@ def _smp_list(field: str, current: Any, patch: list[Any]) -> list[Any]:
         if key not in item:
             merged.append(copy.deepcopy(item))
             continue
-        index = next((n for n, old in enumerate(merged) if isinstance(old, dict) and old.get(key) == item[key]),
-                     None)
+        index = next((n for n, old in enumerate(merged) if isinstance(old, dict) and old.get(key) == item[key]), None)
         if item.get("$patch") == "delete":
             if index is not None:
                 del merged[index]

@@ -4,6 +4,7 @@
 whatever the server prefers. This decodes those kinds (field numbers from k8s.io/api's generated.proto)
 into the JSON shape the rest of the server handles; any other kind is answered with 415.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,21 +17,48 @@ MAGIC = b"k8s\x00"
 # message name -> field number -> (json name, type); types: str, int, bool, bytes, map, map-bytes,
 # [str] (repeated string), or another message name (prefix "[" when repeated).
 _SCHEMAS: dict[str, dict[int, tuple[str, str]]] = {
-    "Unknown": {1: ("typeMeta", "TypeMeta"), 2: ("raw", "rawbytes"), 3: ("contentEncoding", "str"),
-                4: ("contentType", "str")},
+    "Unknown": {
+        1: ("typeMeta", "TypeMeta"),
+        2: ("raw", "rawbytes"),
+        3: ("contentEncoding", "str"),
+        4: ("contentType", "str"),
+    },
     "TypeMeta": {1: ("apiVersion", "str"), 2: ("kind", "str")},
-    "ObjectMeta": {1: ("name", "str"), 2: ("generateName", "str"), 3: ("namespace", "str"), 5: ("uid", "str"),
-                   6: ("resourceVersion", "str"), 7: ("generation", "int"), 11: ("labels", "map"),
-                   12: ("annotations", "map"), 13: ("ownerReferences", "[OwnerReference"),
-                   14: ("finalizers", "[str")},
-    "OwnerReference": {1: ("kind", "str"), 3: ("name", "str"), 4: ("uid", "str"), 5: ("apiVersion", "str"),
-                       6: ("controller", "bool"), 7: ("blockOwnerDeletion", "bool")},
+    "ObjectMeta": {
+        1: ("name", "str"),
+        2: ("generateName", "str"),
+        3: ("namespace", "str"),
+        5: ("uid", "str"),
+        6: ("resourceVersion", "str"),
+        7: ("generation", "int"),
+        11: ("labels", "map"),
+        12: ("annotations", "map"),
+        13: ("ownerReferences", "[OwnerReference"),
+        14: ("finalizers", "[str"),
+    },
+    "OwnerReference": {
+        1: ("kind", "str"),
+        3: ("name", "str"),
+        4: ("uid", "str"),
+        5: ("apiVersion", "str"),
+        6: ("controller", "bool"),
+        7: ("blockOwnerDeletion", "bool"),
+    },
     "Namespace": {1: ("metadata", "ObjectMeta"), 2: ("spec", "NamespaceSpec")},
     "NamespaceSpec": {1: ("finalizers", "[str")},
-    "ConfigMap": {1: ("metadata", "ObjectMeta"), 2: ("data", "map"), 3: ("binaryData", "map-bytes"),
-                  4: ("immutable", "bool")},
-    "Secret": {1: ("metadata", "ObjectMeta"), 2: ("data", "map-bytes"), 3: ("type", "str"),
-               4: ("stringData", "map"), 5: ("immutable", "bool")},
+    "ConfigMap": {
+        1: ("metadata", "ObjectMeta"),
+        2: ("data", "map"),
+        3: ("binaryData", "map-bytes"),
+        4: ("immutable", "bool"),
+    },
+    "Secret": {
+        1: ("metadata", "ObjectMeta"),
+        2: ("data", "map-bytes"),
+        3: ("type", "str"),
+        4: ("stringData", "map"),
+        5: ("immutable", "bool"),
+    },
     "ServiceAccount": {1: ("metadata", "ObjectMeta"), 4: ("automountServiceAccountToken", "bool")},
 }
 
@@ -55,11 +83,11 @@ def _fields(data: bytes):
             value, pos = _varint(data, pos)
         elif wire == 2:
             length, pos = _varint(data, pos)
-            value, pos = data[pos:pos + length], pos + length
+            value, pos = data[pos : pos + length], pos + length
         elif wire == 1:
-            value, pos = data[pos:pos + 8], pos + 8
+            value, pos = data[pos : pos + 8], pos + 8
         elif wire == 5:
-            value, pos = data[pos:pos + 4], pos + 4
+            value, pos = data[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         yield number, value
@@ -76,13 +104,12 @@ def _message(data: bytes, schema_name: str) -> dict[str, Any]:
             entry = dict(_fields(value))
             key = entry.get(1, b"").decode()
             raw = entry.get(2, b"")
-            result.setdefault(name, {})[key] = base64.b64encode(raw).decode() if type_ == "map-bytes" \
-                else raw.decode()
+            result.setdefault(name, {})[key] = base64.b64encode(raw).decode() if type_ == "map-bytes" else raw.decode()
         elif type_.startswith("["):
             item_type = type_[1:]
             result.setdefault(name, []).append(value.decode() if item_type == "str" else _message(value, item_type))
         elif type_ == "str":
-            if value:             # gogo-protobuf writes every non-pointer string, empty or not
+            if value:  # gogo-protobuf writes every non-pointer string, empty or not
                 result[name] = value.decode()
         elif type_ == "int":
             if value:
@@ -101,12 +128,15 @@ def decode(body: bytes) -> dict[str, Any]:
     if not body.startswith(MAGIC):
         raise ApiError(415, "the protobuf body lacks the Kubernetes envelope; send application/json")
     try:
-        envelope = _message(body[len(MAGIC):], "Unknown")
+        envelope = _message(body[len(MAGIC) :], "Unknown")
         type_meta = envelope.get("typeMeta") or {}
         kind = type_meta.get("kind", "")
         if kind not in _SCHEMAS or kind in ("Unknown", "TypeMeta", "ObjectMeta"):
-            raise ApiError(415, f"the sandbox API server reads {kind or 'this kind'} only as JSON: use "
-                                f"`kubectl apply -f` (or create -f) with a manifest instead")
+            raise ApiError(
+                415,
+                f"the sandbox API server reads {kind or 'this kind'} only as JSON: use "
+                f"`kubectl apply -f` (or create -f) with a manifest instead",
+            )
         obj = _message(envelope.get("raw", b""), kind)
     except (IndexError, UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, f"the protobuf request body could not be decoded: {exc}") from exc

@@ -1,4 +1,5 @@
 """Resource types the server knows (built-ins plus CRD-defined ones) and the discovery documents."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,8 @@ class ResourceType:
     singular: str = ""
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()      # e.g. ("status", "log")
-    status_subresource: bool = False       # writes to the main resource ignore `status`
+    subresources: tuple[str, ...] = ()  # e.g. ("status", "log")
+    status_subresource: bool = False  # writes to the main resource ignore `status`
     verbs: tuple[str, ...] = tuple(ALL_VERBS)
     # For CRD-defined resources: the version's openAPIV3Schema and printer columns.
     schema: dict[str, Any] | None = None
@@ -39,63 +40,140 @@ class ResourceType:
         return self.kind + "List"
 
     def discovery_entries(self) -> list[dict[str, Any]]:
-        entries = [{
-            "name": self.plural,
-            "singularName": self.singular or self.kind.lower(),
-            "namespaced": self.namespaced,
-            "kind": self.kind,
-            "verbs": list(self.verbs),
-            **({"shortNames": list(self.short_names)} if self.short_names else {}),
-            **({"categories": list(self.categories)} if self.categories else {}),
-            "storageVersionHash": "",
-        }]
+        entries = [
+            {
+                "name": self.plural,
+                "singularName": self.singular or self.kind.lower(),
+                "namespaced": self.namespaced,
+                "kind": self.kind,
+                "verbs": list(self.verbs),
+                **({"shortNames": list(self.short_names)} if self.short_names else {}),
+                **({"categories": list(self.categories)} if self.categories else {}),
+                "storageVersionHash": "",
+            }
+        ]
         for sub in self.subresources:
             if sub == "log":
-                entries.append({"name": f"{self.plural}/log", "singularName": "", "namespaced": self.namespaced,
-                                "kind": "Pod", "verbs": ["get"]})
+                entries.append(
+                    {
+                        "name": f"{self.plural}/log",
+                        "singularName": "",
+                        "namespaced": self.namespaced,
+                        "kind": "Pod",
+                        "verbs": ["get"],
+                    }
+                )
             elif sub in ("binding", "eviction"):
-                entries.append({"name": f"{self.plural}/{sub}", "singularName": "", "namespaced": self.namespaced,
-                                "kind": sub.capitalize(), "verbs": ["create"],
-                                **({"group": "policy", "version": "v1"} if sub == "eviction" else {})})
+                entries.append(
+                    {
+                        "name": f"{self.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": self.namespaced,
+                        "kind": sub.capitalize(),
+                        "verbs": ["create"],
+                        **({"group": "policy", "version": "v1"} if sub == "eviction" else {}),
+                    }
+                )
             else:
-                entries.append({"name": f"{self.plural}/{sub}", "singularName": "", "namespaced": self.namespaced,
-                                "kind": self.kind, "verbs": ["get", "patch", "update"]})
+                entries.append(
+                    {
+                        "name": f"{self.plural}/{sub}",
+                        "singularName": "",
+                        "namespaced": self.namespaced,
+                        "kind": self.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
         return entries
 
 
 def _b(group: str, version: str, plural: str, kind: str, namespaced: bool = True, **kw: Any) -> ResourceType:
-    return ResourceType(group=group, version=version, plural=plural, kind=kind, namespaced=namespaced,
-                        singular=kw.pop("singular", kind.lower()), **kw)
+    return ResourceType(
+        group=group,
+        version=version,
+        plural=plural,
+        kind=kind,
+        namespaced=namespaced,
+        singular=kw.pop("singular", kind.lower()),
+        **kw,
+    )
 
 
 BUILTINS: tuple[ResourceType, ...] = (
-    _b("", "v1", "namespaces", "Namespace", False, short_names=("ns",), subresources=("status",),
-       status_subresource=True, verbs=("create", "delete", "get", "list", "patch", "update", "watch")),
-    _b("", "v1", "pods", "Pod", short_names=("po",), categories=("all",),
-       subresources=("status", "log", "binding", "eviction"),
-       status_subresource=True),
-    _b("", "v1", "services", "Service", short_names=("svc",), categories=("all",), subresources=("status",),
-       status_subresource=True),
+    _b(
+        "",
+        "v1",
+        "namespaces",
+        "Namespace",
+        False,
+        short_names=("ns",),
+        subresources=("status",),
+        status_subresource=True,
+        verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
+    ),
+    _b(
+        "",
+        "v1",
+        "pods",
+        "Pod",
+        short_names=("po",),
+        categories=("all",),
+        subresources=("status", "log", "binding", "eviction"),
+        status_subresource=True,
+    ),
+    _b(
+        "",
+        "v1",
+        "services",
+        "Service",
+        short_names=("svc",),
+        categories=("all",),
+        subresources=("status",),
+        status_subresource=True,
+    ),
     _b("", "v1", "configmaps", "ConfigMap", short_names=("cm",)),
     _b("", "v1", "secrets", "Secret"),
     _b("", "v1", "events", "Event", short_names=("ev",)),
-    _b("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",),
-       subresources=("status",), status_subresource=True),
+    _b(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        short_names=("pvc",),
+        subresources=("status",),
+        status_subresource=True,
+    ),
     _b("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
     _b("", "v1", "nodes", "Node", False, short_names=("no",), subresources=("status",), status_subresource=True),
     _b("batch", "v1", "jobs", "Job", categories=("all",), subresources=("status",), status_subresource=True),
     _b("coordination.k8s.io", "v1", "leases", "Lease"),
     # Stored only (no controllers act on them), so the project's deploy manifests apply to the sandbox.
-    _b("apps", "v1", "deployments", "Deployment", short_names=("deploy",), categories=("all",),
-       subresources=("status",), status_subresource=True),
+    _b(
+        "apps",
+        "v1",
+        "deployments",
+        "Deployment",
+        short_names=("deploy",),
+        categories=("all",),
+        subresources=("status",),
+        status_subresource=True,
+    ),
     _b("rbac.authorization.k8s.io", "v1", "roles", "Role"),
     _b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding"),
     _b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
     _b("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     _b("events.k8s.io", "v1", "events", "Event", short_names=("ev",)),
-    _b("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
-       short_names=("crd", "crds"), categories=("api-extensions",), subresources=("status",),
-       status_subresource=True),
+    _b(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        short_names=("crd", "crds"),
+        categories=("api-extensions",),
+        subresources=("status",),
+        status_subresource=True,
+    ),
 )
 
 
@@ -110,21 +188,23 @@ def resources_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
         subs = ver.get("subresources") or {}
         schema = (ver.get("schema") or {}).get("openAPIV3Schema")
         columns = ver.get("additionalPrinterColumns")
-        result.append(ResourceType(
-            group=spec.get("group", ""),
-            version=ver["name"],
-            plural=names.get("plural", ""),
-            kind=names.get("kind", ""),
-            namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-            singular=names.get("singular") or names.get("kind", "").lower(),
-            short_names=tuple(names.get("shortNames") or ()),
-            categories=tuple(names.get("categories") or ()),
-            subresources=tuple(s for s in ("status", "scale") if s in subs),
-            status_subresource="status" in subs,
-            schema=schema,
-            printer_columns=tuple(columns) if columns else None,
-            crd_name=(crd.get("metadata") or {}).get("name"),
-        ))
+        result.append(
+            ResourceType(
+                group=spec.get("group", ""),
+                version=ver["name"],
+                plural=names.get("plural", ""),
+                kind=names.get("kind", ""),
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                singular=names.get("singular") or names.get("kind", "").lower(),
+                short_names=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
+                subresources=tuple(s for s in ("status", "scale") if s in subs),
+                status_subresource="status" in subs,
+                schema=schema,
+                printer_columns=tuple(columns) if columns else None,
+                crd_name=(crd.get("metadata") or {}).get("name"),
+            )
+        )
     return result
 
 
@@ -185,14 +265,22 @@ class Registry:
     # --- discovery documents -------------------------------------------------------------------
 
     def api_versions(self) -> dict[str, Any]:
-        return {"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+        return {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+        }
 
     def api_group(self, group: str) -> dict[str, Any]:
         versions = [{"groupVersion": f"{group}/{v}", "version": v} for v in self._group_versions.get(group, [])]
         pref = self._preferred.get(group)
-        return {"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": versions,
-                "preferredVersion": {"groupVersion": f"{group}/{pref}", "version": pref}}
+        return {
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": group,
+            "versions": versions,
+            "preferredVersion": {"groupVersion": f"{group}/{pref}", "version": pref},
+        }
 
     def api_group_list(self) -> dict[str, Any]:
         groups = []
@@ -206,5 +294,9 @@ class Registry:
         entries = []
         for rt in self.types_in(group, version):
             entries.extend(rt.discovery_entries())
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version, "resources": entries}
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": entries,
+        }

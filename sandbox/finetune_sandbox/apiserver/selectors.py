@@ -1,4 +1,5 @@
 """Label and field selectors, parsed once per request and matched against stored objects."""
+
 from __future__ import annotations
 
 import re
@@ -63,6 +64,7 @@ def parse_label_selector(text: str | None) -> Matcher | None:
     def matches(obj: dict[str, Any]) -> bool:
         labels = (obj.get("metadata") or {}).get("labels") or {}
         return all(check(labels) for check in checks)
+
     return matches
 
 
@@ -92,8 +94,11 @@ def parse_field_selector(text: str | None) -> Matcher | None:
         checks.append((path, op == "!=", value))
 
     def matches(obj: dict[str, Any]) -> bool:
-        return all((field_value(obj, path) != value) if neg else (field_value(obj, path) == value)
-                   for path, neg, value in checks)
+        return all(
+            (field_value(obj, path) != value) if neg else (field_value(obj, path) == value)
+            for path, neg, value in checks
+        )
+
     return matches
 
 

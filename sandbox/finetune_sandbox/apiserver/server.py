@@ -1,4 +1,5 @@
 """`ApiServer`: the in-process Kubernetes API server the sandbox's operator, kubectl and tests talk to."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,9 +24,17 @@ CONTEXT = "ftjob-sandbox"
 class ApiServer:
     """Plain HTTP on `host`, no authentication; see the package docstring for the semantics served."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, graceful_pod_deletion: bool = True,
-                 history_size: int = 10_000, bookmark_interval: float = 5.0, gc_interval: float = 1.0,
-                 namespaces: tuple[str, ...] = ("default", "kube-system")) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        graceful_pod_deletion: bool = True,
+        history_size: int = 10_000,
+        bookmark_interval: float = 5.0,
+        gc_interval: float = 1.0,
+        namespaces: tuple[str, ...] = ("default", "kube-system"),
+    ) -> None:
         self.host = host
         self.port = port
         self.store = Store(history_size=history_size)
@@ -48,8 +57,9 @@ class ApiServer:
         return self.objects.graceful_pod_deletion
 
     async def start(self) -> str:
-        app = web.Application(middlewares=[self._faults_middleware, errors_middleware],
-                              client_max_size=64 * 1024 * 1024)
+        app = web.Application(
+            middlewares=[self._faults_middleware, errors_middleware], client_max_size=64 * 1024 * 1024
+        )
         app.add_routes(self.handlers.routes())
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -83,11 +93,12 @@ class ApiServer:
         if self.url is None:
             raise RuntimeError("start() the server before writing its kubeconfig")
         config = {
-            "apiVersion": "v1", "kind": "Config", "preferences": {},
+            "apiVersion": "v1",
+            "kind": "Config",
+            "preferences": {},
             "clusters": [{"name": CONTEXT, "cluster": {"server": self.url}}],
             "users": [{"name": CONTEXT, "user": {"token": "sandbox"}}],
-            "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT,
-                                                       "namespace": namespace}}],
+            "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": namespace}}],
             "current-context": CONTEXT,
         }
         path = os.fspath(path)

@@ -3,6 +3,7 @@
 Objects are treated as immutable once stored: every write stores a new dict, so readers and watch
 events can share references without copying, and each event is serialised at most once.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -13,13 +14,13 @@ from typing import Any, Callable, Iterator
 
 from .errors import ApiError
 
-TypeKey = tuple[str, str]                 # (group, plural)
-ObjKey = tuple[str, str, str, str]        # (group, plural, namespace, name); namespace "" if cluster-scoped
+TypeKey = tuple[str, str]  # (group, plural)
+ObjKey = tuple[str, str, str, str]  # (group, plural, namespace, name); namespace "" if cluster-scoped
 
 
 @dataclasses.dataclass
 class Event:
-    type: str                       # ADDED / MODIFIED / DELETED
+    type: str  # ADDED / MODIFIED / DELETED
     key: ObjKey
     obj: dict[str, Any]
     old: dict[str, Any] | None
@@ -47,8 +48,9 @@ class Watcher:
     when many watchers follow a busy resource.
     """
 
-    def __init__(self, store: "Store", type_key: TypeKey, namespace: str | None,
-                 matcher: Callable[[dict[str, Any]], bool] | None) -> None:
+    def __init__(
+        self, store: "Store", type_key: TypeKey, namespace: str | None, matcher: Callable[[dict[str, Any]], bool] | None
+    ) -> None:
         self.store = store
         self.type_key = type_key
         self.namespace = namespace
@@ -113,11 +115,11 @@ class Store:
     def __init__(self, history_size: int = 10_000) -> None:
         self._objects: dict[TypeKey, dict[str, dict[str, dict[str, Any]]]] = {}
         self._by_uid: dict[str, ObjKey] = {}
-        self._dependents: dict[str, set[ObjKey]] = {}    # owner uid -> keys of objects that reference it
+        self._dependents: dict[str, set[ObjKey]] = {}  # owner uid -> keys of objects that reference it
         self._rv = 0
         self._history: collections.deque[Event] = collections.deque()
         self._history_size = history_size
-        self._dropped_rv = 0        # highest rv no longer in the history
+        self._dropped_rv = 0  # highest rv no longer in the history
         self._watchers: dict[TypeKey, set[Watcher]] = {}
         self.listeners: list[Callable[[Event], None]] = []
 
@@ -219,9 +221,14 @@ class Store:
 
     # --- watches ------------------------------------------------------------------------------
 
-    def watch(self, group: str, plural: str, namespace: str | None,
-              matcher: Callable[[dict[str, Any]], bool] | None,
-              since: int | None) -> tuple[Watcher, list[tuple[str, Any]]]:
+    def watch(
+        self,
+        group: str,
+        plural: str,
+        namespace: str | None,
+        matcher: Callable[[dict[str, Any]], bool] | None,
+        since: int | None,
+    ) -> tuple[Watcher, list[tuple[str, Any]]]:
         """Subscribe; return the watcher and its backlog: current objects (since=None) or later events.
 
         Raises ApiError(410) when `since` is older than the retained history.
@@ -233,8 +240,7 @@ class Store:
                     backlog.append(("ADDED", obj))
         else:
             if since < self._dropped_rv:
-                raise ApiError(410, f"too old resource version: {since} ({self._dropped_rv + 1})",
-                               reason="Expired")
+                raise ApiError(410, f"too old resource version: {since} ({self._dropped_rv + 1})", reason="Expired")
             if since > self._rv:
                 # A resourceVersion from another (earlier) server: make the client relist.
                 raise ApiError(410, f"too large resource version: {since}, current: {self._rv}", reason="Expired")

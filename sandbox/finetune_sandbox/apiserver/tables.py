@@ -1,4 +1,5 @@
 """Server-side printing: `meta.k8s.io/v1` Tables, as `kubectl get` asks for them."""
+
 from __future__ import annotations
 
 import datetime
@@ -7,9 +8,11 @@ from typing import Any, Iterable
 
 from .resources import ResourceType
 
-_TOKEN_RE = re.compile(r"""\.([A-Za-z0-9_\-/]+)"""
-                       r"""|\[\?\(@\.([A-Za-z0-9_.\-]+)\s*==\s*(?:"([^"]*)"|'([^']*)'|([^)\s]+))\)\]"""
-                       r"""|\[(\d+|\*)\]|\.\*""")
+_TOKEN_RE = re.compile(
+    r"""\.([A-Za-z0-9_\-/]+)"""
+    r"""|\[\?\(@\.([A-Za-z0-9_.\-]+)\s*==\s*(?:"([^"]*)"|'([^']*)'|([^)\s]+))\)\]"""
+    r"""|\[(\d+|\*)\]|\.\*"""
+)
 
 
 def jsonpath(obj: Any, path: str) -> list[Any]:
@@ -111,29 +114,51 @@ def _pod_cells(obj: dict[str, Any], now: datetime.datetime) -> tuple[list[dict],
             phase = reason
     if (obj.get("metadata") or {}).get("deletionTimestamp"):
         phase = "Terminating"
-    columns = [_column("Ready"), _column("Status"), _column("Restarts", "string"), _column("Age"),
-               _column("IP", priority=1), _column("Node", priority=1)]
-    cells = [f"{ready}/{len(spec.get('containers') or [])}", phase, str(restarts),
-             age(obj["metadata"].get("creationTimestamp"), now), status.get("podIP") or "<none>",
-             spec.get("nodeName") or "<none>"]
+    columns = [
+        _column("Ready"),
+        _column("Status"),
+        _column("Restarts", "string"),
+        _column("Age"),
+        _column("IP", priority=1),
+        _column("Node", priority=1),
+    ]
+    cells = [
+        f"{ready}/{len(spec.get('containers') or [])}",
+        phase,
+        str(restarts),
+        age(obj["metadata"].get("creationTimestamp"), now),
+        status.get("podIP") or "<none>",
+        spec.get("nodeName") or "<none>",
+    ]
     return columns, cells
 
 
 def _job_cells(obj: dict[str, Any], now: datetime.datetime) -> tuple[list[dict], list[Any]]:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
-    state = ("Complete" if conditions.get("Complete") == "True" else
-             "Failed" if conditions.get("Failed") == "True" else
-             "Suspended" if spec.get("suspend") else "Running")
+    state = (
+        "Complete"
+        if conditions.get("Complete") == "True"
+        else "Failed"
+        if conditions.get("Failed") == "True"
+        else "Suspended"
+        if spec.get("suspend")
+        else "Running"
+    )
     columns = [_column("Status"), _column("Completions"), _column("Age")]
-    cells = [state, f"{status.get('succeeded', 0)}/{spec.get('completions', 1)}",
-             age(obj["metadata"].get("creationTimestamp"), now)]
+    cells = [
+        state,
+        f"{status.get('succeeded', 0)}/{spec.get('completions', 1)}",
+        age(obj["metadata"].get("creationTimestamp"), now),
+    ]
     return columns, cells
 
 
 def _namespace_cells(obj, now):
-    return ([_column("Status"), _column("Age")],
-            [(obj.get("status") or {}).get("phase", "Active"), age(obj["metadata"].get("creationTimestamp"), now)])
+    return (
+        [_column("Status"), _column("Age")],
+        [(obj.get("status") or {}).get("phase", "Active"), age(obj["metadata"].get("creationTimestamp"), now)],
+    )
 
 
 def _crd_cells(obj, now):
@@ -142,12 +167,23 @@ def _crd_cells(obj, now):
 
 def _event_cells(obj, now):
     involved = obj.get("involvedObject") or obj.get("regarding") or {}
-    last = obj.get("lastTimestamp") or obj.get("eventTime") or (obj.get("series") or {}).get("lastObservedTime") \
+    last = (
+        obj.get("lastTimestamp")
+        or obj.get("eventTime")
+        or (obj.get("series") or {}).get("lastObservedTime")
         or obj["metadata"].get("creationTimestamp")
+    )
     kind = (involved.get("kind") or "").lower()
-    return ([_column("Last Seen"), _column("Type"), _column("Reason"), _column("Object"), _column("Message")],
-            [age(last, now), obj.get("type", ""), obj.get("reason", ""), f"{kind}/{involved.get('name', '')}",
-             obj.get("message") or obj.get("note") or ""])
+    return (
+        [_column("Last Seen"), _column("Type"), _column("Reason"), _column("Object"), _column("Message")],
+        [
+            age(last, now),
+            obj.get("type", ""),
+            obj.get("reason", ""),
+            f"{kind}/{involved.get('name', '')}",
+            obj.get("message") or obj.get("note") or "",
+        ],
+    )
 
 
 def _configmap_cells(obj, now):
@@ -156,16 +192,25 @@ def _configmap_cells(obj, now):
 
 
 def _secret_cells(obj, now):
-    return ([_column("Type"), _column("Data", "integer"), _column("Age")],
-            [obj.get("type", "Opaque"), len(obj.get("data") or {}), age(obj["metadata"].get("creationTimestamp"), now)])
+    return (
+        [_column("Type"), _column("Data", "integer"), _column("Age")],
+        [obj.get("type", "Opaque"), len(obj.get("data") or {}), age(obj["metadata"].get("creationTimestamp"), now)],
+    )
 
 
 def _service_cells(obj, now):
     spec = obj.get("spec") or {}
     ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or []) or "<none>"
-    return ([_column("Type"), _column("Cluster-IP"), _column("External-IP"), _column("Port(s)"), _column("Age")],
-            [spec.get("type", "ClusterIP"), spec.get("clusterIP", "<none>"), "<none>", ports,
-             age(obj["metadata"].get("creationTimestamp"), now)])
+    return (
+        [_column("Type"), _column("Cluster-IP"), _column("External-IP"), _column("Port(s)"), _column("Age")],
+        [
+            spec.get("type", "ClusterIP"),
+            spec.get("clusterIP", "<none>"),
+            "<none>",
+            ports,
+            age(obj["metadata"].get("creationTimestamp"), now),
+        ],
+    )
 
 
 def _node_cells(obj, now):
@@ -176,37 +221,66 @@ def _node_cells(obj, now):
 
 def _pvc_cells(obj, now):
     status = obj.get("status") or {}
-    return ([_column("Status"), _column("Capacity"), _column("Age")],
-            [status.get("phase", "Pending"), (status.get("capacity") or {}).get("storage", ""),
-             age(obj["metadata"].get("creationTimestamp"), now)])
+    return (
+        [_column("Status"), _column("Capacity"), _column("Age")],
+        [
+            status.get("phase", "Pending"),
+            (status.get("capacity") or {}).get("storage", ""),
+            age(obj["metadata"].get("creationTimestamp"), now),
+        ],
+    )
 
 
 def _lease_cells(obj, now):
-    return ([_column("Holder"), _column("Age")],
-            [(obj.get("spec") or {}).get("holderIdentity", ""), age(obj["metadata"].get("creationTimestamp"), now)])
+    return (
+        [_column("Holder"), _column("Age")],
+        [(obj.get("spec") or {}).get("holderIdentity", ""), age(obj["metadata"].get("creationTimestamp"), now)],
+    )
 
 
 def _deployment_cells(obj, now):
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    return ([_column("Ready"), _column("Up-to-date", "integer"), _column("Available", "integer"), _column("Age")],
-            [f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 1)}", status.get("updatedReplicas", 0),
-             status.get("availableReplicas", 0), age(obj["metadata"].get("creationTimestamp"), now)])
+    return (
+        [_column("Ready"), _column("Up-to-date", "integer"), _column("Available", "integer"), _column("Age")],
+        [
+            f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 1)}",
+            status.get("updatedReplicas", 0),
+            status.get("availableReplicas", 0),
+            age(obj["metadata"].get("creationTimestamp"), now),
+        ],
+    )
 
 
-_BUILTIN_CELLS = {("apps", "deployments"): _deployment_cells,("", "events"): _event_cells, ("events.k8s.io", "events"): _event_cells,
-                  ("", "configmaps"): _configmap_cells, ("", "secrets"): _secret_cells,
-                  ("", "services"): _service_cells, ("", "nodes"): _node_cells,
-                  ("", "persistentvolumeclaims"): _pvc_cells, ("coordination.k8s.io", "leases"): _lease_cells,
-                  ("", "pods"): _pod_cells, ("batch", "jobs"): _job_cells, ("", "namespaces"): _namespace_cells,
-                  ("apiextensions.k8s.io", "customresourcedefinitions"): _crd_cells}
+_BUILTIN_CELLS = {
+    ("apps", "deployments"): _deployment_cells,
+    ("", "events"): _event_cells,
+    ("events.k8s.io", "events"): _event_cells,
+    ("", "configmaps"): _configmap_cells,
+    ("", "secrets"): _secret_cells,
+    ("", "services"): _service_cells,
+    ("", "nodes"): _node_cells,
+    ("", "persistentvolumeclaims"): _pvc_cells,
+    ("coordination.k8s.io", "leases"): _lease_cells,
+    ("", "pods"): _pod_cells,
+    ("batch", "jobs"): _job_cells,
+    ("", "namespaces"): _namespace_cells,
+    ("apiextensions.k8s.io", "customresourcedefinitions"): _crd_cells,
+}
 
 
 def _custom_cells(rt: ResourceType, obj: dict[str, Any], now: datetime.datetime) -> tuple[list[dict], list[Any]]:
     columns, cells = [], []
     for col in rt.printer_columns or ():
         type_ = col.get("type", "string")
-        columns.append(_column(col.get("name", ""), type_, col.get("format", ""), col.get("description", ""),
-                               int(col.get("priority", 0))))
+        columns.append(
+            _column(
+                col.get("name", ""),
+                type_,
+                col.get("format", ""),
+                col.get("description", ""),
+                int(col.get("priority", 0)),
+            )
+        )
         values = jsonpath(obj, col.get("jsonPath", ""))
         if not values:
             cells.append(None)
@@ -222,14 +296,20 @@ def _custom_cells(rt: ResourceType, obj: dict[str, Any], now: datetime.datetime)
             cells.append(value)
         elif isinstance(value, (dict, list)):
             import json
+
             cells.append(json.dumps(value, separators=(",", ":")))
         else:
             cells.append(str(value) if not isinstance(value, bool) else ("true" if value else "false"))
     return columns, cells
 
 
-def build_table(rt: ResourceType, objects: Iterable[dict[str, Any]], resource_version: str | None,
-                include_object: str = "Metadata", now: datetime.datetime | None = None) -> dict[str, Any]:
+def build_table(
+    rt: ResourceType,
+    objects: Iterable[dict[str, Any]],
+    resource_version: str | None,
+    include_object: str = "Metadata",
+    now: datetime.datetime | None = None,
+) -> dict[str, Any]:
     now = now or datetime.datetime.now(datetime.timezone.utc)
     name_col = _column("Name", fmt="name", description="Name must be unique within a namespace.")
     columns: list[dict] | None = None
@@ -246,8 +326,11 @@ def build_table(rt: ResourceType, objects: Iterable[dict[str, Any]], resource_ve
         if include_object == "Object":
             row["object"] = obj
         elif include_object != "None":
-            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                             "metadata": obj.get("metadata", {})}
+            row["object"] = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj.get("metadata", {}),
+            }
         rows.append(row)
     if columns is None:
         if rt.printer_columns is not None:
@@ -257,5 +340,10 @@ def build_table(rt: ResourceType, objects: Iterable[dict[str, Any]], resource_ve
         else:
             columns = [_column("Age")]
     meta = {"resourceVersion": resource_version} if resource_version else {}
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
-            "columnDefinitions": [name_col] + columns, "rows": rows}
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": [name_col] + columns,
+        "rows": rows,
+    }

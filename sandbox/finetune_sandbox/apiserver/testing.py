@@ -1,4 +1,5 @@
 """A raw HTTP client for tests of the server: every call returns (status code, decoded JSON body)."""
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,21 @@ class RawClient:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    async def request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
-                      headers: dict[str, str] | None = None, params: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body)
         all_headers = {"Content-Type": content_type, **(headers or {})}
-        async with self.session.request(method, self.url + path, data=data, headers=all_headers,
-                                        params=params) as response:
+        async with self.session.request(
+            method, self.url + path, data=data, headers=all_headers, params=params
+        ) as response:
             text = await response.text()
             try:
                 return response.status, json.loads(text) if text else None
@@ -43,15 +53,24 @@ class RawClient:
         return await self.request("PUT", path, body, **kw)
 
     async def patch(self, path: str, body: Any, kind: str = "merge", **kw: Any) -> tuple[int, Any]:
-        content_type = {"merge": "application/merge-patch+json", "json": "application/json-patch+json",
-                        "strategic": "application/strategic-merge-patch+json"}[kind]
+        content_type = {
+            "merge": "application/merge-patch+json",
+            "json": "application/json-patch+json",
+            "strategic": "application/strategic-merge-patch+json",
+        }[kind]
         return await self.request("PATCH", path, body, content_type=content_type, **kw)
 
     async def delete(self, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
         return await self.request("DELETE", path, body, **kw)
 
-    async def watch(self, path: str, params: dict[str, str] | None = None, max_events: int | None = None,
-                    until_type: str | None = None, headers: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    async def watch(
+        self,
+        path: str,
+        params: dict[str, str] | None = None,
+        max_events: int | None = None,
+        until_type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
         """Collect watch events until the server closes the stream, `max_events` or an `until_type` event."""
         events = []
         query = {"watch": "true", **(params or {})}

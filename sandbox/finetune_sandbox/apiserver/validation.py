@@ -1,4 +1,5 @@
 """Validation shared by all kinds (names) and the bridge to the CRD structural-schema validator."""
+
 from __future__ import annotations
 
 import re
@@ -12,19 +13,24 @@ def name_problems(name: str, label: bool = False) -> list[str]:
     """Messages like the real server's for a name that is not a DNS subdomain (or label)."""
     if label:
         if len(name) > 63 or not _DNS_LABEL.match(name):
-            return [f"Invalid value: {name!r}: a lowercase RFC 1123 label must consist of lower case "
-                    f"alphanumeric characters or '-', and must start and end with an alphanumeric character "
-                    f"(e.g. 'my-name',  or '123-abc'), at most 63 characters"]
+            return [
+                f"Invalid value: {name!r}: a lowercase RFC 1123 label must consist of lower case "
+                f"alphanumeric characters or '-', and must start and end with an alphanumeric character "
+                f"(e.g. 'my-name',  or '123-abc'), at most 63 characters"
+            ]
         return []
     if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-        return [f"Invalid value: {name!r}: a lowercase RFC 1123 subdomain must consist of lower case "
-                f"alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character "
-                f"(e.g. 'example.com'), at most 253 characters"]
+        return [
+            f"Invalid value: {name!r}: a lowercase RFC 1123 subdomain must consist of lower case "
+            f"alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character "
+            f"(e.g. 'example.com'), at most 253 characters"
+        ]
     return []
 
 
-def validate_custom_resource(obj: dict[str, Any], schema: dict[str, Any] | None, old: dict[str, Any] | None,
-                             strict: bool = False) -> tuple[dict[str, Any], list[dict[str, str]]]:
+def validate_custom_resource(
+    obj: dict[str, Any], schema: dict[str, Any] | None, old: dict[str, Any] | None, strict: bool = False
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """Prune, default and validate a custom resource with its CRD version's schema; return (object, causes).
 
     The validator is imported lazily: it pulls in the CEL interpreter, which built-in-only servers never need.
@@ -32,6 +38,7 @@ def validate_custom_resource(obj: dict[str, Any], schema: dict[str, Any] | None,
     if not schema:
         return obj, []
     from finetune_sandbox.structural_schema import SchemaViolation, apply_structural_schema
+
     try:
         return apply_structural_schema(obj, schema, old, strict=strict), []
     except SchemaViolation as exc:

@@ -62,9 +62,13 @@ class TrainerMetricsCallback(TrainerCallback):
             return
 
         def update():
-            self.meter.record(self._clock(), state.global_step, state.num_input_tokens_seen or 0, samples_per_step(args))
+            self.meter.record(
+                self._clock(), state.global_step, state.num_input_tokens_seen or 0, samples_per_step(args)
+            )
             self._position(state)
-            self.metrics.set(samples_per_second=self.meter.samples_per_second, tokens_per_second=self.meter.tokens_per_second)
+            self.metrics.set(
+                samples_per_second=self.meter.samples_per_second, tokens_per_second=self.meter.tokens_per_second
+            )
 
         self._guard(update)
 
@@ -72,7 +76,11 @@ class TrainerMetricsCallback(TrainerCallback):
         if not state.is_local_process_zero:
             return
         logs = logs or {}
-        self._guard(lambda: self.metrics.set(train_loss=finite_number(logs.get("loss")), learning_rate=finite_number(logs.get("learning_rate"))))
+        self._guard(
+            lambda: self.metrics.set(
+                train_loss=finite_number(logs.get("loss")), learning_rate=finite_number(logs.get("learning_rate"))
+            )
+        )
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         self.meter.restart()  # evaluation time is not training time
@@ -130,7 +138,9 @@ class ProgressCallback(TrainerCallback):
             return
 
         def step():
-            self.meter.record(self._clock(), state.global_step, state.num_input_tokens_seen or 0, samples_per_step(args))
+            self.meter.record(
+                self._clock(), state.global_step, state.num_input_tokens_seen or 0, samples_per_step(args)
+            )
             if self.snapshot.first_step_time is None and state.global_step > 0:
                 self.snapshot.first_step_time = self._wall_clock()
             # When a log follows at this step, let on_log report: it carries the fresh loss.
@@ -187,7 +197,9 @@ class ProgressCallback(TrainerCallback):
         def end():
             self._report("end", state)
             if not self.sender.flush(self.flush_seconds):
-                logger.warning("final progress report not delivered within %.0f s; training goes on without it", self.flush_seconds)
+                logger.warning(
+                    "final progress report not delivered within %.0f s; training goes on without it", self.flush_seconds
+                )
 
         self._safely(end)
 
@@ -197,7 +209,10 @@ class ProgressCallback(TrainerCallback):
     def _report(self, event: str, state) -> None:
         snapshot = self.snapshot
         snapshot.step, snapshot.total_steps, snapshot.epoch = state.global_step, state.max_steps, state.epoch
-        snapshot.samples_per_second, snapshot.tokens_per_second = self.meter.samples_per_second, self.meter.tokens_per_second
+        snapshot.samples_per_second, snapshot.tokens_per_second = (
+            self.meter.samples_per_second,
+            self.meter.tokens_per_second,
+        )
         gpu = self.gpu.sample() if self.gpu is not None else None
         report = build_report(event, snapshot, at=self._wall_clock(), gpu=gpu)
         self._last_report = self._clock()

@@ -37,7 +37,11 @@ def reporting_callbacks(environ: Mapping[str, str] | None = None) -> list[Traine
 
     url = environ.get(ENV_URL, "").strip()
     if url and not url.startswith(("http://", "https://")):
-        logger.warning("%s=%r is not an http(s) URL (e.g. http://finetune-operator.finetune-system.svc:8081/progress/v1/...): progress not reported", ENV_URL, url)
+        logger.warning(
+            "%s=%r is not an http(s) URL (e.g. http://finetune-operator.finetune-system.svc:8081/progress/v1/...): progress not reported",
+            ENV_URL,
+            url,
+        )
     elif url:
         interval = max(0.0, _env_number(environ, ENV_INTERVAL, DEFAULT_INTERVAL_SECONDS, float, example="10"))
         sender = ReportSender(url, environ.get(ENV_TOKEN_FILE) or None, metrics=metrics)

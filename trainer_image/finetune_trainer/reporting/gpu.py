@@ -79,7 +79,7 @@ class GpuSampler:
                 return None
             try:
                 return summarize([self._read(handle) for handle in self._handles()])
-            except Exception as error:  # a driver hiccup must not reach training; try again next time
+            except Exception as error:  # noqa: BLE001 - a driver hiccup must not reach training; try again next time
                 logger.debug("NVML read failed: %s", error)
                 return None
 
@@ -93,7 +93,7 @@ class GpuSampler:
         try:
             self._nvml.nvmlInit()
             return self._nvml.nvmlDeviceGetCount() > 0
-        except Exception as error:  # NVMLError_LibraryNotFound / DriverNotLoaded on GPU-less nodes
+        except Exception as error:  # noqa: BLE001 - NVMLError_LibraryNotFound / DriverNotLoaded on GPU-less nodes
             logger.debug("no GPU sampling: %s", error)
             return False
 
@@ -115,6 +115,6 @@ class GpuSampler:
         memory = nvml.nvmlDeviceGetMemoryInfo(handle)
         try:
             percent = float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
-        except Exception:  # NVMLError_NotSupported on MIG instances: memory is still meaningful
+        except Exception:  # noqa: BLE001 - NVMLError_NotSupported on MIG instances: memory is still meaningful
             percent = None
         return DeviceReading(percent, int(memory.used), int(memory.total))

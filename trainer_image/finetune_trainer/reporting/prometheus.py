@@ -28,8 +28,14 @@ GAUGES = {
     "train_loss": ("finetune_trainer_train_loss", "Latest logged training loss."),
     "eval_loss": ("finetune_trainer_eval_loss", "Latest evaluation loss."),
     "learning_rate": ("finetune_trainer_learning_rate", "Current learning rate."),
-    "samples_per_second": ("finetune_trainer_samples_per_second", "Measured training samples per second, all ranks together."),
-    "tokens_per_second": ("finetune_trainer_tokens_per_second", "Measured input tokens per second, all ranks together (when the Trainer counts tokens)."),
+    "samples_per_second": (
+        "finetune_trainer_samples_per_second",
+        "Measured training samples per second, all ranks together.",
+    ),
+    "tokens_per_second": (
+        "finetune_trainer_tokens_per_second",
+        "Measured input tokens per second, all ranks together (when the Trainer counts tokens).",
+    ),
 }
 
 
@@ -74,8 +80,16 @@ class _LatestValues:
             yield GaugeMetricFamily(name, help_text, value=value)
         sample = self._metrics.gpu.sample() if self._metrics.gpu is not None else None
         if sample is not None:
-            yield GaugeMetricFamily("finetune_trainer_gpu_utilization_ratio", "Mean GPU utilization of this node (0..1).", value=sample.utilization_ratio)
-            yield GaugeMetricFamily("finetune_trainer_gpu_memory_used_bytes", "GPU memory in use on this node.", value=sample.memory_used_bytes)
+            yield GaugeMetricFamily(
+                "finetune_trainer_gpu_utilization_ratio",
+                "Mean GPU utilization of this node (0..1).",
+                value=sample.utilization_ratio,
+            )
+            yield GaugeMetricFamily(
+                "finetune_trainer_gpu_memory_used_bytes",
+                "GPU memory in use on this node.",
+                value=sample.memory_used_bytes,
+            )
 
 
 # port -> the server this process started on it. A process that trains more than once (tests, notebooks
@@ -95,7 +109,11 @@ def serve(metrics: TrainerMetrics, port: int, addr: str = "0.0.0.0"):
         server, _thread = start_http_server(port, addr=addr, registry=metrics.registry)
     except (OSError, OverflowError) as error:  # OverflowError: a port above 65535
         # Another process of this pod (or anything else) holds the port: training matters more.
-        logger.warning("trainer /metrics not served: port %s unavailable (%s); set FINETUNE_METRICS_PORT to a free port or 0", port, error)
+        logger.warning(
+            "trainer /metrics not served: port %s unavailable (%s); set FINETUNE_METRICS_PORT to a free port or 0",
+            port,
+            error,
+        )
         return None
     _servers[port] = server
     logger.info("trainer /metrics served on port %s", server.server_port)

@@ -74,7 +74,12 @@ def build_report(event: str, snapshot: ProgressSnapshot, *, at: float, gpu: GpuS
     """The JSON body of one report: optional keys appear only with valid values."""
     if event not in EVENTS:
         raise ValueError(f"progress event {event!r} is not one of {EVENTS}")
-    report = {"time": rfc3339(at), "event": event, "step": max(0, int(snapshot.step)), "totalSteps": max(0, int(snapshot.total_steps))}
+    report = {
+        "time": rfc3339(at),
+        "event": event,
+        "step": max(0, int(snapshot.step)),
+        "totalSteps": max(0, int(snapshot.total_steps)),
+    }
     _put(report, "epoch", snapshot.epoch, minimum=0.0)
     _put(report, "loss", snapshot.loss)
     _put(report, "learningRate", snapshot.learning_rate, minimum=0.0)

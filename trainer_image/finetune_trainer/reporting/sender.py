@@ -79,7 +79,7 @@ class ReportSender:
                 report, self._pending, self._in_flight = self._pending, None, True
             try:
                 outcome, retry_after = self._deliver(report)
-            except Exception:  # a bug here must not end the thread: later reports still matter
+            except Exception:  # noqa: BLE001 - a bug here must not end the thread: later reports still matter
                 self._log_once("crash", logging.ERROR, "progress sender failed unexpectedly", exc_info=True)
                 outcome, retry_after = "retry", None
             with self._cond:
@@ -110,7 +110,13 @@ class ReportSender:
             status, detail, retry_after = error.code, _error_text(error), _retry_after(error.headers)
         except (OSError, http.client.HTTPException) as error:  # refused, reset, DNS, timeout
             self._failed()
-            self._log_once("connection", logging.WARNING, "progress report not delivered to %s: %s (retrying with backoff)", self.url, error)
+            self._log_once(
+                "connection",
+                logging.WARNING,
+                "progress report not delivered to %s: %s (retrying with backoff)",
+                self.url,
+                error,
+            )
             return "retry", None
         else:
             if 200 <= status < 300:
@@ -121,12 +127,31 @@ class ReportSender:
         self._failed()
         if status in (401, 403):
             self._token_read = False  # the mounted Secret may have been rotated
-            self._log_once(f"http-{status}", logging.WARNING, "progress endpoint answered %s (%s); re-reading %s and retrying", status, detail, self.token_file)
+            self._log_once(
+                f"http-{status}",
+                logging.WARNING,
+                "progress endpoint answered %s (%s); re-reading %s and retrying",
+                status,
+                detail,
+                self.token_file,
+            )
             return "retry", retry_after
         if status == 429 or status >= 500:
-            self._log_once(f"http-{status}", logging.WARNING, "progress endpoint answered %s (%s); retrying with backoff", status, detail)
+            self._log_once(
+                f"http-{status}",
+                logging.WARNING,
+                "progress endpoint answered %s (%s); retrying with backoff",
+                status,
+                detail,
+            )
             return "retry", retry_after
-        self._log_once(f"http-{status}", logging.WARNING, "progress endpoint answered %s (%s); report dropped, later reports still sent", status, detail)
+        self._log_once(
+            f"http-{status}",
+            logging.WARNING,
+            "progress endpoint answered %s (%s); report dropped, later reports still sent",
+            status,
+            detail,
+        )
         return "drop", None
 
     def _read_token(self) -> str | None:
@@ -138,7 +163,13 @@ class ReportSender:
                     with open(self.token_file) as f:
                         self._token = f.read().strip() or None
                 except OSError as error:
-                    self._log_once("token", logging.WARNING, "cannot read the progress token from %s (%s): sending without one", self.token_file, error)
+                    self._log_once(
+                        "token",
+                        logging.WARNING,
+                        "cannot read the progress token from %s (%s): sending without one",
+                        self.token_file,
+                        error,
+                    )
         return self._token
 
     def _failed(self) -> None:
@@ -154,7 +185,7 @@ class ReportSender:
 def _error_text(error: urllib.error.HTTPError) -> str:
     try:
         return error.read(300).decode(errors="replace").strip() or error.reason
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unreadable error body still has its reason
         return str(error.reason)
 
 

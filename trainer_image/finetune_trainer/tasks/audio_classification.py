@@ -23,7 +23,9 @@ def load_feature_extractor(model_path: str, model_uri: str):
     try:
         return AutoFeatureExtractor.from_pretrained(model_path, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise InvalidData(f"model {model_uri}: no feature extractor config (preprocessor_config.json) in {model_path} ({exc})") from exc
+        raise InvalidData(
+            f"model {model_uri}: no feature extractor config (preprocessor_config.json) in {model_path} ({exc})"
+        ) from exc
 
 
 def waveform_dataset(files: list[str], rows: list[int], rate: int, extra, *, augment: bool, seed: int):
@@ -45,8 +47,11 @@ def waveform_dataset(files: list[str], rows: list[int], rate: int, extra, *, aug
 def audio_collator(feature_extractor):
     def collate(features: list[dict]) -> dict:
         batch = feature_extractor(
-            [f["input_values"] for f in features], sampling_rate=feature_extractor.sampling_rate, padding=True,
-            return_attention_mask=True, return_tensors="pt",
+            [f["input_values"] for f in features],
+            sampling_rate=feature_extractor.sampling_rate,
+            padding=True,
+            return_attention_mask=True,
+            return_tensors="pt",
         )
         batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
         return dict(batch)
@@ -57,8 +62,13 @@ def audio_collator(feature_extractor):
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     audio_col, label_col = column(data_args, "audio", "audio"), column(data_args, "label", "label")
     train, validation, retention = media_frames(
-        paths, data_args, folder_format="audiofolder", extensions=AUDIO_EXTENSIONS, path_column=audio_col,
-        label_column=label_col, required=[audio_col, label_col],
+        paths,
+        data_args,
+        folder_format="audiofolder",
+        extensions=AUDIO_EXTENSIONS,
+        path_column=audio_col,
+        label_column=label_col,
+        required=[audio_col, label_col],
     )
     labels = list(data_args.labels) or infer_labels(train[label_col])
     if len(labels) < 2:
@@ -69,14 +79,22 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     def dataset(frame, path, rows, train_mode):
         ids = encode_labels(list(frame[label_col]), labels, source=source_name(path), column=label_col)
         return waveform_dataset(
-            list(frame[audio_col]), rows, rate, lambda row: {"labels": ids[row]},
-            augment=train_mode and data_args.augment, seed=run_args.seed,
+            list(frame[audio_col]),
+            rows,
+            rate,
+            lambda row: {"labels": ids[row]},
+            augment=train_mode and data_args.augment,
+            seed=run_args.seed,
         )
 
-    train_ds, eval_ds, retention_ds = split_datasets(dataset, (train, validation, retention), paths, data_args, run_args)
+    train_ds, eval_ds, retention_ds = split_datasets(
+        dataset, (train, validation, retention), paths, data_args, run_args
+    )
 
     config = classification_config(model_path, model_args, labels)
-    model = AutoModelForAudioClassification.from_pretrained(model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True)
+    model = AutoModelForAudioClassification.from_pretrained(
+        model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True
+    )
     return TaskSetup(
         model=model,
         processor=extractor,

@@ -53,7 +53,10 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     probe = load_table(paths.train, data_args.dataset_format, [], name=source_name(paths.train))
     pairs = pair_mode(data_args.columns, probe.columns)
     if pairs:
-        prompt_col, response_col = data_args.columns.get("prompt", "prompt"), data_args.columns.get("response", "response")
+        prompt_col, response_col = (
+            data_args.columns.get("prompt", "prompt"),
+            data_args.columns.get("response", "response"),
+        )
         required = [prompt_col, response_col]
     else:
         text_col = data_args.columns.get("text", "text")
@@ -77,7 +80,9 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
             responses = tokenizer([str(r) for r in frame[response_col]], add_special_tokens=False)["input_ids"]
             for row, (p, r) in enumerate(zip(prompts, responses), start=1):
                 if len(p) >= max_length:
-                    raise InvalidData(f"{name} row {row}: the prompt fills all {max_length} tokens of max_seq_length, so no response is learned; raise max_seq_length or shorten it")
+                    raise InvalidData(
+                        f"{name} row {row}: the prompt fills all {max_length} tokens of max_seq_length, so no response is learned; raise max_seq_length or shorten it"
+                    )
                 ids, labels = encode_pair(p, r + eos, max_length)
                 rows["input_ids"].append(ids)
                 rows["labels"].append(labels)
@@ -91,7 +96,9 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     full_train = encode(train, paths.train)
     keep, held = split_off_validation(len(full_train), data_args, run_args)
     train_ds = full_train.select(keep) if held else full_train
-    eval_ds = full_train.select(held) if held else (encode(validation, paths.validation) if validation is not None else None)
+    eval_ds = (
+        full_train.select(held) if held else (encode(validation, paths.validation) if validation is not None else None)
+    )
     retention_ds = encode(retention, paths.retention) if retention is not None else None
 
     config = load_model_config(model_path, model_args)

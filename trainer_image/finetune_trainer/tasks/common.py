@@ -52,8 +52,12 @@ def load_frames(paths, data_args, required: list[str]):
     train = load_table(paths.train, fmt, required, name=source_name(paths.train))
     if data_args.max_train_samples:
         train = train.iloc[: data_args.max_train_samples].reset_index(drop=True)
-    validation = load_table(paths.validation, fmt, required, name=source_name(paths.validation)) if paths.validation else None
-    retention = load_table(paths.retention, fmt, required, name=source_name(paths.retention)) if paths.retention else None
+    validation = (
+        load_table(paths.validation, fmt, required, name=source_name(paths.validation)) if paths.validation else None
+    )
+    retention = (
+        load_table(paths.retention, fmt, required, name=source_name(paths.retention)) if paths.retention else None
+    )
     return train, validation, retention
 
 
@@ -76,15 +80,25 @@ def split_datasets(dataset, frames, paths, data_args, run_args):
     if held:
         eval_ds = dataset(train, paths.train, held, False)
     else:
-        eval_ds = dataset(validation, paths.validation, list(range(len(validation))), False) if validation is not None else None
-    retention_ds = dataset(retention, paths.retention, list(range(len(retention))), False) if retention is not None else None
+        eval_ds = (
+            dataset(validation, paths.validation, list(range(len(validation))), False)
+            if validation is not None
+            else None
+        )
+    retention_ds = (
+        dataset(retention, paths.retention, list(range(len(retention))), False) if retention is not None else None
+    )
     return train_ds, eval_ds, retention_ds
 
 
 def classification_config(model_path: str, model_args, labels: list[str]):
     """The model config of a classifier over `labels` (ids in list order), with the run's dropout override."""
     return load_model_config(
-        model_path, model_args, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)}
+        model_path,
+        model_args,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={n: i for i, n in enumerate(labels)},
     )
 
 

@@ -31,8 +31,13 @@ def stack_batch(features: list[dict]) -> dict:
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     image_col, label_col = column(data_args, "image", "image"), column(data_args, "label", "label")
     train, validation, retention = media_frames(
-        paths, data_args, folder_format="imagefolder", extensions=IMAGE_EXTENSIONS, path_column=image_col,
-        label_column=label_col, required=[image_col, label_col],
+        paths,
+        data_args,
+        folder_format="imagefolder",
+        extensions=IMAGE_EXTENSIONS,
+        path_column=image_col,
+        label_column=label_col,
+        required=[image_col, label_col],
     )
     labels = list(data_args.labels) or infer_labels(train[label_col])
     if len(labels) < 2:
@@ -40,7 +45,9 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     try:
         processor = AutoImageProcessor.from_pretrained(model_path, local_files_only=True)
     except (OSError, ValueError) as exc:
-        raise InvalidData(f"model {model_args.model_uri}: no image processor config (preprocessor_config.json) in {model_path} ({exc})") from exc
+        raise InvalidData(
+            f"model {model_args.model_uri}: no image processor config (preprocessor_config.json) in {model_path} ({exc})"
+        ) from exc
 
     def dataset(frame, path, rows, train_mode):
         ids = encode_labels(list(frame[label_col]), labels, source=source_name(path), column=label_col)
@@ -60,10 +67,14 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
             load_image(files[row], row=row + 1)
         return MappedDataset(len(rows), make)
 
-    train_ds, eval_ds, retention_ds = split_datasets(dataset, (train, validation, retention), paths, data_args, run_args)
+    train_ds, eval_ds, retention_ds = split_datasets(
+        dataset, (train, validation, retention), paths, data_args, run_args
+    )
 
     config = classification_config(model_path, model_args, labels)
-    model = AutoModelForImageClassification.from_pretrained(model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True)
+    model = AutoModelForImageClassification.from_pretrained(
+        model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True
+    )
     return TaskSetup(
         model=model,
         processor=processor,

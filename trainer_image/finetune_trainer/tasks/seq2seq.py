@@ -35,15 +35,19 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         check_no_blanks(frame, source_col, name)
         check_no_blanks(frame, target_col, name)
         features = tokenizer(
-            [str(s) for s in frame[source_col]], text_target=[str(t) for t in frame[target_col]],
-            truncation=True, max_length=data_args.max_seq_length,
+            [str(s) for s in frame[source_col]],
+            text_target=[str(t) for t in frame[target_col]],
+            truncation=True,
+            max_length=data_args.max_seq_length,
         )
         return Dataset.from_dict(dict(features))
 
     full_train = encode(train, paths.train)
     keep, held = split_off_validation(len(full_train), data_args, run_args)
     train_ds = full_train.select(keep) if held else full_train
-    eval_ds = full_train.select(held) if held else (encode(validation, paths.validation) if validation is not None else None)
+    eval_ds = (
+        full_train.select(held) if held else (encode(validation, paths.validation) if validation is not None else None)
+    )
     retention_ds = encode(retention, paths.retention) if retention is not None else None
 
     config = load_model_config(model_path, model_args)

@@ -24,7 +24,12 @@ PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
 def char_vocab(transcripts) -> dict[str, int]:
     """CTC vocabulary: pad (the CTC blank, id 0), unk, "|" for spaces, then the sorted characters. Pure."""
     chars = sorted({c for text in transcripts for c in str(text).lower() if c != " "})
-    return {token: i for i, token in enumerate([PAD, UNK, WORD_DELIMITER] + [c for c in chars if c not in (PAD, UNK, WORD_DELIMITER)])}
+    return {
+        token: i
+        for i, token in enumerate(
+            [PAD, UNK, WORD_DELIMITER] + [c for c in chars if c not in (PAD, UNK, WORD_DELIMITER)]
+        )
+    }
 
 
 def load_or_build_processor(model_path: str, model_args, transcripts):
@@ -36,15 +41,24 @@ def load_or_build_processor(model_path: str, model_args, transcripts):
     folder = tempfile.mkdtemp(prefix="ctc-vocab-")
     with open(os.path.join(folder, "vocab.json"), "w") as f:
         json.dump(char_vocab(transcripts), f)
-    tokenizer = Wav2Vec2CTCTokenizer(os.path.join(folder, "vocab.json"), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER, do_lower_case=False)
+    tokenizer = Wav2Vec2CTCTokenizer(
+        os.path.join(folder, "vocab.json"),
+        unk_token=UNK,
+        pad_token=PAD,
+        word_delimiter_token=WORD_DELIMITER,
+        do_lower_case=False,
+    )
     return Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer), True
 
 
 def ctc_collator(processor):
     def collate(features: list[dict]) -> dict:
         batch = processor.feature_extractor(
-            [f["input_values"] for f in features], sampling_rate=processor.feature_extractor.sampling_rate,
-            padding=True, return_attention_mask=True, return_tensors="pt",
+            [f["input_values"] for f in features],
+            sampling_rate=processor.feature_extractor.sampling_rate,
+            padding=True,
+            return_attention_mask=True,
+            return_tensors="pt",
         )
         longest = max(len(f["labels"]) for f in features)
         labels = [list(f["labels"]) + [-100] * (longest - len(f["labels"])) for f in features]
@@ -70,8 +84,13 @@ def wer_metrics(processor):
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     audio_col, text_col = column(data_args, "audio", "audio"), column(data_args, "transcript", "transcript")
     train, validation, retention = media_frames(
-        paths, data_args, folder_format="audiofolder", extensions=AUDIO_EXTENSIONS, path_column=audio_col,
-        label_column=text_col, required=[audio_col, text_col],
+        paths,
+        data_args,
+        folder_format="audiofolder",
+        extensions=AUDIO_EXTENSIONS,
+        path_column=audio_col,
+        label_column=text_col,
+        required=[audio_col, text_col],
     )
     for frame, path in ((train, paths.train), (validation, paths.validation), (retention, paths.retention)):
         if frame is not None:
@@ -84,17 +103,30 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         unk = processor.tokenizer.unk_token_id
         for row in rows:
             if unk in ids[row]:
-                raise InvalidData(f"{source_name(path)} row {row + 1}: transcript has characters outside the model's vocabulary")
-        return waveform_dataset(list(frame[audio_col]), rows, rate, lambda row: {"labels": ids[row]}, augment=train_mode and data_args.augment, seed=run_args.seed)
+                raise InvalidData(
+                    f"{source_name(path)} row {row + 1}: transcript has characters outside the model's vocabulary"
+                )
+        return waveform_dataset(
+            list(frame[audio_col]),
+            rows,
+            rate,
+            lambda row: {"labels": ids[row]},
+            augment=train_mode and data_args.augment,
+            seed=run_args.seed,
+        )
 
-    train_ds, eval_ds, retention_ds = split_datasets(dataset, (train, validation, retention), paths, data_args, run_args)
+    train_ds, eval_ds, retention_ds = split_datasets(
+        dataset, (train, validation, retention), paths, data_args, run_args
+    )
 
     overrides = {"ctc_loss_reduction": "mean", "pad_token_id": processor.tokenizer.pad_token_id}
     if new_vocab:
         overrides["vocab_size"] = len(processor.tokenizer)
     config = load_model_config(model_path, model_args, **overrides)
     # A new vocabulary means a new output layer (lm_head) sized to it.
-    model = AutoModelForCTC.from_pretrained(model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True)
+    model = AutoModelForCTC.from_pretrained(
+        model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True
+    )
     return TaskSetup(
         model=model,
         processor=processor,

@@ -26,7 +26,10 @@ def classification_metrics(num_labels: int):
     def compute(eval_pred) -> dict[str, float]:
         predictions = np.asarray(eval_pred.predictions)
         references = np.asarray(eval_pred.label_ids)
-        return {"accuracy": accuracy(predictions, references), "f1_macro": macro_f1(predictions, references, num_labels)}
+        return {
+            "accuracy": accuracy(predictions, references),
+            "f1_macro": macro_f1(predictions, references, num_labels),
+        }
 
     return compute
 
@@ -41,7 +44,9 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     # Labels: the configured list, else the sorted distinct labels of the training data.
     labels = list(data_args.labels) or infer_labels(train[label_col])
     if len(labels) < 2:
-        raise InvalidData(f"{source_name(paths.train)}: column {label_col!r} has only the label {labels}; a classifier needs at least 2")
+        raise InvalidData(
+            f"{source_name(paths.train)}: column {label_col!r} has only the label {labels}; a classifier needs at least 2"
+        )
 
     tokenizer = load_tokenizer(model_path, model_args.model_uri)
 
@@ -57,7 +62,9 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     full_train = encode(train, paths.train)
     keep, held = split_off_validation(len(full_train), data_args, run_args)
     train_ds = full_train.select(keep) if held else full_train
-    eval_ds = full_train.select(held) if held else (encode(validation, paths.validation) if validation is not None else None)
+    eval_ds = (
+        full_train.select(held) if held else (encode(validation, paths.validation) if validation is not None else None)
+    )
     retention_ds = encode(retention, paths.retention) if retention is not None else None
 
     config = load_model_config(
@@ -68,7 +75,9 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         label2id={name: i for i, name in enumerate(labels)},
     )
     # ignore_mismatched_sizes: a base model fine-tuned for another label set gets a fresh head.
-    model = AutoModelForSequenceClassification.from_pretrained(model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True
+    )
 
     train_dataset = train_ds
     if data_args.augment and data_args.token_dropout > 0:

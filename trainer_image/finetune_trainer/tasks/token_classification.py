@@ -62,7 +62,9 @@ def entity_metrics(labels: list[str]):
         scores = entity_f1(predicted_tags, reference_tags)
         mask = references != IGNORE_INDEX
         return {
-            "f1": scores["f1"], "precision": scores["precision"], "recall": scores["recall"],
+            "f1": scores["f1"],
+            "precision": scores["precision"],
+            "recall": scores["recall"],
             "accuracy": accuracy(predictions[mask], references[mask]),
         }
 
@@ -89,7 +91,9 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     labels = list(data_args.labels) or infer_tags(train_tags)
     tokenizer = load_tokenizer(model_path, model_args.model_uri)
     if not getattr(tokenizer, "is_fast", False):
-        raise InvalidData(f"model {model_args.model_uri}: token-classification needs a fast tokenizer (tokenizer.json) to align tags to subwords")
+        raise InvalidData(
+            f"model {model_args.model_uri}: token-classification needs a fast tokenizer (tokenizer.json) to align tags to subwords"
+        )
 
     def encode(words, tags, path):
         name = source_name(path)
@@ -107,13 +111,23 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     full_train = encode(train_words, train_tags, paths.train)
     keep, held = split_off_validation(len(full_train), data_args, run_args)
     train_ds = full_train.select(keep) if held else full_train
-    eval_ds = full_train.select(held) if held else (encode(*read(validation, paths.validation), paths.validation) if validation is not None else None)
+    eval_ds = (
+        full_train.select(held)
+        if held
+        else (encode(*read(validation, paths.validation), paths.validation) if validation is not None else None)
+    )
     retention_ds = encode(*read(retention, paths.retention), paths.retention) if retention is not None else None
 
     config = load_model_config(
-        model_path, model_args, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={t: i for i, t in enumerate(labels)}
+        model_path,
+        model_args,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={t: i for i, t in enumerate(labels)},
     )
-    model = AutoModelForTokenClassification.from_pretrained(model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True)
+    model = AutoModelForTokenClassification.from_pretrained(
+        model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True
+    )
 
     return TaskSetup(
         model=model,
