@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # Deliberately late (the one function-local import in the package, allowed by
-    # tests/operator/test_import_structure.py): importing handlers registers the Kopf handlers, a side effect
+    # tests/operator/test_operator_import_structure.py): importing handlers registers the Kopf handlers, a side effect
     # on Kopf's global registry, and loads the whole operator, Optuna included. Doing it only once the
     # arguments are parsed keeps --help cheap, and importing this module (tests do) free of that side effect.
     from . import handlers  # noqa: F401  (registers the handlers)
