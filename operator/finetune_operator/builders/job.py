@@ -8,12 +8,10 @@ from typing import Any
 
 from ..config import OperatorConfig
 from ..names import ANNOTATION_SPEC_HASH, LABEL_QUEUE_NAME, TRAINER_CONTAINER, training_job_name
+from ..reasons import EXIT_INVALID_DATA
 from ..spec import FineTuneJobSpec
 from .meta import child_metadata
 from .pod_template import build_pod_template
-
-# The trainer's exit code for bad input (docs/pod-contract.md): retrying cannot help.
-EXIT_CODE_INVALID_DATA = 3
 
 
 def pod_failure_policy() -> dict[str, Any]:
@@ -24,7 +22,7 @@ def pod_failure_policy() -> dict[str, Any]:
                 "onExitCodes": {
                     "containerName": TRAINER_CONTAINER,
                     "operator": "In",
-                    "values": [EXIT_CODE_INVALID_DATA],
+                    "values": [EXIT_INVALID_DATA],
                 },
             },
             # Preemption, node drain and eviction are not the trainer's fault.
@@ -37,7 +35,7 @@ def pod_failure_policy() -> dict[str, Any]:
                 "onExitCodes": {
                     "containerName": TRAINER_CONTAINER,
                     "operator": "NotIn",
-                    "values": [0, EXIT_CODE_INVALID_DATA],
+                    "values": [0, EXIT_INVALID_DATA],
                 },
             },
         ]

@@ -1,0 +1,130 @@
+"""The contracts between the trainer and the operator, checked from one end to the other.
+
+The two sides ship in different images and share no code: each keeps its own half of every contract
+(docs/pod-contract.md, docs/progress.md). These tests feed what the trainer produces to the operator's reader.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+
+from finetune_operator import reasons
+from finetune_operator.builders.job import pod_failure_policy
+from finetune_operator.progress import report as operator_report
+from finetune_operator.status import _reported_failure
+from finetune_operator.termination import _metrics_of
+from finetune_trainer import errors
+from finetune_trainer.reporting import report as trainer_report
+from finetune_trainer.reporting.gpu import GpuSample
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+# --- exit codes and failure reasons -----------------------------------------------------------------
+
+
+class DistBackendError(RuntimeError):
+    """Named like torch.distributed's, which classify_exception recognises by name."""
+
+
+TRAINER_FAILURES = [
+    errors.InvalidData("train.csv row 3: unknown label 'maybe'"),
+    MemoryError(),
+    RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    DistBackendError("watchdog caught collective operation timeout"),
+    ValueError("a bug"),
+]
+
+
+def test_each_exit_code_the_trainer_uses_means_the_same_reason_to_the_operator():
+    for failure in TRAINER_FAILURES:
+        code, reason = errors.classify_exception(failure)
+        assert reason in reasons.FAILURE_REASONS, f"the operator does not know the trainer's reason {reason}"
+        if code in reasons.EXIT_CODE_REASONS:
+            assert reasons.EXIT_CODE_REASONS[code] == reason, f"exit code {code}: {reason} vs the operator's"
+    assert errors.EXIT_INVALID_DATA == reasons.EXIT_INVALID_DATA
+    assert errors.EXIT_OUT_OF_MEMORY == reasons.EXIT_OUT_OF_MEMORY
+    assert errors.EXIT_COMMUNICATION_TIMEOUT == reasons.EXIT_COMMUNICATION_TIMEOUT
+
+
+def test_the_jobs_failure_policy_fails_at_once_on_the_trainers_invalid_data_code():
+    fail_job = [rule for rule in pod_failure_policy()["rules"] if rule["action"] == "FailJob"]
+    assert any(errors.EXIT_INVALID_DATA in rule["onExitCodes"]["values"] for rule in fail_job if "onExitCodes" in rule)
+
+
+@given(
+    reason=st.sampled_from(sorted({errors.classify_exception(f)[1] for f in TRAINER_FAILURES})),
+    message=st.text(max_size=6000),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_failure_message_the_trainer_writes_reads_back_as_its_reason_and_text(reason, message):
+    text = errors.termination_message(reason, message)
+    assert len(text.encode()) <= errors.TERMINATION_MESSAGE_LIMIT
+    read_reason, read_message = _reported_failure(text)
+    assert read_reason == reason
+    assert message.startswith(read_message.removesuffix("…"))
+
+
+@given(
+    metrics=st.dictionaries(
+        st.from_regex(r"[a-z_]{1,40}", fullmatch=True),
+        st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**6), 10**6),
+        max_size=300,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_final_metrics_the_trainer_writes_are_the_finite_ones_the_operator_reads(metrics):
+    text = errors.completion_message(42, metrics)
+    assert len(text.encode()) <= errors.TERMINATION_MESSAGE_LIMIT
+    read = _metrics_of(text)
+    for key, value in read.items():
+        assert float(metrics[key]) == value
+    if len(text.encode()) < errors.TERMINATION_MESSAGE_LIMIT - 100:
+        finite = {k for k, v in metrics.items() if v == v and v not in (float("inf"), float("-inf"))}
+        assert set(read) == finite
+
+
+# --- progress reports -----------------------------------------------------------------------------
+
+
+def test_both_sides_agree_on_the_limits_of_a_report():
+    assert trainer_report.MAX_BODY_BYTES == operator_report.MAX_REPORT_BYTES
+    assert trainer_report.MAX_EVAL_METRICS == operator_report.MAX_EVAL_METRICS
+    assert trainer_report.EVAL_KEY.pattern == operator_report.METRIC_KEY_PATTERN
+    assert set(trainer_report.EVENTS) == set(typing.get_args(operator_report.Event))
+
+
+numbers = st.none() | st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10, 10**6)
+snapshots = st.builds(
+    trainer_report.ProgressSnapshot,
+    step=st.integers(0, 10**7),
+    total_steps=st.integers(0, 10**7),
+    epoch=numbers,
+    loss=numbers,
+    learning_rate=numbers,
+    eval_metrics=st.dictionaries(st.text(max_size=80), numbers, max_size=60),
+    samples_per_second=numbers,
+    tokens_per_second=numbers,
+    checkpoint=st.none() | st.tuples(st.integers(0, 10**7), st.text(max_size=1100)),
+    first_step_time=st.none() | st.floats(0, 4e9),
+    pod=st.none() | st.text(min_size=1, max_size=300),
+)
+gpus = st.none() | st.builds(
+    GpuSample,
+    count=st.integers(0, 16),
+    utilization_ratio=st.floats(0, 1),
+    memory_used_bytes=st.integers(0, 2**40),
+    memory_total_bytes=st.integers(0, 2**40),
+)
+
+
+@given(event=st.sampled_from(trainer_report.EVENTS), snapshot=snapshots, gpu=gpus, at=st.floats(0, 4e9))
+@settings(max_examples=200, deadline=None)
+def test_every_report_the_trainer_builds_is_accepted_by_the_operator_with_its_numbers(event, snapshot, gpu, at):
+    body = json.dumps(trainer_report.build_report(event, snapshot, at=at, gpu=gpu)).encode()
+    parsed = operator_report.parse_report(body)  # raises InvalidReport, naming the key, on any disagreement
+    assert parsed.event == event and parsed.step == snapshot.step and parsed.totalSteps == snapshot.total_steps
+    sent = json.loads(body)
+    for key in ("epoch", "loss", "learningRate", "samplesPerSecond", "tokensPerSecond"):
+        assert getattr(parsed, key) == sent.get(key)
+    assert parsed.evalMetrics == sent.get("evalMetrics", {})
