@@ -128,3 +128,13 @@ def test_every_report_the_trainer_builds_is_accepted_by_the_operator_with_its_nu
     for key in ("epoch", "loss", "learningRate", "samplesPerSecond", "tokensPerSecond"):
         assert getattr(parsed, key) == sent.get(key)
     assert parsed.evalMetrics == sent.get("evalMetrics", {})
+
+
+# --- the trainer's configuration ------------------------------------------------------------------
+
+
+def test_the_operator_accepts_exactly_the_tasks_the_trainer_runs():
+    from finetune_operator.spec import TASKS as operator_tasks
+    from finetune_trainer.arguments import TASKS as trainer_tasks
+
+    assert tuple(operator_tasks) == tuple(trainer_tasks)

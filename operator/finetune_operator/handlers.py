@@ -464,7 +464,7 @@ def _warn_of_ignored_spec_change(
     kopf.event(
         ftj,
         type="Warning",
-        reason="SpecChangeIgnored",
+        reason=r.SPEC_CHANGE_IGNORED,
         message=f"only spec.runPolicy.suspend can change after creation; {what}: "
         "delete and recreate the job to apply them",
     )

@@ -45,6 +45,11 @@ RESUMED = "Resumed"
 NOT_SUSPENDED = "NotSuspended"
 COMPLETED = "Completed"
 NO_PROGRESS = "NoProgress"
+# Reasons of events that mark no phase change.
+SPEC_CHANGE_IGNORED = "SpecChangeIgnored"
+TRIAL_EARLY_STOPPED_EVENT = "TrialEarlyStopped"
+TRIAL_FAILED_EVENT = "TrialFailed"
+TRIAL_SUCCEEDED_EVENT = "TrialSucceeded"
 PROGRESSING = "Progressing"
 NOT_FINISHED = "NotFinished"
 

@@ -11,7 +11,7 @@ Field names are camelCase on the wire (as users write them) and snake_case in Py
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AliasGenerator,
@@ -26,15 +26,6 @@ from pydantic.alias_generators import to_camel
 
 from .search.paths import SearchablePaths
 
-TASKS = (
-    "text-classification",
-    "token-classification",
-    "causal-lm",
-    "seq2seq",
-    "image-classification",
-    "audio-classification",
-    "speech-recognition",
-)
 Task = Literal[
     "text-classification",
     "token-classification",
@@ -44,6 +35,7 @@ Task = Literal[
     "audio-classification",
     "speech-recognition",
 ]
+TASKS = get_args(Task)
 DatasetFormat = Literal["csv", "json", "jsonl", "parquet", "imagefolder", "audiofolder"]
 MethodType = Literal["full", "lora", "freeze"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]

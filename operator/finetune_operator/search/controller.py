@@ -296,7 +296,7 @@ def _frozen_spec(
             kopf.event(
                 ftj,
                 type="Warning",
-                reason="SpecChangeIgnored",
+                reason=r.SPEC_CHANGE_IGNORED,
                 message=f"only spec.runPolicy.suspend can change after a search started; ignored changes to "
                 f"{', '.join(fields)}: delete and recreate the job to search with them",
             )
@@ -357,20 +357,23 @@ def _post_events(
             continue
         if state == r.TRIAL_EARLY_STOPPED:
             kopf.event(
-                ftj, type="Normal", reason="TrialEarlyStopped", message=f"{trial['name']}: {trial.get('message', '')}"
+                ftj,
+                type="Normal",
+                reason=r.TRIAL_EARLY_STOPPED_EVENT,
+                message=f"{trial['name']}: {trial.get('message', '')}",
             )
         elif state == r.TRIAL_FAILED:
             kopf.event(
                 ftj,
                 type="Warning",
-                reason="TrialFailed",
+                reason=r.TRIAL_FAILED_EVENT,
                 message=f"{trial['name']} ({trial.get('reason')}): {trial.get('message', '')}",
             )
         elif state == r.TRIAL_SUCCEEDED:
             kopf.event(
                 ftj,
                 type="Normal",
-                reason="TrialSucceeded",
+                reason=r.TRIAL_SUCCEEDED_EVENT,
                 message=f"{trial['name']}: objective {trial.get('objectiveValue')}",
             )
     if derived["phase"] != previous.get("phase"):
