@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import copy
+import dataclasses
 import logging
 import os
 import secrets
@@ -73,6 +74,19 @@ RETRY_MAX_DELAY_SECONDS = 30
 PROGRESS_KEY_SECRET = "finetune-operator-progress-key"
 
 
+@dataclasses.dataclass
+class SharedState:
+    """What every handler, the sweep and the progress hub share (Kopf copies the memo per object)."""
+
+    # Kopf's indexes of our Jobs and pods (live views), once a handler has run: the sweep and trial
+    # reports, which are no handlers, reconcile through them.
+    indexes: tuple[kopf.Index, kopf.Index] | None = None
+    # A handler's context variables: kopf.event() needs them (its event queue) outside handlers too.
+    context: contextvars.Context | None = None
+    # One pending retry per job (namespace, name).
+    retries: dict[tuple[str, str], asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+
+
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     # The logins kube.py uses, wherever the operator runs: without this, Kopf would log in through the official
@@ -101,8 +115,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.locks = {}
     memo.jobs_first = JobsFirst()
     # Kopf gives each object a shallow copy of this memo: state every handler must share lives in
-    # mutable containers made here (the locks, this dict), not in attributes set later.
-    memo.shared = {}
+    # mutable objects made here (the locks, this SharedState), not in attributes set later.
+    memo.shared = shared = SharedState()
     # Credentials from Kopf's logins: the pod's ServiceAccount, else the kubeconfig (kube.login).
     memo.kube = kube = KubeApi(ApiClient.from_login())
     peering_name = getattr(memo, "peering_name", None)
@@ -116,22 +130,21 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             settings.peering.priority,
         )
     key = await asyncio.to_thread(_progress_key, kube)
+
+    async def trial_reported(namespace: str, search: str) -> None:
+        # A trial's progress can stop it early or free a slot: reconcile its search job.
+        if shared.indexes is not None:
+            body = memo.kube.finetunejobs.get((namespace, search))
+            await in_handler_context(memo, _reconcile(namespace, search, memo, *shared.indexes, body=body))
+
     memo.hub = hub = ProgressHub(
         key,
         kube.patch_finetunejob_status,
         OperatorMetrics(lambda: list(hub.records.values())),
         status_interval=config.status_interval_seconds,
         clock=clock.now,
+        trial_reported=trial_reported,
     )
-    indexes_ready = memo.shared
-
-    async def trial_reported(namespace: str, search: str) -> None:
-        # A trial's progress can stop it early or free a slot: reconcile its search job.
-        if "indexes" in indexes_ready:
-            body = memo.kube.finetunejobs.get((namespace, search))
-            await in_handler_context(memo, _reconcile(namespace, search, memo, *indexes_ready["indexes"], body=body))
-
-    hub.trial_reported = trial_reported
     memo.servers = Servers(hub, progress_port=config.progress_port, metrics_port=config.metrics_port)
     await memo.servers.start()
     memo.sweeper = asyncio.get_running_loop().create_task(sweep(memo))
@@ -235,7 +248,7 @@ async def sweep(memo: kopf.Memo) -> None:
     """
     while True:
         await asyncio.sleep(RECONCILE_INTERVAL_SECONDS)
-        indexes = memo.shared.get("indexes")
+        indexes = memo.shared.indexes
         if indexes is None:
             continue  # no handler has run yet: nothing is tracked
         for namespace, name in memo.hub.jobs():
@@ -264,9 +277,9 @@ async def reconcile(
     task of its own, so the handler returns and Kopf keeps delivering the object's newer events.
     """
     # Kopf's indexes are live views; the periodic sweep, which is no handler, reconciles through them.
-    memo.shared["indexes"] = (jobs, pods)
+    memo.shared.indexes = (jobs, pods)
     # kopf.event() needs Kopf's context variables (its event queue), which only handlers have.
-    memo.shared["context"] = contextvars.copy_context()
+    memo.shared.context = contextvars.copy_context()
     try:
         await _reconcile(namespace, name, memo, jobs, pods, body=body)
     except Exception as exc:  # noqa: BLE001 - every failure is retried; bugs are logged with their traceback
@@ -284,7 +297,7 @@ def _retry_later(
     namespace: str, name: str, memo: kopf.Memo, jobs: kopf.Index, pods: kopf.Index, *, retry: int, delay: float
 ) -> None:
     """One pending retry per job: a retry that fails schedules the next; a newer one replaces none."""
-    retries: dict[tuple[str, str], asyncio.Task[None]] = memo.shared.setdefault("retries", {})
+    retries = memo.shared.retries
     key = (namespace, name)
     if key in retries and not retries[key].done():
         return
@@ -299,7 +312,7 @@ def _retry_later(
 
 def in_handler_context(memo: kopf.Memo, coroutine: Coroutine[Any, Any, None]) -> Awaitable[None]:
     """Run a reconcile started outside Kopf's handlers (the sweep, a trial's report) in a handler's context."""
-    context = memo.shared.get("context")
+    context = memo.shared.context
     loop = asyncio.get_running_loop()
     return context.run(loop.create_task, coroutine) if context is not None else loop.create_task(coroutine)
 

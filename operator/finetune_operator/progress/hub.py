@@ -37,6 +37,7 @@ class ProgressHub:
         *,
         status_interval: float,
         clock: Callable[[], datetime],
+        trial_reported: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self._key = key
         self._write_status = write_status
@@ -47,8 +48,8 @@ class ProgressHub:
         self._last_write: dict[tuple[str, str], float] = {}
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
         # A search trial's reports go to its FineTuneJob's reconcile (which owns status.trials), not to a
-        # status write of their own: set by the operator at startup.
-        self.trial_reported: Callable[[str, str], Awaitable[None]] | None = None
+        # status write of their own.
+        self.trial_reported = trial_reported
 
     def token(self, namespace: str, name: str, uid: str) -> str:
         return job_token(self._key, namespace, name, uid)
