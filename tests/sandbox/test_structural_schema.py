@@ -244,9 +244,22 @@ def test_string_length_and_pattern_with_go_end_of_text():
     assert [p for p, _ in _violations(_obj({"s": "abc\n"}), schema)] == ["spec.s"]
 
 
-def test_pattern_dollar_inside_a_character_class_stays_literal():
-    schema = _root({"type": "object", "properties": {"s": {"type": "string", "pattern": "^[$a]+$"}}})
-    apply_structural_schema(_obj({"s": "$a$"}), schema)
+@pytest.mark.parametrize(
+    ("pattern", "good", "bad"),
+    [
+        # A `$` in a class is a literal dollar, while the pattern's closing `$` still means end of text: the
+        # trailing newline is refused (Python's `$` would accept it) and the class still admits nothing else.
+        ("^[$a]+$", "$a$", ["$a$\n", "$b"]),
+        ("^[^$]+$", "abc", ["a$c", "$"]),
+        # An escaped `]` does not end the class: the `$` after it is still inside.
+        ("^[\\]$]+$", "]$]", ["]$\n", "a"]),
+    ],
+)
+def test_pattern_dollar_inside_a_character_class_stays_literal(pattern, good, bad):
+    schema = _root({"type": "object", "properties": {"s": {"type": "string", "pattern": pattern}}})
+    apply_structural_schema(_obj({"s": good}), schema)
+    for value in bad:
+        assert [p for p, _ in _violations(_obj({"s": value}), schema)] == ["spec.s"], value
 
 
 def test_required_and_item_and_property_counts():
@@ -391,11 +404,17 @@ def test_cel_rules_on_objects(rule, good, bad):
 
 
 def test_number_fields_reach_cel_as_doubles_even_when_written_as_integers():
-    # `self.ratio > 0.5` with ratio: 1 would be an int/double overload error in plain CEL.
+    # The API server converts by the schema's type, not by how the JSON number is written: `ratio: 1` is the
+    # double 1.0 for a `number`, `count: 2` stays an int for an `integer`. The type checks hold whether or
+    # not the CEL engine compares ints with doubles (`self.ratio > 0.5` alone would pass in one that does).
     schema = _rule_schema(
-        {"type": "object", "properties": {"ratio": {"type": "number"}}}, {"rule": "self.ratio > 0.5", "message": "m"}
+        {"type": "object", "properties": {"ratio": {"type": "number"}, "count": {"type": "integer"}}},
+        {"rule": "type(self.ratio) == double", "message": "ratio is not a double"},
+        {"rule": "type(self.count) == int", "message": "count is not an int"},
+        {"rule": "self.ratio > 0.5", "message": "ratio too small"},
     )
-    apply_structural_schema(_obj({"ratio": 1}), schema)
+    apply_structural_schema(_obj({"ratio": 1, "count": 2}), schema)
+    assert _violations(_obj({"ratio": 0, "count": 2}), schema) == [("spec", "ratio too small")]
 
 
 def test_cel_field_path_reason_and_message_expression():
