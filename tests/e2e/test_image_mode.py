@@ -16,17 +16,16 @@ import time
 from pathlib import Path
 
 import pytest
-from finetune_sandbox.apiserver import ApiServer
-from finetune_sandbox.client import ApiError, SandboxClient
 from finetune_sandbox.cluster import IMAGE_OPERATOR_IMAGE, IMAGE_TRAINER_IMAGE, OPERATOR_POD
-from finetune_sandbox.kubelet import ProcessKubelet
 from finetune_sandbox.kubelet_image import WORKING_CONTAINER_PREFIX
+from kubelet_harness import NS, phase_is, running_kubelet, wait_pod
 from test_demo import ACCURACY_LINE, processes_using
 
 pytestmark = [pytest.mark.e2e]
 
 BASE_IMAGE = os.environ.get("FINETUNE_TEST_BASE_IMAGE", "docker.io/library/debian:bookworm-slim")
-NS = "default"
+# Buildah's working containers start slower than the process runtime's subprocesses.
+POD_TIMEOUT = 30.0
 
 
 def image_missing(image: str) -> str | None:
@@ -49,24 +48,9 @@ async def image_kubelet(tmp_path):
     reason = image_missing(BASE_IMAGE)
     if reason:
         pytest.skip(f"image runtime: {reason} (make it with images/local-base.sh {BASE_IMAGE})")
-    server = ApiServer(host="127.0.0.1", port=0, graceful_pod_deletion=True)
-    url = await server.start()
-    client = SandboxClient(url)
-    kubelet = ProcessKubelet(
-        client,
-        tmp_path,
-        register_log=server.set_log_path,
-        runtime="image",
-        extra_env={"SANDBOX": "yes"},
-        restart_backoff_seconds=0.1,
-    )
-    task = asyncio.create_task(kubelet.run())
-    yield client, kubelet, tmp_path
-    await kubelet.stop()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await client.close()
-    await server.stop()
+    options = {"runtime": "image", "extra_env": {"SANDBOX": "yes"}, "restart_backoff_seconds": 0.1}
+    async with running_kubelet(tmp_path, **options) as (client, kubelet):
+        yield client, kubelet, tmp_path
 
 
 def python_pod(name: str, code: str, **container) -> dict:
@@ -78,24 +62,6 @@ def python_pod(name: str, code: str, **container) -> dict:
         "metadata": {"name": name, "namespace": NS},
         "spec": {"nodeName": "sandbox", "restartPolicy": "Never", "containers": [body], **spec},
     }
-
-
-async def wait_pod(client, name, check, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            current = await client.get("v1", "pods", NS, name)
-        except ApiError as error:
-            current = None if error.status == 404 else error
-        if check(current):
-            return current
-        if time.monotonic() > deadline:
-            raise AssertionError(f"pod {name}: timed out; last seen {json.dumps(current, default=str)[:2000]}")
-        await asyncio.sleep(0.05)
-
-
-def phase_is(*phases):
-    return lambda pod: pod is not None and pod.get("status", {}).get("phase") in phases
 
 
 CHECKS = r"""
@@ -158,7 +124,7 @@ async def test_a_pod_runs_from_its_image_as_its_user_with_env_volumes_and_a_read
         },
     )
     await client.create("v1", "pods", NS, body)
-    done = await wait_pod(client, "checks", phase_is("Succeeded", "Failed"))
+    done = await wait_pod(client, "checks", phase_is("Succeeded", "Failed"), timeout=POD_TIMEOUT)
     status = done["status"]["containerStatuses"][0]
     terminated = status["state"]["terminated"]
     log = await client.logs(NS, "checks")
@@ -197,7 +163,7 @@ async def test_a_pod_runs_from_its_image_as_its_user_with_env_volumes_and_a_read
 
     # The working container goes with the pod; nothing stays mounted on this machine.
     await client.delete("v1", "pods", NS, "checks")
-    await wait_pod(client, "checks", lambda current: current is None)
+    await wait_pod(client, "checks", lambda current: current is None, timeout=POD_TIMEOUT)
     for _ in range(200):
         if not kubelet.workers and not [name for name in working_containers() if "-checks-main-" in name]:
             break
@@ -218,7 +184,7 @@ async def test_sigterm_reaches_the_container_process_and_ends_it_with_143(image_
         "time.sleep(120)\n"
     )
     await client.create("v1", "pods", NS, python_pod("term", code, pod={"terminationGracePeriodSeconds": 20}))
-    await wait_pod(client, "term", phase_is("Running"))
+    await wait_pod(client, "term", phase_is("Running"), timeout=POD_TIMEOUT)
     worker = kubelet.workers[(NS, "term")]
     for _ in range(200):
         if "ready" in await client.logs(NS, "term"):
@@ -226,7 +192,7 @@ async def test_sigterm_reaches_the_container_process_and_ends_it_with_143(image_
         await asyncio.sleep(0.05)
     started = time.monotonic()
     await client.delete("v1", "pods", NS, "term")
-    await wait_pod(client, "term", lambda current: current is None)
+    await wait_pod(client, "term", lambda current: current is None, timeout=POD_TIMEOUT)
     assert time.monotonic() - started < 10  # ended by SIGTERM, not by the SIGKILL after the grace period
     run = worker.runs[0]
     assert (run.exit_code, run.message) == (143, "stopped by SIGTERM")
@@ -251,7 +217,7 @@ async def test_a_restarted_container_starts_from_a_fresh_writable_layer(image_ku
         pod={"restartPolicy": "OnFailure", "volumes": [{"name": "state", "emptyDir": {}}]},
     )
     await client.create("v1", "pods", NS, body)
-    done = await wait_pod(client, "again", phase_is("Succeeded", "Failed"))
+    done = await wait_pod(client, "again", phase_is("Succeeded", "Failed"), timeout=POD_TIMEOUT)
     assert done["status"]["phase"] == "Succeeded"
     assert done["status"]["containerStatuses"][0]["restartCount"] == 1
     assert await client.logs(NS, "again") == "start 0: leftover=False\nstart 1: leftover=False\n"
@@ -269,7 +235,7 @@ async def test_the_image_cmd_runs_when_the_pod_sets_no_command(image_kubelet):
     body = python_pod("cmd", "", args=["/bin/sh", "-c", "echo from-args; exit 4"])
     del body["spec"]["containers"][0]["command"]
     await client.create("v1", "pods", NS, body)
-    done = await wait_pod(client, "cmd", phase_is("Succeeded", "Failed"))
+    done = await wait_pod(client, "cmd", phase_is("Succeeded", "Failed"), timeout=POD_TIMEOUT)
     assert done["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 4
     assert await client.logs(NS, "cmd") == "from-args\n"
 

@@ -9,29 +9,15 @@ import os
 import time
 
 import pytest
-from finetune_sandbox.apiserver import ApiServer
-from finetune_sandbox.client import ApiError, SandboxClient
 from finetune_sandbox.conditions import find_condition
-from finetune_sandbox.kubelet import ProcessKubelet
-
-NS = "default"
+from kubelet_harness import NS, phase_is, running_kubelet, wait_pod
 
 
 @pytest.fixture
 async def env(tmp_path):
-    server = ApiServer(host="127.0.0.1", port=0, graceful_pod_deletion=True)
-    url = await server.start()
-    client = SandboxClient(url)
-    kubelet = ProcessKubelet(
-        client, tmp_path, register_log=server.set_log_path, extra_env={"SANDBOX": "yes"}, restart_backoff_seconds=0.1
-    )
-    task = asyncio.create_task(kubelet.run())
-    yield client, kubelet, tmp_path
-    await kubelet.stop()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await client.close()
-    await server.stop()
+    options = {"extra_env": {"SANDBOX": "yes"}, "restart_backoff_seconds": 0.1}
+    async with running_kubelet(tmp_path, **options) as (client, kubelet):
+        yield client, kubelet, tmp_path
 
 
 def pod(name: str, code: str, *, restart: str = "Never", **spec) -> dict:
@@ -43,24 +29,6 @@ def pod(name: str, code: str, *, restart: str = "Never", **spec) -> dict:
         "metadata": {"name": name, "namespace": NS},
         "spec": {"nodeName": "sandbox", "restartPolicy": restart, "containers": [container], **spec},
     }
-
-
-async def wait_pod(client, name, check, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            current = await client.get("v1", "pods", NS, name)
-        except ApiError as error:
-            current = None if error.status == 404 else error
-        if check(current):
-            return current
-        if time.monotonic() > deadline:
-            raise AssertionError(f"pod {name}: timed out; last seen {json.dumps(current, default=str)[:1500]}")
-        await asyncio.sleep(0.05)
-
-
-def phase_is(*phases):
-    return lambda pod: pod is not None and pod.get("status", {}).get("phase") in phases
 
 
 def main_status(pod):
