@@ -11,7 +11,7 @@ import annotated_types
 import celpy
 import pytest
 import yaml
-from finetune_operator import names, spec
+from finetune_operator import names, spec, spec_schema
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -188,7 +188,7 @@ def test_the_walk_notices_a_drifted_bound(root):
     assert any("only in spec.py ['image']" in p for p in problems)
 
 
-# --- patterns and lists the CRD repeats from spec.py ----------------------------------------------
+# --- patterns and lists the CRD repeats from spec_schema.py ---------------------------------------
 
 
 def _prop(root: dict[str, Any], dotted: str) -> dict[str, Any]:
@@ -221,7 +221,7 @@ def _prop(root: dict[str, Any], dotted: str) -> dict[str, Any]:
     ],
 )
 def test_crd_patterns_are_the_spec_constants(root, path, constant):
-    assert _prop(root, path)["pattern"] == getattr(spec, constant)
+    assert _prop(root, path)["pattern"] == getattr(spec_schema, constant)
 
 
 def _quoted(rule: str) -> list[str]:
@@ -230,29 +230,32 @@ def _quoted(rule: str) -> list[str]:
 
 def test_reserved_env_rule_lists_exactly_the_spec_reserved_names(root):
     rules = _prop(root, "spec.env.[].name")["x-kubernetes-validations"]
-    assert _quoted(rules[0]["rule"]) == list(spec.RESERVED_ENV)
+    assert _quoted(rules[0]["rule"]) == list(spec_schema.RESERVED_ENV)
 
 
 def test_column_role_rule_lists_exactly_the_spec_roles(root):
     rules = _prop(root, "spec.dataset.columns")["x-kubernetes-validations"]
-    assert _quoted(rules[0]["rule"]) == list(spec.COLUMN_ROLES)
-    assert _prop(root, "spec.dataset.columns")["maxProperties"] == len(spec.COLUMN_ROLES)
+    assert _quoted(rules[0]["rule"]) == list(spec_schema.COLUMN_ROLES)
+    assert _prop(root, "spec.dataset.columns")["maxProperties"] == len(spec_schema.COLUMN_ROLES)
 
 
 def test_task_enum_is_the_spec_tasks(root):
-    assert _prop(root, "spec.task")["enum"] == list(spec.TASKS)
+    assert _prop(root, "spec.task")["enum"] == list(spec_schema.TASKS)
 
 
 def test_name_rule_uses_the_spec_length_limit(root):
     rule = root["x-kubernetes-validations"][0]["rule"]
-    assert f"self.metadata.name.size() <= {spec.MAX_NAME_LENGTH}" in rule
+    assert f"self.metadata.name.size() <= {spec_schema.MAX_NAME_LENGTH}" in rule
 
 
 def test_search_name_rule_uses_the_spec_search_length_limit(root):
     rule = root["x-kubernetes-validations"][1]["rule"]
     assert "has(self.spec.hyperparameterSearch)" in rule
-    assert f"self.metadata.name.size() <= {spec.MAX_SEARCH_NAME_LENGTH}" in rule
-    assert len(names.trial_name("a" * spec.MAX_SEARCH_NAME_LENGTH, spec.MAX_SEARCH_TRIALS - 1)) == spec.MAX_NAME_LENGTH
+    assert f"self.metadata.name.size() <= {spec_schema.MAX_SEARCH_NAME_LENGTH}" in rule
+    assert (
+        len(names.trial_name("a" * spec_schema.MAX_SEARCH_NAME_LENGTH, spec_schema.MAX_SEARCH_TRIALS - 1))
+        == spec_schema.MAX_NAME_LENGTH
+    )
 
 
 def test_search_path_rules_list_exactly_the_searchable_paths(root):
@@ -264,13 +267,13 @@ def test_search_path_rules_list_exactly_the_searchable_paths(root):
 
 def test_search_bounds_are_the_spec_constants(root):
     search = _prop(root, "spec.hyperparameterSearch")
-    assert search["properties"]["maxTrials"]["maximum"] == spec.MAX_SEARCH_TRIALS
-    assert search["properties"]["parameters"]["maxProperties"] == spec.MAX_SEARCH_PARAMETERS
+    assert search["properties"]["maxTrials"]["maximum"] == spec_schema.MAX_SEARCH_TRIALS
+    assert search["properties"]["parameters"]["maxProperties"] == spec_schema.MAX_SEARCH_PARAMETERS
     assert search["properties"]["parameters"]["additionalProperties"]["properties"]["values"]["maxItems"] == (
-        spec.MAX_SEARCH_VALUES
+        spec_schema.MAX_SEARCH_VALUES
     )
     status = root["properties"]["status"]["properties"]
-    assert status["trials"]["maxItems"] == spec.MAX_SEARCH_TRIALS
+    assert status["trials"]["maxItems"] == spec_schema.MAX_SEARCH_TRIALS
 
 
 # --- CRD shape --------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 from finetune_operator import names
-from finetune_operator.spec import TASKS, parse_spec
+from finetune_operator.spec import parse_spec
+from finetune_operator.spec_schema import TASKS
 from finetune_sandbox.structural_schema import apply_structural_schema
 
 ROOT = Path(__file__).resolve().parents[2]

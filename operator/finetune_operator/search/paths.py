@@ -4,9 +4,9 @@ A path without a dot names a field of `hyperparameters` (`learningRate`); a dott
 `spec` (`method.lora.r`). Only scalar leaves of the FineTuneJobSpec model are searchable, outside the
 sections that say where data comes from and goes, how pods run, and the search itself.
 
-The model to walk is an argument (`SearchablePaths(root)`), not an import: spec.py's validators check a
-search's parameters with this module, so it must not import spec.py. spec.py binds it to FineTuneJobSpec
-once, as `spec.SEARCH_PATHS`, and the rest of the operator uses that.
+The model to walk is an argument (`SearchablePaths(root)`), not an import: the spec's validators check a
+search's parameters with this module (spec_search.check_parameters), so it must not import spec.py. spec.py
+binds it to FineTuneJobSpec once, as `spec.SEARCH_PATHS`, and the rest of the operator uses that.
 """
 
 from __future__ import annotations
