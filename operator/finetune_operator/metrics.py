@@ -22,6 +22,24 @@ PREFIX = "finetune_operator"
 WAIT_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 43200, 86400)
 
 
+LABELS = ["namespace", "name"]
+# The per-job gauges: finetune_operator_job_<key>.
+JOB_GAUGES = {
+    "progress_ratio": "Training progress: step / total steps (0-1).",
+    "step": "Global optimizer step last reported.",
+    "total_steps": "Planned optimizer steps.",
+    "epoch": "Fractional epoch last reported.",
+    "train_loss": "Latest training loss.",
+    "eval_loss": "Latest evaluation loss.",
+    "samples_per_second": "Training throughput reported by the trainer.",
+    "eta_seconds": "Estimated seconds to the end of training, from the measured step rate.",
+    "last_report_timestamp_seconds": "Unix time of the last accepted progress report.",
+    "gpu_utilization_ratio": "GPU utilisation of rank 0's node (0-1).",
+    "gpu_memory_used_bytes": "GPU memory used on rank 0's node.",
+    "stalled": "1 while the job's Stalled condition is True.",
+}
+
+
 class JobSeriesCollector(Collector):
     """Per-job gauges and jobs-by-phase, computed from the live records at each scrape."""
 
@@ -33,37 +51,20 @@ class JobSeriesCollector(Collector):
         return []
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        labels = ["namespace", "name"]
-        gauges = {
-            key: GaugeMetricFamily(f"{PREFIX}_job_{key}", doc, labels=labels)
-            for key, doc in (
-                ("progress_ratio", "Training progress: step / total steps (0-1)."),
-                ("step", "Global optimizer step last reported."),
-                ("total_steps", "Planned optimizer steps."),
-                ("epoch", "Fractional epoch last reported."),
-                ("train_loss", "Latest training loss."),
-                ("eval_loss", "Latest evaluation loss."),
-                ("samples_per_second", "Training throughput reported by the trainer."),
-                ("eta_seconds", "Estimated seconds to the end of training, from the measured step rate."),
-                ("last_report_timestamp_seconds", "Unix time of the last accepted progress report."),
-                ("gpu_utilization_ratio", "GPU utilisation of rank 0's node (0-1)."),
-                ("gpu_memory_used_bytes", "GPU memory used on rank 0's node."),
-                ("stalled", "1 while the job's Stalled condition is True."),
-            )
-        }
+        gauges = {key: GaugeMetricFamily(f"{PREFIX}_job_{key}", doc, labels=LABELS) for key, doc in JOB_GAUGES.items()}
         phase_gauge = GaugeMetricFamily(
-            f"{PREFIX}_job_phase", "1 for the job's current phase, 0 for the others.", labels=[*labels, "phase"]
+            f"{PREFIX}_job_phase", "1 for the job's current phase, 0 for the others.", labels=[*LABELS, "phase"]
         )
         jobs_by_phase = GaugeMetricFamily(
             f"{PREFIX}_jobs", "FineTuneJobs known to the operator, by phase.", labels=["phase"]
         )
         search_trials = GaugeMetricFamily(
-            f"{PREFIX}_search_trials", "Trials of a hyperparameter search, by state.", labels=[*labels, "state"]
+            f"{PREFIX}_search_trials", "Trials of a hyperparameter search, by state.", labels=[*LABELS, "state"]
         )
         search_best = GaugeMetricFamily(
             f"{PREFIX}_search_best_objective",
             "The objective value of a search's best trial so far.",
-            labels=[*labels, "metric"],
+            labels=[*LABELS, "metric"],
         )
         tally: Tally[str] = Tally()
         for record in list(self._records()):
@@ -77,24 +78,7 @@ class JobSeriesCollector(Collector):
                 search_best.add_metric([*key, record.best_objective[0]], record.best_objective[1])
             for phase in PHASES:
                 phase_gauge.add_metric([*key, phase], 1.0 if record.phase == phase else 0.0)
-            gauges["stalled"].add_metric(key, 1.0 if record.stalled else 0.0)
-            report = record.report
-            if report is None:
-                continue
-            values = {
-                "progress_ratio": record.progress_ratio(),
-                "step": report.step,
-                "total_steps": report.totalSteps,
-                "epoch": report.epoch,
-                "train_loss": report.loss,
-                "eval_loss": report.evalMetrics.get("eval_loss"),
-                "samples_per_second": report.samplesPerSecond,
-                "eta_seconds": record.eta_seconds(),
-                "last_report_timestamp_seconds": record.received.timestamp() if record.received else None,
-                "gpu_utilization_ratio": report.gpu.utilizationRatio if report.gpu else None,
-                "gpu_memory_used_bytes": report.gpu.memoryUsedBytes if report.gpu else None,
-            }
-            for name, value in values.items():
+            for name, value in _job_values(record).items():
                 if value is not None:
                     gauges[name].add_metric(key, float(value))
         for phase in PHASES:
@@ -104,6 +88,28 @@ class JobSeriesCollector(Collector):
         yield jobs_by_phase
         yield search_trials
         yield search_best
+
+
+def _job_values(record: JobRecord) -> dict[str, float | int | None]:
+    """One job's gauge values (None: no such value yet, no sample)."""
+    values: dict[str, float | int | None] = {"stalled": 1.0 if record.stalled else 0.0}
+    report = record.report
+    if report is None:
+        return values
+    values.update(
+        progress_ratio=record.progress_ratio(),
+        step=report.step,
+        total_steps=report.totalSteps,
+        epoch=report.epoch,
+        train_loss=report.loss,
+        eval_loss=report.evalMetrics.get("eval_loss"),
+        samples_per_second=report.samplesPerSecond,
+        eta_seconds=record.eta_seconds(),
+        last_report_timestamp_seconds=record.received.timestamp() if record.received else None,
+        gpu_utilization_ratio=report.gpu.utilizationRatio if report.gpu else None,
+        gpu_memory_used_bytes=report.gpu.memoryUsedBytes if report.gpu else None,
+    )
+    return values
 
 
 class OperatorMetrics:

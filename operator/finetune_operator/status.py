@@ -7,25 +7,18 @@ Job is Complete, and it always says why a job is not running.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from . import reasons as r
 from .conditions import find_condition, set_condition
-from .names import TRAINER_CONTAINER
-from .redaction import redact, tail
+from .failure import classify_failure, job_condition, trainer_status
+from .redaction import redact
 from .spec import FineTuneJobSpec
 
 _IMAGE_PULL_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 _CONFIG_WAITING = ("CreateContainerConfigError",)
-MAX_FAILURE_MESSAGE = 1024
-# status.failure.logTail: enough to see the error and what led to it, small enough for every `kubectl get -o yaml`.
-LOG_TAIL_LINES = 40
-LOG_TAIL_BYTES = 4096
-# DisruptionTarget reasons that mean the pod's node went away (Kubernetes' PodGC and taint manager).
-_NODE_GONE_DISRUPTIONS = ("DeletionByPodGC", "DeletionByTaintManager")
 
 
 def timestamp(moment: datetime) -> str:
@@ -46,47 +39,6 @@ class Observed:
     pods: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Failure:
-    reason: str
-    message: str
-    exit_code: int | None = None
-    pod: str | None = None
-    log_tail: str | None = None
-
-    def as_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"reason": self.reason, "message": self.message}
-        if self.exit_code is not None:
-            out["exitCode"] = self.exit_code
-        if self.pod:
-            out["pod"] = self.pod
-        if self.log_tail:
-            out["logTail"] = self.log_tail
-        return out
-
-
-def failure_log_tail(log: str) -> str:
-    """What of a failed trainer's log goes into status.failure.logTail: its last lines, credentials removed, bounded."""
-    # Redact before cutting: a cut through a token could leave a recognisable half of it behind.
-    return tail(
-        redact(tail(log, max_lines=LOG_TAIL_LINES, max_bytes=4 * LOG_TAIL_BYTES)),
-        max_lines=LOG_TAIL_LINES,
-        max_bytes=LOG_TAIL_BYTES,
-    )
-
-
-def with_log_tail(failure: dict[str, Any], log: str | None) -> dict[str, Any]:
-    """status.failure with the failed pod's log tail added (unchanged when there is no log)."""
-    if not log:
-        return failure
-    return {**failure, "logTail": failure_log_tail(log)}
-
-
-def _job_condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    condition = find_condition((job.get("status") or {}).get("conditions"), type_)
-    return condition if condition and condition.get("status") == "True" else None
-
-
 def _live_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         p
@@ -96,18 +48,8 @@ def _live_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def _trainer_status(pod: dict[str, Any]) -> dict[str, Any]:
-    for status in (pod.get("status") or {}).get("containerStatuses") or ():
-        if status.get("name") == TRAINER_CONTAINER:
-            return status
-    statuses = (pod.get("status") or {}).get("containerStatuses") or [{}]
-    return statuses[0]
-
-
 def _is_running(pod: dict[str, Any]) -> bool:
-    return (pod.get("status") or {}).get("phase") == "Running" and "running" in (
-        _trainer_status(pod).get("state") or {}
-    )
+    return (pod.get("status") or {}).get("phase") == "Running" and "running" in (trainer_status(pod).get("state") or {})
 
 
 def _why_not_running(pods: list[dict[str, Any]], nodes: int) -> tuple[str, str]:
@@ -120,14 +62,14 @@ def _why_not_running(pods: list[dict[str, Any]], nodes: int) -> tuple[str, str]:
                 f"pod {pod['metadata']['name']} cannot be scheduled: {scheduled.get('message', '')}".strip(),
             )
     for pod in pods:
-        waiting = (_trainer_status(pod).get("state") or {}).get("waiting") or {}
+        waiting = (trainer_status(pod).get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _IMAGE_PULL_WAITING:
             return r.IMAGE_PULL_FAILED, (
                 f"pod {pod['metadata']['name']} cannot pull its image ({waiting['reason']}): "
                 f"{waiting.get('message', '')}".strip()
             )
     for pod in pods:
-        waiting = (_trainer_status(pod).get("state") or {}).get("waiting") or {}
+        waiting = (trainer_status(pod).get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in _CONFIG_WAITING:
             detail = redact(waiting.get("message", "")).strip()
             return r.CONFIG_ERROR, (
@@ -138,86 +80,23 @@ def _why_not_running(pods: list[dict[str, Any]], nodes: int) -> tuple[str, str]:
     return r.POD_PENDING, f"{running} of {nodes} trainer pods running"
 
 
-def _termination(pod: dict[str, Any]) -> dict[str, Any]:
-    status = _trainer_status(pod)
-    return (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get("terminated") or {}
+class _StatusDraft:
+    """The status being derived: the fields, and conditions set with one timestamp and generation."""
 
+    def __init__(self, previous: dict[str, Any], *, generation: int | None, now: datetime) -> None:
+        self.stamp = timestamp(now)
+        self.generation = generation
+        self.conditions = list(previous.get("conditions") or [])
+        self.out: dict[str, Any] = {}
 
-def _disruption(pod: dict[str, Any]) -> dict[str, Any] | None:
-    condition = find_condition((pod.get("status") or {}).get("conditions"), "DisruptionTarget")
-    return condition if condition and condition.get("status") == "True" else None
-
-
-def _lost_node(pod: dict[str, Any]) -> bool:
-    disruption = _disruption(pod) or {}
-    return (pod.get("status") or {}).get("reason") == "NodeLost" or disruption.get("reason") in _NODE_GONE_DISRUPTIONS
-
-
-def _disrupted(pod: dict[str, Any]) -> bool:
-    return _disruption(pod) is not None or _lost_node(pod)
-
-
-def _disruption_failure(pod: dict[str, Any]) -> Failure:
-    disruption = _disruption(pod) or {}
-    name = pod["metadata"]["name"]
-    if _lost_node(pod):
-        node = (pod.get("spec") or {}).get("nodeName")
-        detail = f"pod {name} was lost with its node{f' {node}' if node else ''}"
-        reason = r.NODE_LOST
-    else:
-        why = ": ".join(x for x in (disruption.get("reason"), disruption.get("message")) if x)
-        detail = f"pod {name} was disrupted{f' ({why})' if why else ''}"
-        reason = r.PREEMPTED
-    return Failure(reason, redact(f"{detail}; {r.FAILURE_HINTS[reason]}")[:MAX_FAILURE_MESSAGE], None, name)
-
-
-def classify_failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> Failure:
-    """Why a training Job failed, from the Job's Failed condition and the failed pods' exits."""
-    failed_condition = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget") or {}
-    job_reason = failed_condition.get("reason", "")
-    if job_reason == "DeadlineExceeded":
-        return Failure(
-            r.DEADLINE_EXCEEDED,
-            "the job ran longer than runPolicy.activeDeadlineSeconds; " + r.FAILURE_HINTS[r.DEADLINE_EXCEEDED],
+    def cond(self, type_: str, status: bool, reason: str, message: str) -> None:
+        self.conditions = set_condition(
+            self.conditions, type_, status, reason, message, now=self.stamp, generation=self.generation
         )
-    failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
-    # The newest failed pod tells the story of the last attempt.
-    failed.sort(key=lambda p: _termination(p).get("finishedAt") or "")
-    # Disrupted pods do not count against backoffLimit (podFailurePolicy Ignore), so a trainer's own
-    # failure explains the Job's failure better; a disruption is the reason only when nothing else failed.
-    own = [p for p in failed if not _disrupted(p)]
-    if not own and failed:
-        return _disruption_failure(failed[-1])
-    if not own:
-        message = redact(failed_condition.get("message") or "the training Job failed")
-        return Failure(r.TRAINER_CRASHED, message[:MAX_FAILURE_MESSAGE])
-    pod = own[-1]
-    terminated = _termination(pod)
-    exit_code = terminated.get("exitCode")
-    reported = _reported_failure(terminated.get("message", ""))
-    if reported and reported[0] in r.FAILURE_REASONS:
-        reason, detail = reported
-    elif terminated.get("reason") == "OOMKilled":
-        reason, detail = r.OUT_OF_MEMORY, "the trainer was killed for using more memory than its limit"
-    elif exit_code in r.EXIT_CODE_REASONS:
-        reason, detail = r.EXIT_CODE_REASONS[exit_code], (terminated.get("message") or "").strip()
-    else:
-        reason = r.TRAINER_CRASHED
-        detail = (terminated.get("message") or "").strip() or f"the trainer exited with code {exit_code}"
-    hint = r.FAILURE_HINTS.get(reason)
-    message = redact(f"{detail}; {hint}" if hint and detail else (detail or hint or reason))
-    return Failure(reason, message[:MAX_FAILURE_MESSAGE], exit_code, pod["metadata"]["name"])
 
-
-def _reported_failure(message: str) -> tuple[str, str] | None:
-    """The trainer's termination message is a JSON object {"reason", "message"} (docs/pod-contract.md)."""
-    try:
-        report = json.loads(message)
-    except (ValueError, TypeError):
-        return None
-    if isinstance(report, dict) and isinstance(report.get("reason"), str):
-        return report["reason"], str(report.get("message", ""))
-    return None
+    def finish(self, phase: str, reason: str, message: str) -> dict[str, Any]:
+        self.out.update(phase=phase, reason=reason, message=message, conditions=self.conditions)
+        return self.out
 
 
 def derive_status(
@@ -230,111 +109,112 @@ def derive_status(
     now: datetime,
 ) -> dict[str, Any]:
     """The status fields this module owns, computed afresh; callers write only what changed."""
-    stamp = timestamp(now)
-    conditions = list(previous.get("conditions") or [])
-    queue = spec.scheduling.queue_name
-    out: dict[str, Any] = {
-        "jobName": job_name,
-        "gpus": spec.total_gpus,
-        "queue": queue,
-        "observedGeneration": generation,
-        "startTime": previous.get("startTime"),
-        "completionTime": previous.get("completionTime"),
-        "retries": previous.get("retries", 0),
-        "failure": previous.get("failure"),
-    }
-
-    def cond(type_: str, status: bool, reason: str, message: str) -> None:
-        nonlocal conditions
-        conditions = set_condition(conditions, type_, status, reason, message, now=stamp, generation=generation)
-
-    def finish(phase: str, reason: str, message: str) -> dict[str, Any]:
-        out.update(phase=phase, reason=reason, message=message, conditions=conditions)
-        return out
-
+    draft = _StatusDraft(previous, generation=generation, now=now)
+    draft.out.update(
+        jobName=job_name,
+        gpus=spec.total_gpus,
+        queue=spec.scheduling.queue_name,
+        observedGeneration=generation,
+        startTime=previous.get("startTime"),
+        completionTime=previous.get("completionTime"),
+        retries=previous.get("retries", 0),
+        failure=previous.get("failure"),
+    )
     # A finished job stays finished: its children may be garbage-collected later.
     if previous.get("phase") in r.TERMINAL_PHASES:
-        return finish(previous["phase"], previous.get("reason", ""), previous.get("message", ""))
-
+        return draft.finish(previous["phase"], previous.get("reason", ""), previous.get("message", ""))
     job = observed.job
     if job is None:
-        cond(r.COND_RUNNING, False, r.POD_PENDING, "the training Job is being created")
-        return finish(r.PENDING, r.CREATED, "creating the training Job")
+        draft.cond(r.COND_RUNNING, False, r.POD_PENDING, "the training Job is being created")
+        return draft.finish(r.PENDING, r.CREATED, "creating the training Job")
+    draft.out["retries"] = max(draft.out["retries"] or 0, int((job.get("status") or {}).get("failed") or 0))
+    finished = _finished(draft, spec, observed)
+    if finished is not None:
+        return finished
+    draft.cond(r.COND_FAILED, False, r.NOT_FINISHED, "no failure")
+    draft.cond(r.COND_SUCCEEDED, False, r.NOT_FINISHED, "training has not finished")
+    if (job.get("spec") or {}).get("suspend"):
+        return _suspended(draft, spec)
+    if find_condition(draft.conditions, r.COND_SUSPENDED):
+        draft.cond(r.COND_SUSPENDED, False, r.RESUMED, "not suspended")
+    queue = spec.scheduling.queue_name
+    if queue:
+        draft.cond(r.COND_QUEUED, False, r.ADMITTED_BY_QUEUE, f"admitted by Kueue from LocalQueue {queue}")
+        draft.cond(r.COND_ADMITTED, True, r.ADMITTED_BY_QUEUE, f"admitted by Kueue from LocalQueue {queue}")
+    else:
+        draft.cond(r.COND_ADMITTED, True, r.NO_QUEUE, "no queue: admitted on creation")
+    return _running_or_starting(draft, spec, previous, observed.pods)
 
+
+def _finished(draft: _StatusDraft, spec: FineTuneJobSpec, observed: Observed) -> dict[str, Any] | None:
+    """Succeeded or Failed, as the Job's conditions say; None while it has neither."""
+    job, out = observed.job or {}, draft.out
     job_status = job.get("status") or {}
-    out["retries"] = max(out["retries"] or 0, int(job_status.get("failed") or 0))
-
-    if _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet"):
-        out["completionTime"] = job_status.get("completionTime") or stamp
-        out["startTime"] = out["startTime"] or job_status.get("startTime") or stamp
-        cond(r.COND_RUNNING, False, r.COMPLETED, "training finished")
-        cond(r.COND_SUCCEEDED, True, r.COMPLETED, "training finished and the model was written")
-        cond(r.COND_FAILED, False, r.COMPLETED, "training finished")
-        return finish(r.SUCCEEDED, r.COMPLETED, f"training finished; model written to {spec.output.uri}")
-
-    if _job_condition(job, "Failed") or _job_condition(job, "FailureTarget"):
+    if job_condition(job, "Complete") or job_condition(job, "SuccessCriteriaMet"):
+        out["completionTime"] = job_status.get("completionTime") or draft.stamp
+        out["startTime"] = out["startTime"] or job_status.get("startTime") or draft.stamp
+        draft.cond(r.COND_RUNNING, False, r.COMPLETED, "training finished")
+        draft.cond(r.COND_SUCCEEDED, True, r.COMPLETED, "training finished and the model was written")
+        draft.cond(r.COND_FAILED, False, r.COMPLETED, "training finished")
+        return draft.finish(r.SUCCEEDED, r.COMPLETED, f"training finished; model written to {spec.output.uri}")
+    if job_condition(job, "Failed") or job_condition(job, "FailureTarget"):
         failure = classify_failure(job, observed.pods)
         out["failure"] = failure.as_status()
-        out["completionTime"] = stamp
-        cond(r.COND_RUNNING, False, failure.reason, failure.message)
-        cond(r.COND_SUCCEEDED, False, failure.reason, "training did not finish")
-        cond(r.COND_FAILED, True, failure.reason, failure.message)
-        return finish(r.FAILED, failure.reason, failure.message)
+        out["completionTime"] = draft.stamp
+        draft.cond(r.COND_RUNNING, False, failure.reason, failure.message)
+        draft.cond(r.COND_SUCCEEDED, False, failure.reason, "training did not finish")
+        draft.cond(r.COND_FAILED, True, failure.reason, failure.message)
+        return draft.finish(r.FAILED, failure.reason, failure.message)
+    return None
 
-    cond(r.COND_FAILED, False, r.NOT_FINISHED, "no failure")
-    cond(r.COND_SUCCEEDED, False, r.NOT_FINISHED, "training has not finished")
 
-    if (job.get("spec") or {}).get("suspend"):
-        cond(r.COND_RUNNING, False, r.COND_SUSPENDED, "the training Job is suspended")
-        if spec.run_policy.suspend:
-            cond(
-                r.COND_SUSPENDED, True, r.SUSPENDED_BY_USER, "suspended by runPolicy.suspend; set it to false to resume"
-            )
-            return finish(r.SUSPENDED, r.SUSPENDED_BY_USER, "suspended by runPolicy.suspend; its pods were released")
-        if queue:
-            message = f"waiting for admission by Kueue in LocalQueue {queue}"
-            cond(r.COND_QUEUED, True, r.WAITING_FOR_ADMISSION, message)
-            cond(r.COND_ADMITTED, False, r.WAITING_FOR_ADMISSION, message)
-            return finish(r.QUEUED, r.WAITING_FOR_ADMISSION, message)
-        # Suspended by someone else (the operator is about to resume it).
-        cond(r.COND_SUSPENDED, True, r.COND_SUSPENDED, "the training Job is suspended")
-        return finish(r.SUSPENDED, r.COND_SUSPENDED, "the training Job is suspended")
-
-    if find_condition(conditions, r.COND_SUSPENDED):
-        cond(r.COND_SUSPENDED, False, r.RESUMED, "not suspended")
+def _suspended(draft: _StatusDraft, spec: FineTuneJobSpec) -> dict[str, Any]:
+    """A suspended Job: by the user, waiting for Kueue, or by someone else (about to be resumed)."""
+    draft.cond(r.COND_RUNNING, False, r.COND_SUSPENDED, "the training Job is suspended")
+    if spec.run_policy.suspend:
+        message = "suspended by runPolicy.suspend; set it to false to resume"
+        draft.cond(r.COND_SUSPENDED, True, r.SUSPENDED_BY_USER, message)
+        return draft.finish(r.SUSPENDED, r.SUSPENDED_BY_USER, "suspended by runPolicy.suspend; its pods were released")
+    queue = spec.scheduling.queue_name
     if queue:
-        cond(r.COND_QUEUED, False, r.ADMITTED_BY_QUEUE, f"admitted by Kueue from LocalQueue {queue}")
-        cond(r.COND_ADMITTED, True, r.ADMITTED_BY_QUEUE, f"admitted by Kueue from LocalQueue {queue}")
-    else:
-        cond(r.COND_ADMITTED, True, r.NO_QUEUE, "no queue: admitted on creation")
+        message = f"waiting for admission by Kueue in LocalQueue {queue}"
+        draft.cond(r.COND_QUEUED, True, r.WAITING_FOR_ADMISSION, message)
+        draft.cond(r.COND_ADMITTED, False, r.WAITING_FOR_ADMISSION, message)
+        return draft.finish(r.QUEUED, r.WAITING_FOR_ADMISSION, message)
+    draft.cond(r.COND_SUSPENDED, True, r.COND_SUSPENDED, "the training Job is suspended")
+    return draft.finish(r.SUSPENDED, r.COND_SUSPENDED, "the training Job is suspended")
 
-    nodes = spec.resources.nodes
-    live = _live_pods(observed.pods)
+
+def _running_or_starting(
+    draft: _StatusDraft, spec: FineTuneJobSpec, previous: dict[str, Any], pods: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Running once every rank's pod runs (or finished); else Starting, with the best reason why not."""
+    out, nodes = draft.out, spec.resources.nodes
+    live = _live_pods(pods)
     running = sum(1 for p in live if _is_running(p))
-    succeeded = sum(1 for p in observed.pods if (p.get("status") or {}).get("phase") == "Succeeded")
+    succeeded = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
     if succeeded and running + succeeded >= nodes:
         # Ranks that exited 0 are done, not "starting": the Job controller has yet to mark it Complete.
-        out["startTime"] = out["startTime"] or stamp
+        out["startTime"] = out["startTime"] or draft.stamp
         was_running = find_condition(previous.get("conditions"), r.COND_RUNNING)
         if previous.get("phase") == r.RUNNING and was_running:
             # Seconds before the Job completes: say nothing new, so this costs no status write (nor event).
-            cond(r.COND_RUNNING, True, was_running["reason"], was_running["message"])
-            return finish(r.RUNNING, previous.get("reason", r.PODS_RUNNING), previous.get("message", ""))
+            draft.cond(r.COND_RUNNING, True, was_running["reason"], was_running["message"])
+            return draft.finish(r.RUNNING, previous.get("reason", r.PODS_RUNNING), previous.get("message", ""))
         message = f"{succeeded} of {nodes} trainer pods finished; waiting for the Job to complete"
-        cond(r.COND_RUNNING, True, r.FINISHING, message)
-        return finish(r.RUNNING, r.FINISHING, message)
+        draft.cond(r.COND_RUNNING, True, r.FINISHING, message)
+        return draft.finish(r.RUNNING, r.FINISHING, message)
     if running >= nodes:
-        out["startTime"] = out["startTime"] or stamp
+        out["startTime"] = out["startTime"] or draft.stamp
         message = f"all {nodes} trainer pods running" if nodes > 1 else "the trainer pod is running"
-        cond(r.COND_RUNNING, True, r.PODS_RUNNING, message)
-        return finish(r.RUNNING, r.PODS_RUNNING, message)
-
+        draft.cond(r.COND_RUNNING, True, r.PODS_RUNNING, message)
+        return draft.finish(r.RUNNING, r.PODS_RUNNING, message)
     reason, message = _why_not_running(live, nodes)
     if out["retries"] and reason == r.POD_PENDING:
         reason = r.RETRYING
         message = f"retry {out['retries']} of {spec.run_policy.backoff_limit}: {message}"
-    cond(r.COND_RUNNING, False, reason, message)
-    return finish(r.STARTING, reason, message)
+    draft.cond(r.COND_RUNNING, False, reason, message)
+    return draft.finish(r.STARTING, reason, message)
 
 
 def invalid_spec_status(

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from finetune_operator.handlers import RETRY_MAX_DELAY_SECONDS, retry_delay
 from finetune_operator.progress.records import JobRecord, progress_status
 from finetune_operator.progress.report import ProgressReport
+from finetune_operator.reconcile.loop import RETRY_MAX_DELAY_SECONDS, retry_delay
 from finetune_operator.spec import parse_spec
 from finetune_operator.status import completed_progress, ran_to_completion
 from sandbox_support import finetunejob

@@ -7,17 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 from finetune_operator import reasons as r
 from finetune_operator.conditions import find_condition
+from finetune_operator.failure import LOG_TAIL_BYTES, LOG_TAIL_LINES, classify_failure, with_log_tail
 from finetune_operator.spec import parse_spec
-from finetune_operator.status import (
-    LOG_TAIL_BYTES,
-    LOG_TAIL_LINES,
-    Observed,
-    classify_failure,
-    derive_status,
-    startup_deadline_exceeded,
-    startup_failure_status,
-    with_log_tail,
-)
+from finetune_operator.status import Observed, derive_status, startup_deadline_exceeded, startup_failure_status
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 SPEC = parse_spec(

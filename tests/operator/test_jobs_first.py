@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from finetune_operator.children import JobsFirst
+from finetune_operator.reconcile.jobs_first import JobsFirst
 
 
 async def test_other_writes_wait_until_no_job_creation_is_pending_or_recent():

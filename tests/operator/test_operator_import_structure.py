@@ -51,14 +51,14 @@ def test_the_package_is_found_and_read():
     assert {
         "finetune_operator.handlers",
         "finetune_operator.spec",
-        "finetune_operator.search.controller",
+        "finetune_operator.search.plan",
         "finetune_operator.progress.hub",
         "finetune_operator.builders.trainer_config",
     } <= set(modules)
     graph = import_graph(modules)
-    assert "finetune_operator.spec" in graph["finetune_operator.handlers"]
-    assert "finetune_operator.search.controller" in graph["finetune_operator.handlers"]
-    assert "finetune_operator.search" in graph["finetune_operator.handlers"], "importing a.b.c imports a.b"
+    assert "finetune_operator.reconcile.loop" in graph["finetune_operator.handlers"]
+    assert "finetune_operator.search.plan" in graph["finetune_operator.reconcile.observe"]
+    assert "finetune_operator.reconcile" in graph["finetune_operator.handlers"], "importing a.b.c imports a.b"
     assert "finetune_operator.builders.meta" in graph["finetune_operator.builders.job"]
 
 
@@ -95,7 +95,7 @@ def test_relative_imports_resolve_to_the_package_modules():
             "finetune_operator.spec",
             "finetune_operator.search.paths",
             "finetune_operator.reasons",
-            "finetune_operator.search.controller",
+            "finetune_operator.search.plan",
         )
     }
     modules["finetune_operator"] = Path("/x/finetune_operator/__init__.py")
@@ -105,11 +105,11 @@ def test_relative_imports_resolve_to_the_package_modules():
         return imported_modules(ast.parse(statement).body[0], module, modules)
 
     assert resolve("from .search import paths", "finetune_operator.spec") == ["finetune_operator.search.paths"]
-    assert resolve("from .. import reasons as r", "finetune_operator.search.controller") == [
+    assert resolve("from .. import reasons as r", "finetune_operator.search.plan") == [
         "finetune_operator.reasons"
     ]
     assert resolve("from ..spec import X", "finetune_operator.search.paths") == ["finetune_operator.spec"]
-    assert resolve("from .paths import f", "finetune_operator.search.controller") == ["finetune_operator.search.paths"]
+    assert resolve("from .paths import f", "finetune_operator.search.plan") == ["finetune_operator.search.paths"]
     assert resolve("from . import paths", "finetune_operator.search") == ["finetune_operator.search.paths"]
     assert resolve("from finetune_operator.spec import X", "finetune_operator.reasons") == ["finetune_operator.spec"]
     assert resolve("import finetune_operator.spec", "finetune_operator.reasons") == ["finetune_operator.spec"]

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.progress.hub import ProgressHub, job_token
 from finetune_operator.progress.server import RateLimiter, metrics_app, progress_app
+from finetune_operator.registry import JobRegistry
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -25,19 +26,24 @@ def body(step=10, total=100, **extra):
     return json.dumps({"time": "2026-11-28T12:00:00Z", "event": "log", "step": step, "totalSteps": total, **extra})
 
 
-def make_hub(writes, interval=0.05):
-    hub_ref = {}
-    metrics = OperatorMetrics(lambda: list(hub_ref["hub"].records.values()))
+def make_hub(writes, interval=0.05, trial_reported=None):
+    registry = JobRegistry()
     hub = ProgressHub(
         KEY,
+        registry,
         lambda ns, name, fields: writes.append((ns, name, fields)),
-        metrics,
+        OperatorMetrics(registry.all),
         status_interval=interval,
         clock=lambda: NOW,
+        trial_reported=trial_reported,
     )
-    hub_ref["hub"] = hub
-    hub.track("team-a", "sentiment", uid="uid-1", created=NOW, gpus=2, gpu_seconds=0)
+    registry.track("team-a", "sentiment", uid="uid-1", created=NOW, gpus=2, gpu_seconds=0)
     return hub
+
+
+def forget(hub, namespace, name):
+    """What the operator does when a FineTuneJob is deleted (OperatorState.forget), minus the API client."""
+    hub.forget(hub.registry.forget(namespace, name))
 
 
 def auth(token=None):
@@ -148,7 +154,7 @@ async def test_a_deleted_jobs_series_disappear(served):
     client, metrics, hub, _ = served
     await client.post(URL, data=body(step=3), headers=auth())
     assert 'name="sentiment"' in await (await metrics.get("/metrics")).text()
-    hub.forget("team-a", "sentiment")
+    forget(hub, "team-a", "sentiment")
     text = await (await metrics.get("/metrics")).text()
     assert 'name="sentiment"' not in text
     assert "finetune_operator_jobs" in text
@@ -156,22 +162,35 @@ async def test_a_deleted_jobs_series_disappear(served):
 
 async def test_jobs_by_phase_are_counted_at_scrape_time(served):
     _, metrics, hub, _ = served
-    hub.track("team-a", "other", uid="u2", created=NOW, gpus=0, gpu_seconds=0).phase = "Running"
-    hub.records[("team-a", "sentiment")].phase = "Running"
+    hub.registry.track("team-a", "other", uid="u2", created=NOW, gpus=0, gpu_seconds=0).phase = "Running"
+    hub.registry.get("team-a", "sentiment").phase = "Running"
     series = families(await (await metrics.get("/metrics")).text())
     by_phase = {s.labels["phase"]: s.value for s in series["finetune_operator_jobs"].samples}
     assert by_phase["Running"] == 2 and by_phase["Failed"] == 0
 
 
-async def test_a_trials_reports_reconcile_its_search_instead_of_writing_a_status(served):
-    client, metrics, hub, writes = served
+async def test_a_trials_reports_reconcile_its_search_instead_of_writing_a_status():
+    writes: list = []
     reconciled: list = []
 
     async def trial_reported(namespace, search):
         reconciled.append((namespace, search))
 
-    hub.trial_reported = trial_reported
-    hub.track("team-a", "sentiment-t0", uid="uid-1", created=NOW, gpus=1, gpu_seconds=0, parent="sentiment")
+    hub = make_hub(writes, trial_reported=trial_reported)
+    client = TestClient(TestServer(progress_app(hub)))
+    metrics = TestClient(TestServer(metrics_app(hub)))
+    await client.start_server()
+    await metrics.start_server()
+    try:
+        await _trial_reports_reconcile_the_search(client, metrics, hub, writes, reconciled)
+    finally:
+        await client.close()
+        await metrics.close()
+        await hub.close()
+
+
+async def _trial_reports_reconcile_the_search(client, metrics, hub, writes, reconciled):
+    hub.registry.track("team-a", "sentiment-t0", uid="uid-1", created=NOW, gpus=1, gpu_seconds=0, parent="sentiment")
     token = job_token(KEY, "team-a", "sentiment-t0", "uid-1")
     response = await client.post(
         "/progress/v1/namespaces/team-a/finetunejobs/sentiment-t0",
@@ -182,9 +201,9 @@ async def test_a_trials_reports_reconcile_its_search_instead_of_writing_a_status
     await asyncio.sleep(0.2)
     # status.trials has one writer (the search's reconcile): the trial's report only triggers it.
     assert reconciled == [("team-a", "sentiment")] and writes == []
-    assert hub.jobs() == [("team-a", "sentiment")]  # the sweep reconciles the search, not its trials
-    hub.records[("team-a", "sentiment")].trial_counts = {"Running": 1, "Succeeded": 2}
-    hub.records[("team-a", "sentiment")].best_objective = ("eval_loss", 0.25)
+    assert hub.registry.jobs() == [("team-a", "sentiment")]  # the sweep reconciles the search, not its trials
+    hub.registry.get("team-a", "sentiment").trial_counts = {"Running": 1, "Succeeded": 2}
+    hub.registry.get("team-a", "sentiment").best_objective = ("eval_loss", 0.25)
     series = families(await (await metrics.get("/metrics")).text())
     # Per-trial series are the jobs' series; the search adds trials by state and its best value.
     assert [s.value for s in series["finetune_operator_job_step"].samples if s.labels["name"] == "sentiment-t0"] == [4]
@@ -195,8 +214,8 @@ async def test_a_trials_reports_reconcile_its_search_instead_of_writing_a_status
     ]
     # Trials are not FineTuneJobs: jobs-by-phase counts the search only.
     assert sum(s.value for s in series["finetune_operator_jobs"].samples) == 1
-    hub.forget("team-a", "sentiment")
-    assert ("team-a", "sentiment-t0") not in hub.records
+    forget(hub, "team-a", "sentiment")
+    assert hub.registry.get("team-a", "sentiment-t0") is None
 
 
 json_values = st.recursive(

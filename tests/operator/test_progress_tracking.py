@@ -81,19 +81,19 @@ def test_gpu_seconds_accumulate_over_running_intervals_and_survive_via_status():
     record = JobRecord("ns", "job", gpus=8, gpu_seconds=100.0)
     record.set_running(True, T0)
     assert record.gpu_seconds_at(T0 + timedelta(seconds=10)) == pytest.approx(180.0)
-    assert record.set_running(False, T0 + timedelta(seconds=10)) == pytest.approx(80.0)
+    record.set_running(False, T0 + timedelta(seconds=10))
+    assert record.gpu_seconds == pytest.approx(180.0)
     record.set_running(True, T0 + timedelta(seconds=100))  # a retry
     assert progress_status(record, T0 + timedelta(seconds=105))["gpuSeconds"] == 220.0
 
 
 def test_time_without_progress_counts_from_the_last_step_change():
     record = JobRecord("ns", "job")
-    assert record.seconds_without_progress(T0) is None  # not running
-    record.set_running(True, T0)
-    assert record.seconds_without_progress(T0 + timedelta(seconds=60)) == 60
+    assert record.seconds_without_progress(T0, running_since=None) is None  # not running
+    assert record.seconds_without_progress(T0 + timedelta(seconds=60), running_since=T0) == 60
     record.accept(report(1), T0 + timedelta(seconds=70))
     record.accept(report(1), T0 + timedelta(seconds=500))  # same step: no progress
-    assert record.seconds_without_progress(T0 + timedelta(seconds=1000)) == 930
+    assert record.seconds_without_progress(T0 + timedelta(seconds=1000), running_since=T0) == 930
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (59.6, "1m0s"), (250, "4m10s"), (7300, "2h1m")])

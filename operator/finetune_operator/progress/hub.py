@@ -1,8 +1,11 @@
-"""Where progress reports land: per-job records, per-job tokens, and throttled status writes.
+"""Where progress reports land: per-job tokens, report intake, and the throttled status.progress writes.
 
-Reconcile registers each job it sees (`track`); the progress endpoint hands over authenticated reports
-(`accept`); every accepted report schedules one status write per job per `status_interval` at most
-(trailing edge, so the newest report always lands within one interval).
+The reconcile registers each job it sees in the JobRegistry; the progress endpoint hands over
+authenticated reports (`accept`) to those records; every accepted report schedules one status write per
+job per `status_interval` at most (trailing edge, so the newest report always lands within one interval).
+This is the one writer of the fields `progress_status` renders (status.progress, checkpoint,
+timeToFirstStepSeconds, gpuSeconds): the reconcile asks for a write (`schedule_write`), it never writes
+them itself.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from datetime import datetime
 from typing import Any
 
 from ..metrics import OperatorMetrics
-from .records import JobRecord, progress_status
+from ..registry import JobRegistry
+from .records import progress_status
 from .report import ProgressReport
 
 log = logging.getLogger(__name__)
@@ -32,6 +36,7 @@ class ProgressHub:
     def __init__(
         self,
         key: bytes,
+        registry: JobRegistry,
         write_status: Callable[[str, str, dict[str, Any]], None],
         metrics: OperatorMetrics,
         *,
@@ -40,11 +45,11 @@ class ProgressHub:
         trial_reported: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self._key = key
+        self.registry = registry
         self._write_status = write_status
         self.metrics = metrics
         self.status_interval = status_interval
         self._clock = clock
-        self.records: dict[tuple[str, str], JobRecord] = {}
         self._last_write: dict[tuple[str, str], float] = {}
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
         # A search trial's reports go to its FineTuneJob's reconcile (which owns status.trials), not to a
@@ -54,43 +59,9 @@ class ProgressHub:
     def token(self, namespace: str, name: str, uid: str) -> str:
         return job_token(self._key, namespace, name, uid)
 
-    def track(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        uid: str,
-        created: datetime,
-        gpus: int,
-        gpu_seconds: float,
-        parent: str | None = None,
-    ) -> JobRecord:
-        key = (namespace, name)
-        record = self.records.get(key)
-        if record is None or record.uid != uid or record.parent != parent:
-            # First sight (or a new job reusing the name): GPU-seconds continue from the status.
-            record = JobRecord(
-                namespace,
-                name,
-                uid=uid,
-                created=created,
-                gpus=gpus,
-                gpu_seconds=gpu_seconds,
-                gpu_counted=gpu_seconds,
-                parent=parent,
-            )
-            self.records[key] = record
-        return record
-
-    def jobs(self) -> list[tuple[str, str]]:
-        """The FineTuneJobs tracked (search trials excluded): what the periodic sweep reconciles."""
-        return [key for key, record in list(self.records.items()) if record.parent is None]
-
-    def forget(self, namespace: str, name: str) -> None:
-        """Drop a deleted FineTuneJob's state, its search trials' included."""
-        trials = [key for key, record in self.records.items() if key[0] == namespace and record.parent == name]
-        for key in [(namespace, name), *trials]:
-            self.records.pop(key, None)
+    def forget(self, keys: list[tuple[str, str]]) -> None:
+        """Cancel the pending writes of deleted jobs (JobRegistry.forget names them)."""
+        for key in keys:
             self._last_write.pop(key, None)
             task = self._pending.pop(key, None)
             if task is not None:
@@ -98,7 +69,7 @@ class ProgressHub:
 
     def accept(self, namespace: str, name: str, token: str, report: ProgressReport) -> tuple[int, str]:
         """(HTTP status, reason) for one report; 204 when taken."""
-        record = self.records.get((namespace, name))
+        record = self.registry.get(namespace, name)
         if record is None:
             return 404, "UnknownJob"
         if not hmac.compare_digest(token.encode(), self.token(namespace, name, record.uid).encode()):
@@ -121,7 +92,7 @@ class ProgressHub:
     async def _write_after(self, key: tuple[str, str], delay: float) -> None:
         await asyncio.sleep(delay)
         self._pending.pop(key, None)
-        record = self.records.get(key)
+        record = self.registry.records.get(key)
         if record is None:
             return
         self._last_write[key] = time.monotonic()

@@ -64,6 +64,8 @@ class JobRecord:
     # The Job completed and the trainer ran to its planned steps (no early stopping): the final report
     # may have been lost while the operator was down, but the step count it would carry is known.
     finished: bool = False
+    # For such a job with no report in this operator's life: its stored status.progress, run to the end.
+    completed_progress: dict[str, Any] | None = None
     # The FineTuneJob generation the operator last acted on, the spec it first saw (to name what a later
     # change touched) and the digest of a spec change already reported as ignored.
     generation: int | None = None
@@ -129,29 +131,37 @@ class JobRecord:
 
     # -- GPU-seconds ------------------------------------------------------------------------------
 
-    def set_running(self, running: bool, now: datetime) -> float:
-        """Open or close the running interval; returns GPU-seconds newly accounted."""
+    def running_interval(self, running: bool, now: datetime) -> tuple[datetime | None, float]:
+        """(running_since, gpu_seconds) once the running interval is opened or closed at `now` (pure)."""
         if running and self.running_since is None:
-            self.running_since = now
-            return 0.0
+            return now, self.gpu_seconds
         if not running and self.running_since is not None:
-            added = self.gpus * max(0.0, (now - self.running_since).total_seconds())
-            self.gpu_seconds += added
-            self.running_since = None
-            return added
-        return 0.0
+            return None, self.gpu_seconds + self.gpus * max(0.0, (now - self.running_since).total_seconds())
+        return self.running_since, self.gpu_seconds
+
+    def set_running(self, running: bool, now: datetime) -> None:
+        """Open or close the running interval."""
+        self.running_since, self.gpu_seconds = self.running_interval(running, now)
 
     def gpu_seconds_at(self, now: datetime) -> float:
         open_interval = (now - self.running_since).total_seconds() if self.running_since else 0.0
         return self.gpu_seconds + self.gpus * max(0.0, open_interval)
 
+    def update(self, **fields: Any) -> None:
+        """Set fields a reconcile plan decided on (`Plan.remember`); an unknown name is a bug."""
+        for name, value in fields.items():
+            if name not in self.__dataclass_fields__:
+                raise AttributeError(f"JobRecord has no field {name!r}")
+            setattr(self, name, value)
+
     # -- stall detection --------------------------------------------------------------------------
 
-    def seconds_without_progress(self, now: datetime) -> float | None:
-        """How long a running job's step has stood still (or, with no report yet, how long it ran)."""
-        if self.running_since is None:
+    def seconds_without_progress(self, now: datetime, *, running_since: datetime | None) -> float | None:
+        """How long a job running since `running_since` (None: not running) has not moved its step
+        (or, with no report yet, how long it ran). A plan passes the interval it is about to set."""
+        if running_since is None:
             return None
-        since = max(filter(None, (self.last_step_change, self.running_since)))
+        since = max(filter(None, (self.last_step_change, running_since)))
         return (now - since).total_seconds()
 
 
@@ -160,6 +170,8 @@ def progress_status(record: JobRecord, now: datetime) -> dict[str, Any]:
     out: dict[str, Any] = {"gpuSeconds": round(record.gpu_seconds_at(now), 1)}
     report = record.report
     if report is None:
+        if record.finished and record.completed_progress:
+            out["progress"] = record.completed_progress
         return out
     progress: dict[str, Any] = {
         "step": report.step,

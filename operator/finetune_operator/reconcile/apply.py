@@ -1,0 +1,123 @@
+"""Carry out a reconcile's Plan: the API calls, events, metrics and record changes it asks for (I/O).
+
+The order matters and is the same for every plan: new records; the children (Jobs before anything
+else, see JobsFirst), after the status when the plan records its status first; the records' changes
+and the metrics; suspensions and deletions; the status write; events; progress writes; and last the
+TTL's deletion of the FineTuneJob itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..failure import LOG_TAIL_BYTES, LOG_TAIL_LINES, with_log_tail
+from ..kube import KubeApi
+from ..metrics import OperatorMetrics
+from ..names import TRAINER_CONTAINER
+from ..progress.hub import ProgressHub
+from ..registry import JobRegistry
+from .jobs_first import JobsFirst
+from .plan import MetricDeltas, Plan
+
+log = logging.getLogger(__name__)
+
+# kopf.event's shape: (the object, type, reason, message).
+PostEvent = Callable[..., None]
+
+
+@dataclass
+class Actuators:
+    """What a plan is carried out with: the API, the records, the progress hub and the metrics."""
+
+    kube: KubeApi
+    registry: JobRegistry
+    hub: ProgressHub
+    metrics: OperatorMetrics
+    jobs_first: JobsFirst
+    post_event: PostEvent
+
+
+async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
+    namespace, name = ftj["metadata"]["namespace"], ftj["metadata"]["name"]
+    # Before the children: a trainer that starts at once must find its record (else its reports get 404).
+    for job, tracked in plan.track.items():
+        act.registry.track(namespace, job, **tracked)
+    if plan.status_first:
+        await _write_status(act, namespace, name, plan.status)
+    for children in plan.create:
+        await create_children(act.kube, children, act.jobs_first)
+    # Once the children went out (children_complete must not claim what failed to be sent), before the
+    # status write: the child events of a burst find their job's children complete and skip.
+    for job, fields in plan.remember.items():
+        record = act.registry.get(namespace, job)
+        if record is not None:
+            record.update(**fields)
+    record_metrics(act.metrics, plan.metrics)
+    for job, suspend in plan.suspend:
+        await asyncio.to_thread(act.kube.set_job_suspended, namespace, job, suspend)
+    for job in plan.delete_jobs:
+        await asyncio.to_thread(act.kube.delete_job, namespace, job)
+    if not plan.status_first:
+        status = plan.status
+        if plan.failure_log_pod:
+            status = {**status, "failure": await _failure_with_log(act.kube, namespace, plan.failure_log_pod, status)}
+        if status:
+            # Status writes, like every write but the Jobs, wait for a burst's pending Job creations.
+            await act.jobs_first.after_jobs()
+        await _write_status(act, namespace, name, status)
+    for event in plan.events:
+        act.post_event(ftj, type=event.type, reason=event.reason, message=event.message)
+    for job in plan.write_progress:
+        act.hub.schedule_write(namespace, job)
+    if plan.delete_finetunejob:
+        await asyncio.to_thread(act.kube.delete_finetunejob, namespace, name)
+
+
+async def create_children(kube: KubeApi, children: list[dict[str, Any]], jobs_first: JobsFirst) -> None:
+    """Create a group of children if absent (409s are fine): its Job first, the rest together after it
+    and after any other pending Job creation (JobsFirst), so the scheduler's (and Kueue's) work starts
+    one round trip after the FineTuneJob appears."""
+    job, *rest = children
+    async with jobs_first.creating_job():
+        if await asyncio.to_thread(kube.create_if_absent, job):
+            log.info("created %s %s/%s", job["kind"], job["metadata"]["namespace"], job["metadata"]["name"])
+    if rest:
+        await jobs_first.after_jobs()
+        await asyncio.gather(*(asyncio.to_thread(kube.create_if_absent, child) for child in rest))
+
+
+async def _write_status(act: Actuators, namespace: str, name: str, status: dict[str, Any]) -> None:
+    if status:
+        act.metrics.status_writes.labels("reconcile").inc()
+        await asyncio.to_thread(act.kube.patch_finetunejob_status, namespace, name, status)
+
+
+async def _failure_with_log(kube: KubeApi, namespace: str, pod: str, status: dict[str, Any]) -> dict[str, Any]:
+    """status.failure plus its pod's log tail; read once, as the job turns Failed (not on every reconcile)."""
+    failure = status.get("failure") or {}
+    try:
+        # Over-read: redaction and the byte bound are applied to the text, by failure.with_log_tail.
+        text = await asyncio.to_thread(
+            kube.read_log_tail, namespace, pod, TRAINER_CONTAINER, lines=LOG_TAIL_LINES, max_bytes=4 * LOG_TAIL_BYTES
+        )
+    except Exception:  # noqa: BLE001 - the failure itself must still be recorded; the tail is a courtesy
+        log.warning("could not read the log of failed pod %s/%s", namespace, pod, exc_info=True)
+        return failure
+    return with_log_tail(failure, text)
+
+
+def record_metrics(metrics: OperatorMetrics, deltas: MetricDeltas) -> None:
+    if deltas.gpu_seconds > 0:
+        metrics.gpu_seconds.inc(deltas.gpu_seconds)
+    if deltas.time_to_running is not None:
+        metrics.time_to_running.observe(deltas.time_to_running)
+    if deltas.queue_wait is not None:
+        metrics.queue_wait.observe(deltas.queue_wait)
+    for reason in deltas.failures:
+        metrics.failures.labels(reason).inc()
+    if deltas.retries > 0:
+        metrics.retries.inc(deltas.retries)

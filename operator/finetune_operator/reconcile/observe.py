@@ -1,0 +1,87 @@
+"""Observe a FineTuneJob for one reconcile: its children from Kopf's indexes, its records in the registry.
+
+No API calls: the watch streams keep the indexes current. Registering a job (or a search's unfinished
+trials) in the JobRegistry on first sight is part of observing it: the plan reads the records, and a
+trainer's progress reports need one to land in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from .. import reasons as r
+from ..names import promote_job_name
+from ..registry import JobRegistry
+from ..search.plan import SearchObservation, frozen_spec, trial_spec
+from ..spec import FineTuneJobSpec
+from ..status import Observed, parse_timestamp
+from .job import JobObservation
+
+# Kopf's index of a kind: (namespace, run name) -> the objects of that run.
+Index = Mapping[tuple[str, str], Any]
+
+
+def children_of(jobs: Index, pods: Index, namespace: str, run: str) -> Observed:
+    key = (namespace, run)
+    return Observed(job=next(iter(jobs.get(key, ())), None), pods=list(pods.get(key, ())))
+
+
+def observe_job(
+    ftj: dict[str, Any],
+    spec: FineTuneJobSpec | None,
+    spec_error: str | None,
+    *,
+    registry: JobRegistry,
+    jobs: Index,
+    pods: Index,
+    token: str,
+    now: datetime,
+) -> JobObservation:
+    meta = ftj["metadata"]
+    previous = ftj.get("status") or {}
+    registry.track(
+        meta["namespace"],
+        meta["name"],
+        uid=meta.get("uid", ""),
+        created=parse_timestamp(meta.get("creationTimestamp")) or now,
+        gpus=spec.total_gpus if spec is not None else 0,
+        gpu_seconds=float(previous.get("gpuSeconds") or 0) if spec is not None else 0.0,
+    )
+    return JobObservation(
+        ftj=ftj,
+        spec=spec,
+        spec_error=spec_error,
+        children=children_of(jobs, pods, meta["namespace"], meta["name"]),
+        token=token,
+    )
+
+
+def observe_search(
+    ftj: dict[str, Any], spec: FineTuneJobSpec, *, registry: JobRegistry, jobs: Index, pods: Index, now: datetime
+) -> SearchObservation:
+    """The search's record, its unfinished trials' records, and every trial's and the promote Job's children."""
+    meta = ftj["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta.get("uid", "")
+    created = parse_timestamp(meta.get("creationTimestamp")) or now
+    parent = registry.track(namespace, name, uid=uid, created=created, gpus=0, gpu_seconds=0)
+    previous = ftj.get("status") or {}
+    spec_dict, frozen = frozen_spec(ftj, spec)
+    records = {}
+    for entry in previous.get("trials") or []:
+        if entry["state"] in r.TRIAL_FINISHED_STATES:
+            continue
+        tspec = trial_spec(spec_dict, entry["parameters"], frozen.output.uri, entry["name"])
+        records[entry["name"]] = registry.track(
+            namespace,
+            entry["name"],
+            uid=uid,
+            created=created,
+            gpus=tspec.total_gpus,
+            gpu_seconds=float(entry.get("gpuSeconds") or 0),
+            parent=name,
+        )
+    runs = [*(entry["name"] for entry in previous.get("trials") or []), promote_job_name(name)]
+    children = {run: children_of(jobs, pods, namespace, run) for run in runs}
+    return SearchObservation(ftj=ftj, spec=spec, children=children, parent=parent, trials=records)

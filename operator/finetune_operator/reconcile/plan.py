@@ -1,0 +1,79 @@
+"""What a reconcile decided, as data: status changes, children to create or delete, events, metrics.
+
+A plan is computed by a pure function (reconcile.job.plan_job, search.plan.plan_search) from what was
+observed, and carried out by reconcile.apply.apply_plan. Tests compare plans; only apply talks to the API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .. import reasons as r
+from ..progress.records import JobRecord
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event on the FineTuneJob."""
+
+    type: str  # "Normal" or "Warning"
+    reason: str
+    message: str
+
+
+@dataclass
+class MetricDeltas:
+    """What the operator's lifecycle metrics gain from this reconcile."""
+
+    gpu_seconds: float = 0.0
+    time_to_running: float | None = None
+    queue_wait: float | None = None
+    failures: list[str] = field(default_factory=list)  # one reason per job or search that failed now
+    retries: int = 0
+
+
+@dataclass
+class Plan:
+    # Status fields to patch (only what changed); empty: no write.
+    status: dict[str, Any] = field(default_factory=dict)
+    # Write the status before creating children (a search records a trial before its Job exists, so a
+    # restarted operator neither repeats nor loses it); else after, once pending Job creations went out.
+    status_first: bool = False
+    # Groups of children to create if absent: the first of each is a Job, sent before the rest.
+    create: list[list[dict[str, Any]]] = field(default_factory=list)
+    # (Job name, suspend): Jobs whose spec.suspend must change.
+    suspend: list[tuple[str, bool]] = field(default_factory=list)
+    # Jobs to delete (a failed job's held resources, early-stopped trials).
+    delete_jobs: list[str] = field(default_factory=list)
+    # The pod whose log tail goes into status.failure (read once, as the job turns Failed).
+    failure_log_pod: str | None = None
+    events: list[Event] = field(default_factory=list)
+    metrics: MetricDeltas = field(default_factory=MetricDeltas)
+    # Runs to register (JobRegistry.track's arguments, by name): the trials a search starts.
+    track: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # JobRecord fields to set, by job or trial name.
+    remember: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Jobs whose progress fields the progress hub should write now (it is their one writer).
+    write_progress: list[str] = field(default_factory=list)
+    # The TTL after finishing has passed: delete the FineTuneJob.
+    delete_finetunejob: bool = False
+
+
+def phase_event(derived: dict[str, Any]) -> Event:
+    """The event of a phase (or reason) change: a Warning when the job failed."""
+    failed = derived["phase"] == r.FAILED
+    return Event(
+        "Warning" if failed else "Normal",
+        derived.get("reason") or derived["phase"],
+        f"{derived['phase']}: {derived.get('message', '')}",
+    )
+
+
+def account_running(record: JobRecord, running: bool, now: datetime) -> tuple[dict[str, Any], float]:
+    """(record fields, GPU-seconds for the counter) as a job or trial is seen running or not at `now`."""
+    running_since, gpu_seconds = record.running_interval(running, now)
+    total = gpu_seconds + record.gpus * max(0.0, (now - running_since).total_seconds() if running_since else 0.0)
+    fields = {"running_since": running_since, "gpu_seconds": gpu_seconds, "gpu_counted": total}
+    return fields, max(0.0, total - record.gpu_counted)

@@ -1,0 +1,62 @@
+"""What every handler, the periodic sweep and the progress hub share: one typed object, made at start-up.
+
+Kopf gives each object a shallow copy of its memo, so state that handlers must share lives in this one
+mutable object (memo.state), never in memo attributes set later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from ..config import OperatorConfig
+from ..kube import KubeApi
+from ..metrics import OperatorMetrics
+from ..progress.hub import ProgressHub
+from ..registry import JobRegistry
+from .apply import Actuators
+from .jobs_first import JobsFirst
+
+Key = tuple[str, str]
+
+
+@dataclass
+class OperatorState:
+    config: OperatorConfig
+    kube: KubeApi
+    registry: JobRegistry
+    metrics: OperatorMetrics
+    hub: ProgressHub
+    jobs_first: JobsFirst = field(default_factory=JobsFirst)
+    # One reconcile per FineTuneJob at a time: child events for one job arrive concurrently.
+    locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    # Kopf's indexes of our Jobs and pods (live views), once a handler has run: the sweep and trial
+    # reports, which are no handlers, reconcile through them.
+    indexes: tuple[kopf.Index, kopf.Index] | None = None
+    # A handler's context variables: kopf.event() needs them (its event queue) outside handlers too.
+    context: contextvars.Context | None = None
+    # One pending retry per job.
+    retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    # The progress and metrics servers and the sweep task, stopped at shutdown.
+    servers: Any = None
+    sweeper: asyncio.Task[None] | None = None
+
+    def actuators(self) -> Actuators:
+        return Actuators(
+            kube=self.kube,
+            registry=self.registry,
+            hub=self.hub,
+            metrics=self.metrics,
+            jobs_first=self.jobs_first,
+            post_event=kopf.event,
+        )
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A deleted FineTuneJob: drop its records (its trials' too), pending writes, lock and versions."""
+        self.hub.forget(self.registry.forget(namespace, name))
+        self.locks.pop((namespace, name), None)
+        self.kube.forget(namespace, name)
