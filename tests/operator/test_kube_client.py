@@ -1,6 +1,6 @@
-"""kube.py's own HTTP client (urllib3, no `kubernetes` package) against the sandbox API server: every
-KubeApi call, its 404/409/400 handling, the content types and query parameters it sends, ServiceAccount
-token refresh after a 401, and an operator that imports without the official client."""
+"""kube.py and its own HTTP client, kube_client.py (urllib3, no `kubernetes` package), against the
+sandbox API server: every KubeApi call, its 404/409/400 handling, the content types and query parameters it
+sends, ServiceAccount token refresh after a 401, and an operator that imports without the official client."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ import kopf
 import pytest
 import urllib3
 import yaml
-from finetune_operator import kube
-from finetune_operator.kube import ApiClient, ApiError, KubeApi
+from finetune_operator import kube, kube_client
+from finetune_operator.kube import KubeApi
+from finetune_operator.kube_client import ApiClient, ApiError
 from finetune_operator.names import GROUP, PLURAL, VERSION
 from finetune_sandbox.client import ApiError as SandboxApiError
 from finetune_sandbox.cluster import MANIFESTS, Sandbox, SandboxThread
@@ -249,10 +250,10 @@ def test_ensure_peering_creates_the_objects_once(api: KubeApi, sandbox: SandboxT
 
 
 def test_login_uses_the_kubeconfig_outside_a_cluster(sandbox: SandboxThread) -> None:
-    if os.path.exists(kube.SERVICE_ACCOUNT_TOKEN_PATH):
+    if os.path.exists(kube_client.SERVICE_ACCOUNT_TOKEN_PATH):
         pytest.skip("running in a pod: the ServiceAccount wins")
     with mock.patch.dict(os.environ, {"KUBECONFIG": str(sandbox.sandbox.kubeconfig)}):
-        info, token_path = kube.login()
+        info, token_path = kube_client.login()
         client = ApiClient.from_login()
     assert (info.server, info.token, token_path) == (sandbox.sandbox.url, "sandbox", None)
     assert KubeApi(client).get_finetunejob(NS, "nothing-here") is None
@@ -329,7 +330,7 @@ def test_the_token_file_is_read_again_every_minute(tmp_path: Path, monkeypatch: 
     assert pool.seen == ["Bearer first"]  # read less than a minute ago
     pool.valid = "second"
     clock = time.monotonic()
-    monkeypatch.setattr(kube.time, "monotonic", lambda: clock + kube.TOKEN_REREAD_SECONDS + 1)
+    monkeypatch.setattr(kube_client.time, "monotonic", lambda: clock + kube_client.TOKEN_REREAD_SECONDS + 1)
     client.request("GET", "/version")
     assert pool.seen == ["Bearer first", "Bearer second"]  # no 401 needed
 
@@ -337,7 +338,7 @@ def test_the_token_file_is_read_again_every_minute(tmp_path: Path, monkeypatch: 
 def test_basic_auth_and_insecure_connection_info() -> None:
     client = ApiClient(kopf.ConnectionInfo(server="https://127.0.0.1:6443", username="u", password="p", insecure=True))
     assert client._authorization() == "Basic " + base64.b64encode(b"u:p").decode()
-    context = kube._ssl_context(kopf.ConnectionInfo(server="https://127.0.0.1:6443", insecure=True))
+    context = kube_client._ssl_context(kopf.ConnectionInfo(server="https://127.0.0.1:6443", insecure=True))
     assert context.verify_mode.name == "CERT_NONE" and not context.check_hostname
 
 
@@ -373,11 +374,11 @@ def test_ssl_context_from_kubeconfig_data(tmp_path: Path) -> None:
     info = kopf.ConnectionInfo(
         server="https://127.0.0.1:6443", ca_data=b64(cert), certificate_data=b64(cert), private_key_data=b64(key)
     )
-    context = kube._ssl_context(info)
+    context = kube_client._ssl_context(info)
     assert context.verify_mode.name == "CERT_REQUIRED" and context.check_hostname
     assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "test"),),)]
     # PEM given as is works as well.
-    kube._ssl_context(kopf.ConnectionInfo(server="https://127.0.0.1:6443", ca_data=cert.read_text()))
+    kube_client._ssl_context(kopf.ConnectionInfo(server="https://127.0.0.1:6443", ca_data=cert.read_text()))
 
 
 # -- the operator without the official client --------------------------------------------------------
