@@ -11,8 +11,8 @@ import typing
 
 from finetune_operator import reasons
 from finetune_operator.builders.job import pod_failure_policy
+from finetune_operator.failure import _reported_failure
 from finetune_operator.progress import report as operator_report
-from finetune_operator.status import _reported_failure
 from finetune_operator.termination import _metrics_of
 from finetune_trainer import errors
 from finetune_trainer.reporting import report as trainer_report

@@ -58,7 +58,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Peering (--peering): how soon a paused replica takes over from one that died without saying goodbye.
     settings.peering.lifetime = int(os.environ.get("FINETUNE_PEERING_LIFETIME_SECONDS", "60"))
     config = OperatorConfig.from_env()
-    # Credentials from Kopf's logins: the pod's ServiceAccount, else the kubeconfig (kube.login).
+    # Credentials from Kopf's logins: the pod's ServiceAccount, else the kubeconfig (kube_client.login).
     kube = KubeApi(ApiClient.from_login())
     peering_name = getattr(memo, "peering_name", None)
     if peering_name:

@@ -105,9 +105,7 @@ def test_relative_imports_resolve_to_the_package_modules():
         return imported_modules(ast.parse(statement).body[0], module, modules)
 
     assert resolve("from .search import paths", "finetune_operator.spec") == ["finetune_operator.search.paths"]
-    assert resolve("from .. import reasons as r", "finetune_operator.search.plan") == [
-        "finetune_operator.reasons"
-    ]
+    assert resolve("from .. import reasons as r", "finetune_operator.search.plan") == ["finetune_operator.reasons"]
     assert resolve("from ..spec import X", "finetune_operator.search.paths") == ["finetune_operator.spec"]
     assert resolve("from .paths import f", "finetune_operator.search.plan") == ["finetune_operator.search.paths"]
     assert resolve("from . import paths", "finetune_operator.search") == ["finetune_operator.search.paths"]
