@@ -10,8 +10,18 @@ def _fmt(value) -> str:
 
 
 def render_model_card(*, model_args, data_args, run_args, metrics: dict, data_summary: dict, labels: list[str]) -> str:
+    lines = _header(model_args, run_args)
+    lines += _data_section(data_args, run_args, data_summary, labels)
+    lines += _method_section(model_args, data_args, run_args, metrics)
+    lines += _results_section(metrics)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _header(model_args, run_args) -> list[str]:
+    """The Hub's YAML front matter (base model, pipeline, library), the title and where the model came from."""
     title = run_args.job_name or "fine-tuned model"
-    lines = [
+    return [
         "---",
         f"base_model: {model_args.model_uri}",
         f"pipeline_tag: {model_args.task}",
@@ -25,6 +35,11 @@ def render_model_card(*, model_args, data_args, run_args, metrics: dict, data_su
         + (f" (FineTuneJob `{run_args.job_namespace}/{run_args.job_name}`)" if run_args.job_name else "")
         + f" from `{model_args.model_uri}` (revision `{model_args.model_revision}`) for **{model_args.task}**.",
         "",
+    ]
+
+
+def _data_section(data_args, run_args, data_summary: dict, labels: list[str]) -> list[str]:
+    lines = [
         "## Data",
         "",
         f"- train: `{data_args.train_uri}` ({data_summary.get('train_rows', '?')} rows, format {data_args.dataset_format})",
@@ -41,12 +56,16 @@ def render_model_card(*, model_args, data_args, run_args, metrics: dict, data_su
         )
     if labels:
         lines.append(f"- labels: {', '.join(labels)}")
+    return lines
+
+
+def _method_section(model_args, data_args, run_args, metrics: dict) -> list[str]:
     method = model_args.method
     if method == "lora":
         method += f" (r={model_args.lora_r}, alpha={model_args.lora_alpha}, dropout={model_args.lora_dropout}, targets={metrics.get('lora_target_modules')})"
     elif method == "freeze":
         method += f" (top {model_args.freeze_trainable_layers} layers and the head train)"
-    lines += [
+    return [
         "",
         "## Method and hyperparameters",
         "",
@@ -57,9 +76,16 @@ def render_model_card(*, model_args, data_args, run_args, metrics: dict, data_su
         f"- warmup ratio {run_args.warmup_ratio}, weight decay {run_args.weight_decay}, label smoothing {run_args.label_smoothing}, "
         f"dropout {model_args.dropout if model_args.dropout is not None else 'as the base model'}",
         f"- precision {metrics.get('precision')}, seed {run_args.seed}, max sequence length {data_args.max_seq_length}",
-        "",
-        "## Results",
-        "",
+    ]
+
+
+def _results_section(metrics: dict) -> list[str]:
+    return ["", "## Results", ""] + _eval_table(metrics) + _retention_table(metrics) + _training_lines(metrics)
+
+
+def _eval_table(metrics: dict) -> list[str]:
+    """Each eval metric after training beside its value before (`eval_*_before`); timings left out."""
+    lines = [
         "Evaluation set, before fine-tuning and after:",
         "",
         "| metric | before | after |",
@@ -75,24 +101,33 @@ def render_model_card(*, model_args, data_args, run_args, metrics: dict, data_su
             lines.append(
                 f"| {key.removeprefix('eval_')} | {_fmt(before) if before is not None else '-'} | {_fmt(metrics[key])} |"
             )
+    return lines
+
+
+def _retention_table(metrics: dict) -> list[str]:
+    """The forgetting check, only when the run had a retention set."""
     retention = sorted(k for k in metrics if k.startswith("retention_") and k.endswith("_before"))
-    if retention:
-        lines += [
-            "",
-            "Retention set (forgetting: after minus before; a higher loss after means forgetting):",
-            "",
-            "| metric | before | after | delta |",
-            "|---|---|---|---|",
-        ]
-        for key in retention:
-            name = key.removeprefix("retention_").removesuffix("_before")
-            after, delta = metrics.get(f"retention_{name}_after"), metrics.get(f"retention_{name}_delta")
-            lines.append(
-                f"| {name} | {_fmt(metrics[key])} | {_fmt(after) if after is not None else '-'} | {_fmt(delta) if delta is not None else '-'} |"
-            )
-    lines += ["", "Training:", ""]
+    if not retention:
+        return []
+    lines = [
+        "",
+        "Retention set (forgetting: after minus before; a higher loss after means forgetting):",
+        "",
+        "| metric | before | after | delta |",
+        "|---|---|---|---|",
+    ]
+    for key in retention:
+        name = key.removeprefix("retention_").removesuffix("_before")
+        after, delta = metrics.get(f"retention_{name}_after"), metrics.get(f"retention_{name}_delta")
+        lines.append(
+            f"| {name} | {_fmt(metrics[key])} | {_fmt(after) if after is not None else '-'} | {_fmt(delta) if delta is not None else '-'} |"
+        )
+    return lines
+
+
+def _training_lines(metrics: dict) -> list[str]:
+    lines = ["", "Training:", ""]
     for key in ("train_loss", "train_runtime", "train_samples_per_second", "global_step", "epoch"):
         if key in metrics:
             lines.append(f"- {key}: {_fmt(metrics[key])}")
-    lines.append("")
-    return "\n".join(lines)
+    return lines

@@ -118,6 +118,131 @@ def _numbers(metrics: dict) -> dict:
     }
 
 
+def prepare_checkpoints_dir(output_dir: str) -> str:
+    """The checkpoints folder under `output_dir`, without the partial checkpoints of a killed save."""
+    checkpoints_dir = os.path.join(output_dir, "checkpoints")
+    os.makedirs(checkpoints_dir, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) == 0:  # one process cleans the shared output folder
+        for folder in remove_incomplete_checkpoints(checkpoints_dir):
+            logger.warning("removed incomplete checkpoint %s", folder)
+    return checkpoints_dir
+
+
+def fetch_data(data_args) -> DataPaths:
+    return DataPaths(
+        train=fetch(data_args.train_uri, what="train data"),
+        validation=fetch(data_args.validation_uri, what="validation data") if data_args.validation_uri else None,
+        retention=fetch(data_args.retention_uri, what="retention data") if data_args.retention_uri else None,
+    )
+
+
+def build_trainer(setup, model, run_args, checkpoints_dir: str, stop, *, precision: str, use_cpu: bool):
+    """The Trainer (or the task's Trainer class) over the task's datasets, with every callback of the run."""
+    kwargs = training_arguments_kwargs(
+        run_args,
+        checkpoints_dir=checkpoints_dir,
+        precision=precision,
+        has_eval=setup.eval_dataset is not None,
+        use_cpu=use_cpu,
+    )
+    kwargs.update(setup.extra_training_arguments)
+    trainer_class = trainer_with_derived_metrics(setup.trainer_class or Trainer, setup.derive_metrics)
+    training_args = (setup.arguments_class or TrainingArguments)(**kwargs)
+    return trainer_class(
+        model=model,
+        args=training_args,
+        train_dataset=setup.train_dataset,
+        eval_dataset=setup.eval_dataset,
+        data_collator=setup.data_collator,
+        processing_class=setup.processor,
+        compute_metrics=setup.compute_metrics,
+        preprocess_logits_for_metrics=setup.preprocess_logits_for_metrics,
+        callbacks=assemble_callbacks(run_args, checkpoints_dir, stop),
+    )
+
+
+def evaluate_splits(trainer, setup) -> tuple[dict, dict]:
+    """(eval metrics, retention metrics), each {} where the run has no such set."""
+    evaluation = _numbers(trainer.evaluate()) if setup.eval_dataset is not None else {}
+    retention = (
+        _numbers(trainer.evaluate(setup.retention_dataset, metric_key_prefix="retention"))
+        if setup.retention_dataset is not None
+        else {}
+    )
+    return evaluation, retention
+
+
+def baseline_metrics(trainer, setup, baseline_path: str, resumed: bool) -> dict:
+    """Eval and retention metrics before training, kept at `baseline_path` so that a resumed run reads the
+    first run's numbers instead of evaluating again."""
+    if resumed and os.path.isfile(baseline_path):
+        with open(baseline_path) as f:
+            return json.load(f)
+    evaluation, retention = evaluate_splits(trainer, setup)
+    baseline = {**evaluation, **retention}
+    if trainer.is_world_process_zero():
+        with open(baseline_path, "w") as f:
+            json.dump(baseline, f)
+    return baseline
+
+
+def save_merged_model(model, processor, merged_dir: str) -> None:
+    """The LoRA adapter merged into the base model, for runtimes that cannot load an adapter."""
+    model.merge_and_unload().save_pretrained(merged_dir)
+    if processor is not None:
+        processor.save_pretrained(merged_dir)
+
+
+def run_facts(model_args, setup, model, state, precision: str, parameters: tuple[int, int], resume_from) -> dict:
+    """What ran and how far: task, method, precision, parameters, steps, checkpoints, labels and data."""
+    trainable, total = parameters
+    facts = {
+        "task": model_args.task,
+        "method": model_args.method,
+        "precision": precision,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "global_step": state.global_step,
+        "epoch": state.epoch,
+        "resumed_from_step": _step_of(resume_from),
+        "best_checkpoint": os.path.basename(state.best_model_checkpoint or "") or None,
+        "stopped_early": state.global_step < state.max_steps,  # early stopping ended it
+        "labels": setup.labels,
+        "data": setup.data_summary,
+    }
+    if getattr(model, "peft_config", None):
+        facts["lora_target_modules"] = sorted(next(iter(model.peft_config.values())).target_modules)
+    return facts
+
+
+def before_and_after(baseline: dict, retention_after: dict, task: str) -> dict:
+    """Eval metrics before training (`*_before`, beside the after values) and the retention (forgetting) report."""
+    before = {
+        f"{key}_before": value
+        for key, value in baseline.items()
+        if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second"))
+    }
+    return {**before, **retention_report(baseline, retention_after, language_model=task == "causal-lm")}
+
+
+def write_results(output_dir: str, metrics: dict, model_args, data_args, run_args, setup) -> None:
+    """metrics.json and the model card (README.md) beside the saved model."""
+    with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    with open(os.path.join(output_dir, "README.md"), "w") as f:
+        f.write(
+            render_model_card(
+                model_args=model_args,
+                data_args=data_args,
+                run_args=run_args,
+                metrics=metrics,
+                data_summary=setup.data_summary,
+                labels=setup.labels,
+            )
+        )
+    logger.info("done: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith("eval_")}, sort_keys=True))
+
+
 def _run(config_path: str) -> int:
     # Progress bars garble pod logs; Trainer's own log lines carry the numbers.
     hf_logging.disable_progress_bar()
@@ -131,27 +256,19 @@ def _run(config_path: str) -> int:
 
         # Where results go; partial checkpoints from a killed save are discarded.
         output_dir, upload_to = output_dir_for(run_args.output_uri)
-        checkpoints_dir = os.path.join(output_dir, "checkpoints")
-        os.makedirs(checkpoints_dir, exist_ok=True)
-        if int(os.environ.get("RANK", "0")) == 0:  # one process cleans the shared output folder
-            for folder in remove_incomplete_checkpoints(checkpoints_dir):
-                logger.warning("removed incomplete checkpoint %s", folder)
+        checkpoints_dir = prepare_checkpoints_dir(output_dir)
         resume_from = newest_complete_checkpoint(checkpoints_dir)
 
         # Fetch the base model and the data (hf://, s3://, pvc://, file paths).
         model_path = fetch(model_args.model_uri, revision=model_args.model_revision, what="model")
-        paths = DataPaths(
-            train=fetch(data_args.train_uri, what="train data"),
-            validation=fetch(data_args.validation_uri, what="validation data") if data_args.validation_uri else None,
-            retention=fetch(data_args.retention_uri, what="retention data") if data_args.retention_uri else None,
-        )
+        paths = fetch_data(data_args)
 
         # Build the task: model, processor, datasets, collator and metrics.
         setup = build_task(model_args.task, model_path, model_args, data_args, run_args, paths)
 
         # Apply the method (full / lora / freeze).
         model = apply_method(setup.model, model_args, setup.peft_task_type, setup.head_modules)
-        trainable, total = count_parameters(model)
+        parameters = count_parameters(model)
 
         # Precision: half precision only where CUDA supports it.
         cuda = torch.cuda.is_available()
@@ -159,42 +276,10 @@ def _run(config_path: str) -> int:
         logger.info("precision %s (%s)", precision, why)
 
         # Training arguments and callbacks.
-        kwargs = training_arguments_kwargs(
-            run_args,
-            checkpoints_dir=checkpoints_dir,
-            precision=precision,
-            has_eval=setup.eval_dataset is not None,
-            use_cpu=not cuda,
-        )
-        kwargs.update(setup.extra_training_arguments)
-        trainer_class = trainer_with_derived_metrics(setup.trainer_class or Trainer, setup.derive_metrics)
-        training_args = (setup.arguments_class or TrainingArguments)(**kwargs)
-        trainer = trainer_class(
-            model=model,
-            args=training_args,
-            train_dataset=setup.train_dataset,
-            eval_dataset=setup.eval_dataset,
-            data_collator=setup.data_collator,
-            processing_class=setup.processor,
-            compute_metrics=setup.compute_metrics,
-            preprocess_logits_for_metrics=setup.preprocess_logits_for_metrics,
-            callbacks=assemble_callbacks(run_args, checkpoints_dir, stop),
-        )
+        trainer = build_trainer(setup, model, run_args, checkpoints_dir, stop, precision=precision, use_cpu=not cuda)
 
         # Evaluate before training (the "before" of before/after); a resumed run reuses the first run's numbers.
-        baseline_path = os.path.join(checkpoints_dir, BASELINE_FILE)
-        if resume_from and os.path.isfile(baseline_path):
-            with open(baseline_path) as f:
-                baseline = json.load(f)
-        else:
-            baseline = {}
-            if setup.eval_dataset is not None:
-                baseline.update(_numbers(trainer.evaluate()))
-            if setup.retention_dataset is not None:
-                baseline.update(_numbers(trainer.evaluate(setup.retention_dataset, metric_key_prefix="retention")))
-            if trainer.is_world_process_zero():
-                with open(baseline_path, "w") as f:
-                    json.dump(baseline, f)
+        baseline = baseline_metrics(trainer, setup, os.path.join(checkpoints_dir, BASELINE_FILE), bool(resume_from))
         if stop.requested:
             logger.warning("stopped before training started; nothing to save")
             return EXIT_PREEMPTED
@@ -208,61 +293,19 @@ def _run(config_path: str) -> int:
             return EXIT_PREEMPTED
 
         # Evaluate after training.
-        final_eval = _numbers(trainer.evaluate()) if setup.eval_dataset is not None else {}
-        retention_after = (
-            _numbers(trainer.evaluate(setup.retention_dataset, metric_key_prefix="retention"))
-            if setup.retention_dataset is not None
-            else {}
-        )
+        final_eval, retention_after = evaluate_splits(trainer, setup)
 
         # Save the model (or adapter) with its processor; optionally the merged model too.
         trainer.save_model(output_dir)
         if trainer.is_world_process_zero():
             if model_args.method == "lora" and model_args.merge_adapter:
-                merged_dir = os.path.join(output_dir, "merged")
-                trainer.model.merge_and_unload().save_pretrained(merged_dir)
-                if setup.processor is not None:
-                    setup.processor.save_pretrained(merged_dir)
+                save_merged_model(trainer.model, setup.processor, os.path.join(output_dir, "merged"))
 
-            # metrics.json and the model card.
-            metrics = {
-                "task": model_args.task,
-                "method": model_args.method,
-                "precision": precision,
-                "trainable_parameters": trainable,
-                "total_parameters": total,
-                "global_step": trainer.state.global_step,
-                "epoch": trainer.state.epoch,
-                "resumed_from_step": _step_of(resume_from),
-                "best_checkpoint": os.path.basename(trainer.state.best_model_checkpoint or "") or None,
-                "stopped_early": trainer.state.global_step < trainer.state.max_steps,  # early stopping ended it
-                "labels": setup.labels,
-                "data": setup.data_summary,
-                **_numbers(train_result.metrics),
-                **final_eval,
-            }
-            if getattr(model, "peft_config", None):
-                metrics["lora_target_modules"] = sorted(next(iter(model.peft_config.values())).target_modules)
-            for key, value in baseline.items():
-                if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")):
-                    metrics[f"{key}_before"] = value
-            metrics.update(retention_report(baseline, retention_after, language_model=model_args.task == "causal-lm"))
-            with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-                json.dump(metrics, f, indent=2, sort_keys=True)
-            with open(os.path.join(output_dir, "README.md"), "w") as f:
-                f.write(
-                    render_model_card(
-                        model_args=model_args,
-                        data_args=data_args,
-                        run_args=run_args,
-                        metrics=metrics,
-                        data_summary=setup.data_summary,
-                        labels=setup.labels,
-                    )
-                )
-            logger.info(
-                "done: %s", json.dumps({k: v for k, v in metrics.items() if k.startswith("eval_")}, sort_keys=True)
-            )
+            # metrics.json and the model card: what ran, the numbers after training, and those before.
+            metrics = run_facts(model_args, setup, model, trainer.state, precision, parameters, resume_from)
+            metrics.update({**_numbers(train_result.metrics), **final_eval})
+            metrics.update(before_and_after(baseline, retention_after, model_args.task))
+            write_results(output_dir, metrics, model_args, data_args, run_args, setup)
             if upload_to:
                 upload(output_dir, upload_to)
             # Last, once the output is in place: the operator reads a search trial's objective from here.

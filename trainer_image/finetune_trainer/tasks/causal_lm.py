@@ -9,8 +9,8 @@ from transformers import AutoModelForCausalLM
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.eval_metrics import perplexity
 from finetune_trainer.tables import check_no_blanks, load_table, source_name
-from finetune_trainer.tasks.common import load_frames, load_model_config, split_off_validation
-from finetune_trainer.tasks.task_setup import TaskSetup
+from finetune_trainer.tasks.common import load_frames, load_model_config
+from finetune_trainer.tasks.task_setup import TaskSetup, encoded_splits, split_rows
 from finetune_trainer.tasks.text_classification import load_tokenizer
 
 IGNORE_INDEX = -100
@@ -49,57 +49,63 @@ def derive_perplexity(metrics: dict, prefix: str) -> dict:
     return {f"{prefix}_perplexity": perplexity(loss)} if loss is not None else {}
 
 
-def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
-    probe = load_table(paths.train, data_args.dataset_format, [], name=source_name(paths.train))
-    pairs = pair_mode(data_args.columns, probe.columns)
-    if pairs:
-        prompt_col, response_col = (
-            data_args.columns.get("prompt", "prompt"),
-            data_args.columns.get("response", "response"),
-        )
-        required = [prompt_col, response_col]
-    else:
-        text_col = data_args.columns.get("text", "text")
-        required = [text_col]
-    train, validation, retention = load_frames(paths, data_args, required)
+def text_columns(data_args, paths) -> dict[str, str]:
+    """The columns to read, by role: {"prompt", "response"} for pairs, else {"text"}.
 
-    tokenizer = load_tokenizer(model_path, model_args.model_uri)
+    Pair mode may depend on the data itself, so the train file is read once here for its columns.
+    """
+    probe = load_table(paths.train, data_args.dataset_format, [], name=source_name(paths.train))
+    if pair_mode(data_args.columns, probe.columns):
+        return {
+            "prompt": data_args.columns.get("prompt", "prompt"),
+            "response": data_args.columns.get("response", "response"),
+        }
+    return {"text": data_args.columns.get("text", "text")}
+
+
+def load_padding_tokenizer(model_path: str, model_uri: str):
+    tokenizer = load_tokenizer(model_path, model_uri)
     if tokenizer.pad_token_id is None:
         # GPT-2-style tokenizers have no pad token; padding positions are masked out anyway.
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def encode_examples(tokenizer, frame, columns: dict[str, str], *, source: str, max_length: int) -> Dataset:
+    """input_ids and labels of every row, each ending in EOS (when the tokenizer has one) and cut to max_length."""
+    for c in columns.values():
+        check_no_blanks(frame, c, source)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    max_length = data_args.max_seq_length
+    rows = {"input_ids": [], "labels": []}
+    if "prompt" in columns:
+        prompts = tokenizer([str(p) for p in frame[columns["prompt"]]], add_special_tokens=False)["input_ids"]
+        responses = tokenizer([str(r) for r in frame[columns["response"]]], add_special_tokens=False)["input_ids"]
+        for row, (p, r) in enumerate(zip(prompts, responses), start=1):
+            if len(p) >= max_length:
+                raise InvalidData(
+                    f"{source} row {row}: the prompt fills all {max_length} tokens of max_seq_length, so no response is learned; raise max_seq_length or shorten it"
+                )
+            ids, labels = encode_pair(p, r + eos, max_length)
+            rows["input_ids"].append(ids)
+            rows["labels"].append(labels)
+    else:
+        for ids in tokenizer([str(t) for t in frame[columns["text"]]], add_special_tokens=False)["input_ids"]:
+            ids = (ids + eos)[:max_length]
+            rows["input_ids"].append(ids)
+            rows["labels"].append(list(ids))
+    return Dataset.from_dict(rows)
+
+
+def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
+    columns = text_columns(data_args, paths)
+    pairs = "prompt" in columns
+    train, validation, retention = load_frames(paths, data_args, list(columns.values()))
+    tokenizer = load_padding_tokenizer(model_path, model_args.model_uri)
 
     def encode(frame, path):
-        name = source_name(path)
-        for c in required:
-            check_no_blanks(frame, c, name)
-        rows = {"input_ids": [], "labels": []}
-        if pairs:
-            prompts = tokenizer([str(p) for p in frame[prompt_col]], add_special_tokens=False)["input_ids"]
-            responses = tokenizer([str(r) for r in frame[response_col]], add_special_tokens=False)["input_ids"]
-            for row, (p, r) in enumerate(zip(prompts, responses), start=1):
-                if len(p) >= max_length:
-                    raise InvalidData(
-                        f"{name} row {row}: the prompt fills all {max_length} tokens of max_seq_length, so no response is learned; raise max_seq_length or shorten it"
-                    )
-                ids, labels = encode_pair(p, r + eos, max_length)
-                rows["input_ids"].append(ids)
-                rows["labels"].append(labels)
-        else:
-            for ids in tokenizer([str(t) for t in frame[text_col]], add_special_tokens=False)["input_ids"]:
-                ids = (ids + eos)[:max_length]
-                rows["input_ids"].append(ids)
-                rows["labels"].append(list(ids))
-        return Dataset.from_dict(rows)
+        return encode_examples(tokenizer, frame, columns, source=source_name(path), max_length=data_args.max_seq_length)
 
-    full_train = encode(train, paths.train)
-    keep, held = split_off_validation(len(full_train), data_args, run_args)
-    train_ds = full_train.select(keep) if held else full_train
-    eval_ds = (
-        full_train.select(held) if held else (encode(validation, paths.validation) if validation is not None else None)
-    )
-    retention_ds = encode(retention, paths.retention) if retention is not None else None
+    train_ds, eval_ds, retention_ds = encoded_splits(encode, (train, validation, retention), paths, data_args, run_args)
 
     config = load_model_config(model_path, model_args)
     model = AutoModelForCausalLM.from_pretrained(model_path, config=config, local_files_only=True)
@@ -117,9 +123,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         peft_task_type="CAUSAL_LM",
         derive_metrics=derive_perplexity,
         data_summary={
-            "train_rows": len(train_ds),
-            "validation_rows": len(eval_ds) if eval_ds is not None else 0,
-            "retention_rows": len(retention_ds) if retention_ds is not None else 0,
+            **split_rows(train_ds, eval_ds, retention_ds),
             "format": "prompt/response" if pairs else "text",
         },
     )

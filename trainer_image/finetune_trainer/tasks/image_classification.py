@@ -12,7 +12,7 @@ from finetune_trainer.labels import encode_labels, infer_labels
 from finetune_trainer.media import IMAGE_EXTENSIONS, load_image, media_frames
 from finetune_trainer.tables import source_name
 from finetune_trainer.tasks.common import argmax_logits, classification_config, column, split_datasets
-from finetune_trainer.tasks.task_setup import TaskSetup
+from finetune_trainer.tasks.task_setup import TaskSetup, split_rows, with_new_head
 from finetune_trainer.tasks.text_classification import classification_metrics
 
 
@@ -26,6 +26,24 @@ def stack_batch(features: list[dict]) -> dict:
     batch = {key: torch.stack([torch.as_tensor(f[key]) for f in features]) for key in features[0] if key != "labels"}
     batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
     return batch
+
+
+def image_dataset(processor, files: list[str], label_ids: list[int], rows: list[int], *, augment: bool, seed: int):
+    """Examples {"pixel_values", "labels"} of `rows`, decoded (and augmented) on read."""
+    rng = np.random.default_rng(seed)
+
+    def make(i):
+        row = rows[i]
+        image = load_image(files[row], row=row + 1)
+        if augment:
+            image = augment_image(image, rng)
+        pixels = processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pixels, "labels": label_ids[row]}
+
+    # Check every file opens before training starts, not at step 500.
+    for row in rows:
+        load_image(files[row], row=row + 1)
+    return MappedDataset(len(rows), make)
 
 
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
@@ -51,29 +69,15 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
 
     def dataset(frame, path, rows, train_mode):
         ids = encode_labels(list(frame[label_col]), labels, source=source_name(path), column=label_col)
-        files = list(frame[image_col])
-        rng = np.random.default_rng(run_args.seed)
-
-        def make(i):
-            row = rows[i]
-            image = load_image(files[row], row=row + 1)
-            if train_mode and data_args.augment:
-                image = augment_image(image, rng)
-            pixels = processor(images=image, return_tensors="pt")["pixel_values"][0]
-            return {"pixel_values": pixels, "labels": ids[row]}
-
-        # Check every file opens before training starts, not at step 500.
-        for row in rows:
-            load_image(files[row], row=row + 1)
-        return MappedDataset(len(rows), make)
+        return image_dataset(
+            processor, list(frame[image_col]), ids, rows, augment=train_mode and data_args.augment, seed=run_args.seed
+        )
 
     train_ds, eval_ds, retention_ds = split_datasets(
         dataset, (train, validation, retention), paths, data_args, run_args
     )
-
-    config = classification_config(model_path, model_args, labels)
-    model = AutoModelForImageClassification.from_pretrained(
-        model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True
+    model = with_new_head(
+        AutoModelForImageClassification, model_path, classification_config(model_path, model_args, labels)
     )
     return TaskSetup(
         model=model,
@@ -88,9 +92,5 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         labels=labels,
         head_modules=head_modules(model),
         extra_training_arguments={"remove_unused_columns": False},
-        data_summary={
-            "train_rows": len(train_ds),
-            "validation_rows": len(eval_ds) if eval_ds is not None else 0,
-            "retention_rows": len(retention_ds) if retention_ds is not None else 0,
-        },
+        data_summary=split_rows(train_ds, eval_ds, retention_ds),
     )

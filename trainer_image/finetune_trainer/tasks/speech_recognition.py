@@ -16,7 +16,7 @@ from finetune_trainer.media import AUDIO_EXTENSIONS, media_frames
 from finetune_trainer.tables import check_no_blanks, source_name
 from finetune_trainer.tasks.audio_classification import load_feature_extractor, waveform_dataset
 from finetune_trainer.tasks.common import argmax_logits, column, load_model_config, split_datasets
-from finetune_trainer.tasks.task_setup import TaskSetup
+from finetune_trainer.tasks.task_setup import TaskSetup, split_rows, with_new_head
 
 PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
 
@@ -81,9 +81,9 @@ def wer_metrics(processor):
     return compute
 
 
-def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
-    audio_col, text_col = column(data_args, "audio", "audio"), column(data_args, "transcript", "transcript")
-    train, validation, retention = media_frames(
+def transcript_frames(paths, data_args, audio_col: str, text_col: str):
+    """(train, validation, retention) tables of audio files and their transcripts; no transcript blank."""
+    frames = media_frames(
         paths,
         data_args,
         folder_format="audiofolder",
@@ -92,20 +92,37 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         label_column=text_col,
         required=[audio_col, text_col],
     )
-    for frame, path in ((train, paths.train), (validation, paths.validation), (retention, paths.retention)):
+    for frame, path in zip(frames, (paths.train, paths.validation, paths.retention)):
         if frame is not None:
             check_no_blanks(frame, text_col, source_name(path))
+    return frames
+
+
+def transcript_ids(tokenizer, transcripts, rows: list[int], source: str) -> list[list[int]]:
+    """Label ids of every (lowercased) transcript; one of `rows` with a character unknown to the vocabulary is an error."""
+    ids = tokenizer([str(t).lower() for t in transcripts])["input_ids"]
+    for row in rows:
+        if tokenizer.unk_token_id in ids[row]:
+            raise InvalidData(f"{source} row {row + 1}: transcript has characters outside the model's vocabulary")
+    return ids
+
+
+def ctc_model(model_path: str, model_args, tokenizer, new_vocab: bool):
+    overrides = {"ctc_loss_reduction": "mean", "pad_token_id": tokenizer.pad_token_id}
+    if new_vocab:
+        overrides["vocab_size"] = len(tokenizer)
+    # A new vocabulary means a new output layer (lm_head) sized to it.
+    return with_new_head(AutoModelForCTC, model_path, load_model_config(model_path, model_args, **overrides))
+
+
+def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
+    audio_col, text_col = column(data_args, "audio", "audio"), column(data_args, "transcript", "transcript")
+    train, validation, retention = transcript_frames(paths, data_args, audio_col, text_col)
     processor, new_vocab = load_or_build_processor(model_path, model_args, train[text_col])
     rate = processor.feature_extractor.sampling_rate
 
     def dataset(frame, path, rows, train_mode):
-        ids = processor.tokenizer([str(t).lower() for t in frame[text_col]])["input_ids"]
-        unk = processor.tokenizer.unk_token_id
-        for row in rows:
-            if unk in ids[row]:
-                raise InvalidData(
-                    f"{source_name(path)} row {row + 1}: transcript has characters outside the model's vocabulary"
-                )
+        ids = transcript_ids(processor.tokenizer, frame[text_col], rows, source_name(path))
         return waveform_dataset(
             list(frame[audio_col]),
             rows,
@@ -118,15 +135,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     train_ds, eval_ds, retention_ds = split_datasets(
         dataset, (train, validation, retention), paths, data_args, run_args
     )
-
-    overrides = {"ctc_loss_reduction": "mean", "pad_token_id": processor.tokenizer.pad_token_id}
-    if new_vocab:
-        overrides["vocab_size"] = len(processor.tokenizer)
-    config = load_model_config(model_path, model_args, **overrides)
-    # A new vocabulary means a new output layer (lm_head) sized to it.
-    model = AutoModelForCTC.from_pretrained(
-        model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True
-    )
+    model = ctc_model(model_path, model_args, processor.tokenizer, new_vocab)
     return TaskSetup(
         model=model,
         processor=processor,
@@ -140,9 +149,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         head_modules=["lm_head"],
         extra_training_arguments={"remove_unused_columns": False},
         data_summary={
-            "train_rows": len(train_ds),
-            "validation_rows": len(eval_ds) if eval_ds is not None else 0,
-            "retention_rows": len(retention_ds) if retention_ds is not None else 0,
+            **split_rows(train_ds, eval_ds, retention_ds),
             "sampling_rate": rate,
             "vocabulary": "built from train transcripts" if new_vocab else "the model's",
         },

@@ -11,8 +11,8 @@ from finetune_trainer.errors import InvalidData
 from finetune_trainer.eval_metrics import accuracy, macro_f1
 from finetune_trainer.labels import encode_labels, infer_labels
 from finetune_trainer.tables import check_no_blanks, source_name
-from finetune_trainer.tasks.common import argmax_logits, column, load_frames, load_model_config, split_off_validation
-from finetune_trainer.tasks.task_setup import TaskSetup
+from finetune_trainer.tasks.common import argmax_logits, classification_config, column, load_frames
+from finetune_trainer.tasks.task_setup import TaskSetup, encoded_splits, split_rows, with_new_head
 
 
 def load_tokenizer(model_path: str, model_uri: str):
@@ -59,24 +59,9 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         features = tokenizer(texts, pairs, truncation=True, max_length=data_args.max_seq_length)
         return Dataset.from_dict({**features, "labels": ids})
 
-    full_train = encode(train, paths.train)
-    keep, held = split_off_validation(len(full_train), data_args, run_args)
-    train_ds = full_train.select(keep) if held else full_train
-    eval_ds = (
-        full_train.select(held) if held else (encode(validation, paths.validation) if validation is not None else None)
-    )
-    retention_ds = encode(retention, paths.retention) if retention is not None else None
-
-    config = load_model_config(
-        model_path,
-        model_args,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-    )
-    # ignore_mismatched_sizes: a base model fine-tuned for another label set gets a fresh head.
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True
+    train_ds, eval_ds, retention_ds = encoded_splits(encode, (train, validation, retention), paths, data_args, run_args)
+    model = with_new_head(
+        AutoModelForSequenceClassification, model_path, classification_config(model_path, model_args, labels)
     )
 
     train_dataset = train_ds
@@ -97,9 +82,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         peft_task_type="SEQ_CLS",
         head_modules=[],  # peft keeps the classifier trainable for SEQ_CLS by itself
         data_summary={
-            "train_rows": len(train_ds),
-            "validation_rows": len(eval_ds) if eval_ds is not None else 0,
-            "retention_rows": len(retention_ds) if retention_ds is not None else 0,
+            **split_rows(train_ds, eval_ds, retention_ds),
             "columns": {"text": text_col, "label": label_col, **({"textPair": pair_col} if pair_col else {})},
         },
     )

@@ -11,8 +11,8 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.eval_metrics import accuracy, entity_f1
 from finetune_trainer.tables import source_name
-from finetune_trainer.tasks.common import argmax_logits, column, load_frames, load_model_config, split_off_validation
-from finetune_trainer.tasks.task_setup import TaskSetup
+from finetune_trainer.tasks.common import argmax_logits, classification_config, column, load_frames
+from finetune_trainer.tasks.task_setup import TaskSetup, encoded_splits, split_rows, with_new_head
 from finetune_trainer.tasks.text_classification import load_tokenizer
 
 IGNORE_INDEX = -100
@@ -71,62 +71,63 @@ def entity_metrics(labels: list[str]):
     return compute
 
 
+def read_tagged_words(frame, path, tokens_col: str, tags_col: str) -> tuple[list[list[str]], list[list[str]]]:
+    """(words, tags) per row of a table, checked: list cells, and one tag per token."""
+    name = source_name(path)
+    words, tags = [], []
+    for row, (w, t) in enumerate(zip(frame[tokens_col], frame[tags_col]), start=1):
+        w = as_list(w, source=name, row=row, column_name=tokens_col)
+        t = as_list(t, source=name, row=row, column_name=tags_col)
+        if len(w) != len(t):
+            raise InvalidData(f"{name} row {row}: {len(w)} tokens but {len(t)} tags; give one tag per token")
+        words.append(w)
+        tags.append(t)
+    return words, tags
+
+
+def load_fast_tokenizer(model_path: str, model_uri: str):
+    tokenizer = load_tokenizer(model_path, model_uri)
+    # Only fast tokenizers report word_ids(), which align_labels needs.
+    if not getattr(tokenizer, "is_fast", False):
+        raise InvalidData(
+            f"model {model_uri}: token-classification needs a fast tokenizer (tokenizer.json) to align tags to subwords"
+        )
+    return tokenizer
+
+
+def encode_tagged_words(tokenizer, words, tags, labels: list[str], *, source: str, max_length: int) -> Dataset:
+    """Tokenized words with one label per subword; a tag outside `labels` is an error naming its row."""
+    index = {t: i for i, t in enumerate(labels)}
+    tag_ids = []
+    for row, row_tags in enumerate(tags, start=1):
+        unknown = [t for t in row_tags if t not in index]
+        if unknown:
+            raise InvalidData(f"{source} row {row}: tag {unknown[0]!r} is not one of {', '.join(labels)}")
+        tag_ids.append([index[t] for t in row_tags])
+    features = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+    features["labels"] = [align_labels(features.word_ids(i), ids) for i, ids in enumerate(tag_ids)]
+    return Dataset.from_dict(dict(features))
+
+
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     tokens_col, tags_col = column(data_args, "tokens", "tokens"), column(data_args, "tags", "tags")
     train, validation, retention = load_frames(paths, data_args, [tokens_col, tags_col])
-
-    def read(frame, path):
-        name = source_name(path)
-        words, tags = [], []
-        for row, (w, t) in enumerate(zip(frame[tokens_col], frame[tags_col]), start=1):
-            w = as_list(w, source=name, row=row, column_name=tokens_col)
-            t = as_list(t, source=name, row=row, column_name=tags_col)
-            if len(w) != len(t):
-                raise InvalidData(f"{name} row {row}: {len(w)} tokens but {len(t)} tags; give one tag per token")
-            words.append(w)
-            tags.append(t)
-        return words, tags
-
-    train_words, train_tags = read(train, paths.train)
+    # Train is read first on its own: its tags are the label list when the config gives none.
+    train_words, train_tags = read_tagged_words(train, paths.train, tokens_col, tags_col)
     labels = list(data_args.labels) or infer_tags(train_tags)
-    tokenizer = load_tokenizer(model_path, model_args.model_uri)
-    if not getattr(tokenizer, "is_fast", False):
-        raise InvalidData(
-            f"model {model_args.model_uri}: token-classification needs a fast tokenizer (tokenizer.json) to align tags to subwords"
+    tokenizer = load_fast_tokenizer(model_path, model_args.model_uri)
+
+    def encode(frame, path):
+        words, tags = (
+            (train_words, train_tags) if frame is train else read_tagged_words(frame, path, tokens_col, tags_col)
+        )
+        return encode_tagged_words(
+            tokenizer, words, tags, labels, source=source_name(path), max_length=data_args.max_seq_length
         )
 
-    def encode(words, tags, path):
-        name = source_name(path)
-        index = {t: i for i, t in enumerate(labels)}
-        tag_ids = []
-        for row, row_tags in enumerate(tags, start=1):
-            unknown = [t for t in row_tags if t not in index]
-            if unknown:
-                raise InvalidData(f"{name} row {row}: tag {unknown[0]!r} is not one of {', '.join(labels)}")
-            tag_ids.append([index[t] for t in row_tags])
-        features = tokenizer(words, is_split_into_words=True, truncation=True, max_length=data_args.max_seq_length)
-        features["labels"] = [align_labels(features.word_ids(i), ids) for i, ids in enumerate(tag_ids)]
-        return Dataset.from_dict(dict(features))
-
-    full_train = encode(train_words, train_tags, paths.train)
-    keep, held = split_off_validation(len(full_train), data_args, run_args)
-    train_ds = full_train.select(keep) if held else full_train
-    eval_ds = (
-        full_train.select(held)
-        if held
-        else (encode(*read(validation, paths.validation), paths.validation) if validation is not None else None)
-    )
-    retention_ds = encode(*read(retention, paths.retention), paths.retention) if retention is not None else None
-
-    config = load_model_config(
-        model_path,
-        model_args,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={t: i for i, t in enumerate(labels)},
-    )
-    model = AutoModelForTokenClassification.from_pretrained(
-        model_path, config=config, ignore_mismatched_sizes=True, local_files_only=True
+    train_ds, eval_ds, retention_ds = encoded_splits(encode, (train, validation, retention), paths, data_args, run_args)
+    model = with_new_head(
+        AutoModelForTokenClassification, model_path, classification_config(model_path, model_args, labels)
     )
 
     return TaskSetup(
@@ -141,9 +142,5 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         main_metric="f1",
         labels=labels,
         peft_task_type="TOKEN_CLS",
-        data_summary={
-            "train_rows": len(train_ds),
-            "validation_rows": len(eval_ds) if eval_ds is not None else 0,
-            "retention_rows": len(retention_ds) if retention_ds is not None else 0,
-        },
+        data_summary=split_rows(train_ds, eval_ds, retention_ds),
     )
