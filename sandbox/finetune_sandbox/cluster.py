@@ -26,9 +26,9 @@ import yaml
 
 from .apiserver import ApiServer
 from .client import ApiError, SandboxClient
-from .jobcontroller import JobController
+from .jobs import JobController
 from .kubelet import ProcessKubelet
-from .kubelet_volumes import pod_dir
+from .kubelet.volumes import pod_dir
 from .operator_pod import deployment_manifest, kubeconfig_secret, operator_pod
 from .scheduler import Scheduler
 

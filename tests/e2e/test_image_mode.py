@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from finetune_sandbox.cluster import IMAGE_OPERATOR_IMAGE, IMAGE_TRAINER_IMAGE, OPERATOR_POD
-from finetune_sandbox.kubelet_image import WORKING_CONTAINER_PREFIX
+from finetune_sandbox.kubelet.image_runtime.buildah import WORKING_CONTAINER_PREFIX
 from kubelet_harness import NS, phase_is, running_kubelet, wait_pod
 from test_demo import ACCURACY_LINE, processes_using
 

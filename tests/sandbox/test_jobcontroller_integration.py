@@ -11,8 +11,8 @@ import pytest
 from finetune_sandbox.apiserver import ApiServer
 from finetune_sandbox.client import ApiError, SandboxClient
 from finetune_sandbox.conditions import find_condition
-from finetune_sandbox.jobcontroller import JobController
-from finetune_sandbox.jobplan import LABEL_JOB_NAME
+from finetune_sandbox.jobs import JobController
+from finetune_sandbox.jobs.plan import LABEL_JOB_NAME
 from finetune_sandbox.kubelet import ProcessKubelet
 from finetune_sandbox.scheduler import Scheduler
 

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 from finetune_sandbox.conditions import find_condition, format_time
-from finetune_sandbox.jobplan import (
+from finetune_sandbox.jobs.plan import (
     LABEL_COMPLETION_INDEX,
     LABEL_CONTROLLER_UID,
     TRACKING_FINALIZER,

@@ -6,18 +6,17 @@ import shlex
 from pathlib import Path
 
 import pytest
-from finetune_sandbox.kubelet_image import (
+from finetune_sandbox.kubelet.image_runtime.command import launch_argv, resolve_in_container
+from finetune_sandbox.kubelet.image_runtime.plan import (
     DEFAULT_PATH,
     Account,
     ContainerConfigError,
     ImageConfig,
-    launch_argv,
     parse_group,
     parse_passwd,
     plan_container,
-    resolve_in_container,
 )
-from finetune_sandbox.kubelet_volumes import Mount
+from finetune_sandbox.kubelet.volumes import Mount
 
 IMAGE = ImageConfig(
     entrypoint=("python", "-m", "finetune_trainer"),

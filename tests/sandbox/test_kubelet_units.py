@@ -6,9 +6,9 @@ import base64
 import datetime as dt
 
 import pytest
-from finetune_sandbox.kubelet import is_bad_image, is_python
-from finetune_sandbox.kubelet_env import EnvError, expand_references, resolve_env, rewrite_cluster_dns
-from finetune_sandbox.kubelet_status import (
+from finetune_sandbox.kubelet.env import EnvError, expand_references, resolve_env, rewrite_cluster_dns
+from finetune_sandbox.kubelet.process_runtime import is_bad_image, is_python
+from finetune_sandbox.kubelet.status import (
     ContainerRun,
     build_pod_status,
     exit_code_of,
@@ -16,7 +16,7 @@ from finetune_sandbox.kubelet_status import (
     pod_phase,
     termination_message,
 )
-from finetune_sandbox.kubelet_volumes import (
+from finetune_sandbox.kubelet.volumes import (
     VolumeError,
     container_mounts,
     path_rewriter,

@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .conditions import condition_is_true, find_condition, format_time, parse_time, set_condition
+from ..conditions import condition_is_true, find_condition, format_time, parse_time, set_condition
 
 TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import re
 
-from .kubelet_volumes import decode_data
-from .scheduler import parse_quantity
+from ..scheduler import parse_quantity
+from .volumes import decode_data
 
 SANDBOX_IP = "127.0.0.1"
 # Pod and Service DNS names (NAME.SUBDOMAIN.NS.svc[.cluster.local], SVC.NS.svc): all pods run on this host.

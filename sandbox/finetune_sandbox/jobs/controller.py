@@ -6,9 +6,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from .client import ApiError, SandboxClient
-from .conditions import utcnow
-from .jobplan import LABEL_CONTROLLER_UID, LABEL_JOB_NAME, TRACKING_FINALIZER, JobPlan, plan_job
+from ..client import ApiError, SandboxClient
+from ..conditions import utcnow
+from .plan import LABEL_CONTROLLER_UID, LABEL_JOB_NAME, TRACKING_FINALIZER, JobPlan, plan_job
 
 log = logging.getLogger(__name__)
 

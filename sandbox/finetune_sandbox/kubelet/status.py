@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from .conditions import format_time, set_condition
+from ..conditions import format_time, set_condition
 
 SANDBOX_IP = "127.0.0.1"
 OOM_EXIT_CODE = 137
+# Where a container writes its termination message unless its terminationMessagePath says otherwise.
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 MAX_TERMINATION_MESSAGE_BYTES = 4096
 FALLBACK_LOG_LINES = 80
 FALLBACK_LOG_BYTES = 2048

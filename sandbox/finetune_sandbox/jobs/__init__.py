@@ -1,0 +1,6 @@
+"""The sandbox's batch/v1 Job controller: observe a Job and its pods, decide (`plan.plan_job`, pure), act
+(`controller.JobController`: creates and deletes pods, writes the Job's status)."""
+
+from .controller import JobController
+
+__all__ = ["JobController"]
