@@ -7,6 +7,7 @@ from finetune_sandbox.structural_schema import (
     MAX_REQUEST_BYTES,
     SchemaViolation,
     apply_structural_schema,
+    version_schema,
 )
 
 
@@ -545,8 +546,6 @@ def test_transition_rules_correlate_map_list_items_by_key():
 
 
 def test_version_schema_picks_the_named_version():
-    from finetune_sandbox.structural_schema import version_schema
-
     crd = {
         "metadata": {"name": "xs.x.dev"},
         "spec": {"versions": [{"name": "v1", "schema": {"openAPIV3Schema": {"type": "object"}}}]},
