@@ -22,9 +22,11 @@ rbac.authorization.k8s.io/v1 objects are stored but no controller acts on them.
 
 Modules, one idea each: `store` (objects, resourceVersions, history, watchers), `resources`
 (kinds and discovery), `objects` (create/update/patch/delete semantics, status subresource,
-finalizers, CRDs), `gc` (owner references, namespace/CRD cleanup), `patching`, `selectors`,
-`tables` (server-side printing), `validation`, `openapi`, `protobuf`, `faults`, `handlers` (HTTP),
-`testing` (a raw HTTP client for tests).
+finalizers, CRDs) with its pure parts `metadata` (the metadata the server owns), `defaults`
+(built-in kinds' defaults), `validation` (names, built-in kinds, the CRD schema bridge), `crds`
+(a CRD's checks and status) and `deletion` (preconditions, propagation, grace periods); `gc` (owner
+references, namespace/CRD cleanup), `patching`, `selectors`, `tables` (server-side printing),
+`openapi`, `protobuf`, `faults`, `handlers` (HTTP), `testing` (a raw HTTP client for tests).
 """
 
 from .errors import ApiError

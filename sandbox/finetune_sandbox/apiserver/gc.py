@@ -10,9 +10,10 @@ import asyncio
 import logging
 from typing import Any
 
+from .deletion import FOREGROUND, ORPHAN
 from .errors import ApiError
-from .objects import CRD_KEY, FOREGROUND, NS_KEY, ORPHAN, Objects
-from .resources import ResourceType
+from .objects import Objects
+from .resources import CRD_KEY, NS_KEY, ResourceType
 from .store import Event, ObjKey
 
 logger = logging.getLogger(__name__)

@@ -6,6 +6,11 @@ import dataclasses
 from typing import Any
 
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+# The (group, plural) keys of the kinds with semantics of their own.
+CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
+NS_KEY = ("", "namespaces")
+POD_KEY = ("", "pods")
+JOB_KEY = ("batch", "jobs")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""Validation shared by all kinds (names) and the bridge to the CRD structural-schema validator."""
+"""Validation shared by all kinds (names), the built-in kinds' own few checks, and the bridge to the CRD
+structural-schema validator."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from .resources import JOB_KEY, POD_KEY, ResourceType
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -26,6 +29,29 @@ def name_problems(name: str, label: bool = False) -> list[str]:
             f"(e.g. 'example.com'), at most 253 characters"
         ]
     return []
+
+
+def builtin_problems(rt: ResourceType, obj: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, message) for what the real server refuses in a pod or a Job that clients here could send."""
+    causes = []
+    if rt.key == POD_KEY:
+        containers = (obj.get("spec") or {}).get("containers") or []
+        if not containers:
+            causes.append(("spec.containers", "Required value"))
+        for n, container in enumerate(containers):
+            for field in ("name", "image"):
+                if not (container or {}).get(field):
+                    causes.append((f"spec.containers[{n}].{field}", "Required value"))
+    elif rt.key == JOB_KEY:
+        policy = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("restartPolicy")
+        if policy not in ("Never", "OnFailure"):
+            causes.append(
+                (
+                    "spec.template.spec.restartPolicy",
+                    f'Unsupported value: {policy!r}: supported values: "OnFailure", "Never"',
+                )
+            )
+    return causes
 
 
 def validate_custom_resource(
