@@ -26,7 +26,9 @@ finalizers, CRDs) with its pure parts `metadata` (the metadata the server owns),
 (built-in kinds' defaults), `validation` (names, built-in kinds, the CRD schema bridge), `crds`
 (a CRD's checks and status) and `deletion` (preconditions, propagation, grace periods); `gc` (owner
 references, namespace/CRD cleanup), `patching`, `selectors`, `tables` (server-side printing),
-`openapi`, `protobuf`, `faults`, `handlers` (HTTP), `testing` (a raw HTTP client for tests).
+`openapi`, `protobuf`, `faults`; over HTTP: `handlers` (routes, resource paths to object
+semantics), `discovery`, `listing`, `watches`, `pod_logs`, `wire` (JSON responses, request bodies,
+errors as Status objects); `testing` (a raw HTTP client for tests).
 """
 
 from .errors import ApiError

@@ -13,10 +13,11 @@ from aiohttp import web
 from .errors import ApiError
 from .faults import Faults
 from .gc import GarbageCollector
-from .handlers import Handlers, errors_middleware, json_response
+from .handlers import Handlers
 from .objects import Objects
 from .resources import Registry
 from .store import Store
+from .wire import errors_middleware, json_response
 
 CONTEXT = "ftjob-sandbox"
 

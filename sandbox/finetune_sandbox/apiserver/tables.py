@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from typing import Any, Iterable
 
@@ -295,8 +296,6 @@ def _custom_cells(rt: ResourceType, obj: dict[str, Any], now: datetime.datetime)
         elif type_ == "boolean" and isinstance(value, bool):
             cells.append(value)
         elif isinstance(value, (dict, list)):
-            import json
-
             cells.append(json.dumps(value, separators=(",", ":")))
         else:
             cells.append(str(value) if not isinstance(value, bool) else ("true" if value else "false"))
