@@ -34,16 +34,16 @@ def run_children(
     *,
     search: str | None = None,
 ) -> list[dict[str, Any]]:
-    """A run's four children, owned by `owner`: the Job first, then its ConfigMap, progress Secret, Service.
+    """A run's four children, owned by `owner`, in dependency order: its ConfigMap, progress Secret and
+    Service, then the Job whose pods mount the first two and resolve the third.
 
-    The Job goes first because it is what the scheduler (and Kueue) wait for: its pods wait in
-    ContainerCreating until their ConfigMap and Secret exist, as kubelets do. A restarted operator
-    re-sends all four once per run (JobRecord.children_complete), so a crash between them leaves none missing.
+    A restarted operator re-sends all four once per run (JobRecord.children_complete), so a crash
+    between them leaves none missing.
     """
     namespace = owner["metadata"]["namespace"]
     config_map = build_config_map(spec, name, namespace)
     job = build_job(spec, name, namespace, config=config, config_hash=config_hash(config_map))
-    children = [job, config_map, build_progress_secret(name, namespace, token), build_service(spec, name, namespace)]
+    children = [config_map, build_progress_secret(name, namespace, token), build_service(spec, name, namespace), job]
     for child in children:
         if search is not None:
             _labelled(child, search)

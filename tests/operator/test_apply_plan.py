@@ -16,7 +16,6 @@ from finetune_operator import reasons as r
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.progress.hub import ProgressHub
 from finetune_operator.reconcile.apply import Actuators, apply_plan
-from finetune_operator.reconcile.jobs_first import JobsFirst
 from finetune_operator.reconcile.plan import Event, MetricDeltas, Plan
 from finetune_operator.registry import JobRegistry
 
@@ -62,7 +61,7 @@ def child(kind: str, name: str = "ft") -> dict[str, Any]:
 
 
 def run_children(name: str = "ft") -> list[dict[str, Any]]:
-    return [child("Job", name), child("ConfigMap", name), child("Secret", name), child("Service", name)]
+    return [child("ConfigMap", name), child("Secret", name), child("Service", name), child("Job", name)]
 
 
 @pytest.fixture
@@ -82,7 +81,6 @@ async def world():
             registry=registry,
             hub=hub,
             metrics=metrics,
-            jobs_first=JobsFirst(),
             post_event=lambda obj, **event: events.append(event),
         )
 
@@ -94,7 +92,7 @@ def sample(metrics: OperatorMetrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels or None) or 0.0
 
 
-async def test_a_jobs_children_go_out_job_first_then_the_status_then_its_events(world):
+async def test_a_jobs_children_go_out_in_dependency_order_then_the_status_then_its_events(world):
     actuators, registry, _, events, _ = world
     kube = FakeKube()
     plan = Plan(
@@ -104,8 +102,9 @@ async def test_a_jobs_children_go_out_job_first_then_the_status_then_its_events(
         remember={"ft": {"children_complete": True}},
     )
     await apply_plan(plan, FTJ, actuators(kube))
-    assert kube.calls[0] == ("create", "Job", "ft")
-    assert sorted(c[1] for c in kube.calls[1:4]) == ["ConfigMap", "Secret", "Service"]
+    # Nothing a pod mounts may come after its Job: a kubelet would fail the mount and back off.
+    assert sorted(c[1] for c in kube.calls[0:3]) == ["ConfigMap", "Secret", "Service"]
+    assert kube.calls[3] == ("create", "Job", "ft")
     assert kube.calls[4] == ("status", "ft", {"phase": r.STARTING})
     assert events == [{"type": "Normal", "reason": r.POD_PENDING, "message": "Starting: 0 of 1 trainer pods running"}]
     assert registry.get("ns", "ft").children_complete is True

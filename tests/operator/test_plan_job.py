@@ -90,12 +90,13 @@ def written(body: dict[str, Any], result) -> dict[str, Any]:
 # --- children ------------------------------------------------------------------------------------
 
 
-def test_a_new_job_sends_its_four_children_job_first_and_is_starting_at_once():
+def test_a_new_job_sends_its_four_children_in_dependency_order_and_is_starting_at_once():
     result = plan(ftj(), record=JobRecord("ns", "ft", uid="uid-1", created=CREATED, gpus=8))
     [children] = result.create
-    assert [c["kind"] for c in children] == ["Job", "ConfigMap", "Secret", "Service"]
+    # What the Job's pods mount (ConfigMap, Secret) and resolve (Service) before the Job itself.
+    assert [c["kind"] for c in children] == ["ConfigMap", "Secret", "Service", "Job"]
     assert all(c["metadata"]["ownerReferences"][0]["uid"] == "uid-1" for c in children)
-    assert base64.b64decode(children[2]["data"][PROGRESS_TOKEN_KEY]) == b"t0k3n"
+    assert base64.b64decode(children[1]["data"][PROGRESS_TOKEN_KEY]) == b"t0k3n"
     assert result.remember["ft"]["children_complete"] is True
     # Derived from the Job about to be sent: Starting in the same write, with its event.
     assert result.status["phase"] == r.STARTING
@@ -104,7 +105,7 @@ def test_a_new_job_sends_its_four_children_job_first_and_is_starting_at_once():
 
 def test_a_restarted_operator_resends_the_children_of_a_job_it_did_not_create_itself():
     result = plan(ftj({"phase": r.RUNNING}), Observed(job(active=2), RUNNING_PODS), children_complete=False)
-    assert [c["kind"] for c in result.create[0]] == ["Job", "ConfigMap", "Secret", "Service"]
+    assert [c["kind"] for c in result.create[0]] == ["ConfigMap", "Secret", "Service", "Job"]
 
 
 def test_children_already_sent_are_not_sent_again():

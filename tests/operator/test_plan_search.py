@@ -119,8 +119,8 @@ def test_a_new_search_records_parallel_trials_before_sending_their_children():
     plan = search.plan()
     assert plan.status_first
     assert search.trials() == {"s-t0": r.TRIAL_PENDING, "s-t1": r.TRIAL_PENDING}
-    assert [[c["kind"] for c in group] for group in plan.create] == [["Job", "ConfigMap", "Secret", "Service"]] * 2
-    assert {group[0]["metadata"]["name"] for group in plan.create} == {"s-t0", "s-t1"}
+    assert [[c["kind"] for c in group] for group in plan.create] == [["ConfigMap", "Secret", "Service", "Job"]] * 2
+    assert {group[-1]["metadata"]["name"] for group in plan.create} == {"s-t0", "s-t1"}
     # Labelled with the search's name, so their events reconcile the search job.
     assert all(child["metadata"]["labels"][LABEL_SEARCH] == "s" for group in plan.create for child in group)
     assert set(plan.track) == {"s-t0", "s-t1"} and plan.track["s-t0"]["parent"] == "s"
@@ -137,7 +137,7 @@ def test_a_finished_trial_frees_its_slot_for_the_next_and_is_announced():
     search.plan()
     plan = search.plan({"s-t0": succeeded("s-t0", 0.4), "s-t1": running("s-t1")})
     assert search.trials() == {"s-t0": r.TRIAL_SUCCEEDED, "s-t1": r.TRIAL_RUNNING, "s-t2": r.TRIAL_PENDING}
-    assert [group[0]["metadata"]["name"] for group in plan.create] == ["s-t2"]
+    assert [group[-1]["metadata"]["name"] for group in plan.create] == ["s-t2"]
     assert [(e.reason, e.message) for e in plan.events][0] == (r.TRIAL_SUCCEEDED_EVENT, "s-t0: objective 0.4")
     assert search.ftj["status"]["phase"] == r.RUNNING and plan.events[1].type == "Normal"
     assert search.ftj["status"]["bestTrial"]["name"] == "s-t0"

@@ -1,9 +1,9 @@
 """Carry out a reconcile's Plan: the API calls, events, metrics and record changes it asks for (I/O).
 
-The order matters and is the same for every plan: new records; the children (Jobs before anything
-else, see JobsFirst), after the status when the plan records its status first; the records' changes
-and the metrics; suspensions and deletions; the status write; events; progress writes; and last the
-TTL's deletion of the FineTuneJob itself.
+The order matters and is the same for every plan: new records; the children, each group in dependency
+order (what a pod mounts before the Job that makes the pod), after the status when the plan records its
+status first; the records' changes and the metrics; suspensions and deletions; the status write; events;
+progress writes; and last the TTL's deletion of the FineTuneJob itself.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from ..metrics import OperatorMetrics
 from ..names import TRAINER_CONTAINER
 from ..progress.hub import ProgressHub
 from ..registry import JobRegistry
-from .jobs_first import JobsFirst
 from .plan import MetricDeltas, Plan
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,6 @@ class Actuators:
     registry: JobRegistry
     hub: ProgressHub
     metrics: OperatorMetrics
-    jobs_first: JobsFirst
     post_event: PostEvent
 
 
@@ -49,7 +47,7 @@ async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
     if plan.status_first:
         await _write_status(act, namespace, name, plan.status)
     for children in plan.create:
-        await create_children(act.kube, children, act.jobs_first)
+        await create_children(act.kube, children)
     # Once the children went out (children_complete must not claim what failed to be sent), before the
     # status write: the child events of a burst find their job's children complete and skip.
     for job, fields in plan.remember.items():
@@ -65,9 +63,6 @@ async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
         status = plan.status
         if plan.failure_log_pod:
             status = {**status, "failure": await _failure_with_log(act.kube, namespace, plan.failure_log_pod, status)}
-        if status:
-            # Status writes, like every write but the Jobs, wait for a burst's pending Job creations.
-            await act.jobs_first.after_jobs()
         await _write_status(act, namespace, name, status)
     for event in plan.events:
         act.post_event(ftj, type=event.type, reason=event.reason, message=event.message)
@@ -77,17 +72,15 @@ async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
         await asyncio.to_thread(act.kube.delete_finetunejob, namespace, name)
 
 
-async def create_children(kube: KubeApi, children: list[dict[str, Any]], jobs_first: JobsFirst) -> None:
-    """Create a group of children if absent (409s are fine): its Job first, the rest together after it
-    and after any other pending Job creation (JobsFirst), so the scheduler's (and Kueue's) work starts
-    one round trip after the FineTuneJob appears."""
-    job, *rest = children
-    async with jobs_first.creating_job():
-        if await asyncio.to_thread(kube.create_if_absent, job):
-            log.info("created %s %s/%s", job["kind"], job["metadata"]["namespace"], job["metadata"]["name"])
-    if rest:
-        await jobs_first.after_jobs()
-        await asyncio.gather(*(asyncio.to_thread(kube.create_if_absent, child) for child in rest))
+async def create_children(kube: KubeApi, children: list[dict[str, Any]]) -> None:
+    """Create a group of children if absent (409s are fine), in dependency order: all but the last
+    together, then the last, the Job. A kubelet that meets a pod before its ConfigMap or Secret does not
+    wait for them: it fails the mount and retries with its own backoff (0.5 s doubling to about two
+    minutes), so a Job sent first would delay the trainer, not hasten it."""
+    *prerequisites, job = children
+    await asyncio.gather(*(asyncio.to_thread(kube.create_if_absent, child) for child in prerequisites))
+    if await asyncio.to_thread(kube.create_if_absent, job):
+        log.info("created %s %s/%s", job["kind"], job["metadata"]["namespace"], job["metadata"]["name"])
 
 
 async def _write_status(act: Actuators, namespace: str, name: str, status: dict[str, Any]) -> None:

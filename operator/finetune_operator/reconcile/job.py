@@ -130,7 +130,7 @@ def _plan_children(
         remember["children_complete"] = True
         if observed.job is None:
             # Status from the Job about to be sent, so the job goes straight to Starting (one write, one event).
-            return Observed(job=children[0], pods=observed.pods)
+            return Observed(job=children[-1], pods=observed.pods)
         return observed
     suspend = suspension_change(spec, observed.job)
     if suspend is not None:

@@ -41,7 +41,8 @@ class Plan:
     # Write the status before creating children (a search records a trial before its Job exists, so a
     # restarted operator neither repeats nor loses it); else after, once pending Job creations went out.
     status_first: bool = False
-    # Groups of children to create if absent: the first of each is a Job, sent before the rest.
+    # Groups of children to create if absent, in dependency order: the last of each is the Job, sent once
+    # what its pods mount (ConfigMap, Secret) and resolve (Service) exists.
     create: list[list[dict[str, Any]]] = field(default_factory=list)
     # (Job name, suspend): Jobs whose spec.suspend must change.
     suspend: list[tuple[str, bool]] = field(default_factory=list)

@@ -19,7 +19,6 @@ from ..metrics import OperatorMetrics
 from ..progress.hub import ProgressHub
 from ..registry import JobRegistry
 from .apply import Actuators
-from .jobs_first import JobsFirst
 
 Key = tuple[str, str]
 
@@ -31,7 +30,6 @@ class OperatorState:
     registry: JobRegistry
     metrics: OperatorMetrics
     hub: ProgressHub
-    jobs_first: JobsFirst = field(default_factory=JobsFirst)
     # One reconcile per FineTuneJob at a time: child events for one job arrive concurrently.
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     # Kopf's indexes of our Jobs and pods (live views), once a handler has run: the sweep and trial
@@ -51,7 +49,6 @@ class OperatorState:
             registry=self.registry,
             hub=self.hub,
             metrics=self.metrics,
-            jobs_first=self.jobs_first,
             post_event=kopf.event,
         )
 
