@@ -1,11 +1,15 @@
 """Reading a package's import structure with `ast` (nothing is imported): its modules, where each import sits,
-the module-level import graph and its cycles. Shared by tests/operator/ and tests/trainer/ (issue 13).
+the module-level import graph and its cycles, the imports inside functions, and families of modules spelt
+by a name prefix. Shared by the operator's, the trainer's and the sandbox's structure tests (issue 13).
 """
 
 from __future__ import annotations
 
 import ast
+from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
 
@@ -184,3 +188,51 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
             frontier = following
         cycles.append(cycle)
     return cycles
+
+
+# --- imports inside functions -------------------------------------------------------------------
+
+
+class LocalImport(NamedTuple):
+    module: str
+    line: int
+    target: str  # the package module imported, else the library's name
+    ours: bool  # a module of the package itself
+    guarded: bool  # inside `try: ... except ImportError` (an optional extra)
+
+
+def local_imports(package: str, package_dir: Path) -> Iterator[LocalImport]:
+    """Every import inside a function, one per imported module."""
+    modules = module_files(package, package_dir)
+    for module, path in modules.items():
+        for node, in_function, guarded, _type_checking in imports_of(path):
+            if not in_function:
+                continue
+            targets = imported_modules(node, module, modules)
+            ours = bool(targets)
+            if not ours:  # stdlib or a third-party package
+                targets = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for target in dict.fromkeys(targets):
+                yield LocalImport(module, node.lineno, target, ours, guarded)
+
+
+# --- families -----------------------------------------------------------------------------------
+
+
+def prefix_families(package_dir: Path, *, allowed: frozenset[str] = frozenset()) -> dict[str, list[str]]:
+    """Modules or packages in one folder that share the word before their first `_` (`kubelet_env.py` beside
+    `kubelet.py`): a family spelt by prefix, which belongs in a folder. `allowed`: names exempt, with a reason
+    where they are listed."""
+    by_prefix: dict[tuple[Path, str], list[str]] = defaultdict(list)
+    for path in package_dir.rglob("*"):
+        if "__pycache__" in path.parts or path.name == "__init__.py":
+            continue
+        if path.suffix == ".py" or (path.is_dir() and (path / "__init__.py").exists()):
+            name = path.stem if path.suffix == ".py" else path.name
+            if name not in allowed:
+                by_prefix[(path.parent, name.split("_")[0])].append(name)
+    return {
+        f"{folder.relative_to(package_dir.parent)}/{prefix}_*": sorted(names)
+        for (folder, prefix), names in by_prefix.items()
+        if len(names) > 1
+    }

@@ -134,7 +134,7 @@ def test_every_report_the_trainer_builds_is_accepted_by_the_operator_with_its_nu
 
 
 def test_the_operator_accepts_exactly_the_tasks_the_trainer_runs():
-    from finetune_operator.spec_schema import TASKS as operator_tasks
+    from finetune_operator.spec.schema import TASKS as operator_tasks
     from finetune_trainer.arguments import TASKS as trainer_tasks
 
     assert tuple(operator_tasks) == tuple(trainer_tasks)

@@ -35,7 +35,7 @@ PROGRESS_KEY_SECRET = "finetune-operator-progress-key"
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    # The logins kube.py uses, wherever the operator runs: without this, Kopf would log in through the official
+    # The logins kube/client.py uses, wherever the operator runs: without this, Kopf would log in through the official
     # client where one is installed (a development venv) and through these only in the image, which has none.
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
@@ -58,7 +58,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Peering (--peering): how soon a paused replica takes over from one that died without saying goodbye.
     settings.peering.lifetime = int(os.environ.get("FINETUNE_PEERING_LIFETIME_SECONDS", "60"))
     config = OperatorConfig.from_env()
-    # Credentials from Kopf's logins: the pod's ServiceAccount, else the kubeconfig (kube_client.login).
+    # Credentials from Kopf's logins: the pod's ServiceAccount, else the kubeconfig (kube.client.login).
     kube = KubeApi(ApiClient.from_login())
     peering_name = getattr(memo, "peering_name", None)
     if peering_name:

@@ -1,4 +1,4 @@
-"""The CRD and spec.py describe one API: walk both and hold every field, type, bound, pattern and default equal."""
+"""The CRD and the spec package (finetune_operator/spec/) describe one API: walk both and hold every field, type, bound, pattern and default equal."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import annotated_types
 import celpy
 import pytest
 import yaml
-from finetune_operator import names, spec, spec_schema
+from finetune_operator import names, spec
+from finetune_operator.spec import schema as spec_schema
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -125,13 +126,13 @@ def _compare_type(annotation: Any, metadata: list[Any], node: dict[str, Any], pa
     if node.get("x-kubernetes-int-or-string"):
         # cpu/memory: pydantic turns an int into its string, the CRD keeps either; a CEL rule rejects negatives.
         if kind != "string":
-            problems.append(f"{path}: int-or-string in the CRD but {annotation} in spec.py")
+            problems.append(f"{path}: int-or-string in the CRD but {annotation} in spec/")
     elif node.get("type") != kind:
-        problems.append(f"{path}: CRD type {node.get('type')} != spec.py {kind}")
+        problems.append(f"{path}: CRD type {node.get('type')} != spec/ {kind}")
     declared = {key: value for key, value in node.items() if key in CONSTRAINT_KEYWORDS}
     expected = _expected_constraints(metadata, kind)
     if declared != expected:
-        problems.append(f"{path}: CRD constraints {declared} != spec.py {expected}")
+        problems.append(f"{path}: CRD constraints {declared} != spec/ {expected}")
 
 
 def _compare_model(model: type[BaseModel], node: dict[str, Any], path: str, problems: list[str]) -> None:
@@ -139,12 +140,12 @@ def _compare_model(model: type[BaseModel], node: dict[str, Any], path: str, prob
     fields = {info.validation_alias or name: info for name, info in model.model_fields.items()}
     if set(fields) != set(properties):
         problems.append(
-            f"{path}: only in spec.py {sorted(set(fields) - set(properties))}, "
+            f"{path}: only in spec/ {sorted(set(fields) - set(properties))}, "
             f"only in CRD {sorted(set(properties) - set(fields))}"
         )
     required = {alias for alias, info in fields.items() if info.is_required()}
     if required != set(node.get("required", [])):
-        problems.append(f"{path}: required {sorted(node.get('required', []))} != spec.py {sorted(required)}")
+        problems.append(f"{path}: required {sorted(node.get('required', []))} != spec/ {sorted(required)}")
     for alias, info in fields.items():
         if alias not in properties:
             continue
@@ -168,7 +169,7 @@ def _compare_default(info: Any, node: dict[str, Any], path: str, problems: list[
         or (isinstance(declared, int | float) and isinstance(expected, float) and declared == expected)
     )
     if not same:
-        problems.append(f"{path}: CRD default {declared!r} != spec.py default {expected!r}")
+        problems.append(f"{path}: CRD default {declared!r} != spec/ default {expected!r}")
 
 
 def test_every_spec_field_matches_the_crd_in_name_type_bounds_pattern_and_default(root):
@@ -185,10 +186,10 @@ def test_the_walk_notices_a_drifted_bound(root):
     problems: list[str] = []
     _compare_model(spec.FineTuneJobSpec, drifted["properties"]["spec"], "spec", problems)
     assert any("spec.resources.nodes" in p and "2048" in p for p in problems)
-    assert any("only in spec.py ['image']" in p for p in problems)
+    assert any("only in spec/ ['image']" in p for p in problems)
 
 
-# --- patterns and lists the CRD repeats from spec_schema.py ---------------------------------------
+# --- patterns and lists the CRD repeats from spec/schema.py ---------------------------------------
 
 
 def _prop(root: dict[str, Any], dotted: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Every catalogued invalid FineTuneJob is refused by the CRD schema and by spec.py, both naming its field."""
+"""Every catalogued invalid FineTuneJob is refused by the CRD schema and by the spec package, both naming its field."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from finetune_operator import names
 from finetune_operator.spec import parse_spec
-from finetune_operator.spec_schema import TASKS
+from finetune_operator.spec.schema import TASKS
 from finetune_sandbox.structural_schema import apply_structural_schema
 
 ROOT = Path(__file__).resolve().parents[2]

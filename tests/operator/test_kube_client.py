@@ -1,4 +1,4 @@
-"""kube.py and its own HTTP client, kube_client.py (urllib3, no `kubernetes` package), against the
+"""kube/api.py and its own HTTP client, kube/client.py (urllib3, no `kubernetes` package), against the
 sandbox API server: every KubeApi call, its 404/409/400 handling, the content types and query parameters it
 sends, ServiceAccount token refresh after a 401, and an operator that imports without the official client."""
 
@@ -19,9 +19,10 @@ import kopf
 import pytest
 import urllib3
 import yaml
-from finetune_operator import kube, kube_client
 from finetune_operator.kube import KubeApi
-from finetune_operator.kube_client import ApiClient, ApiError
+from finetune_operator.kube import api as kube
+from finetune_operator.kube import client as kube_client
+from finetune_operator.kube.client import ApiClient, ApiError
 from finetune_operator.names import GROUP, PLURAL, VERSION
 from finetune_sandbox.client import ApiError as SandboxApiError
 from finetune_sandbox.cluster import MANIFESTS, Sandbox, SandboxThread

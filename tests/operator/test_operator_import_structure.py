@@ -9,10 +9,9 @@ its reason (or inside `try: ... except ImportError`, the guard of an optional ex
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 
-from import_graph import find_cycles, import_graph, imported_modules, imports_of, module_files
+from import_graph import find_cycles, import_graph, imported_modules, local_imports, module_files, prefix_families
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "finetune_operator"
@@ -27,20 +26,6 @@ LATE_IMPORTS_ALLOWED = {
     "the whole operator (Optuna included); `python -m finetune_operator` does it once the arguments are "
     "parsed, so --help and importing __main__ stay cheap and side-effect free",
 }
-
-
-def local_imports() -> Iterator[tuple[str, int, str, bool]]:
-    """(module, line, imported module, guarded by except ImportError) for every import inside a function."""
-    modules = module_files(PACKAGE, PACKAGE_DIR)
-    for module, path in modules.items():
-        for node, in_function, guarded, _type_checking in imports_of(path):
-            if not in_function:
-                continue
-            targets = imported_modules(node, module, modules)
-            if not targets:  # stdlib or a third-party package
-                targets = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            for target in dict.fromkeys(targets):
-                yield module, node.lineno, target, guarded
 
 
 # --- the rules ------------------------------------------------------------------------------------
@@ -65,7 +50,7 @@ def test_the_package_is_found_and_read():
 def test_no_imports_inside_functions():
     offending = [
         f"{module}:{line} imports {target} inside a function"
-        for module, line, target, guarded in local_imports()
+        for module, line, target, _ours, guarded in local_imports(PACKAGE, PACKAGE_DIR)
         if not guarded and (module, target) not in LATE_IMPORTS_ALLOWED
     ]
     assert not offending, (
@@ -76,8 +61,15 @@ def test_no_imports_inside_functions():
 
 
 def test_every_allowed_late_import_still_exists():
-    used = {(module, target) for module, _line, target, _guarded in local_imports()}
+    used = {(module, target) for module, _line, target, _ours, _guarded in local_imports(PACKAGE, PACKAGE_DIR)}
     assert not set(LATE_IMPORTS_ALLOWED) - used, "drop the allow-list entries that no longer match an import"
+
+
+def test_families_are_folders_not_name_prefixes():
+    """`spec_schema.py`, `spec_sections.py` ... beside `spec.py` is a family spelt by prefix; a family is a
+    folder (`spec/schema.py`)."""
+    families = prefix_families(PACKAGE_DIR)
+    assert not families, f"make each family a folder: {families}"
 
 
 def test_no_import_cycles():

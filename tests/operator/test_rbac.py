@@ -8,7 +8,7 @@ from pathlib import Path
 import finetune_operator.handlers  # noqa: F401  (registers the handlers)
 import kopf
 import yaml
-from finetune_operator.kube import KOPF_CALLS, OWN_NAMESPACE_CALLS, RBAC_CALLS
+from finetune_operator.kube.api import KOPF_CALLS, OWN_NAMESPACE_CALLS, RBAC_CALLS
 
 RBAC_DIR = Path(__file__).resolve().parents[2] / "manifests" / "rbac"
 

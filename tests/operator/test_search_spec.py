@@ -13,8 +13,8 @@ import yaml
 from finetune_operator import names
 from finetune_operator.search.paths import NOT_SEARCHABLE
 from finetune_operator.spec import SEARCH_PATHS, InvalidSpec, check_name, parse_spec
-from finetune_operator.spec_schema import MAX_SEARCH_NAME_LENGTH, MAX_SEARCH_PARAMETERS, MAX_SEARCH_VALUES
-from finetune_operator.spec_search import SearchObjective
+from finetune_operator.spec.hyperparameter_search import SearchObjective
+from finetune_operator.spec.schema import MAX_SEARCH_NAME_LENGTH, MAX_SEARCH_PARAMETERS, MAX_SEARCH_VALUES
 from finetune_sandbox.structural_schema import SchemaViolation, apply_structural_schema
 from invalid_catalog import base_job
 

@@ -8,12 +8,9 @@ with its reason, or inside `try: ... except ImportError` (the guard of an option
 
 from __future__ import annotations
 
-import ast
-from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
-from import_graph import find_cycles, import_graph, imported_modules, imports_of, module_files
+from import_graph import find_cycles, import_graph, local_imports, module_files, prefix_families
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "finetune_sandbox"
@@ -27,20 +24,6 @@ LATE_IMPORTS_ALLOWED = {
     ): "the structural-schema validator loads the CEL interpreter (celpy), which an API server that is never "
     "sent a custom resource does not need",
 }
-
-
-def local_imports() -> Iterator[tuple[str, int, str, bool]]:
-    """(module, line, imported module, guarded by except ImportError) for every import inside a function."""
-    modules = module_files(PACKAGE, PACKAGE_DIR)
-    for module, path in modules.items():
-        for node, in_function, guarded, _type_checking in imports_of(path):
-            if not in_function:
-                continue
-            targets = imported_modules(node, module, modules)
-            if not targets:  # stdlib or a third-party package
-                targets = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            for target in dict.fromkeys(targets):
-                yield module, node.lineno, target, guarded
 
 
 def test_the_package_is_found_and_read():
@@ -70,7 +53,7 @@ def test_no_import_cycles():
 def test_no_imports_inside_functions():
     offending = [
         f"{module}:{line} imports {target} inside a function"
-        for module, line, target, guarded in local_imports()
+        for module, line, target, _ours, guarded in local_imports(PACKAGE, PACKAGE_DIR)
         if not guarded and (module, target) not in LATE_IMPORTS_ALLOWED
     ]
     assert not offending, (
@@ -81,23 +64,12 @@ def test_no_imports_inside_functions():
 
 
 def test_every_allowed_late_import_still_exists():
-    used = {(module, target) for module, _line, target, _guarded in local_imports()}
+    used = {(module, target) for module, _line, target, _ours, _guarded in local_imports(PACKAGE, PACKAGE_DIR)}
     assert not set(LATE_IMPORTS_ALLOWED) - used, "drop the allow-list entries that no longer match an import"
 
 
 def test_families_are_folders_not_name_prefixes():
     """`kubelet_env.py`, `kubelet_image.py`, ... beside `kubelet.py` was a family spelt by prefix; a family is a
     folder (`kubelet/env.py`). No two modules or packages in one folder share the word before their first `_`."""
-    by_prefix: dict[tuple[Path, str], list[str]] = defaultdict(list)
-    for path in PACKAGE_DIR.rglob("*"):
-        if "__pycache__" in path.parts or path.name == "__init__.py":
-            continue
-        if path.suffix == ".py" or (path.is_dir() and (path / "__init__.py").exists()):
-            name = path.stem if path.suffix == ".py" else path.name
-            by_prefix[(path.parent, name.split("_")[0])].append(name)
-    families = {
-        f"{folder.relative_to(PACKAGE_DIR.parent)}/{prefix}_*": sorted(names)
-        for (folder, prefix), names in by_prefix.items()
-        if len(names) > 1
-    }
+    families = prefix_families(PACKAGE_DIR)
     assert not families, f"make each family a folder: {families}"

@@ -10,10 +10,9 @@ its reason (or inside `try: ... except ImportError`, the guard of an optional pa
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 
-from import_graph import find_cycles, import_graph, imported_modules, imports_of, module_files
+from import_graph import find_cycles, import_graph, imported_modules, local_imports, module_files, prefix_families
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "finetune_trainer"
@@ -45,22 +44,6 @@ WINGS = {
     "finetune_trainer.tasks": {"finetune_trainer.run"},
     "finetune_trainer.reporting": {"finetune_trainer.run"},
 }
-
-
-def local_imports() -> Iterator[tuple[str, int, str, bool, bool]]:
-    """(module, line, imported module, of this package, guarded by except ImportError) for every import
-    inside a function."""
-    modules = module_files(PACKAGE, PACKAGE_DIR)
-    for module, path in modules.items():
-        for node, in_function, guarded, _type_checking in imports_of(path):
-            if not in_function:
-                continue
-            targets = imported_modules(node, module, modules)
-            ours = bool(targets)
-            if not ours:  # stdlib or a third-party package
-                targets = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-            for target in dict.fromkeys(targets):
-                yield module, node.lineno, target, ours, guarded
 
 
 def _in(module: str, package: str) -> bool:
@@ -98,6 +81,11 @@ def test_the_package_is_found_and_read():
     assert "finetune_trainer.tasks" not in graph["finetune_trainer.tasks.common"], "its own package is no dependency"
 
 
+def test_families_are_folders_not_name_prefixes():
+    families = prefix_families(PACKAGE_DIR)
+    assert not families, f"make each family a folder: {families}"
+
+
 def test_no_import_cycles():
     cycles = find_cycles(import_graph(module_files(PACKAGE, PACKAGE_DIR)))
     assert not cycles, "import cycles in finetune_trainer:\n" + "\n".join(" -> ".join(c) for c in cycles)
@@ -106,7 +94,7 @@ def test_no_import_cycles():
 def test_no_package_imports_inside_functions():
     offending = [
         f"{module}:{line} imports {target} inside a function"
-        for module, line, target, ours, _guarded in local_imports()
+        for module, line, target, ours, _guarded in local_imports(PACKAGE, PACKAGE_DIR)
         if ours and (module, target) not in LATE_IMPORTS_ALLOWED
     ]
     assert not offending, (
@@ -118,7 +106,7 @@ def test_no_package_imports_inside_functions():
 def test_no_library_imports_inside_functions():
     offending = [
         f"{module}:{line} imports {target} inside a function"
-        for module, line, target, ours, guarded in local_imports()
+        for module, line, target, ours, guarded in local_imports(PACKAGE, PACKAGE_DIR)
         if not ours and not guarded and (module, target) not in LATE_LIBRARY_IMPORTS_ALLOWED
     ]
     assert not offending, (
@@ -128,7 +116,7 @@ def test_no_library_imports_inside_functions():
 
 
 def test_every_allowed_late_import_still_exists():
-    used = {(module, target) for module, _line, target, _ours, _guarded in local_imports()}
+    used = {(module, target) for module, _line, target, _ours, _guarded in local_imports(PACKAGE, PACKAGE_DIR)}
     stale = (set(LATE_IMPORTS_ALLOWED) | set(LATE_LIBRARY_IMPORTS_ALLOWED)) - used
     assert not stale, f"drop the allow-list entries that no longer match an import: {sorted(stale)}"
 

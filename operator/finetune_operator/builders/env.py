@@ -3,7 +3,7 @@
 Order matters only for readability and `$(VAR)` expansion; names are unique, and a later source
 replaces an earlier entry of the same name (operator-wide `trainer_env` may override contract
 values, e.g. the sandbox pointing MASTER_ADDR at localhost; the spec's own env cannot touch reserved
-names, which spec.py enforces).
+names, which spec/ enforces).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..spec import FineTuneJobSpec
-from ..spec_sections import FreezeSettings, LoraSettings
+from ..spec.sections import FreezeSettings, LoraSettings
 
 
 def render_trainer_config(spec: FineTuneJobSpec, name: str, namespace: str) -> dict[str, Any]:

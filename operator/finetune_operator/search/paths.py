@@ -5,7 +5,7 @@ A path without a dot names a field of `hyperparameters` (`learningRate`); a dott
 sections that say where data comes from and goes, how pods run, and the search itself.
 
 The model to walk is an argument (`SearchablePaths(root)`), not an import: the spec's validators check a
-search's parameters with this module (spec_search.check_parameters), so it must not import spec.py. spec.py
+search's parameters with this module (spec.hyperparameter_search.check_parameters), so it must not import spec/. spec/finetunejob.py
 binds it to FineTuneJobSpec once, as `spec.SEARCH_PATHS`, and the rest of the operator uses that.
 """
 

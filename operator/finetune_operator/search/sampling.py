@@ -54,7 +54,7 @@ class Param:
 
 
 def space_from_search(search: Any, kind_of: Callable[[str], str]) -> dict[str, Param]:
-    """The search space of a spec_search.HyperparameterSearch, keyed by the parameter paths as written.
+    """The search space of a spec.hyperparameter_search.HyperparameterSearch, keyed by the parameter paths as written.
 
     kind_of(path) gives the field's kind ("int" | "float" | "categorical"); a parameter given
     `values` is categorical whatever its field's type.

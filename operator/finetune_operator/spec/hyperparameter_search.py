@@ -3,7 +3,7 @@ parameter (categorical values, or a range).
 
 A parameter names a field of the whole spec (`learningRate`, `method.lora.r`), which this section cannot
 know: `check_parameters` checks the names against the spec model's searchable paths (search/paths.py), and
-FineTuneJobSpec (spec.py) calls it with its own.
+FineTuneJobSpec (finetunejob.py) calls it with its own.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .search.paths import SearchablePaths
-from .spec_errors import FieldRuleError, shorten
-from .spec_schema import (
+from ..search.paths import SearchablePaths
+from .errors import FieldRuleError, shorten
+from .schema import (
     INT32_MAX,
     MAX_SEARCH_PARAMETERS,
     MAX_SEARCH_TRIALS,
@@ -130,7 +130,7 @@ class HyperparameterSearch(SpecModel):
     seed: int | None = Field(default=None, ge=0, le=INT32_MAX)
     keep_trial_outputs: bool = False
     early_stopping: SearchEarlyStopping | None = None
-    # Parameter path (see SEARCH_PATHS in spec.py) -> what to try; `check_parameters` checks the paths.
+    # Parameter path (see SEARCH_PATHS in finetunejob.py) -> what to try; `check_parameters` checks the paths.
     parameters: dict[str, SearchParameter] = Field(min_length=1, max_length=MAX_SEARCH_PARAMETERS)
 
     @model_validator(mode="after")

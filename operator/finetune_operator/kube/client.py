@@ -1,7 +1,7 @@
 """A small synchronous Kubernetes API client on urllib3: JSON in and out, credentials from Kopf's logins.
 
 Not the official `kubernetes` client: it is 126 MB installed (with an asyncio copy of itself) for the ten
-calls kube.py makes, and the operator image must stay small. What those calls need of a client is little:
+calls api.py makes, and the operator image must stay small. What those calls need of a client is little:
 one thread-safe urllib3 connection pool (handlers call KubeApi from threads, via asyncio.to_thread), JSON
 bodies, and the API's `Status` answers turned into `ApiError`s.
 

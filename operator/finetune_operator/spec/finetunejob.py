@@ -5,9 +5,9 @@ checks a schema cannot express (child-name lengths, for one). The operator parse
 `parse_spec` before it creates anything: a spec that fails here never gets pods, and the error names
 the field, what was given and a valid example.
 
-Its parts: spec_schema.py (enums, patterns and bounds the CRD repeats; the models' base), spec_sections.py
-(one model per section), spec_search.py (the hyperparameterSearch section), spec_errors.py (how a refusal is
-worded), spec_diff.py (which fields an update changed).
+Its parts, beside it in spec/: schema.py (enums, patterns and bounds the CRD repeats; the models' base),
+sections.py (one model per section), hyperparameter_search.py (the hyperparameterSearch section), errors.py
+(how a refusal is worded), diff.py (which fields an update changed).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from .search.paths import SearchablePaths
-from .spec_diff import changed_paths
-from .spec_errors import FieldRuleError, InvalidSpec, describe, shorten
-from .spec_schema import (
+from ..search.paths import SearchablePaths
+from .errors import FieldRuleError, InvalidSpec, describe, shorten
+from .hyperparameter_search import HyperparameterSearch, check_parameters, search_points
+from .schema import (
     IMAGE_PATTERN,
     MAX_NAME_LENGTH,
     MAX_SEARCH_NAME_LENGTH,
@@ -28,8 +28,7 @@ from .spec_schema import (
     SpecModel,
     Task,
 )
-from .spec_search import HyperparameterSearch, check_parameters, search_points
-from .spec_sections import (
+from .sections import (
     Dataset,
     EnvVar,
     Hyperparameters,
@@ -42,9 +41,6 @@ from .spec_sections import (
     Scheduling,
     Secrets,
 )
-
-# What the rest of the operator imports from here.
-__all__ = ["SEARCH_PATHS", "FineTuneJobSpec", "InvalidSpec", "changed_paths", "check_name", "parse_spec"]
 
 # A spec beyond this many JSON values is abuse (e.g. a YAML alias bomb), not a training job.
 MAX_SPEC_VALUES = 100_000

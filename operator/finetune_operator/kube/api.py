@@ -2,7 +2,7 @@
 the newest FineTuneJobs it saw and the versions of its own status writes (so a reconcile need not GET what it
 already knows, and the watch's echo of a write can be recognised).
 
-The HTTP client and its credentials are kube_client.py's. Every call here is one the ClusterRole in
+The HTTP client and its credentials are client.py's. Every call here is one the ClusterRole in
 manifests/rbac/ must allow; tests/operator/test_rbac.py reads the `RBAC_CALLS` table below and checks it
 against the role.
 """
@@ -15,8 +15,8 @@ import secrets
 from typing import Any
 from urllib.parse import quote
 
-from .kube_client import ApiClient, ApiError
-from .names import GROUP, PLURAL, VERSION
+from ..names import GROUP, PLURAL, VERSION
+from .client import ApiClient, ApiError
 
 # Kopf's peering resources (manifests/crd/kopf-peering.yaml).
 KOPF_GROUP = "kopf.dev"

@@ -1,4 +1,4 @@
-"""The sections of a FineTuneJob spec, one model each (but hyperparameterSearch, in spec_search.py).
+"""The sections of a FineTuneJob spec, one model each (but hyperparameterSearch, in hyperparameter_search.py).
 
 Each mirrors its part of the CRD's openAPIV3Schema field for field, and adds the rules within one section
 that a schema cannot state (FieldRuleError names the field to blame).
@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from .spec_errors import FieldRuleError
-from .spec_schema import (
+from .errors import FieldRuleError
+from .schema import (
     COLUMN_ROLES,
     DATA_URI_PATTERN,
     DNS_LABEL_PATTERN,
