@@ -254,6 +254,9 @@ def test_string_length_and_pattern_with_go_end_of_text():
         ("^[^$]+$", "abc", ["a$c", "$"]),
         # An escaped `]` does not end the class: the `$` after it is still inside.
         ("^[\\]$]+$", "]$]", ["]$\n", "a"]),
+        # A `]` first in a class (after an optional `^`) is a literal, in Go as in Python: the class goes on.
+        ("^[]$]+$", "]$]", ["]$\n", "a"]),
+        ("^[^]$]+$", "abc", ["a]c", "a$c"]),
     ],
 )
 def test_pattern_dollar_inside_a_character_class_stays_literal(pattern, good, bad):

@@ -36,6 +36,12 @@ def go_regex(pattern: str) -> re.Pattern[str]:
             in_class = False
         elif not in_class and char == "[":
             in_class = True
+            # A `]` first in a class (after an optional `^`) is a literal in Go's syntax, as in Python's.
+            opening = "[^]" if pattern.startswith("[^]", index) else "[]" if pattern.startswith("[]", index) else ""
+            if opening:
+                out.append(opening)
+                index += len(opening)
+                continue
         elif not in_class and char == "$":
             char = r"\Z"
         out.append(char)
