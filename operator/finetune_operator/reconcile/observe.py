@@ -14,7 +14,8 @@ from typing import Any
 from .. import reasons as r
 from ..names import promote_job_name
 from ..registry import JobRegistry
-from ..search.plan import SearchObservation, frozen_spec, trial_spec
+from ..search.plan import SearchObservation
+from ..search.specs import frozen_spec, trial_spec
 from ..spec import FineTuneJobSpec
 from ..status import Observed, parse_timestamp
 from .job import JobObservation

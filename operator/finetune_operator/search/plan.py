@@ -14,7 +14,6 @@ resurrecting the trial.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,16 +25,18 @@ from .. import reasons as r
 from ..builders import build_promote_job
 from ..children import run_children, suspension_change
 from ..config import OperatorConfig
-from ..failure import classify_failure
 from ..names import promote_job_name, trial_name
 from ..progress.records import JobRecord
-from ..reconcile.plan import Event, Plan, account_running, phase_event
-from ..spec import SEARCH_PATHS, FineTuneJobSpec, changed_paths, parse_spec
+from ..reconcile.plan import Event, Plan, account_running
+from ..spec import SEARCH_PATHS, FineTuneJobSpec, changed_paths
 from ..status import Observed, parse_timestamp, status_changes, timestamp, ttl_expired
 from ..termination import completed_metrics
 from .early_stopping import median_stop
+from .events import search_events
+from .promotion import promote_job_state
 from .sampling import grid_size, space_from_search, suggest
-from .status import early_stopped, new_trial, observe_trial, search_phase, search_progress, trial_output_uri
+from .specs import frozen_spec, trial_spec, without_suspend
+from .status import early_stopped, new_trial, observe_trial, search_phase, search_progress
 from .trials import best_trial, default_seed
 
 ACTIVE_STATES = (r.TRIAL_PENDING, r.TRIAL_RUNNING)
@@ -55,31 +56,6 @@ class SearchObservation:
 
     def observed(self, run: str) -> Observed:
         return self.children.get(run) or Observed()
-
-
-def trial_spec(spec_dict: dict[str, Any], parameters: dict[str, Any], output_uri: str, name: str) -> FineTuneJobSpec:
-    """The spec a trial trains with: the job's, parameters applied, output in the trial's own folder."""
-    body = SEARCH_PATHS.apply_parameters(spec_dict, parameters)
-    body.pop("hyperparameterSearch", None)
-    body["output"] = {**body["output"], "uri": trial_output_uri(output_uri, name)}
-    return parse_spec(body)
-
-
-def without_suspend(spec: dict[str, Any]) -> dict[str, Any]:
-    body = copy.deepcopy(spec)
-    (body.get("runPolicy") or {}).pop("suspend", None)
-    return body
-
-
-def frozen_spec(ftj: dict[str, Any], spec: FineTuneJobSpec) -> tuple[dict[str, Any], FineTuneJobSpec]:
-    """The spec dict and model the search runs on: the one it started with (status.search.spec), so trials
-    stay comparable however the object is edited later, with the current runPolicy.suspend."""
-    frozen = ((ftj.get("status") or {}).get("search") or {}).get("spec")
-    if frozen is None:
-        return copy.deepcopy(ftj["spec"]), spec
-    body = copy.deepcopy(frozen)
-    body.setdefault("runPolicy", {})["suspend"] = spec.run_policy.suspend
-    return body, parse_spec(body)
 
 
 @dataclass
@@ -144,7 +120,7 @@ def plan_search(
     derived, best, promote_state = _search_status(work, previous, planned, failed_limit_hit, finished)
     changes = status_changes(previous, derived)
     work.plan.status = {key: value for key, value in changes.items() if not (value is None and key not in previous)}
-    work.plan.events.extend(_events(previous, derived, work.trials))
+    work.plan.events.extend(search_events(previous, derived, work.trials))
     if derived["phase"] == r.FAILED and previous.get("phase") != r.FAILED:
         work.plan.metrics.failures.append(derived["reason"])
     _plan_runs(work, derived, config, token_of)
@@ -394,37 +370,3 @@ def _plan_promotion(work: _Pass, best: dict[str, Any], config: OperatorConfig) -
     )
     kopf.adopt(job, owner=ftj)
     work.plan.create.append([job])
-
-
-def promote_job_state(observed: Observed) -> tuple[str | None, dict[str, Any] | None]:
-    """The promote Job's state (None: not created; active, succeeded, failed) and, failed, why."""
-    job = observed.job
-    if job is None:
-        return None, None
-    conditions = {c.get("type"): c.get("status") for c in (job.get("status") or {}).get("conditions") or []}
-    if conditions.get("Complete") == "True" or conditions.get("SuccessCriteriaMet") == "True":
-        return "succeeded", None
-    if conditions.get("Failed") == "True" or conditions.get("FailureTarget") == "True":
-        return "failed", classify_failure(job, observed.pods).as_status()
-    return "active", None
-
-
-def _events(previous: dict[str, Any], derived: dict[str, Any], trials: list[dict[str, Any]]) -> list[Event]:
-    """An event per trial that changed state, and one for the search's phase."""
-    before = {t["name"]: t["state"] for t in previous.get("trials") or []}
-    events = []
-    for trial in trials:
-        state = trial["state"]
-        if before.get(trial["name"]) == state:
-            continue
-        if state == r.TRIAL_EARLY_STOPPED:
-            events.append(Event("Normal", r.TRIAL_EARLY_STOPPED_EVENT, f"{trial['name']}: {trial.get('message', '')}"))
-        elif state == r.TRIAL_FAILED:
-            message = f"{trial['name']} ({trial.get('reason')}): {trial.get('message', '')}"
-            events.append(Event("Warning", r.TRIAL_FAILED_EVENT, message))
-        elif state == r.TRIAL_SUCCEEDED:
-            message = f"{trial['name']}: objective {trial.get('objectiveValue')}"
-            events.append(Event("Normal", r.TRIAL_SUCCEEDED_EVENT, message))
-    if derived["phase"] != previous.get("phase"):
-        events.append(phase_event(derived))
-    return events
