@@ -80,7 +80,9 @@ async def create_children(kube: KubeApi, children: list[dict[str, Any]]) -> None
     *prerequisites, job = children
     await asyncio.gather(*(asyncio.to_thread(kube.create_if_absent, child) for child in prerequisites))
     if await asyncio.to_thread(kube.create_if_absent, job):
-        log.info("created %s %s/%s", job["kind"], job["metadata"]["namespace"], job["metadata"]["name"])
+        # A run's Job comes with what it mounts; a lone Job is a search's promote Job.
+        what = "training Job" if prerequisites else job["kind"]
+        log.info("created %s %s/%s", what, job["metadata"]["namespace"], job["metadata"]["name"])
 
 
 async def _write_status(act: Actuators, namespace: str, name: str, status: dict[str, Any]) -> None:
