@@ -14,13 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from ..client import SandboxClient, retry_on_conflict
 from ..conditions import set_condition, utcnow
+from .events import EventRecorder
 from .image_runtime.buildah import Buildah
+from .mount_backoff import (
+    INITIAL_DURATION_BEFORE_RETRY,
+    MAX_DURATION_BEFORE_RETRY,
+    POD_ATTACH_AND_MOUNT_TIMEOUT,
+    SYNC_BACKOFF_PERIOD,
+)
 from .pod_worker import DEFAULT_GRACE_SECONDS, PodWorker, delete_now
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,11 @@ class ProcessKubelet:
         now: Callable = utcnow,
         runtime: str = "process",
         buildah: Buildah | None = None,
+        mount_backoff_seconds: float = INITIAL_DURATION_BEFORE_RETRY,
+        max_mount_backoff_seconds: float = MAX_DURATION_BEFORE_RETRY,
+        mount_timeout_seconds: float = POD_ATTACH_AND_MOUNT_TIMEOUT,
+        sync_backoff_seconds: float = SYNC_BACKOFF_PERIOD,
+        rng: random.Random | None = None,
     ) -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"kubelet runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
@@ -60,6 +73,15 @@ class ProcessKubelet:
         self.restart_backoff_seconds = restart_backoff_seconds
         self.max_restart_backoff_seconds = max_restart_backoff_seconds
         self.now = now
+        # The real kubelet's timings (mount_backoff.py): a failed volume mount's retries, the wait for a pod's
+        # mounts, and the pod worker's back-off after a failed sync (jittered with `rng`).
+        self.mount_backoff_seconds = mount_backoff_seconds
+        self.max_mount_backoff_seconds = max_mount_backoff_seconds
+        self.mount_timeout_seconds = mount_timeout_seconds
+        self.sync_backoff_seconds = sync_backoff_seconds
+        self.rng = rng or random.Random()
+        # FailedMount, and Failed (CreateContainerConfigError), Warning events on pods, repeats aggregated.
+        self.events = EventRecorder(client, node_name, now)
         self.workers: dict[tuple[str, str], PodWorker] = {}
         self._watch_task: asyncio.Task | None = None
         # Image runtime: removals of working containers, outliving the pod workers that started them.

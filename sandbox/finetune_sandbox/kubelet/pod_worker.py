@@ -17,10 +17,20 @@ from typing import TYPE_CHECKING
 from ..client import ApiError, SandboxClient, retry_on_conflict
 from ..conditions import format_time
 from .env import EnvError
+from .events import WARNING, container_field_path
 from .image_runtime.plan import ContainerConfigError
-from .runtime import PodRuntime
+from .mount_backoff import CLOCK_SLACK, MountBackoffs, sync_backoff
+from .runtime import Launch, PodRuntime
 from .status import ContainerRun, build_pod_status, exit_code_of, exit_reason, termination_message
-from .volumes import VolumeError, pod_dir, referenced_sources, volume_files, volume_paths, write_files
+from .volumes import (
+    VolumeError,
+    pod_dir,
+    referenced_sources,
+    volume_files,
+    volume_path,
+    volume_sources,
+    write_files,
+)
 
 if TYPE_CHECKING:  # the kubelet owns its pod workers; only its type is needed here
     from .node import ProcessKubelet
@@ -153,32 +163,89 @@ class PodWorker:
             return
 
     async def _prepare(self) -> tuple[dict, dict]:
-        """Fetch referenced ConfigMaps/Secrets and materialise volumes; waits while a source is missing."""
+        """Mount the pod's volumes, then fetch what its containers' env refers to."""
+        configmaps, secrets = await self._mount_volumes()
+        fresh_configmaps, fresh_secrets = await self._fetch_sources(known=(configmaps, secrets))
+        return {**configmaps, **fresh_configmaps}, {**secrets, **fresh_secrets}
+
+    async def _mount_volumes(self) -> tuple[dict, dict]:
+        """Set up every volume as the real kubelet's volume manager does (mount_backoff.py has the upstream facts).
+
+        A volume that fails (its ConfigMap or Secret missing, a key it names absent) gets a FailedMount Warning
+        event, "MountVolume.SetUp failed for volume "NAME" : configmap "CM" not found", and is retried when its
+        own back-off expires: 0.5 s, doubling, at most 2 min 2 s. The pod stays Pending, its containers waiting
+        in ContainerCreating, until all are set up. Every 2 min 3 s without that, the pod's sync gives up
+        ("Unable to attach or mount volumes: ...") and waits the sync back-off before it looks again.
+
+        Returns the ConfigMaps and Secrets the volumes were made from (None for an optional one that is absent).
+        """
+        kubelet = self.kubelet
+        loop = asyncio.get_running_loop()
+        pending = {volume["name"]: volume for volume in (self.pod.get("spec") or {}).get("volumes") or []}
+        configmaps: dict[str, dict | None] = {}
+        secrets: dict[str, dict | None] = {}
+        backoffs = MountBackoffs(kubelet.mount_backoff_seconds, kubelet.max_mount_backoff_seconds)
+        deadline = loop.time() + kubelet.mount_timeout_seconds
+        paused_until: float | None = None  # the pod worker's sync back-off after a timed-out wait
         while True:
             self._check_stopping()
-            configmaps, secrets = await self._fetch_sources()
-            try:
-                paths = volume_paths(self.pod, self.kubelet.data_dir)
-                for volume in (self.pod.get("spec") or {}).get("volumes") or []:
-                    root = paths[volume["name"]]
-                    files = volume_files(volume, configmaps, secrets)
-                    if "hostPath" not in volume:
-                        root.mkdir(parents=True, exist_ok=True)
-                    if files:
-                        write_files(root, files)
-                return configmaps, secrets
-            except VolumeError as error:
-                # Real kubelet: the pod stays ContainerCreating (FailedMount) until the source appears.
-                for run in self.init_runs + self.runs:
-                    run.reason, run.message = "ContainerCreating", str(error)
-                await self.publish()
-                await self._sleep(1.0)
+            for name, volume in list(pending.items()):
+                if not backoffs.safe_to_retry(name, loop.time()):
+                    continue
+                try:
+                    await self._set_up(volume, configmaps, secrets)
+                except VolumeError as error:
+                    backoffs.failed(name, error.cause, loop.time())
+                    message = f'MountVolume.SetUp failed for volume "{name}" : {error.cause}'
+                    await kubelet.events.pod_event(self.pod, WARNING, "FailedMount", message)
+                else:
+                    backoffs.succeeded(name)
+                    del pending[name]
+            now = loop.time()
+            if paused_until is not None and now + CLOCK_SLACK >= paused_until:
+                paused_until, deadline = None, now + kubelet.mount_timeout_seconds
+            if paused_until is None:
+                if not pending:
+                    return configmaps, secrets
+                if now + CLOCK_SLACK >= deadline:
+                    message = (
+                        f"Unable to attach or mount volumes: unmounted volumes=[{' '.join(sorted(pending))}], "
+                        f"unattached volumes=[], failed to process volumes=[]: context deadline exceeded"
+                    )
+                    await kubelet.events.pod_event(self.pod, WARNING, "FailedMount", message)
+                    paused_until = loop.time() + sync_backoff(kubelet.rng, kubelet.sync_backoff_seconds)
+            wake = [paused_until if paused_until is not None else deadline]
+            if pending:
+                wake.append(backoffs.next_retry_at(list(pending)) or now)
+            await self._sleep(max(0.0, min(wake) - loop.time()))
 
-    async def _fetch_sources(self) -> tuple[dict, dict]:
+    async def _set_up(self, volume: dict, configmaps: dict, secrets: dict) -> None:
+        """One SetUp of one volume: read its sources from the API server, write its files. Raises VolumeError."""
+        namespace = self.key[0]
+        configmap_names, secret_names = volume_sources(volume)
+        for name in sorted(configmap_names):
+            configmaps[name] = await self._get_or_none("configmaps", namespace, name)
+        for name in sorted(secret_names):
+            secrets[name] = await self._get_or_none("secrets", namespace, name)
+        root = volume_path(self.pod, volume, self.kubelet.data_dir)
+        files = volume_files(volume, configmaps, secrets)
+        if "hostPath" not in volume:
+            root.mkdir(parents=True, exist_ok=True)
+        if files:
+            write_files(root, files)
+
+    async def _fetch_sources(self, known: tuple[dict, dict] = ({}, {})) -> tuple[dict, dict]:
+        """The ConfigMaps and Secrets the pod refers to, from the API server; those in `known` are not read again."""
         namespace = self.key[0]
         configmap_names, secret_names = referenced_sources(self.pod)
-        configmaps = {name: await self._get_or_none("configmaps", namespace, name) for name in configmap_names}
-        secrets = {name: await self._get_or_none("secrets", namespace, name) for name in secret_names}
+        configmaps = {
+            name: await self._get_or_none("configmaps", namespace, name)
+            for name in configmap_names
+            if name not in known[0]
+        }
+        secrets = {
+            name: await self._get_or_none("secrets", namespace, name) for name in secret_names if name not in known[1]
+        }
         return configmaps, secrets
 
     async def _get_or_none(self, plural: str, namespace: str, name: str) -> dict | None:
@@ -240,21 +307,31 @@ class PodWorker:
         run.last_state = run.terminated_state()
         run.restart_count += 1
 
+    async def _launch(self, spec: dict, run: ContainerRun, configmaps: dict, secrets: dict) -> Launch:
+        """The container's launch; while it cannot be made (a Secret or ConfigMap its env needs is missing, ...),
+        the container waits with CreateContainerConfigError and a Warning event "Failed" says "Error: ...", as
+        the real kubelet's startContainer does; the pod's sync is retried after the sync back-off (10 s and up
+        to 50 % jitter), with the references read again."""
+        while True:
+            self._check_stopping()
+            try:
+                return await self.runtime.launch(self.pod, spec, run, configmaps, secrets)
+            except (EnvError, VolumeError, ContainerConfigError) as error:
+                reason = getattr(error, "reason", "CreateContainerConfigError")
+                run.state, run.reason, run.message = "waiting", reason, str(error)
+                await self.publish()
+                init = any(run is init_run for init_run in self.init_runs)
+                await self.kubelet.events.pod_event(
+                    self.pod, WARNING, "Failed", f"Error: {error}", field_path=container_field_path(run.name, init=init)
+                )
+                await self._sleep(sync_backoff(self.kubelet.rng, self.kubelet.sync_backoff_seconds))
+                fresh_configmaps, fresh_secrets = await self._fetch_sources()
+                configmaps.update(fresh_configmaps)
+                secrets.update(fresh_secrets)
+
     async def _run_once(self, spec: dict, run: ContainerRun, configmaps: dict, secrets: dict) -> None:
         """Start the container's process, wait for it, record how it ended."""
-        self._check_stopping()
-        try:
-            launch = await self.runtime.launch(self.pod, spec, run, configmaps, secrets)
-        except (EnvError, VolumeError, ContainerConfigError) as error:
-            reason = getattr(error, "reason", "CreateContainerConfigError")
-            run.state, run.reason, run.message = "waiting", reason, str(error)
-            await self.publish()
-            # Like the real kubelet, keep waiting: the missing reference may be created later.
-            await self._sleep(2.0)
-            fresh_configmaps, fresh_secrets = await self._fetch_sources()
-            configmaps.update(fresh_configmaps)
-            secrets.update(fresh_secrets)
-            return await self._run_once(spec, run, configmaps, secrets)
+        launch = await self._launch(spec, run, configmaps, secrets)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.kubelet.register_log is not None:
             self.kubelet.register_log(self.key[0], self.key[1], run.name, str(launch.log_path))

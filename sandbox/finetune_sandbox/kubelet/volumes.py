@@ -16,7 +16,15 @@ from pathlib import Path
 
 
 class VolumeError(Exception):
-    """A volume or mount the sandbox cannot provide; the message names it and how to fix it."""
+    """A volume or mount the sandbox cannot provide; the message names it and how to fix it.
+
+    `cause` is the error as the real kubelet's volume plugin words it (what follows "MountVolume.SetUp failed
+    for volume "NAME" : " in a FailedMount event), e.g. `configmap "cfg" not found`.
+    """
+
+    def __init__(self, message: str, *, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause or message
 
 
 @dataclass(frozen=True)
@@ -37,21 +45,24 @@ def pvc_dir(data_dir: Path, namespace: str, claim: str) -> Path:
 
 def volume_paths(pod: dict, data_dir: Path) -> dict[str, Path]:
     """Local root folder of each of the pod's volumes, by volume name."""
+    return {
+        volume["name"]: volume_path(pod, volume, data_dir) for volume in (pod.get("spec") or {}).get("volumes") or []
+    }
+
+
+def volume_path(pod: dict, volume: dict, data_dir: Path) -> Path:
+    """Local root folder of one of the pod's volumes."""
     meta = pod["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
-    result: dict[str, Path] = {}
-    for volume in (pod.get("spec") or {}).get("volumes") or []:
-        if "persistentVolumeClaim" in volume:
-            claim = (volume["persistentVolumeClaim"] or {}).get("claimName")
-            if not claim:
-                raise VolumeError(f"volume {volume['name']!r}: persistentVolumeClaim needs claimName")
-            result[volume["name"]] = pvc_dir(data_dir, namespace, claim)
-        elif "hostPath" in volume:
-            result[volume["name"]] = Path(volume["hostPath"]["path"])
-        else:
-            # emptyDir, configMap, secret, projected, downwardAPI: a private folder of this pod.
-            result[volume["name"]] = pod_dir(data_dir, namespace, name) / "volumes" / volume["name"]
-    return result
+    if "persistentVolumeClaim" in volume:
+        claim = (volume["persistentVolumeClaim"] or {}).get("claimName")
+        if not claim:
+            raise VolumeError(f"volume {volume['name']!r}: persistentVolumeClaim needs claimName")
+        return pvc_dir(data_dir, namespace, claim)
+    if "hostPath" in volume:
+        return Path(volume["hostPath"]["path"])
+    # emptyDir, configMap, secret, projected, downwardAPI: a private folder of this pod.
+    return pod_dir(data_dir, namespace, name) / "volumes" / volume["name"]
 
 
 def container_mounts(container: dict, volumes: dict[str, Path]) -> list[Mount]:
@@ -83,15 +94,26 @@ def decode_data(obj: dict, *, secret: bool) -> dict[str, bytes]:
     return files
 
 
-def project_files(data: dict[str, bytes], items: list[dict] | None, source: str) -> dict[str, bytes]:
+def project_files(
+    data: dict[str, bytes], items: list[dict] | None, source: str, *, kind: str = "configmap"
+) -> dict[str, bytes]:
     """Relative path -> content, honouring `items` (key -> path); all keys as files without it."""
     if not items:
         return dict(data)
     files = {}
     for item in items:
         key = item.get("key")
+        # The volume plugins' words (pkg/volume/configmap, pkg/volume/secret).
+        missing_key_cause = (
+            f"configmap references non-existent config key: {key}"
+            if kind == "configmap"
+            else f"references non-existent secret key: {key}"
+        )
         if key not in data:
-            raise VolumeError(f"{source}: items names key {key!r}, which is not in its data (keys: {sorted(data)})")
+            raise VolumeError(
+                f"{source}: items names key {key!r}, which is not in its data (keys: {sorted(data)})",
+                cause=missing_key_cause,
+            )
         path = item.get("path") or key
         if path.startswith("/") or ".." in Path(path).parts:
             raise VolumeError(f"{source}: items path {path!r} must be relative and stay inside the volume")
@@ -137,10 +159,26 @@ def _source_files(volume_name: str, source: dict, configmaps: dict, secrets: dic
             return {}
         raise VolumeError(
             f'volume {volume_name!r}: {kind} "{ref.get("name")}" not found '
-            f"(create it in the pod's namespace, or mark the volume source optional: true)"
+            f"(create it in the pod's namespace, or mark the volume source optional: true)",
+            cause=f'{kind} "{ref.get("name")}" not found',
         )
     where = f"volume {volume_name!r} ({kind} {ref.get('name')!r})"
-    return project_files(decode_data(obj, secret=secret), ref.get("items"), where)
+    return project_files(decode_data(obj, secret=secret), ref.get("items"), where, kind=kind)
+
+
+def volume_sources(volume: dict) -> tuple[set[str], set[str]]:
+    """Names of the ConfigMaps and Secrets one volume (configMap, secret or projected) is made from."""
+    configmaps: set[str] = set()
+    secrets: set[str] = set()
+    for source in [volume] + list(((volume.get("projected") or {}).get("sources")) or []):
+        if "configMap" in source:
+            configmaps.add((source["configMap"] or {}).get("name", ""))
+        if "secret" in source:
+            ref = source["secret"] or {}
+            secrets.add(ref.get("secretName") or ref.get("name", ""))
+    configmaps.discard("")
+    secrets.discard("")
+    return configmaps, secrets
 
 
 def referenced_sources(pod: dict) -> tuple[set[str], set[str]]:
@@ -149,13 +187,9 @@ def referenced_sources(pod: dict) -> tuple[set[str], set[str]]:
     secrets: set[str] = set()
     spec = pod.get("spec") or {}
     for volume in spec.get("volumes") or []:
-        sources = [volume] + list(((volume.get("projected") or {}).get("sources")) or [])
-        for source in sources:
-            if "configMap" in source:
-                configmaps.add((source["configMap"] or {}).get("name", ""))
-            if "secret" in source:
-                ref = source["secret"] or {}
-                secrets.add(ref.get("secretName") or ref.get("name", ""))
+        volume_configmaps, volume_secrets = volume_sources(volume)
+        configmaps |= volume_configmaps
+        secrets |= volume_secrets
     for container in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         for source in container.get("envFrom") or []:
             if "configMapRef" in source:
