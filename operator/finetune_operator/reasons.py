@@ -33,6 +33,8 @@ WAITING_FOR_ADMISSION = "WaitingForAdmission"
 ADMITTED_BY_QUEUE = "AdmittedByQueue"
 NO_QUEUE = "NoQueue"
 POD_PENDING = "PodsPending"
+# The Job controller cannot create the pods: admission refused them (quota, PriorityClass, Pod Security).
+PODS_CANNOT_BE_CREATED = "PodsCannotBeCreated"
 UNSCHEDULABLE = "Unschedulable"
 IMAGE_PULL_FAILED = "ImagePullFailed"
 # A Secret/ConfigMap the pod references is missing (the kubelet's CreateContainerConfigError).
@@ -69,6 +71,9 @@ TRIAL_FINISHED_STATES = (TRIAL_SUCCEEDED, TRIAL_FAILED, TRIAL_EARLY_STOPPED)
 
 # Failure reasons (the Failed condition's reason; also the label of the failures metric).
 INVALID_SPEC = "InvalidSpec"
+# The API server (an admission plugin) forbade creating a child: a namespace being terminated, a quota on
+# object counts, a policy.
+FORBIDDEN = "Forbidden"
 INVALID_DATA = "InvalidData"
 OUT_OF_MEMORY = "OutOfMemory"
 STARTUP_DEADLINE_EXCEEDED = "StartupDeadlineExceeded"
@@ -86,6 +91,7 @@ PROMOTION_FAILED = "PromotionFailed"
 OBJECTIVE_MISSING = "ObjectiveMissing"
 FAILURE_REASONS = (
     INVALID_SPEC,
+    FORBIDDEN,
     INVALID_DATA,
     OUT_OF_MEMORY,
     IMAGE_PULL_FAILED,
@@ -102,6 +108,9 @@ FAILURE_REASONS = (
     NO_SUCCESSFUL_TRIAL,
     PROMOTION_FAILED,
 )
+
+# Failures of the spec itself, found before any pod ran: a changed spec (a new generation) tries again.
+SPEC_REFUSALS = (INVALID_SPEC, FORBIDDEN)
 
 # Trainer exit codes (docs/pod-contract.md) and the failure reason each one means.
 EXIT_INVALID_DATA = 3

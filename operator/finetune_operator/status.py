@@ -14,6 +14,7 @@ from typing import Any
 from . import reasons as r
 from .conditions import find_condition, set_condition
 from .failure import classify_failure, job_condition, trainer_status
+from .pod_creation import creation_failure
 from .redaction import redact
 from .spec import FineTuneJobSpec
 
@@ -33,10 +34,12 @@ def parse_timestamp(text: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class Observed:
-    """The children as last seen: the training Job (None while absent) and its pods."""
+    """The children as last seen: the training Job (None while absent), its pods, and the Job controller's
+    FailedCreate events on it (listed only while the Job has fewer pods than ranks)."""
 
     job: dict[str, Any] | None = None
     pods: list[dict[str, Any]] = field(default_factory=list)
+    failed_creates: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _live_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -52,8 +55,12 @@ def _is_running(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") == "Running" and "running" in (trainer_status(pod).get("state") or {})
 
 
-def _why_not_running(pods: list[dict[str, Any]], nodes: int) -> tuple[str, str]:
+def _why_not_running(pods: list[dict[str, Any]], nodes: int, failed_creates: list[dict[str, Any]]) -> tuple[str, str]:
     """The most useful explanation for pods that are not all running yet."""
+    if len(pods) < nodes:
+        refused = creation_failure(failed_creates, pods)
+        if refused is not None:
+            return refused
     for pod in pods:
         scheduled = find_condition((pod.get("status") or {}).get("conditions"), "PodScheduled")
         if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
@@ -143,7 +150,7 @@ def derive_status(
         draft.cond(r.COND_ADMITTED, True, r.ADMITTED_BY_QUEUE, f"admitted by Kueue from LocalQueue {queue}")
     else:
         draft.cond(r.COND_ADMITTED, True, r.NO_QUEUE, "no queue: admitted on creation")
-    return _running_or_starting(draft, spec, previous, observed.pods)
+    return _running_or_starting(draft, spec, previous, observed)
 
 
 def _finished(draft: _StatusDraft, spec: FineTuneJobSpec, observed: Observed) -> dict[str, Any] | None:
@@ -186,10 +193,10 @@ def _suspended(draft: _StatusDraft, spec: FineTuneJobSpec) -> dict[str, Any]:
 
 
 def _running_or_starting(
-    draft: _StatusDraft, spec: FineTuneJobSpec, previous: dict[str, Any], pods: list[dict[str, Any]]
+    draft: _StatusDraft, spec: FineTuneJobSpec, previous: dict[str, Any], observed: Observed
 ) -> dict[str, Any]:
     """Running once every rank's pod runs (or finished); else Starting, with the best reason why not."""
-    out, nodes = draft.out, spec.resources.nodes
+    out, nodes, pods = draft.out, spec.resources.nodes, observed.pods
     live = _live_pods(pods)
     running = sum(1 for p in live if _is_running(p))
     succeeded = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
@@ -209,7 +216,7 @@ def _running_or_starting(
         message = f"all {nodes} trainer pods running" if nodes > 1 else "the trainer pod is running"
         draft.cond(r.COND_RUNNING, True, r.PODS_RUNNING, message)
         return draft.finish(r.RUNNING, r.PODS_RUNNING, message)
-    reason, message = _why_not_running(live, nodes)
+    reason, message = _why_not_running(live, nodes, observed.failed_creates)
     if out["retries"] and reason == r.POD_PENDING:
         reason = r.RETRYING
         message = f"retry {out['retries']} of {spec.run_policy.backoff_limit}: {message}"
@@ -218,28 +225,41 @@ def _running_or_starting(
 
 
 def invalid_spec_status(
-    message: str, previous: dict[str, Any], *, generation: int | None, now: datetime
+    message: str,
+    previous: dict[str, Any],
+    *,
+    generation: int | None,
+    now: datetime,
+    reason: str = r.INVALID_SPEC,
 ) -> dict[str, Any]:
+    """Failed before any pod ran: the spec is invalid (InvalidSpec), or the API server forbade the job's
+    children (Forbidden). A changed spec tries again (reasons.SPEC_REFUSALS)."""
     stamp = timestamp(now)
+    why = "the spec is invalid" if reason == r.INVALID_SPEC else "the API server forbade the job's children"
     conditions = list(previous.get("conditions") or [])
+    conditions = set_condition(conditions, r.COND_FAILED, True, reason, message, now=stamp, generation=generation)
+    conditions = set_condition(conditions, r.COND_SUCCEEDED, False, reason, why, now=stamp, generation=generation)
     conditions = set_condition(
-        conditions, r.COND_FAILED, True, r.INVALID_SPEC, message, now=stamp, generation=generation
-    )
-    conditions = set_condition(
-        conditions, r.COND_SUCCEEDED, False, r.INVALID_SPEC, "the spec is invalid", now=stamp, generation=generation
-    )
-    conditions = set_condition(
-        conditions, r.COND_RUNNING, False, r.INVALID_SPEC, "no pods were created", now=stamp, generation=generation
+        conditions, r.COND_RUNNING, False, reason, "no pods were created", now=stamp, generation=generation
     )
     return {
         "phase": r.FAILED,
-        "reason": r.INVALID_SPEC,
+        "reason": reason,
         "message": message,
         "conditions": conditions,
         "observedGeneration": generation,
         "completionTime": stamp,
-        "failure": {"reason": r.INVALID_SPEC, "message": message},
+        "failure": {"reason": reason, "message": message},
     }
+
+
+def refused_spec_changed(previous: dict[str, Any], generation: int | None) -> bool:
+    """A job that failed on its spec (invalid, or its children forbidden) whose spec has changed since."""
+    return (
+        previous.get("phase") == r.FAILED
+        and previous.get("reason") in r.SPEC_REFUSALS
+        and previous.get("observedGeneration") != generation
+    )
 
 
 def startup_deadline_exceeded(spec: FineTuneJobSpec, status: dict[str, Any], created: datetime, now: datetime) -> bool:

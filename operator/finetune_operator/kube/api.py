@@ -28,6 +28,8 @@ RBAC_CALLS = {
     (GROUP, "finetunejobs", "delete"),
     (GROUP, "finetunejobs/status", "patch"),
     ("", "configmaps", "create"),
+    # A job whose children the API server refused retries on a spec change: its ConfigMap follows the new spec.
+    ("", "configmaps", "patch"),
     ("", "services", "create"),
     ("", "secrets", "create"),
     ("batch", "jobs", "create"),
@@ -35,6 +37,8 @@ RBAC_CALLS = {
     ("batch", "jobs", "delete"),
     # The failed trainer's last log lines, read once when its job fails (status.failure.logTail).
     ("", "pods/log", "get"),
+    # Why a Job has fewer pods than it should: its FailedCreate events (quota, PriorityClass, admission).
+    ("", "events", "list"),
     # With --peering: the peering object the replicas coordinate through, created if absent.
     (KOPF_GROUP, "clusterkopfpeerings", "create"),
     (KOPF_GROUP, "kopfpeerings", "create"),
@@ -184,6 +188,28 @@ class KubeApi:
             if exc.status == 409:
                 return False
             raise
+
+    def create_or_update(self, manifest: dict[str, Any]) -> None:
+        """Create a ConfigMap, or bring an existing one's data and labels to `manifest` (merge patch)."""
+        if self.create_if_absent(manifest):
+            return
+        group, version, plural = CHILD_KINDS[manifest["kind"]]
+        meta = manifest["metadata"]
+        self.api_client.request(
+            "PATCH",
+            _objects_path(group, version, meta["namespace"], plural, meta["name"]),
+            body={"metadata": {"labels": meta.get("labels") or {}}, "data": manifest.get("data") or {}},
+            content_type=MERGE_PATCH,
+        )
+
+    def failed_create_events(self, namespace: str, job_uid: str) -> list[dict[str, Any]]:
+        """The Job controller's FailedCreate events on one Job (why it has fewer pods than it should)."""
+        answer = self.api_client.request(
+            "GET",
+            _objects_path("", "v1", namespace, "events"),
+            query={"fieldSelector": f"involvedObject.uid={job_uid},reason=FailedCreate"},
+        )
+        return list(json.loads(answer).get("items") or [])
 
     def progress_key(self, namespace: str, name: str) -> bytes:
         """The operator's token-signing key, kept in a Secret of its own namespace (created on first start)."""

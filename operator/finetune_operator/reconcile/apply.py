@@ -15,17 +15,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..failure import LOG_TAIL_BYTES, LOG_TAIL_LINES, with_log_tail
-from ..kube import KubeApi
+from ..kube import ApiError, KubeApi
 from ..metrics import OperatorMetrics
 from ..names import TRAINER_CONTAINER
 from ..progress.hub import ProgressHub
 from ..registry import JobRegistry
+from ..rejection import PERMANENT_STATUSES, Rejection
 from .plan import MetricDeltas, Plan
 
 log = logging.getLogger(__name__)
 
 # kopf.event's shape: (the object, type, reason, message).
 PostEvent = Callable[..., None]
+
+
+class ChildRejected(Exception):
+    """The API server refused a child for good (400, 403, 422): the job fails instead of retrying."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(f"{rejection.kind} {rejection.name}: HTTP {rejection.status}: {rejection.message}")
+        self.rejection = rejection
 
 
 @dataclass
@@ -47,7 +56,7 @@ async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
     if plan.status_first:
         await _write_status(act, namespace, name, plan.status)
     for children in plan.create:
-        await create_children(act.kube, children)
+        await create_children(act.kube, children, refresh=plan.refresh_children)
     # Once the children went out (children_complete must not claim what failed to be sent), before the
     # status write: the child events of a burst find their job's children complete and skip.
     for job, fields in plan.remember.items():
@@ -56,7 +65,7 @@ async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
             record.update(**fields)
     record_metrics(act.metrics, plan.metrics)
     for job, suspend in plan.suspend:
-        await asyncio.to_thread(act.kube.set_job_suspended, namespace, job, suspend)
+        await asyncio.to_thread(_suspend, act.kube, namespace, job, suspend)
     for job in plan.delete_jobs:
         await asyncio.to_thread(act.kube.delete_job, namespace, job)
     if not plan.status_first:
@@ -72,17 +81,42 @@ async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
         await asyncio.to_thread(act.kube.delete_finetunejob, namespace, name)
 
 
-async def create_children(kube: KubeApi, children: list[dict[str, Any]]) -> None:
+async def create_children(kube: KubeApi, children: list[dict[str, Any]], *, refresh: bool = False) -> None:
     """Create a group of children if absent (409s are fine), in dependency order: all but the last
     together, then the last, the Job. A kubelet that meets a pod before its ConfigMap or Secret does not
     wait for them: it fails the mount and retries with its own backoff (0.5 s doubling to about two
-    minutes), so a Job sent first would delay the trainer, not hasten it."""
+    minutes), so a Job sent first would delay the trainer, not hasten it.
+
+    `refresh`: the ConfigMap may exist from an attempt the API server refused, built from an older spec;
+    it is brought up to date. Raises ChildRejected when the API server refuses a child for good."""
     *prerequisites, job = children
-    await asyncio.gather(*(asyncio.to_thread(kube.create_if_absent, child) for child in prerequisites))
-    if await asyncio.to_thread(kube.create_if_absent, job):
+    await asyncio.gather(*(asyncio.to_thread(_send, kube, child, refresh) for child in prerequisites))
+    if await asyncio.to_thread(_send, kube, job, refresh):
         # A run's Job comes with what it mounts; a lone Job is a search's promote Job.
         what = "training Job" if prerequisites else job["kind"]
         log.info("created %s %s/%s", what, job["metadata"]["namespace"], job["metadata"]["name"])
+
+
+def _send(kube: KubeApi, child: dict[str, Any], refresh: bool) -> bool:
+    try:
+        if refresh and child["kind"] == "ConfigMap":
+            kube.create_or_update(child)
+            return True
+        return kube.create_if_absent(child)
+    except ApiError as exc:
+        if exc.status in PERMANENT_STATUSES:
+            rejection = Rejection(child["kind"], child["metadata"]["name"], exc.status, exc.message or str(exc))
+            raise ChildRejected(rejection) from exc
+        raise
+
+
+def _suspend(kube: KubeApi, namespace: str, job: str, suspend: bool) -> None:
+    try:
+        kube.set_job_suspended(namespace, job, suspend)
+    except ApiError as exc:
+        if exc.status in PERMANENT_STATUSES:
+            raise ChildRejected(Rejection("Job", job, exc.status, exc.message or str(exc))) from exc
+        raise
 
 
 async def _write_status(act: Actuators, namespace: str, name: str, status: dict[str, Any]) -> None:

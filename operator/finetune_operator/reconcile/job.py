@@ -19,7 +19,9 @@ from ..children import run_children, suspension_change
 from ..conditions import find_condition
 from ..config import OperatorConfig
 from ..names import ANNOTATION_SPEC_HASH, training_job_name
+from ..pod_creation import pods_missing
 from ..progress.records import JobRecord
+from ..rejection import Rejection
 from ..spec import FineTuneJobSpec, changed_paths
 from ..status import (
     Observed,
@@ -29,6 +31,7 @@ from ..status import (
     invalid_spec_status,
     parse_timestamp,
     ran_to_completion,
+    refused_spec_changed,
     startup_deadline_exceeded,
     startup_failure_status,
     status_changes,
@@ -65,15 +68,19 @@ class JobObservation:
 
 
 def plan_job(observation: JobObservation, record: JobRecord, *, config: OperatorConfig, now: datetime) -> Plan:
-    previous, generation, name = observation.previous, observation.generation, observation.name
+    written, generation, name = observation.previous, observation.generation, observation.name
     if observation.spec is None:
-        return plan_invalid_spec(observation.spec_error or "invalid spec", previous, generation, name, now)
+        return plan_invalid_spec(observation.spec_error or "invalid spec", written, generation, name, now)
     spec = observation.spec
     plan = Plan()
+    # A job that failed on its spec starts over once the spec changed: derived afresh, written over the old.
+    restart = refused_spec_changed(written, generation)
+    previous = {} if restart else written
+    plan.refresh_children = restart
     observed = observation.children
     remember: dict[str, Any] = {}
     if previous.get("phase") not in r.TERMINAL_PHASES:
-        observed = _plan_children(plan, remember, observation, spec, record, config)
+        observed = _plan_children(plan, remember, observation, spec, record, config, restart=restart)
 
     derived = derive_status(spec, previous, observed, job_name=training_job_name(name), generation=generation, now=now)
     if startup_deadline_exceeded(spec, derived, observation.created(now), now):
@@ -95,21 +102,50 @@ def plan_job(observation: JobObservation, record: JobRecord, *, config: Operator
         remember.update(finished=True, completed_progress=completed_progress(spec, previous.get("progress")))
         plan.write_progress.append(name)
 
-    plan.status = status_changes(previous, derived)
+    plan.status = status_changes(written, derived)
     if "phase" in plan.status or ("reason" in plan.status and derived["phase"] != r.RUNNING):
         plan.events.append(phase_event(derived))
     plan.delete_finetunejob = ttl_expired(spec, derived, now)
+    plan.requeue_after = _requeue_after(spec, observed, observation.created(now), now)
     plan.remember[name] = remember
     return plan
 
 
+def _requeue_after(spec: FineTuneJobSpec, observed: Observed, created: datetime, now: datetime) -> float | None:
+    """While the Job has fewer pods than ranks, look again soon: the Job controller says why only in Events
+    on the Job, which bring no watch event. Every second at first, then less often (a quarter of the
+    job's age, at most every 30 s)."""
+    live = [p for p in observed.pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    if not pods_missing(observed.job, len(live), spec.resources.nodes):
+        return None
+    return min(30.0, max(1.0, (now - created).total_seconds() / 4))
+
+
+def plan_rejection(ftj: dict[str, Any], rejection: Rejection, now: datetime) -> Plan:
+    """The API server refused a child for good: Failed at once (InvalidSpec, or Forbidden), one Warning
+    event, no retry until the spec changes."""
+    previous = ftj.get("status") or {}
+    name, generation = ftj["metadata"]["name"], ftj["metadata"].get("generation")
+    message = rejection.status_message()
+    failed = invalid_spec_status(message, previous, generation=generation, now=now, reason=rejection.reason)
+    plan = Plan(status=status_changes(previous, failed), remember={name: {"phase": r.FAILED}})
+    plan.events.append(Event("Warning", rejection.reason, message))
+    plan.metrics.failures.append(rejection.reason)
+    return plan
+
+
 def plan_invalid_spec(error: str, previous: dict[str, Any], generation: int | None, name: str, now: datetime) -> Plan:
-    """A spec the operator cannot run (what the CRD schema could not refuse): Failed, InvalidSpec, once."""
+    """A spec the operator cannot run (what the CRD schema could not refuse): Failed, InvalidSpec, once per
+    spec (an edit that is still invalid gets its own message)."""
     plan = Plan(remember={name: {"phase": r.FAILED}})
-    if previous.get("reason") != r.INVALID_SPEC:
-        plan.status = invalid_spec_status(error, previous, generation=generation, now=now)
-        plan.events.append(Event("Warning", r.INVALID_SPEC, error))
-        plan.metrics.failures.append(r.INVALID_SPEC)
+    if previous.get("reason") == r.INVALID_SPEC and previous.get("observedGeneration") == generation:
+        return plan
+    if previous.get("reason") == r.INVALID_SPEC and previous.get("message") == error:
+        plan.status = {"observedGeneration": generation}  # the same mistake again: nothing new to say
+        return plan
+    plan.status = invalid_spec_status(error, previous, generation=generation, now=now)
+    plan.events.append(Event("Warning", r.INVALID_SPEC, error))
+    plan.metrics.failures.append(r.INVALID_SPEC)
     return plan
 
 
@@ -120,11 +156,14 @@ def _plan_children(
     spec: FineTuneJobSpec,
     record: JobRecord,
     config: OperatorConfig,
+    *,
+    restart: bool = False,
 ) -> Observed:
-    """Children to send (none found, or not yet sent by this operator process), else the suspension to
-    follow; returns what the status is derived from (the Job about to be sent, when there was none)."""
+    """Children to send (none found, or not yet sent by this operator process, or a restart after the
+    spec was refused), else the suspension to follow; returns what the status is derived from (the Job
+    about to be sent, when there was none)."""
     observed, name = observation.children, observation.name
-    if observed.job is None or not record.children_complete:
+    if observed.job is None or not record.children_complete or restart:
         children = run_children(observation.ftj, spec, name, config, observation.token)
         plan.create.append(children)
         remember["children_complete"] = True

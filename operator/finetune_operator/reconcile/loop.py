@@ -19,9 +19,9 @@ import urllib3
 from .. import clock
 from ..search.plan import plan_search
 from ..spec import InvalidSpec, parse_spec
-from .apply import apply_plan
-from .job import plan_job
-from .observe import Index, observe_job, observe_search
+from .apply import ChildRejected, apply_plan
+from .job import plan_job, plan_rejection
+from .observe import Index, observe_job, observe_search, with_failed_creates
 from .plan import Plan
 from .state import OperatorState
 
@@ -133,8 +133,16 @@ async def reconcile_once(
         if ftj is None or ftj["metadata"].get("deletionTimestamp"):
             return
         try:
-            plan = plan_reconcile(ftj, state, jobs, pods)
-            await apply_plan(plan, ftj, state.actuators())
+            plan = await plan_reconcile(ftj, state, jobs, pods)
+            try:
+                await apply_plan(plan, ftj, state.actuators())
+            except ChildRejected as exc:
+                # Permanent: the job fails now and waits for a spec change instead of retrying forever.
+                log.warning("the API server refused %s/%s's %s", namespace, name, exc)
+                await apply_plan(plan_rejection(ftj, exc.rejection, clock.now()), ftj, state.actuators())
+                return
+            if plan.requeue_after is not None:
+                requeue(state, namespace, name, plan.requeue_after)
         finally:
             record = state.registry.get(namespace, name)
             if record is not None:
@@ -142,7 +150,23 @@ async def reconcile_once(
                 record.generation = ftj["metadata"].get("generation")
 
 
-def plan_reconcile(ftj: dict[str, Any], state: OperatorState, jobs: Index, pods: Index) -> Plan:
+def requeue(state: OperatorState, namespace: str, name: str, delay: float) -> None:
+    """Reconcile the job again after `delay` seconds, unless a look-again is already pending for it."""
+    key = (namespace, name)
+    pending = state.requeues.get(key)
+    if pending is not None and not pending.done():
+        return
+
+    async def again() -> None:
+        await asyncio.sleep(delay)
+        state.requeues.pop(key, None)
+        if state.registry.get(namespace, name) is not None:  # not deleted meanwhile
+            await reconcile_from_cache(state, namespace, name)
+
+    state.requeues[key] = in_handler_context(state, again())
+
+
+async def plan_reconcile(ftj: dict[str, Any], state: OperatorState, jobs: Index, pods: Index) -> Plan:
     """Observe the job (and register it) and plan what to do: a search, a plain job, or an invalid spec."""
     meta = ftj["metadata"]
     now = clock.now()
@@ -160,6 +184,7 @@ def plan_reconcile(ftj: dict[str, Any], state: OperatorState, jobs: Index, pods:
         )
     token = state.hub.token(meta["namespace"], meta["name"], meta.get("uid", ""))
     job = observe_job(ftj, spec, error, registry=state.registry, jobs=jobs, pods=pods, token=token, now=now)
+    job = await with_failed_creates(state.kube, job)
     record = state.registry.get(meta["namespace"], meta["name"])
     assert record is not None  # observe_job registered it
     return plan_job(job, record, config=state.config, now=now)

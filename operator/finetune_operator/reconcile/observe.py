@@ -7,18 +7,25 @@ trainer's progress reports need one to land in.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from .. import reasons as r
+from ..kube import KubeApi
 from ..names import promote_job_name
+from ..pod_creation import pods_missing
 from ..registry import JobRegistry
 from ..search.plan import SearchObservation
 from ..search.specs import frozen_spec, trial_spec
 from ..spec import FineTuneJobSpec
 from ..status import Observed, parse_timestamp
 from .job import JobObservation
+
+log = logging.getLogger(__name__)
 
 # Kopf's index of a kind: (namespace, run name) -> the objects of that run.
 Index = Mapping[tuple[str, str], Any]
@@ -86,3 +93,23 @@ def observe_search(
     runs = [*(entry["name"] for entry in previous.get("trials") or []), promote_job_name(name)]
     children = {run: children_of(jobs, pods, namespace, run) for run in runs}
     return SearchObservation(ftj=ftj, spec=spec, children=children, parent=parent, trials=records)
+
+
+async def with_failed_creates(kube: KubeApi, observation: JobObservation) -> JobObservation:
+    """The Job controller's FailedCreate events, read only while the Job has fewer live pods than ranks
+    (one field-selected list; a plain job's reconcile needs none otherwise)."""
+    children, spec = observation.children, observation.spec
+    if spec is None or children.job is None:
+        return observation
+    live = [p for p in children.pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+    if not pods_missing(children.job, len(live), spec.resources.nodes):
+        return observation
+    meta = children.job["metadata"]
+    if not meta.get("uid"):
+        return observation  # the Job about to be created (no uid yet): nothing can have failed
+    try:
+        events = await asyncio.to_thread(kube.failed_create_events, meta["namespace"], meta["uid"])
+    except Exception:  # noqa: BLE001 - the reason is a courtesy; the status still says what the pods show
+        log.warning("could not list the events of Job %s/%s", meta["namespace"], meta["name"], exc_info=True)
+        return observation
+    return dataclasses.replace(observation, children=dataclasses.replace(children, failed_creates=events))

@@ -44,6 +44,8 @@ class Plan:
     # Groups of children to create if absent, in dependency order: the last of each is the Job, sent once
     # what its pods mount (ConfigMap, Secret) and resolve (Service) exists.
     create: list[list[dict[str, Any]]] = field(default_factory=list)
+    # The children may exist from an attempt the API server refused: bring their ConfigMap up to date.
+    refresh_children: bool = False
     # (Job name, suspend): Jobs whose spec.suspend must change.
     suspend: list[tuple[str, bool]] = field(default_factory=list)
     # Jobs to delete (a failed job's held resources, early-stopped trials).
@@ -60,6 +62,9 @@ class Plan:
     write_progress: list[str] = field(default_factory=list)
     # The TTL after finishing has passed: delete the FineTuneJob.
     delete_finetunejob: bool = False
+    # Look again after this many seconds even if no event comes (pods the Job controller cannot create
+    # post Events on the Job, which the operator does not watch).
+    requeue_after: float | None = None
 
 
 def phase_event(derived: dict[str, Any]) -> Event:

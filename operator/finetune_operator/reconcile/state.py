@@ -39,6 +39,8 @@ class OperatorState:
     context: contextvars.Context | None = None
     # One pending retry per job.
     retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    # One pending look-again per job (a plan's requeue_after).
+    requeues: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     # The progress and metrics servers and the sweep task, stopped at shutdown.
     servers: Any = None
     sweeper: asyncio.Task[None] | None = None
@@ -56,4 +58,7 @@ class OperatorState:
         """A deleted FineTuneJob: drop its records (its trials' too), pending writes, lock and versions."""
         self.hub.forget(self.registry.forget(namespace, name))
         self.locks.pop((namespace, name), None)
+        requeue = self.requeues.pop((namespace, name), None)
+        if requeue is not None:
+            requeue.cancel()
         self.kube.forget(namespace, name)
