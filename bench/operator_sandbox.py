@@ -2,7 +2,9 @@
 
 The sandbox runs without its scheduler, Job controller and kubelet, so no trainer ever runs however
 many FineTuneJobs exist; the benchmark creates pods and moves Job and pod statuses itself, in-process,
-the way those controllers would. Times come from the API server's own store: a listener stamps the
+the way those controllers would (`BenchSandbox.create_pods`/`run_pods` on demand, or `KubeletPlay`,
+which follows every Job as it appears and starts its pod once the pod's ConfigMaps and Secrets exist,
+with the kubelet's per-volume mount back-off). Times come from the API server's own store: a listener stamps the
 moment each object change is committed (creationTimestamp has one-second resolution, too coarse),
 and a request listener counts every HTTP request by verb and resource. Every HTTP request the server
 sees comes from the operator under test: the benchmark's own writes never go over HTTP.
@@ -28,6 +30,10 @@ import aiohttp
 import psutil
 import yaml
 from finetune_sandbox.cluster import CRD_FILE, Sandbox
+
+# The kubelet's mount back-off, shared with the sandbox's own kubelet (read-only here): 0.5 s after the
+# first failure, doubling, capped at 2 min 2 s, per (pod, volume); upstream nestedpendingoperations.
+from finetune_sandbox.kubelet.mount_backoff import MountBackoffs
 
 BENCH_DIR = Path(__file__).resolve().parent
 NAMESPACE = "default"
@@ -140,7 +146,8 @@ def job_names(count: int, prefix: str = "bench") -> list[str]:
 def trainer_pod(job: dict[str, Any]) -> dict[str, Any]:
     """The pod the Job controller would create for `job` (rank 0), still Pending."""
     meta = job["metadata"]
-    labels = dict(job["spec"]["template"]["metadata"].get("labels") or {})
+    template_meta = job["spec"]["template"].get("metadata") or {}
+    labels = dict(template_meta.get("labels") or {})
     labels.update(
         {
             "batch.kubernetes.io/job-name": meta["name"],
@@ -163,7 +170,7 @@ def trainer_pod(job: dict[str, Any]) -> dict[str, Any]:
             "name": f"{meta['name']}-0",
             "namespace": meta["namespace"],
             "labels": labels,
-            "annotations": dict(job["spec"]["template"]["metadata"].get("annotations") or {}),
+            "annotations": dict(template_meta.get("annotations") or {}),
             "ownerReferences": [owner],
         },
         "spec": job["spec"]["template"]["spec"],
@@ -185,6 +192,45 @@ def container_status(name: str, state: dict[str, Any]) -> dict[str, Any]:
 
 def status_phase(obj: dict[str, Any]) -> str | None:
     return (obj.get("status") or {}).get("phase")
+
+
+def container_running(pod: dict[str, Any]) -> bool:
+    """Whether any of the pod's containers has been started (a containerStatuses entry in state.running)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return any("running" in (cs.get("state") or {}) for cs in statuses)
+
+
+def mounted_sources(pod: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """The ConfigMaps and Secrets each of the pod's volumes needs, as (plural, name), by volume name.
+
+    configMap, secret and projected volumes only (a projected volume mounts once all its sources exist);
+    an `optional: true` source is left out: the kubelet mounts it empty when it is missing.
+    """
+
+    def source(ref_holder: dict[str, Any]) -> tuple[str, str] | None:
+        if "configMap" in ref_holder:
+            ref = ref_holder["configMap"] or {}
+            plural, name = "configmaps", ref.get("name", "")
+        elif "secret" in ref_holder:
+            ref = ref_holder["secret"] or {}
+            plural, name = "secrets", ref.get("secretName") or ref.get("name", "")
+        else:
+            return None
+        return None if ref.get("optional") else (plural, name)
+
+    needs: dict[str, list[tuple[str, str]]] = {}
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        holders = ((volume.get("projected") or {}).get("sources") or []) if "projected" in volume else [volume]
+        sources = [s for s in (source(h) for h in holders) if s is not None]
+        if sources:
+            needs[volume["name"]] = sources
+    return needs
+
+
+def failed_mount_message(volume: str, missing: tuple[str, str]) -> str:
+    """The kubelet's FailedMount event message for a missing ConfigMap or Secret."""
+    kind = "configmap" if missing[0] == "configmaps" else "secret"
+    return f'MountVolume.SetUp failed for volume "{volume}" : {kind} "{missing[1]}" not found'
 
 
 # --- the sandbox the benchmarks drive -------------------------------------------------------------
@@ -239,14 +285,15 @@ class BenchSandbox:
 
     # -- operators ----------------------------------------------------------------------------------
 
-    def start_operator(self, which: str) -> None:
-        """Start "ours" (python -m finetune_operator, as the sandbox does) or "baseline" (bench/baseline_operator.py)."""
+    def start_operator(self, which: str, env: dict[str, str] | None = None) -> None:
+        """Start "ours" (python -m finetune_operator, as the sandbox does) or "baseline" (bench/baseline_operator.py,
+        with `env` added to its environment)."""
         if which == "ours":
             self.sandbox.start_operator()
             self._popen = self.sandbox.operator
         elif which == "baseline":
             log = open(self.sandbox.data_dir / "baseline.log", "ab")  # noqa: SIM115 (the child owns it)
-            env = {**os.environ, "KUBECONFIG": str(self.sandbox.kubeconfig)}
+            env = {**os.environ, **(env or {}), "KUBECONFIG": str(self.sandbox.kubeconfig)}
             self._popen = subprocess.Popen(
                 [
                     sys.executable,
@@ -454,6 +501,177 @@ class BenchSandbox:
         ) as response:
             await response.read()
             return response.status
+
+
+class KubeletPlay:
+    """The Job controller and a kubelet, played in-process for every Job created while it is on.
+
+    - Job controller: a Job's ADDED event (not suspended) creates its rank-0 pod, `pod_delay` seconds
+      later (0: at once, which leaves a Job sent before its ConfigMap no time to be rescued by the race).
+    - Kubelet, first sync of a new pod: one status write (Pending, containers waiting ContainerCreating),
+      as the real kubelet's status manager and the sandbox's kubelet both do, then an attempt to mount
+      every ConfigMap and Secret volume (`mounted_sources`), reading the store as its informer would.
+    - A volume whose source is missing fails: a FailedMount Warning event (the first failure creates it,
+      repeats add to its count, as client-go's event correlator does) and no retry of that volume until
+      its back-off expires: `finetune_sandbox.kubelet.mount_backoff.MountBackoffs`, 0.5 s after the first
+      failure, doubling, capped at 2 min 2 s, per volume (upstream nestedpendingoperations). Like the
+      sandbox's kubelet it retries exactly when the back-off expires (upstream's reconciler looks every
+      100 ms). Mounted volumes stay mounted.
+    - Every volume mounted: the container starts. One pod status write (Running, the container in
+      state.running: the commit a benchmark stamps as "started"), then the Job counts the pod active.
+
+    Not played: the scheduler's bind write, PVC binding (the pods' claims are taken as bound), image pulls,
+    and the pod worker's 2 min 3 s WaitForAttachAndMount timeout (no source is missing that long here).
+    """
+
+    def __init__(self, bench: BenchSandbox, pod_delay: float = 0.0) -> None:
+        self.bench = bench
+        self.pod_delay = pod_delay
+        self.loop = asyncio.get_running_loop()
+        self.backoffs: dict[Key, MountBackoffs] = {}
+        self.mounted: dict[Key, set[str]] = {}
+        self.failed_mounts = 0  # mount attempts that met a missing source
+        self.delayed_pods: set[Key] = set()  # pods that met at least one
+        self.started: set[Key] = set()
+        self._event_counts: dict[tuple[Key, str], int] = {}
+        self._handles: set[asyncio.TimerHandle] = set()
+        bench.server.store.listeners.append(self._on_event)
+
+    def close(self) -> None:
+        listeners = self.bench.server.store.listeners
+        if self._on_event in listeners:
+            listeners.remove(self._on_event)
+        for handle in self._handles:
+            handle.cancel()
+        self._handles.clear()
+
+    def _later(self, delay: float, callback: Callable[[Key], None], key: Key) -> None:
+        """Run `callback(key)` on the loop after `delay` s: never inside the store's commit that woke us."""
+
+        def run() -> None:
+            self._handles.discard(handle)
+            callback(key)
+
+        handle = self.loop.call_later(max(0.0, delay), run)
+        self._handles.add(handle)
+
+    def _on_event(self, event: Any) -> None:
+        if event.type != "ADDED":
+            return
+        group, plural, namespace, name = event.key
+        if (group, plural) == ("batch", "jobs") and not (event.obj.get("spec") or {}).get("suspend"):
+            self._later(self.pod_delay, self._create_pod, (namespace, name))
+        elif (group, plural) == ("", "pods"):
+            self._later(0.0, self._first_sync, (namespace, name))
+
+    def _create_pod(self, job_key: Key) -> None:
+        job = self.bench.get("batch", "jobs", job_key)
+        if job is not None and self.bench.get("", "pods", (job_key[0], f"{job_key[1]}-0")) is None:
+            self.bench.create("v1", "pods", trainer_pod(job))
+
+    def _containers(self, pod: dict[str, Any], state: dict[str, Any]) -> list[dict[str, Any]]:
+        return [container_status(c["name"], state) for c in (pod.get("spec") or {}).get("containers") or []]
+
+    def _first_sync(self, key: Key) -> None:
+        pod = self.bench.get("", "pods", key)
+        if pod is None:
+            return
+        waiting = {"waiting": {"reason": "ContainerCreating"}}
+        self.bench.patch_status(
+            "v1", "pods", key, {"phase": "Pending", "containerStatuses": self._containers(pod, waiting)}
+        )
+        self.backoffs[key], self.mounted[key] = MountBackoffs(), set()
+        self._attempt(key)
+
+    def _attempt(self, key: Key) -> None:
+        pod = self.bench.get("", "pods", key)
+        if pod is None or key not in self.mounted:
+            self._forget(key)
+            return
+        now = self.loop.time()
+        backoffs, mounted = self.backoffs[key], self.mounted[key]
+        waiting: list[str] = []
+        for volume, sources in mounted_sources(pod).items():
+            if volume in mounted:
+                continue
+            if not backoffs.safe_to_retry(volume, now):
+                waiting.append(volume)
+                continue
+            missing = [s for s in sources if self.bench.get("", s[0], (key[0], s[1])) is None]
+            if missing:
+                message = failed_mount_message(volume, missing[0])
+                backoffs.failed(volume, message, now)
+                self.failed_mounts += 1
+                self.delayed_pods.add(key)
+                self._failed_mount_event(pod, volume, message)
+                waiting.append(volume)
+            else:
+                backoffs.succeeded(volume)
+                mounted.add(volume)
+        if waiting:
+            retry_at = backoffs.next_retry_at(waiting)
+            assert retry_at is not None
+            self._later(retry_at - now, self._attempt, key)
+        else:
+            self._start(key, pod)
+
+    def _start(self, key: Key, pod: dict[str, Any]) -> None:
+        self._forget(key)
+        self.started.add(key)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        running = {"running": {"startedAt": now}}
+        self.bench.patch_status(
+            "v1",
+            "pods",
+            key,
+            {"phase": "Running", "startTime": now, "containerStatuses": self._containers(pod, running)},
+        )
+        owner = next((r for r in pod["metadata"].get("ownerReferences") or [] if r.get("kind") == "Job"), None)
+        if owner is not None and self.bench.get("batch", "jobs", (key[0], owner["name"])) is not None:
+            self.bench.patch_status(
+                "batch/v1", "jobs", (key[0], owner["name"]), {"active": 1, "ready": 1, "startTime": now}
+            )
+
+    def _forget(self, key: Key) -> None:
+        self.backoffs.pop(key, None)
+        self.mounted.pop(key, None)
+
+    def _failed_mount_event(self, pod: dict[str, Any], volume: str, message: str) -> None:
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        name = f"{key[1]}.failedmount-{volume}"
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        count = self._event_counts.get((key, volume), 0) + 1
+        self._event_counts[(key, volume)] = count
+        if count > 1:
+            self.bench.server.objects.patch(
+                self.bench._rt("v1", "events"),
+                key[0],
+                name,
+                "application/merge-patch+json",
+                {"count": count, "lastTimestamp": now, "message": message},
+            )
+            return
+        involved = {"apiVersion": "v1", "kind": "Pod", "namespace": key[0], "name": key[1]}
+        involved["uid"] = pod["metadata"].get("uid", "")
+        self.bench.create(
+            "v1",
+            "events",
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": key[0]},
+                "involvedObject": involved,
+                "type": "Warning",
+                "reason": "FailedMount",
+                "message": message,
+                "source": {"component": "kubelet", "host": "bench-node"},
+                "reportingComponent": "kubelet",
+                "reportingInstance": "bench-node",
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
+        )
 
 
 def metric_value(text: str, family: str, labels: dict[str, str] | None = None) -> float:

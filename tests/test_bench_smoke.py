@@ -4,9 +4,11 @@ machine is no place to judge speed): a script passes when it finishes and prints
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,17 @@ sys.path.insert(0, str(BENCH))
 
 from gpu_trainer import peak_bf16_tflops, train_flops_per_token  # noqa: E402
 from operator_progress_path import step_in_metrics  # noqa: E402
-from operator_sandbox import classify_request, percentile, without_cel_rules  # noqa: E402
+from operator_reconcile import rounds_for  # noqa: E402
+from operator_sandbox import (  # noqa: E402
+    BenchSandbox,
+    KubeletPlay,
+    classify_request,
+    container_running,
+    failed_mount_message,
+    mounted_sources,
+    percentile,
+    without_cel_rules,
+)
 from operator_scale import per_job_breakdown  # noqa: E402
 from search_quality import early_stopping_savings, smoke_variant, validation_loss, with_epochs  # noqa: E402
 
@@ -38,9 +50,101 @@ def run_bench(script: str, *args: str, timeout: float = 240) -> list[str]:
     return lines
 
 
-def test_reconcile_benchmark_runs_both_operators() -> None:
-    [line] = run_bench("operator_reconcile.py", "--sizes", "2", "--rounds", "1", "--timeout", "90")
-    assert line.startswith("reconcile N=2:") and "baseline p50" in line and "pod Running->status Running" in line
+def test_reconcile_benchmark_runs_both_operators_and_the_job_first_baseline() -> None:
+    ours, job_first = run_bench(
+        "operator_reconcile.py", "--sizes", "2", "--rounds", "1", "--timeout", "90", "--baseline-job-first"
+    )
+    assert ours.startswith("time to running N=2 (1 round): created->started p50") and "baseline p50" in ours
+    assert "failed mounts 0 (baseline 0)" in ours and "pod Running->status Running" in ours
+    assert ours.endswith("(target <= 1.3)")
+    # Created before its ConfigMap, a Job's pod meets the kubelet first: every one backs off at least once.
+    assert job_first.startswith("baseline job-first N=2 (1 round):") and "met a missing ConfigMap 2 of 2" in job_first
+
+
+def test_reconcile_rounds_give_ten_samples_and_five_bursts_up_to_100() -> None:
+    assert [rounds_for(n) for n in (1, 2, 3, 20, 100, 101, 1000)] == [10, 5, 5, 5, 5, 1, 1]
+
+
+def test_mounted_sources_are_the_configmaps_and_secrets_a_pod_needs() -> None:
+    pod = {
+        "spec": {
+            "volumes": [
+                {"name": "config", "configMap": {"name": "a-config"}},
+                {"name": "token", "secret": {"secretName": "a-progress"}},
+                {"name": "maybe", "configMap": {"name": "x", "optional": True}},
+                {"name": "data", "persistentVolumeClaim": {"claimName": "datasets"}},
+                {"name": "scratch", "emptyDir": {}},
+                {"name": "both", "projected": {"sources": [{"configMap": {"name": "b"}}, {"secret": {"name": "c"}}]}},
+            ]
+        }
+    }
+    assert mounted_sources(pod) == {
+        "config": [("configmaps", "a-config")],
+        "token": [("secrets", "a-progress")],
+        "both": [("configmaps", "b"), ("secrets", "c")],
+    }
+    assert mounted_sources({"spec": {}}) == {}
+    assert failed_mount_message("config", ("configmaps", "a-config")) == (
+        'MountVolume.SetUp failed for volume "config" : configmap "a-config" not found'
+    )
+
+
+def job_mounting(name: str, config_map: str, secret: str) -> dict:
+    container = {"name": "trainer", "image": "trainer", "command": ["true"]}
+    volumes = [
+        {"name": "config", "configMap": {"name": config_map}},
+        {"name": "token", "secret": {"secretName": secret}},
+    ]
+    template = {"spec": {"restartPolicy": "Never", "containers": [container], "volumes": volumes}}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"template": template},
+    }
+
+
+def source(kind: str, name: str) -> dict:
+    return {"apiVersion": "v1", "kind": kind, "metadata": {"name": name, "namespace": "default"}, "data": {}}
+
+
+async def test_kubelet_play_starts_a_pod_once_its_sources_exist_with_the_mount_back_off(tmp_path: Path) -> None:
+    async with BenchSandbox(tmp_path) as bench:
+        play = KubeletPlay(bench)
+        started = bench.first_time("", "pods", container_running)
+        try:
+            # Everything first: the pod starts at its first attempt.
+            bench.create("v1", "configmaps", source("ConfigMap", "c1"))
+            bench.create("v1", "secrets", source("Secret", "s1"))
+            bench.create("batch/v1", "jobs", job_mounting("ready", "c1", "s1"))
+            await bench.wait_until(lambda: ("default", "ready-0") in started, 10, "the pod that has its sources")
+            assert play.failed_mounts == 0
+
+            # The Secret only after the first failed mount (created at once on the FailedMount event): the
+            # volume waits out its 0.5 s back-off, the ConfigMap volume stays mounted meanwhile.
+            failed_at: list[float] = []
+
+            def on_event(event) -> None:
+                if event.key[:2] == ("", "events") and event.type == "ADDED" and not failed_at:
+                    failed_at.append(time.perf_counter())
+                    asyncio.get_running_loop().call_soon(bench.create, "v1", "secrets", source("Secret", "s2"))
+
+            bench.server.store.listeners.append(on_event)
+            bench.create("v1", "configmaps", source("ConfigMap", "c2"))
+            bench.create("batch/v1", "jobs", job_mounting("late", "c2", "s2"))
+            await bench.wait_until(lambda: ("default", "late-0") in started, 10, "the pod whose Secret came late")
+            waited = started[("default", "late-0")] - failed_at[0]
+            assert 0.5 <= waited < 3.0, waited
+            assert play.failed_mounts == 1 and play.delayed_pods == {("default", "late-0")}
+            event = bench.get("", "events", ("default", "late-0.failedmount-token"))
+            assert (
+                event is not None and event["reason"] == "FailedMount" and 'secret "s2" not found' in event["message"]
+            )
+            pod = bench.get("", "pods", ("default", "late-0"))
+            assert pod is not None and pod["status"]["phase"] == "Running"
+            assert bench.get("batch", "jobs", ("default", "late"))["status"]["active"] == 1
+        finally:
+            play.close()
 
 
 def test_scale_benchmark_counts_requests_per_job() -> None:
