@@ -75,19 +75,37 @@ def conflict(resource: str, name: str, group: str = "") -> ApiError:
     )
 
 
-def invalid(kind: str, name: str, causes: list[tuple[str, str]], group: str = "") -> ApiError:
-    """422 Invalid listing every (field, message) cause, formatted like the real server's message."""
-    text = "; ".join(f"{field}: {message}" if field else message for field, message in causes)
+def invalid(kind: str, name: str, causes: list[tuple[str, ...]], group: str = "") -> ApiError:
+    """422 Invalid listing every cause, `(field, message)` or `(field, message, reason)`, with the real server's
+    message (`apierrors.NewInvalid`: one cause as is, several as `[a, b]`)."""
+    seen: list[str] = []
+    for cause in causes:
+        text = f"{cause[0]}: {cause[1]}" if cause[0] else cause[1]
+        if text not in seen:
+            seen.append(text)
+    summary = seen[0] if len(seen) == 1 else "[" + ", ".join(seen) + "]"
     return ApiError(
         422,
-        f'{kind}{"." + group if group else ""} "{name}" is invalid: {text}',
+        f'{kind}{"." + group if group else ""} "{name}" is invalid: {summary}',
         reason="Invalid",
         details={
             "name": name,
             "group": group,
             "kind": kind,
             "causes": [
-                {"reason": "FieldValueInvalid", "message": message, "field": field} for field, message in causes
+                {"reason": cause[2] if len(cause) > 2 else "FieldValueInvalid", "message": cause[1], "field": cause[0]}
+                for cause in causes
             ],
         },
+    )
+
+
+def forbidden(resource: str, name: str, why: str, group: str = "") -> ApiError:
+    """403 as admission refuses (`admission.NewForbidden`): `pods "x" is forbidden: <why>`."""
+    qualified = f"{resource}.{group}" if group else resource
+    return ApiError(
+        403,
+        f'{qualified} "{name}" is forbidden: {why}',
+        reason="Forbidden",
+        details={"name": name, "group": group, "kind": resource},
     )

@@ -13,14 +13,15 @@ import uuid
 from typing import Any, Callable
 
 from . import patching
+from .admission import Admission, system_priority_classes
 from .crds import crd_problems, crd_with_status, storage_version
 from .defaults import apply_builtin_defaults
 from .deletion import check_preconditions, finalizers_for, grace_seconds, propagation_policy
 from .errors import ApiError, already_exists, conflict, invalid, not_found
 from .metadata import SERVER_SET_ON_CREATE, ensure_name, main_resource_write, metadata_of, place_in_namespace, without
-from .resources import CRD_KEY, NS_KEY, POD_KEY, Registry, ResourceType, resources_from_crd
+from .resources import CRD_KEY, NS_KEY, POD_KEY, PRIORITY_CLASS_KEY, Registry, ResourceType, resources_from_crd
 from .store import ObjKey, Store
-from .validation import builtin_problems, name_problems, validate_custom_resource
+from .validation import builtin_causes, name_causes, validate_custom_resource
 
 
 def now() -> datetime.datetime:
@@ -43,6 +44,9 @@ class Objects:
         self.on_terminating: Callable[[], None] = lambda: None  # wakes the garbage collector
         self._service_ips = ipaddress.ip_network("10.96.0.0/16").hosts()
         next(self._service_ips)
+        self.admission = Admission(store, lambda: now())
+        for priority_class in system_priority_classes(timestamp()):
+            self.store.put((*PRIORITY_CLASS_KEY, "", priority_class["metadata"]["name"]), priority_class)
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -80,7 +84,7 @@ class Objects:
         self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, field_validation: str | None = None
     ) -> dict[str, Any]:
         name = metadata_of(obj).get("name", "")
-        causes = [("metadata.name", p) for p in name_problems(name, label=rt.key == NS_KEY)]
+        causes: list[tuple[str, ...]] = list(name_causes(name, label=rt.key == NS_KEY))
         if rt.crd_name is not None:
             obj, schema_causes = validate_custom_resource(obj, rt.schema, old, strict=field_validation == "Strict")
             unknown = [c["message"] for c in schema_causes if c["message"].startswith("strict decoding error")]
@@ -89,11 +93,11 @@ class Objects:
                 raise ApiError(
                     400, f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: ' + ", ".join(unknown)
                 )
-            causes.extend((c["field"], c["message"]) for c in schema_causes)
+            causes.extend((c["field"], c["message"], c.get("reason") or "FieldValueInvalid") for c in schema_causes)
         elif rt.key == CRD_KEY:
             causes.extend(crd_problems(obj))
         else:
-            causes.extend(builtin_problems(rt, obj))
+            causes.extend(builtin_causes(rt, obj, old))
         if causes:
             raise invalid(rt.kind, name, causes, rt.group)
         return obj
@@ -121,8 +125,10 @@ class Objects:
         if not isinstance(meta, dict):
             raise ApiError(400, "metadata must be an object")
         namespace = place_in_namespace(rt, meta, namespace)
-        ensure_name(rt, meta)
         self._check_namespace(rt, namespace)
+        # Mutating admission runs before a generateName is turned into a name: its refusals name the prefix.
+        self.admission.mutate(rt, obj, None, meta.get("name") or meta.get("generateName") or "")
+        ensure_name(rt, meta)
         key = self.key(rt, namespace, meta["name"])
         if self.store.get(*key) is not None:
             raise already_exists(rt.plural, meta["name"], rt.group)
@@ -134,6 +140,7 @@ class Objects:
             obj.pop("status", None)
         apply_builtin_defaults(rt, obj, lambda: str(next(self._service_ips)))
         obj = self._validate(rt, obj, None, field_validation)
+        self.admission.validate(rt, obj, None)
         if rt.key == CRD_KEY:
             obj = crd_with_status(obj, timestamp())
         if dry_run:
@@ -227,10 +234,13 @@ class Objects:
             raise ApiError(404, f"the server could not find the requested resource ({subresource})")
         else:
             obj = main_resource_write(rt, old, new)
+            self.admission.mutate(rt, obj, old, old_meta.get("name", ""))
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
         obj["metadata"] = meta = dict(obj["metadata"])
         meta["resourceVersion"] = old_meta.get("resourceVersion")
         obj = self._validate(rt, obj, old, field_validation)
+        if not subresource:
+            self.admission.validate(rt, obj, old)
         ignored = ("metadata", "status") if (rt.status_subresource or rt.crd_name is None) else ("metadata",)
         if without(obj, *ignored, "apiVersion", "kind") != without(old, *ignored, "apiVersion", "kind"):
             obj["metadata"]["generation"] = int(old_meta.get("generation") or 1) + 1

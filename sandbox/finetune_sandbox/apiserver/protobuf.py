@@ -1,6 +1,6 @@
 """Decode the few Kubernetes protobuf bodies kubectl's typed commands send.
 
-`kubectl create namespace|configmap|secret|serviceaccount` encode their request bodies as protobuf,
+`kubectl create namespace|configmap|secret|serviceaccount|quota|priorityclass` encode their request bodies as protobuf,
 whatever the server prefers. This decodes those kinds (field numbers from k8s.io/api's generated.proto)
 into the JSON shape the rest of the server handles; any other kind is answered with 415.
 """
@@ -15,7 +15,8 @@ from .errors import ApiError
 MAGIC = b"k8s\x00"
 
 # message name -> field number -> (json name, type); types: str, int, bool, bytes, map, map-bytes,
-# [str] (repeated string), or another message name (prefix "[" when repeated).
+# map-quantity (values are resource.Quantity messages), [str] (repeated string), or another message name
+# (prefix "[" when repeated).
 _SCHEMAS: dict[str, dict[int, tuple[str, str]]] = {
     "Unknown": {
         1: ("typeMeta", "TypeMeta"),
@@ -60,7 +61,27 @@ _SCHEMAS: dict[str, dict[int, tuple[str, str]]] = {
         5: ("immutable", "bool"),
     },
     "ServiceAccount": {1: ("metadata", "ObjectMeta"), 4: ("automountServiceAccountToken", "bool")},
+    "ResourceQuota": {1: ("metadata", "ObjectMeta"), 2: ("spec", "ResourceQuotaSpec")},
+    "ResourceQuotaSpec": {
+        1: ("hard", "map-quantity"),
+        2: ("scopes", "[str"),
+        3: ("scopeSelector", "ScopeSelector"),
+    },
+    "ScopeSelector": {1: ("matchExpressions", "[ScopedResourceSelectorRequirement")},
+    "ScopedResourceSelectorRequirement": {1: ("scopeName", "str"), 2: ("operator", "str"), 3: ("values", "[str")},
+    "Quantity": {1: ("string", "str")},
+    "PriorityClass": {
+        1: ("metadata", "ObjectMeta"),
+        2: ("value", "int"),
+        3: ("globalDefault", "bool"),
+        4: ("description", "str"),
+        5: ("preemptionPolicy", "str"),
+    },
 }
+
+
+# The kinds a request body may be (the rest are parts of them).
+_TOP_LEVEL = ("Namespace", "ConfigMap", "Secret", "ServiceAccount", "ResourceQuota", "PriorityClass")
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -100,11 +121,15 @@ def _message(data: bytes, schema_name: str) -> dict[str, Any]:
         if number not in schema:
             continue
         name, type_ = schema[number]
-        if type_ in ("map", "map-bytes"):
+        if type_ in ("map", "map-bytes", "map-quantity"):
             entry = dict(_fields(value))
             key = entry.get(1, b"").decode()
             raw = entry.get(2, b"")
-            result.setdefault(name, {})[key] = base64.b64encode(raw).decode() if type_ == "map-bytes" else raw.decode()
+            if type_ == "map-quantity":
+                decoded = _message(raw, "Quantity").get("string", "0")
+            else:
+                decoded = base64.b64encode(raw).decode() if type_ == "map-bytes" else raw.decode()
+            result.setdefault(name, {})[key] = decoded
         elif type_.startswith("["):
             item_type = type_[1:]
             result.setdefault(name, []).append(value.decode() if item_type == "str" else _message(value, item_type))
@@ -113,7 +138,7 @@ def _message(data: bytes, schema_name: str) -> dict[str, Any]:
                 result[name] = value.decode()
         elif type_ == "int":
             if value:
-                result[name] = value
+                result[name] = value - (1 << 64) if value >= 1 << 63 else value  # negative int32/int64
         elif type_ == "bool":
             result[name] = bool(value)
         elif type_ == "rawbytes":
@@ -131,7 +156,7 @@ def decode(body: bytes) -> dict[str, Any]:
         envelope = _message(body[len(MAGIC) :], "Unknown")
         type_meta = envelope.get("typeMeta") or {}
         kind = type_meta.get("kind", "")
-        if kind not in _SCHEMAS or kind in ("Unknown", "TypeMeta", "ObjectMeta"):
+        if kind not in _TOP_LEVEL:
             raise ApiError(
                 415,
                 f"the sandbox API server reads {kind or 'this kind'} only as JSON: use "

@@ -11,6 +11,8 @@ CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 NS_KEY = ("", "namespaces")
 POD_KEY = ("", "pods")
 JOB_KEY = ("batch", "jobs")
+QUOTA_KEY = ("", "resourcequotas")
+PRIORITY_CLASS_KEY = ("scheduling.k8s.io", "priorityclasses")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,9 +151,21 @@ BUILTINS: tuple[ResourceType, ...] = (
         status_subresource=True,
     ),
     _b("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    # Enforced at pod creation (admission/quota.py); the quota controller keeps `status` (hard, used).
+    _b(
+        "",
+        "v1",
+        "resourcequotas",
+        "ResourceQuota",
+        short_names=("quota",),
+        subresources=("status",),
+        status_subresource=True,
+    ),
     _b("", "v1", "nodes", "Node", False, short_names=("no",), subresources=("status",), status_subresource=True),
     _b("batch", "v1", "jobs", "Job", categories=("all",), subresources=("status",), status_subresource=True),
     _b("coordination.k8s.io", "v1", "leases", "Lease"),
+    # Resolved into a pod's spec.priority at creation (admission/priority.py); no preemption follows from it.
+    _b("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, short_names=("pc",)),
     # Stored only (no controllers act on them), so the project's deploy manifests apply to the sandbox.
     _b(
         "apps",

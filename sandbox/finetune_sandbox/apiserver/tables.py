@@ -252,7 +252,40 @@ def _deployment_cells(obj, now):
     )
 
 
+def _quota_cells(obj, now):
+    """As upstream's printer: `used/hard` per resource, limits.* in a column of their own."""
+    status = obj.get("status") or {}
+    hard, used = status.get("hard") or {}, status.get("used") or {}
+    request, limit = [], []
+    for resource in sorted(hard):
+        column = limit if resource.split(".")[0] == "limits" and "." in resource else request
+        column.append(f"{resource}: {used.get(resource, '0')}/{hard[resource]}")
+    return (
+        [_column("Age"), _column("Request"), _column("Limit")],
+        [age(obj["metadata"].get("creationTimestamp"), now), ", ".join(request), ", ".join(limit)],
+    )
+
+
+def _priority_class_cells(obj, now):
+    return (
+        [
+            _column("Value", "integer"),
+            _column("Global-Default", "boolean"),
+            _column("Age"),
+            _column("PreemptionPolicy"),
+        ],
+        [
+            obj.get("value", 0),
+            bool(obj.get("globalDefault")),
+            age(obj["metadata"].get("creationTimestamp"), now),
+            obj.get("preemptionPolicy", ""),
+        ],
+    )
+
+
 _BUILTIN_CELLS = {
+    ("", "resourcequotas"): _quota_cells,
+    ("scheduling.k8s.io", "priorityclasses"): _priority_class_cells,
     ("apps", "deployments"): _deployment_cells,
     ("", "events"): _event_cells,
     ("events.k8s.io", "events"): _event_cells,
