@@ -169,12 +169,14 @@ def build_pod(job: dict, index: int | None, suffix: str) -> dict:
             env = container.setdefault("env", [])
             if not any(variable.get("name") == ENV_COMPLETION_INDEX for variable in env):
                 env.append(copy.deepcopy(index_env))
-    name = f"{job_name}-{index}-{suffix}" if index is not None else f"{job_name}-{suffix}"
+    prefix = generate_name(job_name, index)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": name,
+            # The controller sends generateName only: the API server picks the suffix (and names refused pods).
+            "name": prefix + suffix,
+            "generateName": prefix,
             "namespace": meta.get("namespace", "default"),
             "labels": labels,
             "annotations": annotations,
@@ -192,6 +194,14 @@ def build_pod(job: dict, index: int | None, suffix: str) -> dict:
         },
         "spec": spec,
     }
+
+
+def generate_name(job_name: str, index: int | None) -> str:
+    """The pods' generateName: `JOB-` or, for an Indexed Job, `JOB-INDEX-` cut to fit 63 characters."""
+    if index is None:
+        return f"{job_name}-"
+    tail = f"-{index}-"
+    return (job_name if len(job_name) + len(tail) <= 63 else job_name[: 63 - len(tail)]) + tail
 
 
 def owned_by(pod: dict, job: dict) -> bool:
