@@ -58,7 +58,9 @@ def creation_failure(events: list[dict[str, Any]], pods: list[dict[str, Any]]) -
     if not current:
         return None
     event = max(current, key=_when)
-    detail = (event.get("message") or "").removeprefix("Error creating: ").strip()
+    # client-go's recorder folds 10 similar messages into one: "(combined from similar events): Error creating: ..."
+    detail = (event.get("message") or "").removeprefix("(combined from similar events): ")
+    detail = detail.removeprefix("Error creating: ").strip()
     attempts = int(event.get("count") or 1)
     tried = f" ({attempts} attempts)" if attempts > 1 else ""
     message = redact(f"the Job cannot create its pods{tried}: {detail}; {_hint(detail)}")

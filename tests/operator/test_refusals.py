@@ -131,6 +131,12 @@ def test_the_newest_failed_create_explains_missing_pods_with_quota_and_attempts(
     assert "(4 attempts)" in message and "ResourceQuota" in message
 
 
+def test_events_folded_by_the_recorder_read_the_same():
+    folded = {**QUOTA_EVENT, "message": "(combined from similar events): " + QUOTA_EVENT["message"]}
+    _, message = creation_failure([folded], [])
+    assert "combined" not in message and ": pods " in message
+
+
 def test_a_failed_create_older_than_the_newest_pod_is_history():
     later_pod = pod("ft-0", "Pending")
     later_pod["metadata"]["creationTimestamp"] = "2026-11-28T12:00:05Z"
