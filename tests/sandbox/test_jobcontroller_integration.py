@@ -213,6 +213,14 @@ async def test_disrupted_pod_is_ignored_by_policy_and_replaced(cluster):
         return pods and pods[0]["status"].get("phase") == "Running" and pods[0]
 
     first = await wait_for(running_pod, 10, "a running pod")
+    # Running means the process was spawned, not that it got as far as its marker: disrupted before that,
+    # the replacement would sleep too (on a loaded machine the interpreter takes seconds to get there).
+    marker = cluster.data_dir / "pvcs" / NS / "shared" / "out" / "started-0"
+
+    async def marked():
+        return marker.exists()
+
+    await wait_for(marked, 30, "the first pod's marker")
     await cluster.kubelet.disrupt(NS, first["metadata"]["name"])
 
     await cluster.wait_condition("disrupt", "Complete")
