@@ -175,7 +175,10 @@ def test_fixed_rules_under_strict_evaluation(edits: dict[str, Any], message: str
         ("spec.env[*].name", "self.lowerAscii().split('_').join('-').find('[a-z]+') != ''", ""),
         ("spec.model.source", "!isURL(self) || url(self).getScheme() in ['hf', 's3']", ""),
         ("spec.model.source", "url(self).getPort() > 0", "'_>_' applied to '(string, int)'"),
-        ("spec.scheduling.affinity", "has(self.nodeAffinity)", "undefined field 'nodeAffinity'"),
+        # affinity is typed like core/v1's Affinity (issue 15), so rules can read it, and a misspelt field is refused.
+        ("spec.scheduling.affinity.podAffinity", "self.requiredDuringSchedulingIgnoredDuringExecution.size() < 2", ""),
+        ("spec.scheduling.affinity", "has(self.nodeAfinity)", "undefined field 'nodeAfinity'"),
+        ("spec.scheduling.tolerations[*]", "self.tolerationSeconds > 0.0", "'_>_' applied to '(int, double)'"),
         # Libraries that came after Kubernetes 1.28's environment for new rules are not declared.
         ("spec.resources.memory", "quantity(self).isGreaterThan(quantity('1Gi'))", "undeclared reference"),
         ("spec.env[*].name", "self.format([1]) != ''", "undeclared reference"),

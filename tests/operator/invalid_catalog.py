@@ -143,6 +143,42 @@ def _searching(**parameters: Any) -> Callable[[dict[str, Any]], None]:
     return _search(parameters={key.replace("__", "."): value for key, value in parameters.items()})
 
 
+# Pass-through core/v1 fields (issue 15): the pod template gets them as written, so both sides refuse what the
+# Job API (k8s.io/kubernetes/pkg/apis/core/validation) would refuse, at the same field.
+_TOLERATION = "scheduling.tolerations.0"
+_REQUIRED_TERM = "scheduling.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+_PREFERRED_NODE = "scheduling.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution.0"
+_POD_TERM = "scheduling.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution.0"
+_ANTI_PREFERRED = "scheduling.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution.0"
+_VALUE_FROM = "env.0.valueFrom"
+_LONG_PREFIX = "a" * 254
+
+
+def _tolerations(*tolerations: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    return _set("scheduling.tolerations", list(tolerations))
+
+
+def _node_terms(*terms: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Edit: required node affinity with these nodeSelectorTerms."""
+    required = {"nodeSelectorTerms": list(terms)}
+    return _set("scheduling.affinity", {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}})
+
+
+def _node_expression(**expression: Any) -> Callable[[dict[str, Any]], None]:
+    return _node_terms({"matchExpressions": [expression]})
+
+
+def _pod_term(**fields: Any) -> Callable[[dict[str, Any]], None]:
+    """Edit: one required podAffinity term (topologyKey kubernetes.io/hostname) with `fields` replaced (None drops)."""
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "trainer"}}, **fields}
+    term = {key: value for key, value in term.items() if value is not None}
+    return _set("scheduling.affinity", {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}})
+
+
+def _value_from(value_from: Any, **var: Any) -> Callable[[dict[str, Any]], None]:
+    return _set("env", [{"name": "FROM_SOURCE", "valueFrom": value_from, **var}])
+
+
 CASES: list[Case] = [
     # task
     Case("unknown-task", "task", _set("task", "text-generation")),
@@ -263,6 +299,13 @@ CASES: list[Case] = [
         "resources.gpuResourceName",
         _set("resources.gpuResourceName", "nvidia.com/gpu; rm -rf /"),
     ),
+    Case("gpu-resource-name-without-domain", "resources.gpuResourceName", _set("resources.gpuResourceName", "gpu")),
+    Case(
+        "gpu-resource-name-requests-prefix",
+        "resources.gpuResourceName",
+        _set("resources.gpuResourceName", "requests.nvidia.com/gpu"),
+        says="may not start with 'requests.'",
+    ),
     # scheduling
     Case("queue-name-uppercase", "scheduling.queueName", _set("scheduling.queueName", "Team_A")),
     Case("queue-name-newline-injection", "scheduling.queueName", _set("scheduling.queueName", "team-a\nkind: Secret")),
@@ -282,6 +325,215 @@ CASES: list[Case] = [
     ),
     Case("tolerations-not-a-list", "scheduling.tolerations", _set("scheduling.tolerations", {"key": "gpu"})),
     Case("toleration-not-an-object", "scheduling.tolerations.0", _set("scheduling.tolerations", ["gpu"])),
+    Case("queue-name-too-long", "scheduling.queueName", _set("scheduling.queueName", "q" * 64)),
+    Case("queue-name-dot-dash", "scheduling.queueName", _set("scheduling.queueName", "team.-a")),
+    Case("priority-class-double-dot", "scheduling.priorityClassName", _set("scheduling.priorityClassName", "high..a")),
+    Case("priority-class-too-long", "scheduling.priorityClassName", _set("scheduling.priorityClassName", "p" * 254)),
+    Case("scheduler-name-uppercase", "scheduling.schedulerName", _set("scheduling.schedulerName", "Volcano")),
+    # tolerations (ValidateTolerations)
+    Case(
+        "toleration-operator-unknown",
+        f"{_TOLERATION}.operator",
+        _tolerations({"key": "gpu", "operator": "Sometimes"}),
+        says="Sometimes",
+    ),
+    Case(
+        "toleration-effect-unknown",
+        f"{_TOLERATION}.effect",
+        _tolerations({"key": "gpu", "operator": "Exists", "effect": "NoScheduling"}),
+        says="NoScheduling",
+    ),
+    Case(
+        "toleration-without-key-not-exists",
+        f"{_TOLERATION}.operator",
+        _tolerations({"effect": "NoSchedule"}),
+        says="operator must be Exists when key is empty",
+    ),
+    Case(
+        "toleration-value-with-exists",
+        f"{_TOLERATION}.value",
+        _tolerations({"key": "gpu", "operator": "Exists", "value": "h100"}),
+        says="value must be empty when operator is Exists",
+    ),
+    Case(
+        "toleration-seconds-without-no-execute",
+        f"{_TOLERATION}.tolerationSeconds",
+        _tolerations({"key": "gpu", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 60}),
+        says="tolerationSeconds applies only to effect: NoExecute",
+    ),
+    Case(
+        "toleration-key-not-a-label-key",
+        f"{_TOLERATION}.key",
+        _tolerations({"key": "gpu type", "operator": "Exists"}),
+    ),
+    Case(
+        "toleration-key-prefix-too-long",
+        f"{_TOLERATION}.key",
+        _tolerations({"key": f"{_LONG_PREFIX}/gpu", "operator": "Exists"}),
+        says="the prefix before the slash must be a DNS subdomain of at most 253 characters",
+    ),
+    Case(
+        "toleration-value-not-a-label-value",
+        f"{_TOLERATION}.value",
+        _tolerations({"key": "gpu", "operator": "Equal", "value": "H100 80GB"}),
+    ),
+    Case(
+        "toleration-field-misspelt",
+        f"{_TOLERATION}.efect",
+        _tolerations({"key": "gpu", "operator": "Exists", "efect": "NoSchedule"}),
+        crd=PRUNE,
+    ),
+    # nodeSelector (ValidateLabels: keys are qualified names, values label values)
+    Case(
+        "node-selector-key-not-a-label-key",
+        "scheduling.nodeSelector",
+        _set("scheduling.nodeSelector", {"bad key!": "x"}),
+        says="label key",
+    ),
+    Case("node-selector-key-empty-prefix", "scheduling.nodeSelector", _set("scheduling.nodeSelector", {"/gpu": "x"})),
+    Case(
+        "node-selector-key-prefix-too-long",
+        "scheduling.nodeSelector",
+        _set("scheduling.nodeSelector", {f"{_LONG_PREFIX}/gpu": "x"}),
+        says="253",
+    ),
+    Case(
+        "node-selector-value-too-long",
+        "scheduling.nodeSelector.pool",
+        _set("scheduling.nodeSelector", {"pool": "v" * 64}),
+    ),
+    # affinity (validateAffinity)
+    Case("affinity-not-an-object", "scheduling.affinity", _set("scheduling.affinity", "zone-a")),
+    Case(
+        "affinity-kind-misspelt",
+        "scheduling.affinity.nodeAfinity",
+        _set("scheduling.affinity", {"nodeAfinity": {}}),
+        crd=PRUNE,
+    ),
+    Case("node-affinity-without-terms", _REQUIRED_TERM, _node_terms()),
+    Case(
+        "node-affinity-operator-unknown",
+        f"{_REQUIRED_TERM}.0.matchExpressions.0.operator",
+        _node_expression(key="gpu", operator="Equals", values=["h100"]),
+    ),
+    Case(
+        "node-affinity-in-without-values",
+        f"{_REQUIRED_TERM}.0.matchExpressions.0.values",
+        _node_expression(key="gpu", operator="In"),
+        says="values must not be empty when operator is In",
+    ),
+    Case(
+        "node-affinity-exists-with-values",
+        f"{_REQUIRED_TERM}.0.matchExpressions.0.values",
+        _node_expression(key="gpu", operator="Exists", values=["h100"]),
+        says="values must be empty when operator is Exists",
+    ),
+    Case(
+        "node-affinity-gt-two-values",
+        f"{_REQUIRED_TERM}.0.matchExpressions.0.values",
+        _node_expression(key="example.com/cores", operator="Gt", values=["4", "8"]),
+        says="takes exactly one value",
+    ),
+    Case(
+        "node-affinity-key-not-a-label-key",
+        f"{_REQUIRED_TERM}.0.matchExpressions.0.key",
+        _node_expression(key="gpu/", operator="Exists"),
+    ),
+    Case(
+        "node-affinity-required-value-not-a-label-value",
+        f"{_REQUIRED_TERM}.0.matchExpressions.0.values.0",
+        _node_expression(key="gpu", operator="In", values=["H100 80GB"]),
+    ),
+    Case(
+        "node-affinity-match-fields-key",
+        f"{_REQUIRED_TERM}.0.matchFields.0.key",
+        _node_terms({"matchFields": [{"key": "metadata.namespace", "operator": "In", "values": ["n1"]}]}),
+    ),
+    Case(
+        "node-affinity-match-fields-two-nodes",
+        f"{_REQUIRED_TERM}.0.matchFields.0.values",
+        _node_terms({"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1", "n2"]}]}),
+    ),
+    Case(
+        "node-affinity-preferred-weight-zero",
+        f"{_PREFERRED_NODE}.weight",
+        _set(
+            "scheduling.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution",
+            [{"weight": 0, "preference": {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}}],
+        ),
+    ),
+    Case(
+        "node-affinity-preferred-weight-missing",
+        f"{_PREFERRED_NODE}.weight",
+        _set(
+            "scheduling.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution",
+            [{"preference": {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}}],
+        ),
+    ),
+    Case("pod-affinity-topology-key-missing", f"{_POD_TERM}.topologyKey", _pod_term(topologyKey=None)),
+    Case("pod-affinity-topology-key-empty", f"{_POD_TERM}.topologyKey", _pod_term(topologyKey="")),
+    Case(
+        "pod-affinity-selector-operator-unknown",
+        f"{_POD_TERM}.labelSelector.matchExpressions.0.operator",
+        _pod_term(labelSelector={"matchExpressions": [{"key": "app", "operator": "Gt", "values": ["1"]}]}),
+    ),
+    Case(
+        "pod-affinity-selector-not-in-without-values",
+        f"{_POD_TERM}.labelSelector.matchExpressions.0.values",
+        _pod_term(labelSelector={"matchExpressions": [{"key": "app", "operator": "NotIn"}]}),
+        says="values must not be empty when operator is NotIn",
+    ),
+    Case(
+        "pod-affinity-match-labels-key",
+        f"{_POD_TERM}.labelSelector.matchLabels",
+        _pod_term(labelSelector={"matchLabels": {"app name": "trainer"}}),
+        says="label key",
+    ),
+    Case(
+        "pod-affinity-namespace-not-a-dns-label",
+        f"{_POD_TERM}.namespaces.0",
+        _pod_term(namespaces=["Team_A"]),
+    ),
+    Case(
+        "pod-affinity-match-label-keys-without-selector",
+        f"{_POD_TERM}.matchLabelKeys",
+        _pod_term(labelSelector=None, matchLabelKeys=["app"]),
+        says="matchLabelKeys needs a labelSelector",
+    ),
+    Case(
+        "pod-affinity-match-label-key-in-selector",
+        f"{_POD_TERM}.matchLabelKeys",
+        _pod_term(matchLabelKeys=["app"]),
+        says="in both matchLabelKeys and labelSelector",
+    ),
+    Case(
+        "pod-affinity-key-in-match-and-mismatch",
+        f"{_POD_TERM}.matchLabelKeys",
+        _pod_term(matchLabelKeys=["team"], mismatchLabelKeys=["team"]),
+        says="in both matchLabelKeys and mismatchLabelKeys",
+    ),
+    Case(
+        "pod-anti-affinity-preferred-without-term",
+        f"{_ANTI_PREFERRED}.podAffinityTerm",
+        _set(
+            "scheduling.affinity",
+            {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 50}]}},
+        ),
+    ),
+    Case(
+        "pod-anti-affinity-preferred-weight-above-100",
+        f"{_ANTI_PREFERRED}.weight",
+        _set(
+            "scheduling.affinity",
+            {
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 101, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}
+                    ]
+                }
+            },
+        ),
+    ),
     # output
     Case("output-missing", "output", _drop("output")),
     Case("output-to-the-hub", "output.uri", _set("output.uri", "hf://me/model")),
@@ -299,6 +551,7 @@ CASES: list[Case] = [
     # secrets
     Case("hf-token-without-name", "secrets.hfToken.name", _set("secrets.hfToken", {"key": "token"})),
     Case("hf-token-path-traversal", "secrets.hfToken.name", _set("secrets.hfToken", {"name": "../etc/passwd"})),
+    Case("hf-token-key-double-dot", "secrets.hfToken.key", _set("secrets.hfToken", {"name": "hub", "key": ".."})),
     # env
     Case("env-reserved-master-addr", "env.0.name", _set("env", [{"name": "MASTER_ADDR", "value": "evil"}])),
     Case(
@@ -311,6 +564,75 @@ CASES: list[Case] = [
     Case("env-name-missing", "env.0.name", _set("env", [{"value": "x"}])),
     Case("env-value-too-long", "env.0.value", _set("env", [{"name": "BIG", "value": "x" * 40000}])),
     Case("env-value-from-string", "env.0.valueFrom", _set("env", [{"name": "T", "valueFrom": "secret"}])),
+    Case("env-name-dot", "env.0.name", _set("env", [{"name": ".", "value": "x"}])),
+    Case("env-name-double-dot-prefix", "env.0.name", _set("env", [{"name": "..HIDDEN", "value": "x"}])),
+    Case("env-name-leading-digit", "env.0.name", _set("env", [{"name": "1ST", "value": "x"}])),
+    Case(
+        "env-value-and-value-from",
+        _VALUE_FROM,
+        _value_from({"secretKeyRef": {"name": "wandb", "key": "api-key"}}, value="inline"),
+        says="not both",
+    ),
+    Case("env-value-from-empty", _VALUE_FROM, _value_from({}), says="exactly one of fieldRef"),
+    Case(
+        "env-value-from-two-sources",
+        _VALUE_FROM,
+        _value_from({"secretKeyRef": {"name": "s", "key": "k"}, "configMapKeyRef": {"name": "c", "key": "k"}}),
+        says="exactly one of fieldRef",
+    ),
+    Case(
+        "env-value-from-source-misspelt",
+        f"{_VALUE_FROM}.secretRef",
+        _value_from({"secretKeyRef": {"name": "s", "key": "k"}, "secretRef": {"name": "s"}}),
+        crd=PRUNE,
+    ),
+    Case(
+        "env-secret-key-ref-name-invalid",
+        f"{_VALUE_FROM}.secretKeyRef.name",
+        _value_from({"secretKeyRef": {"name": "My_Secret", "key": "token"}}),
+    ),
+    Case(
+        "env-secret-key-ref-key-double-dot",
+        f"{_VALUE_FROM}.secretKeyRef.key",
+        _value_from({"secretKeyRef": {"name": "hub", "key": ".."}}),
+    ),
+    Case(
+        "env-config-map-key-ref-without-key",
+        f"{_VALUE_FROM}.configMapKeyRef.key",
+        _value_from({"configMapKeyRef": {"name": "settings"}}),
+    ),
+    Case(
+        "env-field-ref-path-unsupported",
+        f"{_VALUE_FROM}.fieldRef.fieldPath",
+        _value_from({"fieldRef": {"fieldPath": "spec.containers"}}),
+    ),
+    Case(
+        "env-field-ref-label-key-invalid",
+        f"{_VALUE_FROM}.fieldRef.fieldPath",
+        _value_from({"fieldRef": {"fieldPath": "metadata.labels['bad key']"}}),
+    ),
+    Case(
+        "env-field-ref-api-version",
+        f"{_VALUE_FROM}.fieldRef.apiVersion",
+        _value_from({"fieldRef": {"apiVersion": "v2", "fieldPath": "metadata.name"}}),
+    ),
+    Case(
+        "env-resource-field-ref-unknown-resource",
+        f"{_VALUE_FROM}.resourceFieldRef.resource",
+        _value_from({"resourceFieldRef": {"resource": "limits.nvidia.com/gpu"}}),
+    ),
+    Case(
+        "env-resource-field-ref-cpu-divisor",
+        f"{_VALUE_FROM}.resourceFieldRef.divisor",
+        _value_from({"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1Mi"}}),
+        says="only divisors 1m or 1",
+    ),
+    Case(
+        "env-resource-field-ref-memory-divisor",
+        f"{_VALUE_FROM}.resourceFieldRef.divisor",
+        _value_from({"resourceFieldRef": {"resource": "requests.memory", "divisor": 3}}),
+        says="only divisors 1, 1k",
+    ),
     Case("env-too-many", "env", _set("env", [{"name": f"V{i}", "value": "1"} for i in range(129)])),
     # image
     Case("image-shell-injection", "image", _set("image", "trainer:1; rm -rf /")),

@@ -12,6 +12,7 @@ import celpy
 import pytest
 import yaml
 from finetune_operator import names, spec
+from finetune_operator.spec import core_v1
 from finetune_operator.spec import schema as spec_schema
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
@@ -102,7 +103,13 @@ def _compare_type(annotation: Any, metadata: list[Any], node: dict[str, Any], pa
     annotation, extra = _unwrap(annotation)
     metadata = [*metadata, *extra]
     origin = get_origin(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    passed_through = [item.model for item in metadata if isinstance(item, core_v1.PassThrough)]
+    if passed_through:
+        # A core/v1 value kept as JSON (spec/core_v1.py): its CRD node is the model's structure.
+        kind = "object"
+        _compare_model(passed_through[0], node, path, problems)
+        metadata = [item for item in metadata if not isinstance(item, core_v1.PassThrough)]
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
         kind = "object"
         _compare_model(annotation, node, path, problems)
     elif origin is Literal:
@@ -195,7 +202,12 @@ def test_the_walk_notices_a_drifted_bound(root):
 def _prop(root: dict[str, Any], dotted: str) -> dict[str, Any]:
     node = root
     for part in dotted.split("."):
-        node = node["items"] if part == "[]" else node["properties"][part]
+        if part == "[]":
+            node = node["items"]
+        elif part == "*":
+            node = node["additionalProperties"]
+        else:
+            node = node["properties"][part]
     return node
 
 
@@ -210,12 +222,22 @@ def _prop(root: dict[str, Any], dotted: str) -> dict[str, Any]:
         ("spec.resources.cpu", "QUANTITY_PATTERN"),
         ("spec.resources.memory", "QUANTITY_PATTERN"),
         ("spec.resources.gpuResourceName", "RESOURCE_NAME_PATTERN"),
-        ("spec.scheduling.queueName", "DNS_LABEL_PATTERN"),
+        ("spec.scheduling.queueName", "DNS_SUBDOMAIN_PATTERN"),
         ("spec.scheduling.priorityClassName", "DNS_SUBDOMAIN_PATTERN"),
         ("spec.scheduling.schedulerName", "DNS_SUBDOMAIN_PATTERN"),
+        ("spec.scheduling.nodeSelector.*", "LABEL_VALUE_PATTERN"),
+        ("spec.scheduling.tolerations.[].key", "OPTIONAL_QUALIFIED_NAME_PATTERN"),
+        ("spec.scheduling.tolerations.[].value", "LABEL_VALUE_PATTERN"),
         ("spec.secrets.hfToken.name", "DNS_LABEL_PATTERN"),
+        ("spec.secrets.hfToken.key", "CONFIG_MAP_KEY_PATTERN"),
         ("spec.secrets.s3Credentials.name", "DNS_LABEL_PATTERN"),
         ("spec.env.[].name", "ENV_NAME_PATTERN"),
+        ("spec.env.[].valueFrom.fieldRef.fieldPath", "FIELD_PATH_PATTERN"),
+        ("spec.env.[].valueFrom.resourceFieldRef.resource", "RESOURCE_FIELD_PATTERN"),
+        ("spec.env.[].valueFrom.secretKeyRef.name", "DNS_SUBDOMAIN_PATTERN"),
+        ("spec.env.[].valueFrom.secretKeyRef.key", "CONFIG_MAP_KEY_PATTERN"),
+        ("spec.env.[].valueFrom.configMapKeyRef.name", "DNS_SUBDOMAIN_PATTERN"),
+        ("spec.env.[].valueFrom.configMapKeyRef.key", "CONFIG_MAP_KEY_PATTERN"),
         ("spec.regularization.earlyStopping.metric", "METRIC_PATTERN"),
         ("spec.hyperparameterSearch.objective.metric", "METRIC_PATTERN"),
         ("spec.image", "IMAGE_PATTERN"),
@@ -227,6 +249,65 @@ def test_crd_patterns_are_the_spec_constants(root, path, constant):
 
 def _quoted(rule: str) -> list[str]:
     return re.findall(r"'([^']*)'", rule)
+
+
+def test_the_walk_compares_the_passed_through_core_v1_types(root):
+    # tolerations, affinity and valueFrom stay JSON in spec/ (PassThrough) but are compared as their models.
+    drifted = yaml.safe_load(yaml.safe_dump(root))
+    scheduling = drifted["properties"]["spec"]["properties"]["scheduling"]["properties"]
+    anti = scheduling["affinity"]["properties"]["podAntiAffinity"]["properties"]
+    anti["preferredDuringSchedulingIgnoredDuringExecution"]["items"]["properties"]["weight"]["maximum"] = 1000
+    del scheduling["tolerations"]["items"]["properties"]["effect"]["enum"]
+    problems: list[str] = []
+    _compare_model(spec.FineTuneJobSpec, drifted["properties"]["spec"], "spec", problems)
+    assert any("podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[].weight" in p for p in problems)
+    assert any("tolerations[].effect: enum" in p for p in problems)
+
+
+def _string_nodes_with_pattern(root: dict[str, Any], *patterns: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(path, node) for path, node in _walk_nodes(root) if node.get("pattern") in patterns]
+
+
+def test_every_label_key_field_bounds_its_prefix_with_the_spec_pattern(root):
+    # A pattern cannot bound the prefix of a qualified name to 253 characters; each such field has a rule that does.
+    keys = _string_nodes_with_pattern(
+        root, spec_schema.QUALIFIED_NAME_PATTERN, spec_schema.OPTIONAL_QUALIFIED_NAME_PATTERN
+    )
+    assert len(keys) >= 10
+    for path, node in keys:
+        assert node["maxLength"] == spec_schema.QUALIFIED_NAME_MAX_LENGTH, path
+        (rule,) = node["x-kubernetes-validations"]
+        assert rule["rule"] == f"!self.matches('{spec_schema.LONG_PREFIX_PATTERN}')", path
+
+
+def test_every_label_map_checks_its_keys_with_the_spec_patterns(root):
+    maps = [
+        (path, node)
+        for path, node in _walk_nodes(root)
+        if node.get("additionalProperties", {}).get("pattern") == spec_schema.LABEL_VALUE_PATTERN
+    ]
+    assert {path for path, _ in maps} >= {
+        "spec.scheduling.nodeSelector",
+        "spec.scheduling.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[].labelSelector.matchLabels",
+    }
+    for path, node in maps:
+        (rule,) = node["x-kubernetes-validations"]
+        assert _quoted(rule["rule"]) == [spec_schema.QUALIFIED_NAME_PATTERN, spec_schema.LONG_PREFIX_PATTERN], path
+        assert node["maxProperties"] == core_v1.MAX_LABELS or path == "spec.scheduling.nodeSelector"
+
+
+def test_gpu_resource_name_rule_uses_the_spec_prefix_limit(root):
+    node = _prop(root, "spec.resources.gpuResourceName")
+    assert node["maxLength"] == spec_schema.RESOURCE_NAME_MAX_LENGTH
+    (rule,) = node["x-kubernetes-validations"]
+    assert _quoted(rule["rule"]) == ["requests.", spec_schema.RESOURCE_LONG_PREFIX_PATTERN]
+
+
+def test_divisor_rules_list_exactly_the_spec_divisors(root):
+    cpu, memory = _prop(root, "spec.env.[].valueFrom.resourceFieldRef")["x-kubernetes-validations"]
+    cpu_resources = ["limits.cpu", "requests.cpu"]
+    assert _quoted(cpu["rule"]) == [*cpu_resources, *spec_schema.CPU_DIVISORS]
+    assert _quoted(memory["rule"]) == [*cpu_resources, *spec_schema.MEMORY_DIVISORS]
 
 
 def test_reserved_env_rule_lists_exactly_the_spec_reserved_names(root):
@@ -344,13 +425,12 @@ def test_schema_is_structural_every_node_has_a_type(root):
     assert untyped == []
 
 
-def test_unknown_fields_are_preserved_only_where_core_types_are_passed_through(root):
+def test_unknown_fields_are_preserved_only_where_values_are_free_form(root):
+    # The core/v1 types passed through to the pods (tolerations, affinity, valueFrom) are typed like core/v1's,
+    # so the CRD refuses what the Job API would refuse (spec/core_v1.py).
     preserved = sorted(p for p, n in _walk_nodes(root) if n.get("x-kubernetes-preserve-unknown-fields"))
     assert preserved == [
-        "spec.env[].valueFrom",
         "spec.hyperparameterSearch.parameters{}.values[]",
-        "spec.scheduling.affinity",
-        "spec.scheduling.tolerations[]",
         "status.bestTrial.parameters",
         "status.search.spec",
         "status.trials[].parameters",

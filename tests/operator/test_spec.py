@@ -110,3 +110,69 @@ def test_name_rules():
         with pytest.raises(InvalidSpec, match="metadata.name"):
             check_name(bad)
     assert _error(_spec(), name="9lives").field == ""
+
+
+# --- Pass-through core/v1 fields (issue 15): refused as the Job API would, naming field, value and example ---
+
+
+def test_toleration_operator_names_the_field_the_value_and_the_valid_values():
+    error = _error(_spec(scheduling={"tolerations": [{"key": "gpu", "operator": "Sometimes"}]}))
+    assert error.field == "scheduling.tolerations.0.operator"
+    assert "'Sometimes'" in error.message and "'Equal', 'Exists'" in error.message
+
+
+@pytest.mark.parametrize(
+    ("scheduling", "field", "words"),
+    [
+        ({"nodeSelector": {"bad key!": "x"}}, "scheduling.nodeSelector", ["'bad key!'", "nvidia.com/gpu.product"]),
+        ({"nodeSelector": {"pool": "a b"}}, "scheduling.nodeSelector.pool", ["'a b'", "NVIDIA-H100-80GB-HBM3"]),
+        ({"priorityClassName": "High"}, "scheduling.priorityClassName", ["'High'", "training-high"]),
+        ({"queueName": "team_a"}, "scheduling.queueName", ["'team_a'", "DNS subdomain"]),
+        (
+            {"tolerations": [{"key": "gpu", "effect": "NoSchedule", "tolerationSeconds": 5}]},
+            "scheduling.tolerations.0.tolerationSeconds",
+            ["'NoSchedule'", "effect: NoExecute, tolerationSeconds: 300"],
+        ),
+        (
+            {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": "x y"}]}}},
+            "scheduling.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution.0.topologyKey",
+            ["'x y'", "label key"],
+        ),
+    ],
+    ids=["node-selector-key", "node-selector-value", "priority-class", "queue", "toleration-seconds", "topology-key"],
+)
+def test_scheduling_refusals_name_the_value_and_give_an_example(scheduling, field, words):
+    error = _error(_spec(scheduling=scheduling))
+    assert error.field == field
+    assert all(word in error.message for word in words), error.message
+
+
+def test_env_name_refusal_follows_is_env_var_name():
+    # [-._a-zA-Z][-._a-zA-Z0-9]*, but not '.', '..' or '..'-prefixed (k8s.io/apimachinery IsEnvVarName).
+    for good in ("A", "my.env-name", "_x", "-x", ".x", ".1", "a..b"):
+        parse_spec(_spec(env=[{"name": good, "value": "1"}]))
+    for bad in (".", "..", "..x", "1A", "A B", "A=B", ""):
+        error = _error(_spec(env=[{"name": bad, "value": "1"}]))
+        assert error.field == "env.0.name" and "NCCL_DEBUG" in error.message, bad
+
+
+def test_queue_name_is_a_kueue_local_queue_name_and_a_label_value():
+    # Kueue's webhook: IsDNS1123Subdomain; the queue-name label value: at most 63 characters.
+    assert parse_spec(_spec(scheduling={"queueName": "team-a.gpu"})).scheduling.queue_name == "team-a.gpu"
+    assert _error(_spec(scheduling={"queueName": "q" * 64})).field == "scheduling.queueName"
+
+
+def test_passed_through_values_stay_the_json_that_was_written():
+    affinity = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 5}]}}
+    tolerations = [{"key": "gpu", "operator": "Exists", "tolerationSeconds": None}]
+    value_from = {"secretKeyRef": {"name": "wandb", "key": "api-key"}}
+    spec = parse_spec(
+        _spec(
+            scheduling={"affinity": affinity, "tolerations": tolerations},
+            env=[{"name": "W", "valueFrom": value_from}],
+        )
+    )
+    assert spec.scheduling.affinity == affinity and spec.scheduling.tolerations == tolerations
+    assert spec.env[0].value_from == value_from
+    dumped = spec.model_dump(mode="json", by_alias=True)
+    assert dumped["scheduling"]["affinity"] == affinity and dumped["env"][0]["valueFrom"] == value_from

@@ -6,8 +6,9 @@ checks a schema cannot express (child-name lengths, for one). The operator parse
 the field, what was given and a valid example.
 
 Its parts, beside it in spec/: schema.py (enums, patterns and bounds the CRD repeats; the models' base),
-sections.py (one model per section), hyperparameter_search.py (the hyperparameterSearch section), errors.py
-(how a refusal is worded), diff.py (which fields an update changed).
+sections.py (one model per section), hyperparameter_search.py (the hyperparameterSearch section), core_v1.py
+(the core/v1 types passed through to the pods, refused as the Job API would), errors.py (how a refusal is
+worded), diff.py (which fields an update changed).
 """
 
 from __future__ import annotations

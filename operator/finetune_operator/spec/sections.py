@@ -6,15 +6,18 @@ that a schema cannot state (FieldRuleError names the field to blame).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from .errors import FieldRuleError
+from .core_v1 import Affinity, EnvVarSource, LabelMap, PassThrough, Toleration
+from .errors import FieldRuleError, shorten
 from .schema import (
     COLUMN_ROLES,
+    CONFIG_MAP_KEY_PATTERN,
     DATA_URI_PATTERN,
     DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_MAX_LENGTH,
     DNS_SUBDOMAIN_PATTERN,
     ENV_NAME_PATTERN,
     INT32_MAX,
@@ -23,12 +26,13 @@ from .schema import (
     OUTPUT_URI_PATTERN,
     QUANTITY_PATTERN,
     RESERVED_ENV,
+    RESOURCE_NAME_MAX_LENGTH,
     RESOURCE_NAME_PATTERN,
+    RESOURCE_PREFIX_MAX_LENGTH,
     ColumnName,
     DatasetFormat,
     EvalStrategy,
     LabelName,
-    LabelValue,
     MethodType,
     ModuleName,
     Precision,
@@ -149,7 +153,9 @@ class Regularization(SpecModel):
 class Resources(SpecModel):
     nodes: int = Field(default=1, ge=1, le=1024)
     gpus_per_node: int = Field(default=1, ge=0, le=64)
-    gpu_resource_name: str = Field(default="nvidia.com/gpu", pattern=RESOURCE_NAME_PATTERN, max_length=253)
+    gpu_resource_name: str = Field(
+        default="nvidia.com/gpu", pattern=RESOURCE_NAME_PATTERN, max_length=RESOURCE_NAME_MAX_LENGTH
+    )
     cpu: str | None = Field(default=None, pattern=QUANTITY_PATTERN, max_length=64)
     memory: str | None = Field(default=None, pattern=QUANTITY_PATTERN, max_length=64)
 
@@ -159,14 +165,34 @@ class Resources(SpecModel):
         # Users write cpu: 8 as often as cpu: "8"; both mean the same quantity.
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
+    @field_validator("gpu_resource_name")
+    @classmethod
+    def _extended_resource_name(cls, name: str) -> str:
+        # IsExtendedResourceName: "requests." + name must be a qualified name too.
+        prefix = name.partition("/")[0]
+        if name.startswith("requests.") or len(prefix) > RESOURCE_PREFIX_MAX_LENGTH:
+            raise ValueError(
+                f"{shorten(name)} is not an extended resource name: it may not start with 'requests.' and its "
+                f"domain is at most {RESOURCE_PREFIX_MAX_LENGTH} characters (e.g. nvidia.com/gpu)"
+            )
+        return name
+
 
 class Scheduling(SpecModel):
-    queue_name: str | None = Field(default=None, pattern=DNS_LABEL_PATTERN, max_length=63)
-    priority_class_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN_PATTERN)
-    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=64)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list, max_length=64)
-    affinity: dict[str, Any] = Field(default_factory=dict)
-    scheduler_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
+    """What the trainer pods are scheduled with; all but queueName go into the pod template as written."""
+
+    # Kueue's queue-name label: a LocalQueue name (Kueue's webhook checks IsDNS1123Subdomain) that is also a
+    # label value (at most 63 characters).
+    queue_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=63)
+    priority_class_name: str | None = Field(
+        default=None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=DNS_SUBDOMAIN_MAX_LENGTH
+    )
+    node_selector: LabelMap = Field(default_factory=dict, max_length=64)
+    tolerations: list[Annotated[dict[str, Any], PassThrough(Toleration)]] = Field(default_factory=list, max_length=64)
+    affinity: Annotated[dict[str, Any], PassThrough(Affinity)] = Field(default_factory=dict)
+    # core/v1 does not check schedulerName's form (a pod naming no scheduler just stays Pending); scheduler
+    # names are DNS subdomains in practice, and this one refuses the typo early.
+    scheduler_name: str | None = Field(default=None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=DNS_SUBDOMAIN_MAX_LENGTH)
 
 
 class Output(SpecModel):
@@ -186,7 +212,7 @@ class RunPolicy(SpecModel):
 
 class SecretKeyRef(SpecModel):
     name: str = Field(pattern=DNS_LABEL_PATTERN, max_length=63)
-    key: str = Field(default="token", pattern=r"^[-._a-zA-Z0-9]{1,253}$")
+    key: str = Field(default="token", pattern=CONFIG_MAP_KEY_PATTERN, max_length=DNS_SUBDOMAIN_MAX_LENGTH)
 
 
 class SecretRef(SpecModel):
@@ -201,7 +227,7 @@ class Secrets(SpecModel):
 class EnvVar(SpecModel):
     name: str = Field(pattern=ENV_NAME_PATTERN, max_length=256)
     value: str | None = Field(default=None, max_length=32768)
-    value_from: dict[str, Any] | None = None
+    value_from: Annotated[dict[str, Any], PassThrough(EnvVarSource)] | None = None
 
     @field_validator("name")
     @classmethod
@@ -209,3 +235,13 @@ class EnvVar(SpecModel):
         if name in RESERVED_ENV:
             raise ValueError(f"{name} is set by the operator for distributed training; remove it from env")
         return name
+
+    @model_validator(mode="after")
+    def _value_or_value_from(self) -> EnvVar:
+        # validateEnvVarValueFrom: "may not be specified when `value` is not empty".
+        if self.value_from is not None and self.value:
+            raise FieldRuleError(
+                "valueFrom",
+                "set either value or valueFrom, not both (the trainer would get valueFrom and never see value)",
+            )
+        return self
