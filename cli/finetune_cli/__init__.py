@@ -60,8 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--no-operator", action="store_true", help="do not start the operator (run your own against the kubeconfig)"
     )
-    down = sandbox_commands.add_parser("down", help="stop a sandbox started with `ftjob sandbox up`")
-    down.add_argument("--data-dir", default=".sandbox/cluster")
+    down = sandbox_commands.add_parser(
+        "down",
+        help="stop a sandbox started with `ftjob sandbox up` (the one it recorded, from any folder)",
+    )
+    down.add_argument(
+        "--data-dir",
+        default=None,
+        help="the sandbox to stop, by its --data-dir (default: the running one `up` recorded, else .sandbox/cluster)",
+    )
 
     get = commands.add_parser("get", help="list FineTuneJobs")
     get.add_argument("-n", "--namespace", default=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import yaml
 from finetune_operator import clock
 from finetune_operator.names import GROUP, LABEL_JOB_NAME, PLURAL, TRAINER_CONTAINER, VERSION
 
-from . import display
+from . import display, interrupt, sandbox_record
 
 
 class UserError(Exception):
@@ -39,16 +40,25 @@ def _clients(args: argparse.Namespace) -> tuple[Any, Any, str]:
     return client.CustomObjectsApi(api), client.CoreV1Api(api), namespace
 
 
+# (connect, read) seconds for a list: a server that stops answering fails the call instead of hanging it.
+LIST_TIMEOUT = (10, 30)
+
+
 def _list(custom: Any, namespace: str | None) -> list[dict[str, Any]]:
     if namespace is None:
-        return custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
-    return custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+        listed = custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=LIST_TIMEOUT)
+    else:
+        listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _request_timeout=LIST_TIMEOUT)
+    return listed["items"]
 
 
 def _get_table(args: argparse.Namespace) -> str:
     custom, _, default_ns = _clients(args)
     namespace = None if args.all_namespaces else (args.namespace or default_ns)
-    items = sorted(_list(custom, namespace), key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+    # Close the client here, not in a finalizer when it is dropped (see interrupt.py).
+    with custom.api_client:
+        listed = _list(custom, namespace)
+    items = sorted(listed, key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
     if not items:
         return f"No FineTuneJobs found in {'any namespace' if namespace is None else namespace}."
     now = clock.now()
@@ -61,10 +71,15 @@ def get(args: argparse.Namespace) -> int:
 
 
 def watch(args: argparse.Namespace) -> int:
-    while True:
-        text = _get_table(args)
-        print("\x1b[2J\x1b[H" + text, flush=True)
-        time.sleep(args.interval)
+    # Ctrl-C raises KeyboardInterrupt (main() exits 130); when a finalizer swallowed it, the flag ends the loop.
+    with interrupt.ctrl_c() as interrupted:
+        while not interrupted():
+            text = _get_table(args)
+            if interrupted():
+                break
+            print("\x1b[2J\x1b[H" + text, flush=True)
+            interrupt.sleep(args.interval, interrupted)
+    return 130
 
 
 def _read(custom: Any, namespace: str, name: str) -> dict[str, Any]:
@@ -118,32 +133,44 @@ def logs(args: argparse.Namespace) -> int:
 # -- the sandbox ---------------------------------------------------------------------------------------
 
 
+DEFAULT_DATA_DIR = ".sandbox/cluster"
+NO_SANDBOX = "no sandbox is running; if you started one with --data-dir DIR, run `ftjob sandbox down --data-dir DIR`"
+
+
 def sandbox(args: argparse.Namespace) -> int:
+    if args.action == "down":
+        return _sandbox_down(args)
+    return _sandbox_up(args)
+
+
+def _sandbox_up(args: argparse.Namespace) -> int:
     from finetune_sandbox.cluster import Sandbox, SandboxThread
 
     data_dir = Path(args.data_dir).resolve()
-    pid_file = data_dir / "sandbox.pid"
-    if args.action == "down":
-        if not pid_file.exists():
-            raise UserError(f"no sandbox is running from {data_dir}")
-        pid = int(pid_file.read_text())
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            print(f"the sandbox (pid {pid}) had already stopped")
-        pid_file.unlink(missing_ok=True)
-        return 0
-
+    pid_file = data_dir / sandbox_record.PID_FILE
+    already = sandbox_record.lookup(data_dir)
+    if already is not None and already.running():
+        raise UserError(
+            f"a sandbox is already running from {data_dir} (pid {already.pid}); "
+            f"`ftjob sandbox down --data-dir {data_dir}` stops it"
+        )
     runner = SandboxThread(Sandbox(data_dir, port=args.port, gpus=args.gpus, run_operator=not args.no_operator))
     url = runner.start()
     pid_file.write_text(str(os.getpid()))
+    down = "ftjob sandbox down"
+    try:
+        sandbox_record.write(data_dir, os.getpid(), url)
+    except OSError as exc:
+        # `down` cannot find this one without its folder; say so rather than fail.
+        down = f"ftjob sandbox down --data-dir {data_dir}"
+        print(f"ftjob: could not record the sandbox in {sandbox_record.records_dir()} ({exc})", file=sys.stderr)
     print(f"sandbox API server: {url}")
     print(f"kubeconfig:         {runner.sandbox.kubeconfig}")
     if not args.no_operator:
         print(f"operator log:       {runner.sandbox.operator_log}")
     print(
         f"\n  export KUBECONFIG={runner.sandbox.kubeconfig}\n  kubectl apply -f manifests/samples/sentiment-minilm.yaml\n"
-        "  ftjob watch\n\nCtrl-C or `ftjob sandbox down` stops it.",
+        f"  ftjob watch\n\nCtrl-C or `{down}` stops it.",
         flush=True,
     )
     stopping = {"now": False}
@@ -156,6 +183,52 @@ def sandbox(args: argparse.Namespace) -> int:
     finally:
         runner.stop()
         pid_file.unlink(missing_ok=True)
+        sandbox_record.remove(data_dir)
+    return 0
+
+
+def _sandbox_down(args: argparse.Namespace) -> int:
+    """Stop the sandbox in --data-dir, else the one `up` recorded, else the one in the default folder."""
+    if args.data_dir is not None:
+        data_dir = Path(args.data_dir).resolve()
+        record = sandbox_record.lookup(data_dir)
+        if record is None:
+            others = [r for r in sandbox_record.read_all() if r.data_dir != data_dir and r.running()]
+            hint = "".join(f"; running: `ftjob sandbox down --data-dir {r.data_dir}`" for r in others)
+            raise UserError(f"no sandbox is running from {data_dir}{hint}")
+        return _stop(record)
+
+    running, stale = [], []
+    for record in sandbox_record.read_all():
+        (running if record.running() else stale).append(record)
+    for record in stale:
+        sandbox_record.forget(record)
+        print(f"the sandbox from {record.data_dir} (pid {record.pid}) is no longer running; removed its record")
+    if len(running) > 1:
+        choices = "".join(f"\n  ftjob sandbox down --data-dir {r.data_dir}" for r in running)
+        raise UserError(f"{len(running)} sandboxes are running; say which one to stop:{choices}")
+    if running:
+        return _stop(running[0])
+    # No record: a sandbox in the default folder (one that could not write its record, or an older ftjob's).
+    record = sandbox_record.lookup(Path(DEFAULT_DATA_DIR).resolve())
+    if record is not None:
+        return _stop(record)
+    if stale:
+        return 0
+    raise UserError(NO_SANDBOX)
+
+
+def _stop(record: sandbox_record.Record) -> int:
+    """SIGTERM the `ftjob sandbox up` process: it stops the sandbox and removes its pid file and record."""
+    try:
+        if not record.running():  # gone, or its pid now names another process
+            raise ProcessLookupError
+        os.kill(record.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        sandbox_record.forget(record)
+        print(f"the sandbox from {record.data_dir} (pid {record.pid}) had already stopped")
+        return 0
+    print(f"stopping the sandbox from {record.data_dir} (pid {record.pid})")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -22,8 +23,10 @@ def ftjob_binary() -> str:
     return shutil.which("ftjob") or str(Path(sys.executable).with_name("ftjob"))
 
 
-def ftjob(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([ftjob_binary(), *args], capture_output=True, text=True, timeout=timeout)
+def ftjob(
+    *args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ftjob_binary(), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -42,8 +45,45 @@ def table_rows(text: str) -> list[list[str]]:
 
 # -- ftjob sandbox up / down -----------------------------------------------------------------------------
 
+NO_SANDBOX = "no sandbox is running; if you started one with --data-dir DIR, run `ftjob sandbox down --data-dir DIR`"
 
-def test_sandbox_up_serves_kubectl_and_the_operator_and_down_stops_everything(tmp_path: Path) -> None:
+
+@pytest.fixture()
+def user_env(tmp_path: Path) -> dict[str, str]:
+    """The environment for `ftjob sandbox`: its per-user records in the test's folder, never the real user's."""
+    runtime = tmp_path / "xdg-runtime"
+    runtime.mkdir(mode=0o700)
+    return {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+
+
+def records(env: dict[str, str]) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (Path(env["XDG_RUNTIME_DIR"]) / "finetune-sandbox").glob("*.json")]
+
+
+def sandbox_up(data_dir: Path, env: dict[str, str], *options: str) -> subprocess.Popen[str]:
+    """`ftjob sandbox up`, returned once it serves and has recorded itself."""
+    up = subprocess.Popen(
+        [ftjob_binary(), "sandbox", "up", "--data-dir", str(data_dir), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    recorded = lambda: any(r["pid"] == up.pid for r in records(env))  # noqa: E731
+    wait_for(lambda: recorded() or up.poll() is not None, 60, message="`ftjob sandbox up` to record its sandbox")
+    assert up.poll() is None, up.stdout.read()
+    return up
+
+
+def stop(up: subprocess.Popen[str]) -> None:
+    if up.poll() is None:
+        up.kill()
+        up.wait()
+
+
+def test_sandbox_up_serves_kubectl_and_the_operator_and_down_stops_everything(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
     data_dir = tmp_path / "cluster"
     pid_file, kubeconfig = data_dir / "sandbox.pid", data_dir / "kubeconfig"
     up = subprocess.Popen(
@@ -51,6 +91,7 @@ def test_sandbox_up_serves_kubectl_and_the_operator_and_down_stops_everything(tm
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=user_env,
     )
     try:
         # The pid file is written once the API server serves and the operator was started.
@@ -82,10 +123,11 @@ def test_sandbox_up_serves_kubectl_and_the_operator_and_down_stops_everything(tm
 
         wait_for(queued, 60, message="the operator to mark the job Queued")
 
-        down = ftjob("sandbox", "down", "--data-dir", str(data_dir))
+        down = ftjob("sandbox", "down", "--data-dir", str(data_dir), env=user_env)
         assert down.returncode == 0, down.stderr
         assert up.wait(timeout=10) == 0
         assert not pid_file.exists()
+        assert records(user_env) == []
         _, alive = psutil.wait_procs(operator_processes, timeout=10)
         assert not alive, f"the operator outlived `ftjob sandbox down`: {alive}"
         assert kubectl(kubeconfig, "get", "ns", "--request-timeout=3s").returncode != 0
@@ -95,12 +137,79 @@ def test_sandbox_up_serves_kubectl_and_the_operator_and_down_stops_everything(tm
             up.wait()
 
 
-def test_sandbox_down_without_a_running_sandbox_exits_2_and_says_so(tmp_path: Path) -> None:
-    down = ftjob("sandbox", "down", "--data-dir", str(tmp_path))
+def test_sandbox_down_without_a_running_sandbox_exits_2_and_says_so(tmp_path: Path, user_env: dict[str, str]) -> None:
+    down = ftjob("sandbox", "down", "--data-dir", str(tmp_path), env=user_env)
 
     assert down.returncode == 2
     assert f"no sandbox is running from {tmp_path}" in down.stderr
     assert "Traceback" not in down.stderr
+
+
+def test_sandbox_down_finds_the_sandbox_up_started_in_another_folder(tmp_path: Path, user_env: dict[str, str]) -> None:
+    """Issue 14: `up --data-dir DIR`, then a bare `down` from anywhere stops it."""
+    data_dir, elsewhere = tmp_path / "runs" / "cluster", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    up = sandbox_up(data_dir, user_env, "--no-operator")
+    try:
+        down = ftjob("sandbox", "down", env=user_env, cwd=elsewhere)
+
+        assert down.returncode == 0, down.stderr
+        assert down.stdout.strip() == f"stopping the sandbox from {data_dir} (pid {up.pid})"
+        assert up.wait(timeout=30) == 0
+        assert "Ctrl-C or `ftjob sandbox down` stops it." in up.stdout.read()
+        assert not (data_dir / "sandbox.pid").exists()
+        assert records(user_env) == []
+        again = ftjob("sandbox", "down", env=user_env, cwd=elsewhere)
+        assert again.returncode == 2
+        assert again.stderr.strip() == f"ftjob: {NO_SANDBOX}"
+    finally:
+        stop(up)
+
+
+def test_sandbox_down_removes_the_record_of_a_sandbox_that_was_killed(tmp_path: Path, user_env: dict[str, str]) -> None:
+    data_dir = tmp_path / "cluster"
+    up = sandbox_up(data_dir, user_env, "--no-operator")
+    up.kill()  # no chance to remove its pid file and record
+    up.wait()
+
+    down = ftjob("sandbox", "down", env=user_env, cwd=tmp_path)
+
+    assert down.returncode == 0, down.stderr
+    assert f"the sandbox from {data_dir} (pid {up.pid}) is no longer running; removed its record" in down.stdout
+    assert records(user_env) == []
+    assert not (data_dir / "sandbox.pid").exists()
+    assert ftjob("sandbox", "down", env=user_env, cwd=tmp_path).returncode == 2
+
+
+def test_sandbox_down_with_several_running_names_each_data_dir(tmp_path: Path, user_env: dict[str, str]) -> None:
+    ups = [sandbox_up(tmp_path / name, user_env, "--no-operator") for name in ("one", "two")]
+    try:
+        down = ftjob("sandbox", "down", env=user_env, cwd=tmp_path)
+
+        assert down.returncode == 2
+        assert "2 sandboxes are running; say which one to stop:" in down.stderr
+        for name in ("one", "two"):
+            assert f"ftjob sandbox down --data-dir {tmp_path / name}\n" in down.stderr + "\n"
+        assert all(up.poll() is None for up in ups)
+
+        # --data-dir of a folder with no sandbox names the ones that run.
+        missing = ftjob("sandbox", "down", "--data-dir", str(tmp_path / "three"), env=user_env)
+        assert missing.returncode == 2
+        assert f"no sandbox is running from {tmp_path / 'three'}; running: `" in missing.stderr
+        assert f"`ftjob sandbox down --data-dir {tmp_path / 'one'}`" in missing.stderr
+
+        # A second `up` on a folder in use is refused.
+        twice = ftjob("sandbox", "up", "--data-dir", str(tmp_path / "one"), "--no-operator", env=user_env)
+        assert twice.returncode == 2
+        assert f"a sandbox is already running from {tmp_path / 'one'} (pid {ups[0].pid})" in twice.stderr
+
+        assert ftjob("sandbox", "down", "--data-dir", str(tmp_path / "one"), env=user_env).returncode == 0
+        assert ups[0].wait(timeout=30) == 0
+        assert ftjob("sandbox", "down", env=user_env, cwd=tmp_path).returncode == 0
+        assert ups[1].wait(timeout=30) == 0
+    finally:
+        for up in ups:
+            stop(up)
 
 
 # -- get / describe / logs against the session cluster ------------------------------------------------------
@@ -156,13 +265,18 @@ def test_get_in_an_empty_namespace_says_none_found(cluster: Cluster) -> None:
     assert result.stdout.strip() == f"No FineTuneJobs found in {empty}."
 
 
-def test_watch_refreshes_the_table_until_interrupted(cluster: Cluster, cli_team: str) -> None:
-    watch = subprocess.Popen(
-        [ftjob_binary(), "--kubeconfig", str(cluster.kubeconfig), "watch", "-n", cli_team, "--interval", "0.2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+# Runs a command with SIGINT ignored, as a background job of a non-interactive shell (`make test &`) inherits it.
+SIGINT_IGNORED = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+@pytest.mark.parametrize("sigint", ["default", "inherited-ignored"])
+def test_watch_refreshes_the_table_until_interrupted(cluster: Cluster, cli_team: str, sigint: str) -> None:
+    command = [ftjob_binary(), "--kubeconfig", str(cluster.kubeconfig), "watch", "-n", cli_team, "--interval", "0.2"]
+    if sigint == "inherited-ignored":
+        command = [sys.executable, "-c", SIGINT_IGNORED, *command]
+    watch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         screens: list[str] = []
         # Each refresh clears the screen first; read until the third refresh has started.
@@ -173,7 +287,13 @@ def test_watch_refreshes_the_table_until_interrupted(cluster: Cluster, cli_team:
             buffer += chunk
             *screens, _ = buffer.split("\x1b[2J\x1b[H")[1:] or [""]
         watch.send_signal(signal.SIGINT)
-        assert watch.wait(timeout=10) == 130
+        try:
+            code = watch.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            _, stderr = watch.communicate()
+            pytest.fail(f"`ftjob watch` still ran 10 s after SIGINT; its stderr:\n{stderr[-3000:]}")
+        assert code == 130, watch.stderr.read()
     finally:
         if watch.poll() is None:
             watch.kill()
