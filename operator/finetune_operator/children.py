@@ -34,8 +34,9 @@ def run_children(
     *,
     search: str | None = None,
 ) -> list[dict[str, Any]]:
-    """A run's four children, owned by `owner`, in dependency order: its ConfigMap, progress Secret and
-    Service, then the Job whose pods mount the first two and resolve the third.
+    """A run's four children, owned by `owner`, the Job last: its ConfigMap and progress Secret (which the
+    Job's pods mount, so they are sent first), its Service (for the trainers' rendezvous; sent with the
+    Job), and the Job.
 
     A restarted operator re-sends all four once per run (JobRecord.children_complete), so a crash
     between them leaves none missing.

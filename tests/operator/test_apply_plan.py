@@ -16,6 +16,7 @@ from finetune_operator import reasons as r
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.progress.hub import ProgressHub
 from finetune_operator.reconcile.apply import Actuators, apply_plan
+from finetune_operator.reconcile.children_first import ChildrenFirst
 from finetune_operator.reconcile.plan import Event, MetricDeltas, Plan
 from finetune_operator.registry import JobRegistry
 
@@ -82,6 +83,7 @@ async def world():
             hub=hub,
             metrics=metrics,
             post_event=lambda obj, **event: events.append(event),
+            children_first=ChildrenFirst(),
         )
 
     yield actuators, registry, metrics, events, writes
@@ -102,9 +104,10 @@ async def test_a_jobs_children_go_out_in_dependency_order_then_the_status_then_i
         remember={"ft": {"children_complete": True}},
     )
     await apply_plan(plan, FTJ, actuators(kube))
-    # Nothing a pod mounts may come after its Job: a kubelet would fail the mount and back off.
-    assert sorted(c[1] for c in kube.calls[0:3]) == ["ConfigMap", "Secret", "Service"]
-    assert kube.calls[3] == ("create", "Job", "ft")
+    # Nothing a pod mounts may come after its Job: a kubelet would fail the mount and back off. The Service
+    # (the rendezvous, seconds later) goes with the Job.
+    assert sorted(c[1] for c in kube.calls[0:2]) == ["ConfigMap", "Secret"]
+    assert sorted(c[1] for c in kube.calls[2:4]) == ["Job", "Service"]
     assert kube.calls[4] == ("status", "ft", {"phase": r.STARTING})
     assert events == [{"type": "Normal", "reason": r.POD_PENDING, "message": "Starting: 0 of 1 trainer pods running"}]
     assert registry.get("ns", "ft").children_complete is True

@@ -21,6 +21,7 @@ from ..names import TRAINER_CONTAINER
 from ..progress.hub import ProgressHub
 from ..registry import JobRegistry
 from ..rejection import PERMANENT_STATUSES, Rejection
+from .children_first import ChildrenFirst
 from .plan import MetricDeltas, Plan
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Actuators:
     hub: ProgressHub
     metrics: OperatorMetrics
     post_event: PostEvent
+    children_first: ChildrenFirst
 
 
 async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
@@ -56,7 +58,8 @@ async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
     if plan.status_first:
         await _write_status(act, namespace, name, plan.status)
     for children in plan.create:
-        await create_children(act.kube, children, refresh=plan.refresh_children)
+        async with act.children_first.creating():
+            await create_children(act.kube, children, refresh=plan.refresh_children)
     # Once the children went out (children_complete must not claim what failed to be sent), before the
     # status write: the child events of a burst find their job's children complete and skip.
     for job, fields in plan.remember.items():
@@ -72,6 +75,9 @@ async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
         status = plan.status
         if plan.failure_log_pod:
             status = {**status, "failure": await _failure_with_log(act.kube, namespace, plan.failure_log_pod, status)}
+        if status or plan.events:
+            # Status writes and events wait for a burst's pending child creations.
+            await act.children_first.after_children()
         await _write_status(act, namespace, name, status)
     for event in plan.events:
         act.post_event(ftj, type=event.type, reason=event.reason, message=event.message)
@@ -81,17 +87,28 @@ async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
         await asyncio.to_thread(act.kube.delete_finetunejob, namespace, name)
 
 
+# What a pod mounts or reads at start: created before the Job that makes the pod.
+MOUNTED_KINDS = ("ConfigMap", "Secret")
+
+
 async def create_children(kube: KubeApi, children: list[dict[str, Any]], *, refresh: bool = False) -> None:
-    """Create a group of children if absent (409s are fine), in dependency order: all but the last
-    together, then the last, the Job. A kubelet that meets a pod before its ConfigMap or Secret does not
-    wait for them: it fails the mount and retries with its own backoff (0.5 s doubling to about two
-    minutes), so a Job sent first would delay the trainer, not hasten it.
+    """Create a group of children if absent (409s are fine), in dependency order: what the pods mount
+    (ConfigMap, Secret) together, then the Job (the group's last) together with the rest (the Service,
+    which only the trainers' rendezvous needs, seconds later). A kubelet that meets a pod before its
+    ConfigMap or Secret does not wait for them: it fails the mount and retries with its own backoff
+    (0.5 s doubling to about two minutes), so a Job sent first would delay the trainer, not hasten it.
 
     `refresh`: the ConfigMap may exist from an attempt the API server refused, built from an older spec;
     it is brought up to date. Raises ChildRejected when the API server refuses a child for good."""
     *prerequisites, job = children
-    await asyncio.gather(*(asyncio.to_thread(_send, kube, child, refresh) for child in prerequisites))
-    if await asyncio.to_thread(_send, kube, job, refresh):
+    mounted = [child for child in prerequisites if child["kind"] in MOUNTED_KINDS]
+    alongside = [child for child in prerequisites if child["kind"] not in MOUNTED_KINDS]
+    await asyncio.gather(*(asyncio.to_thread(_send, kube, child, refresh) for child in mounted))
+    created, *_ = await asyncio.gather(
+        asyncio.to_thread(_send, kube, job, refresh),
+        *(asyncio.to_thread(_send, kube, child, refresh) for child in alongside),
+    )
+    if created:
         # A run's Job comes with what it mounts; a lone Job is a search's promote Job.
         what = "training Job" if prerequisites else job["kind"]
         log.info("created %s %s/%s", what, job["metadata"]["namespace"], job["metadata"]["name"])

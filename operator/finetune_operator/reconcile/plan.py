@@ -41,8 +41,8 @@ class Plan:
     # Write the status before creating children (a search records a trial before its Job exists, so a
     # restarted operator neither repeats nor loses it); else after, once pending Job creations went out.
     status_first: bool = False
-    # Groups of children to create if absent, in dependency order: the last of each is the Job, sent once
-    # what its pods mount (ConfigMap, Secret) and resolve (Service) exists.
+    # Groups of children to create if absent, the Job last: it is sent once what its pods mount (ConfigMap,
+    # Secret) exists (apply.create_children).
     create: list[list[dict[str, Any]]] = field(default_factory=list)
     # The children may exist from an attempt the API server refused: bring their ConfigMap up to date.
     refresh_children: bool = False

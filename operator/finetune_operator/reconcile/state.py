@@ -19,6 +19,7 @@ from ..metrics import OperatorMetrics
 from ..progress.hub import ProgressHub
 from ..registry import JobRegistry
 from .apply import Actuators
+from .children_first import ChildrenFirst
 
 Key = tuple[str, str]
 
@@ -30,6 +31,7 @@ class OperatorState:
     registry: JobRegistry
     metrics: OperatorMetrics
     hub: ProgressHub
+    children_first: ChildrenFirst = field(default_factory=ChildrenFirst)
     # One reconcile per FineTuneJob at a time: child events for one job arrive concurrently.
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     # Kopf's indexes of our Jobs and pods (live views), once a handler has run: the sweep and trial
@@ -52,6 +54,7 @@ class OperatorState:
             hub=self.hub,
             metrics=self.metrics,
             post_event=kopf.event,
+            children_first=self.children_first,
         )
 
     def forget(self, namespace: str, name: str) -> None:
