@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import finetune_cli
@@ -63,6 +64,43 @@ def test_a_ctrl_c_that_a_finalizer_swallows_still_stops_the_watch(
     out, err = capsys.readouterr()
     assert "screen 1" in out and "screen 2" not in out  # the refresh that saw Ctrl-C is not printed
     assert "Exception ignored" not in err and "KeyboardInterrupt" not in err
+
+
+class _Headers(Mapping[str, str]):
+    """Response headers that Ctrl-C interrupts while pydantic reads them (urllib3's HTTPHeaderDict is Python too)."""
+
+    def __getitem__(self, key: str) -> str:
+        signal.raise_signal(signal.SIGINT)
+        return "application/json"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["content-type"])
+
+    def __len__(self) -> int:
+        return 1
+
+
+def test_a_ctrl_c_that_comes_out_as_another_error_still_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubernetes.client.api_response import ApiResponse
+
+    def refresh(args: object) -> str:
+        # As the kubernetes client builds every response: pydantic turns the KeyboardInterrupt into a ValidationError.
+        ApiResponse(status_code=200, headers=_Headers(), data=None, raw_data=b"{}")
+        return "table"
+
+    monkeypatch.setattr(commands, "_get_table", refresh)
+
+    assert finetune_cli.main(["watch", "--interval", "0"]) == 130
+
+
+def test_an_error_without_ctrl_c_still_ends_the_watch_with_its_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refresh(args: object) -> str:
+        raise RuntimeError("the server answered nonsense")
+
+    monkeypatch.setattr(commands, "_get_table", refresh)
+
+    with pytest.raises(RuntimeError, match="nonsense"):
+        finetune_cli.main(["watch", "--interval", "0"])
 
 
 def _interrupt_in(seconds: float) -> threading.Timer:

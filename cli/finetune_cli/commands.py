@@ -74,7 +74,14 @@ def watch(args: argparse.Namespace) -> int:
     # Ctrl-C raises KeyboardInterrupt (main() exits 130); when a finalizer swallowed it, the flag ends the loop.
     with interrupt.ctrl_c() as interrupted:
         while not interrupted():
-            text = _get_table(args)
+            try:
+                text = _get_table(args)
+            except Exception:
+                # Ctrl-C can come out as another error: pydantic reports a KeyboardInterrupt raised while it reads
+                # a response's headers (the kubernetes client's ApiResponse) as a ValidationError.
+                if interrupted():
+                    break
+                raise
             if interrupted():
                 break
             print("\x1b[2J\x1b[H" + text, flush=True)
