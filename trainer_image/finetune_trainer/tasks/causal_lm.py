@@ -111,6 +111,11 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     model = AutoModelForCausalLM.from_pretrained(model_path, config=config, local_files_only=True)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "loss_type", None) is None:
+        # transformers names a loss by the class name, and GPT-2's (GPT2LMHeadModel) names none: its loss falls
+        # back to ForCausalLM, which shifts the labels, but the Trainer then counts a step's tokens unshifted,
+        # one per row too many, and every loss (and gradient) of the run came out too small (2.58 for 2.99).
+        model.loss_type = "ForCausalLM"
 
     return TaskSetup(
         model=model,
