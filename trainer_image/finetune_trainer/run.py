@@ -23,6 +23,7 @@ from finetune_trainer.checkpoints import (
     newest_complete_checkpoint,
     remove_incomplete_checkpoints,
 )
+from finetune_trainer.data_parallel import data_parallel_trainer
 from finetune_trainer.errors import (
     EXIT_OK,
     EXIT_PREEMPTED,
@@ -146,7 +147,10 @@ def build_trainer(setup, model, run_args, checkpoints_dir: str, stop, *, precisi
         use_cpu=use_cpu,
     )
     kwargs.update(setup.extra_training_arguments)
-    trainer_class = trainer_with_derived_metrics(setup.trainer_class or Trainer, setup.derive_metrics)
+    # The same losses and gradients on N ranks as on one process: see data_parallel.py.
+    trainer_class = trainer_with_derived_metrics(
+        data_parallel_trainer(setup.trainer_class or Trainer), setup.derive_metrics
+    )
     training_args = (setup.arguments_class or TrainingArguments)(**kwargs)
     return trainer_class(
         model=model,
