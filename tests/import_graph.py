@@ -216,6 +216,20 @@ def local_imports(package: str, package_dir: Path) -> Iterator[LocalImport]:
                 yield LocalImport(module, node.lineno, target, ours, guarded)
 
 
+def late_import_offences(package: str, package_dir: Path, allowed: dict[tuple[str, str], str]) -> list[str]:
+    """Imports inside functions that are neither guarded by `except ImportError` nor on `allowed`."""
+    return [
+        f"{found.module}:{found.line} imports {found.target} inside a function"
+        for found in local_imports(package, package_dir)
+        if not found.guarded and (found.module, found.target) not in allowed
+    ]
+
+
+def stale_allowances(package: str, package_dir: Path, allowed: dict[tuple[str, str], str]) -> set[tuple[str, str]]:
+    """Allow-list entries that no longer match an import inside a function."""
+    return set(allowed) - {(found.module, found.target) for found in local_imports(package, package_dir)}
+
+
 # --- families -----------------------------------------------------------------------------------
 
 

@@ -164,26 +164,28 @@ def _weight_causes(weight: Any, path: str) -> list[Cause]:
     return [] if 1 <= value <= 100 else [invalid(path, value, "must be in the range 1-100")]
 
 
+def _set_operator_causes(operator: str, values: list[Any], at: str) -> list[Cause]:
+    """A set-based requirement's operator and values (node selector terms and label selectors alike)."""
+    if operator in ("In", "NotIn"):
+        return [] if values else [required(f"{at}.values", "must be specified when `operator` is 'In' or 'NotIn'")]
+    if operator in ("Exists", "DoesNotExist"):
+        message = "may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+        return [forbidden(f"{at}.values", message)] if values else []
+    return [invalid(f"{at}.operator", operator, "not a valid selector operator")]
+
+
 def _node_selector_term_causes(term: dict[str, Any], path: str, *, check_values: bool) -> list[Cause]:
     causes: list[Cause] = []
     for j, requirement in enumerate(_list(term.get("matchExpressions"))):
         requirement, at = _dict(requirement), f"{path}.matchExpressions[{j}]"
         operator, values = requirement.get("operator") or "", _list(requirement.get("values"))
-        if operator in ("In", "NotIn"):
-            if not values:
-                causes.append(required(f"{at}.values", "must be specified when `operator` is 'In' or 'NotIn'"))
-        elif operator in ("Exists", "DoesNotExist"):
-            if values:
-                causes.append(
-                    forbidden(f"{at}.values", "may not be specified when `operator` is 'Exists' or 'DoesNotExist'")
-                )
-        elif operator in ("Gt", "Lt"):
+        if operator in ("Gt", "Lt"):
             if len(values) != 1:
                 causes.append(
                     required(f"{at}.values", "must be specified single value when `operator` is 'Lt' or 'Gt'")
                 )
         else:
-            causes.append(invalid(f"{at}.operator", operator, "not a valid selector operator"))
+            causes += _set_operator_causes(operator, values, at)
         causes += label_name_causes(requirement.get("key"), f"{at}.key")
         if check_values:
             for k, value in enumerate(values):
@@ -234,16 +236,7 @@ def label_selector_causes(selector: dict[str, Any], path: str) -> list[Cause]:
     for i, requirement in enumerate(_list(selector.get("matchExpressions"))):
         requirement, at = _dict(requirement), f"{path}.matchExpressions[{i}]"
         operator, values = requirement.get("operator") or "", _list(requirement.get("values"))
-        if operator in ("In", "NotIn"):
-            if not values:
-                causes.append(required(f"{at}.values", "must be specified when `operator` is 'In' or 'NotIn'"))
-        elif operator in ("Exists", "DoesNotExist"):
-            if values:
-                causes.append(
-                    forbidden(f"{at}.values", "may not be specified when `operator` is 'Exists' or 'DoesNotExist'")
-                )
-        else:
-            causes.append(invalid(f"{at}.operator", operator, "not a valid selector operator"))
+        causes += _set_operator_causes(operator, values, at)
         causes += label_name_causes(requirement.get("key"), f"{at}.key")
         for k, value in enumerate(values):
             causes += [invalid(f"{at}.values[{k}]", value, msg) for msg in is_valid_label_value(str(value))]
