@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
-from collections.abc import Callable
 
 import pytest
+from async_wait import eventually
 from finetune_sandbox.apiserver import ApiServer
 from finetune_sandbox.client import ApiError, SandboxClient
 from finetune_sandbox.conditions import utcnow
@@ -19,17 +18,6 @@ from finetune_sandbox.jobs.events import COMBINED_PREFIX, EventRecorder, object_
 from finetune_sandbox.jobs.plan import build_pod
 
 NS = "default"
-
-
-async def eventually(check: Callable, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

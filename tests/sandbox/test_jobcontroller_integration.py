@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from async_wait import eventually
 from finetune_sandbox.apiserver import ApiServer
 from finetune_sandbox.client import ApiError, SandboxClient
 from finetune_sandbox.conditions import find_condition
@@ -36,20 +35,9 @@ class Cluster:
         async def check():
             return find_condition((await self.job(job)).get("status", {}).get("conditions"), type_)
 
-        condition = await wait_for(check, timeout, f"job {job} condition {type_}")
+        condition = await eventually(check, f"job {job} condition {type_}", timeout)
         assert condition["status"] == "True", condition
         return condition
-
-
-async def wait_for(check: Callable, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -212,7 +200,7 @@ async def test_disrupted_pod_is_ignored_by_policy_and_replaced(cluster):
         pods = await cluster.pods("disrupt")
         return pods and pods[0]["status"].get("phase") == "Running" and pods[0]
 
-    first = await wait_for(running_pod, 10, "a running pod")
+    first = await eventually(running_pod, "a running pod", 10)
     # Running means the process was spawned, not that it got as far as its marker: disrupted before that,
     # the replacement would sleep too (on a loaded machine the interpreter takes seconds to get there).
     marker = cluster.data_dir / "pvcs" / NS / "shared" / "out" / "started-0"
@@ -220,7 +208,7 @@ async def test_disrupted_pod_is_ignored_by_policy_and_replaced(cluster):
     async def marked():
         return marker.exists()
 
-    await wait_for(marked, 30, "the first pod's marker")
+    await eventually(marked, "the first pod's marker", 30)
     await cluster.kubelet.disrupt(NS, first["metadata"]["name"])
 
     await cluster.wait_condition("disrupt", "Complete")
@@ -237,7 +225,7 @@ async def test_suspend_deletes_pods_and_resume_recreates_them(cluster):
         pods = await cluster.pods("pause")
         return len(pods) == 2 and all(pod["status"].get("phase") == "Running" for pod in pods)
 
-    await wait_for(two_running, 10, "two running pods")
+    await eventually(two_running, "two running pods", 10)
     first_names = {pod["metadata"]["name"] for pod in await cluster.pods("pause")}
 
     await cluster.client.patch("batch/v1", "jobs", NS, "pause", {"spec": {"suspend": True}})
@@ -247,7 +235,7 @@ async def test_suspend_deletes_pods_and_resume_recreates_them(cluster):
     async def no_pods():
         return not await cluster.pods("pause")
 
-    await wait_for(no_pods, 10, "suspended pods to be gone")
+    await eventually(no_pods, "suspended pods to be gone", 10)
     assert (await cluster.job("pause"))["status"]["failed"] == 0
 
     await cluster.client.patch("batch/v1", "jobs", NS, "pause", {"spec": {"suspend": False}})
@@ -256,7 +244,7 @@ async def test_suspend_deletes_pods_and_resume_recreates_them(cluster):
         pods = await cluster.pods("pause")
         return len(pods) == 2 and not first_names & {pod["metadata"]["name"] for pod in pods}
 
-    await wait_for(resumed, 10, "new pods after resume")
+    await eventually(resumed, "new pods after resume", 10)
     condition = find_condition((await cluster.job("pause"))["status"]["conditions"], "Suspended")
     assert (condition["status"], condition["reason"]) == ("False", "JobResumed")
 
@@ -282,7 +270,7 @@ async def test_ttl_after_finished_deletes_the_job(cluster):
             return error.status == 404
         return False
 
-    await wait_for(gone, 10, "the finished job to be deleted")
+    await eventually(gone, "the finished job to be deleted", 10)
 
 
 async def test_pod_stays_unschedulable_while_gpus_are_exhausted(cluster):
@@ -294,7 +282,7 @@ async def test_pod_stays_unschedulable_while_gpus_are_exhausted(cluster):
         scheduled = find_condition(pending[0]["status"].get("conditions"), "PodScheduled") if pending else None
         return len(pods) == 2 and scheduled and scheduled["status"] == "False" and scheduled
 
-    condition = await wait_for(one_pending, 10, "an unschedulable pod")
+    condition = await eventually(one_pending, "an unschedulable pod", 10)
     assert condition["reason"] == "Unschedulable"
     assert condition["message"] == "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
     status = (await cluster.job("gpu"))["status"]
@@ -308,11 +296,11 @@ async def test_deleting_a_running_job_removes_its_pods(cluster):
         pods = await cluster.pods("gone")
         return len(pods) == 2 and all(pod["status"].get("phase") == "Running" for pod in pods)
 
-    await wait_for(two_running, 10, "two running pods")
+    await eventually(two_running, "two running pods", 10)
     await cluster.client.delete("batch/v1", "jobs", NS, "gone", propagation_policy="Background")
 
     async def no_pods():
         return not await cluster.pods("gone")
 
     # Garbage collection deletes the pods; the controller must release its tracking finalizer from them.
-    await wait_for(no_pods, 15, "the deleted job's pods to be gone")
+    await eventually(no_pods, "the deleted job's pods to be gone", 15)
