@@ -42,7 +42,8 @@ class Observed:
     failed_creates: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _live_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def live_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pods still counting towards the Job's ranks: neither finished nor being deleted."""
     return [
         p
         for p in pods
@@ -197,7 +198,7 @@ def _running_or_starting(
 ) -> dict[str, Any]:
     """Running once every rank's pod runs (or finished); else Starting, with the best reason why not."""
     out, nodes, pods = draft.out, spec.resources.nodes, observed.pods
-    live = _live_pods(pods)
+    live = live_pods(pods)
     running = sum(1 for p in live if _is_running(p))
     succeeded = sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Succeeded")
     if succeeded and running + succeeded >= nodes:

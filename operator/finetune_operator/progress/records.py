@@ -144,8 +144,12 @@ class JobRecord:
         self.running_since, self.gpu_seconds = self.running_interval(running, now)
 
     def gpu_seconds_at(self, now: datetime) -> float:
-        open_interval = (now - self.running_since).total_seconds() if self.running_since else 0.0
-        return self.gpu_seconds + self.gpus * max(0.0, open_interval)
+        return self.gpu_seconds_with(self.running_since, self.gpu_seconds, now)
+
+    def gpu_seconds_with(self, running_since: datetime | None, gpu_seconds: float, now: datetime) -> float:
+        """GPU-seconds at `now` for a running interval and closed total (the record's own, or a plan's)."""
+        open_interval = (now - running_since).total_seconds() if running_since else 0.0
+        return gpu_seconds + self.gpus * max(0.0, open_interval)
 
     def update(self, **fields: Any) -> None:
         """Set fields a reconcile plan decided on (`Plan.remember`); an unknown name is a bug."""

@@ -9,8 +9,9 @@ progress writes; and last the TTL's deletion of the FineTuneJob itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,25 +116,27 @@ async def create_children(kube: KubeApi, children: list[dict[str, Any]], *, refr
 
 
 def _send(kube: KubeApi, child: dict[str, Any], refresh: bool) -> bool:
-    try:
+    with _rejections(child["kind"], child["metadata"]["name"]):
         if refresh and child["kind"] == "ConfigMap":
             kube.create_or_update(child)
             return True
         return kube.create_if_absent(child)
+
+
+@contextlib.contextmanager
+def _rejections(kind: str, name: str) -> Iterator[None]:
+    """A permanent API error (400, 403, 422) on a child becomes ChildRejected; others pass as they are."""
+    try:
+        yield
     except ApiError as exc:
         if exc.status in PERMANENT_STATUSES:
-            rejection = Rejection(child["kind"], child["metadata"]["name"], exc.status, exc.message or str(exc))
-            raise ChildRejected(rejection) from exc
+            raise ChildRejected(Rejection(kind, name, exc.status, exc.message or str(exc))) from exc
         raise
 
 
 def _suspend(kube: KubeApi, namespace: str, job: str, suspend: bool) -> None:
-    try:
+    with _rejections("Job", job):
         kube.set_job_suspended(namespace, job, suspend)
-    except ApiError as exc:
-        if exc.status in PERMANENT_STATUSES:
-            raise ChildRejected(Rejection("Job", job, exc.status, exc.message or str(exc))) from exc
-        raise
 
 
 async def _write_status(act: Actuators, namespace: str, name: str, status: dict[str, Any]) -> None:

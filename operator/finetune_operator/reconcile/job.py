@@ -29,6 +29,7 @@ from ..status import (
     completed_progress,
     derive_status,
     invalid_spec_status,
+    live_pods,
     parse_timestamp,
     ran_to_completion,
     refused_spec_changed,
@@ -115,8 +116,7 @@ def _requeue_after(spec: FineTuneJobSpec, observed: Observed, created: datetime,
     """While the Job has fewer pods than ranks, look again soon: the Job controller says why only in Events
     on the Job, which bring no watch event. Every second at first, then less often (a quarter of the
     job's age, at most every 30 s)."""
-    live = [p for p in observed.pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
-    if not pods_missing(observed.job, len(live), spec.resources.nodes):
+    if not pods_missing(observed.job, len(live_pods(observed.pods)), spec.resources.nodes):
         return None
     return min(30.0, max(1.0, (now - created).total_seconds() / 4))
 

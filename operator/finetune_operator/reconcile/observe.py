@@ -22,7 +22,7 @@ from ..registry import JobRegistry
 from ..search.plan import SearchObservation
 from ..search.specs import frozen_spec, trial_spec
 from ..spec import FineTuneJobSpec
-from ..status import Observed, parse_timestamp
+from ..status import Observed, live_pods, parse_timestamp
 from .job import JobObservation
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,7 @@ async def with_failed_creates(kube: KubeApi, observation: JobObservation) -> Job
     children, spec = observation.children, observation.spec
     if spec is None or children.job is None:
         return observation
-    live = [p for p in children.pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
-    if not pods_missing(children.job, len(live), spec.resources.nodes):
+    if not pods_missing(children.job, len(live_pods(children.pods)), spec.resources.nodes):
         return observation
     meta = children.job["metadata"]
     if not meta.get("uid"):

@@ -80,6 +80,6 @@ def phase_event(derived: dict[str, Any]) -> Event:
 def account_running(record: JobRecord, running: bool, now: datetime) -> tuple[dict[str, Any], float]:
     """(record fields, GPU-seconds for the counter) as a job or trial is seen running or not at `now`."""
     running_since, gpu_seconds = record.running_interval(running, now)
-    total = gpu_seconds + record.gpus * max(0.0, (now - running_since).total_seconds() if running_since else 0.0)
+    total = record.gpu_seconds_with(running_since, gpu_seconds, now)
     fields = {"running_since": running_since, "gpu_seconds": gpu_seconds, "gpu_counted": total}
     return fields, max(0.0, total - record.gpu_counted)
