@@ -22,10 +22,10 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import LM_WORDS, sentiment_rows, word_level_tokenizer, write_csv
 from finetune_trainer import main
 from finetune_trainer.data_parallel import agreed, verdict
 from finetune_trainer.errors import EXIT_OK
+from trainer_data import LM_WORDS, sentiment_rows, word_level_tokenizer, write_csv
 
 TOLERANCE = 0.05  # the bound; the runs below agree to about 1e-4
 

@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import sentiment_rows, write_csv
 from finetune_trainer.errors import EXIT_INVALID_DATA, EXIT_OK, EXIT_OUT_OF_MEMORY, EXIT_PREEMPTED
 from finetune_trainer.launcher import exit_code_for, needs_launcher, processes_in_job, torchrun_command
+from trainer_data import sentiment_rows, write_csv
 
 
 def test_launcher_only_for_multi_process_pods_not_yet_under_torchrun():

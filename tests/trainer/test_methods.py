@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import sentiment_rows, write_csv
 from finetune_trainer import main
 from finetune_trainer.arguments import ModelArguments
 from finetune_trainer.errors import EXIT_OK
 from finetune_trainer.methods import apply_freeze, count_parameters, default_lora_targets
+from trainer_data import sentiment_rows, write_csv
 from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,

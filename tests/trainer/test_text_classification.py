@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 
-from conftest import sentiment_rows, write_csv
 from finetune_trainer import main
 from finetune_trainer.errors import EXIT_INVALID_DATA, EXIT_OK
+from trainer_data import sentiment_rows, write_csv
 
 
 def _base(tiny_bert, train, validation, out, **extra):

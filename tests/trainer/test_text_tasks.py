@@ -8,11 +8,11 @@ import random
 import pandas as pd
 import pytest
 import torch
-from conftest import LM_WORDS, word_level_tokenizer
 from finetune_trainer import main
 from finetune_trainer.errors import EXIT_INVALID_DATA, EXIT_OK
 from finetune_trainer.tasks.causal_lm import encode_pair
 from finetune_trainer.tasks.token_classification import align_labels, as_list, infer_tags
+from trainer_data import LM_WORDS, word_level_tokenizer
 
 
 def _sentences(n, seed):

@@ -50,7 +50,7 @@ def main(config_path: str) -> int:
     """Run one job in-process; return the exit code of docs/pod-contract.md (never calls sys.exit)."""
     _setup_logging()
     try:
-        return _run(config_path)
+        code = _run(config_path)
     except BaseException as exc:  # noqa: BLE001 - every failure must become an exit code and a message
         if isinstance(exc, KeyboardInterrupt):
             raise
@@ -61,6 +61,16 @@ def main(config_path: str) -> int:
             logger.error("training failed (%s):\n%s", reason, traceback.format_exc())
         write_termination_message(reason, str(exc) or type(exc).__name__)
         return code
+    _leave_process_group()
+    return code
+
+
+def _leave_process_group() -> None:
+    """Close torchrun's process group once a rank is done: left open, its gloo threads can abort the
+    interpreter at exit ("terminate called without an active exception", exit -6) after the run succeeded,
+    and a rank that exits -6 fails the pod."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _setup_logging() -> None:
