@@ -32,8 +32,11 @@ TRAINER_FAILURES = [
     MemoryError(),
     RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
     DistBackendError("watchdog caught collective operation timeout"),
+    RuntimeError("Read error [10.0.0.7]:29500: Connection reset by peer"),
     ValueError("a bug"),
 ]
+# The reasons of a rank that stopped on SIGTERM, or because another rank did.
+STOP_REASONS = [errors.STOPPED, errors.STOPPED_BY_PEER, errors.PEER_LOST]
 
 
 def test_each_exit_code_the_trainer_uses_means_the_same_reason_to_the_operator():
@@ -42,6 +45,9 @@ def test_each_exit_code_the_trainer_uses_means_the_same_reason_to_the_operator()
         assert reason in reasons.FAILURE_REASONS, f"the operator does not know the trainer's reason {reason}"
         if code in reasons.EXIT_CODE_REASONS:
             assert reasons.EXIT_CODE_REASONS[code] == reason, f"exit code {code}: {reason} vs the operator's"
+    for reason in STOP_REASONS:
+        assert reason in reasons.FAILURE_REASONS, f"the operator does not know the trainer's reason {reason}"
+    assert set(reasons.FOLLOWER_REASONS) == {errors.STOPPED_BY_PEER, errors.PEER_LOST}
     assert errors.EXIT_INVALID_DATA == reasons.EXIT_INVALID_DATA
     assert errors.EXIT_OUT_OF_MEMORY == reasons.EXIT_OUT_OF_MEMORY
     assert errors.EXIT_COMMUNICATION_TIMEOUT == reasons.EXIT_COMMUNICATION_TIMEOUT

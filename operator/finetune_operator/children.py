@@ -33,17 +33,20 @@ def run_children(
     token: str,
     *,
     search: str | None = None,
+    deadline_seconds: int | None = None,
 ) -> list[dict[str, Any]]:
     """A run's four children, owned by `owner`, the Job last: its ConfigMap and progress Secret (which the
     Job's pods mount, so they are sent first), its Service (for the trainers' rendezvous; sent with the
     Job), and the Job.
 
     A restarted operator re-sends all four once per run (JobRecord.children_complete), so a crash
-    between them leaves none missing.
+    between them leaves none missing. `deadline_seconds`: see build_job.
     """
     namespace = owner["metadata"]["namespace"]
     config_map = build_config_map(spec, name, namespace)
-    job = build_job(spec, name, namespace, config=config, config_hash=config_hash(config_map))
+    job = build_job(
+        spec, name, namespace, config=config, config_hash=config_hash(config_map), deadline_seconds=deadline_seconds
+    )
     children = [config_map, build_progress_secret(name, namespace, token), build_service(spec, name, namespace), job]
     for child in children:
         if search is not None:

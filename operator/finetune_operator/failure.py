@@ -89,7 +89,8 @@ def _lost_node(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("reason") == "NodeLost" or disruption.get("reason") in _NODE_GONE_DISRUPTIONS
 
 
-def _disrupted(pod: dict[str, Any]) -> bool:
+def disrupted(pod: dict[str, Any]) -> bool:
+    """The pod ended by a disruption (preemption, eviction, a lost node): not the trainer's doing."""
     return _disruption(pod) is not None or _lost_node(pod)
 
 
@@ -121,13 +122,30 @@ def classify_failure(job: dict[str, Any], pods: list[dict[str, Any]]) -> Failure
     failed.sort(key=lambda p: _termination(p).get("finishedAt") or "")
     # Disrupted pods do not count against backoffLimit (podFailurePolicy Ignore), so a trainer's own
     # failure explains the Job's failure better; a disruption is the reason only when nothing else failed.
-    own = [p for p in failed if not _disrupted(p)]
+    own = [p for p in failed if not disrupted(p)]
     if not own and failed:
         return _disruption_failure(failed[-1])
     if not own:
         message = redact(failed_condition.get("message") or "the training Job failed")
         return Failure(r.TRAINER_CRASHED, message[:MAX_FAILURE_MESSAGE])
-    pod = own[-1]
+    return pod_failure(own[-1])
+
+
+def finished_at(pod: dict[str, Any]) -> str:
+    """When the pod's trainer ended (RFC 3339, sortable), or "" when unknown."""
+    return _termination(pod).get("finishedAt") or ""
+
+
+def reported_reason(pod: dict[str, Any]) -> str | None:
+    """The reason in the trainer's own termination message, if it wrote one."""
+    reported = _reported_failure(_termination(pod).get("message", ""))
+    return reported[0] if reported else None
+
+
+def pod_failure(pod: dict[str, Any]) -> Failure:
+    """Why one failed pod's trainer ended: a disruption, its own report, an OOM kill or its exit code."""
+    if disrupted(pod):
+        return _disruption_failure(pod)
     terminated = _termination(pod)
     exit_code = terminated.get("exitCode")
     reported = _reported_failure(terminated.get("message", ""))

@@ -42,6 +42,8 @@ CONFIG_ERROR = "ConfigError"
 PODS_RUNNING = "PodsRunning"
 FINISHING = "Finishing"
 RETRYING = "Retrying"
+# A multi-rank job lost a rank: its gang stops and starts again from the newest checkpoint (docs/reliability.md).
+RESTARTING = "Restarting"
 SUSPENDED_BY_USER = "SuspendedByUser"
 RESUMED = "Resumed"
 NOT_SUSPENDED = "NotSuspended"
@@ -82,6 +84,13 @@ COMMUNICATION_TIMEOUT = "CommunicationTimeout"
 PREEMPTED = "Preempted"
 NODE_LOST = "NodeLost"
 TRAINER_CRASHED = "TrainerCrashed"
+# The trainer got SIGTERM without a disruption (its pod deleted, its node shut down) and saved a checkpoint.
+STOPPED = "Stopped"
+# The reasons a rank's trainer gives when another rank caused its end (docs/pod-contract.md): never the
+# rank to blame for a multi-rank job's restart.
+STOPPED_BY_PEER = "StoppedByPeer"
+PEER_LOST = "PeerLost"
+FOLLOWER_REASONS = (STOPPED_BY_PEER, PEER_LOST)
 JOB_DELETED = "JobDeleted"
 # A search: maxFailedTrials trials failed / every trial ended without an objective value / the promote Job failed.
 TOO_MANY_TRIALS_FAILED = "TooManyTrialsFailed"
@@ -103,6 +112,9 @@ FAILURE_REASONS = (
     PREEMPTED,
     NODE_LOST,
     TRAINER_CRASHED,
+    STOPPED,
+    STOPPED_BY_PEER,
+    PEER_LOST,
     JOB_DELETED,
     TOO_MANY_TRIALS_FAILED,
     NO_SUCCESSFUL_TRIAL,
@@ -133,6 +145,8 @@ FAILURE_HINTS = {
     PREEMPTED: "the pod was preempted or evicted (node drain, a higher-priority workload or Kueue); "
     "recreate the job to resume from its latest checkpoint",
     NODE_LOST: "the node running the pod disappeared; recreate the job to resume from its latest checkpoint",
+    STOPPED: "the trainer received SIGTERM (its pod was deleted without an eviction) and saved a checkpoint; "
+    "the next attempt resumes from it",
     UNSCHEDULABLE: "no node can fit the pods: lower resources, check nodeSelector/tolerations or the queue's quota",
     DEADLINE_EXCEEDED: "raise runPolicy.activeDeadlineSeconds or train fewer steps",
     TOO_MANY_TRIALS_FAILED: "read the failed trials' messages in status.trials (ftjob describe); raise "

@@ -7,13 +7,15 @@ Job is Complete, and it always says why a job is not running.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from . import reasons as r
 from .conditions import find_condition, set_condition
-from .failure import classify_failure, job_condition, trainer_status
+from .failure import MAX_FAILURE_MESSAGE, classify_failure, job_condition, trainer_status
+from .gang import GangVerdict, final_message, gang_verdict, restart_message
 from .pod_creation import creation_failure
 from .redaction import redact
 from .spec import FineTuneJobSpec
@@ -128,6 +130,8 @@ def derive_status(
         retries=previous.get("retries", 0),
         failure=previous.get("failure"),
     )
+    if previous.get("restarts") is not None:
+        draft.out.update(restarts=previous["restarts"], lastRestart=previous.get("lastRestart"))
     # A finished job stays finished: its children may be garbage-collected later.
     if previous.get("phase") in r.TERMINAL_PHASES:
         return draft.finish(previous["phase"], previous.get("reason", ""), previous.get("message", ""))
@@ -135,8 +139,10 @@ def derive_status(
     if job is None:
         draft.cond(r.COND_RUNNING, False, r.POD_PENDING, "the training Job is being created")
         return draft.finish(r.PENDING, r.CREATED, "creating the training Job")
-    draft.out["retries"] = max(draft.out["retries"] or 0, int((job.get("status") or {}).get("failed") or 0))
-    finished = _finished(draft, spec, observed)
+    if spec.resources.nodes == 1:
+        # The Job controller retries a single pod and counts it; a gang's restarts are counted in gang.py.
+        draft.out["retries"] = max(draft.out["retries"] or 0, int((job.get("status") or {}).get("failed") or 0))
+    finished = _finished(draft, spec, previous, observed)
     if finished is not None:
         return finished
     draft.cond(r.COND_FAILED, False, r.NOT_FINISHED, "no failure")
@@ -154,8 +160,11 @@ def derive_status(
     return _running_or_starting(draft, spec, previous, observed)
 
 
-def _finished(draft: _StatusDraft, spec: FineTuneJobSpec, observed: Observed) -> dict[str, Any] | None:
-    """Succeeded or Failed, as the Job's conditions say; None while it has neither."""
+def _finished(
+    draft: _StatusDraft, spec: FineTuneJobSpec, previous: dict[str, Any], observed: Observed
+) -> dict[str, Any] | None:
+    """Succeeded or Failed, as the Job's conditions say (or Restarting, for a multi-rank job that lost a
+    rank and has retries left); None while it has neither."""
     job, out = observed.job or {}, draft.out
     job_status = job.get("status") or {}
     if job_condition(job, "Complete") or job_condition(job, "SuccessCriteriaMet"):
@@ -166,7 +175,12 @@ def _finished(draft: _StatusDraft, spec: FineTuneJobSpec, observed: Observed) ->
         draft.cond(r.COND_FAILED, False, r.COMPLETED, "training finished")
         return draft.finish(r.SUCCEEDED, r.COMPLETED, f"training finished; model written to {spec.output.uri}")
     if job_condition(job, "Failed") or job_condition(job, "FailureTarget"):
-        failure = classify_failure(job, observed.pods)
+        verdict = gang_verdict(spec, previous, job, observed.pods)
+        if verdict is not None and verdict.restart:
+            return _restarting(draft, spec, verdict)
+        failure = classify_failure(job, observed.pods) if verdict is None else verdict.culprit.failure
+        if verdict is not None:
+            failure = dataclasses.replace(failure, message=final_message(verdict, spec)[:MAX_FAILURE_MESSAGE])
         out["failure"] = failure.as_status()
         out["completionTime"] = draft.stamp
         draft.cond(r.COND_RUNNING, False, failure.reason, failure.message)
@@ -174,6 +188,17 @@ def _finished(draft: _StatusDraft, spec: FineTuneJobSpec, observed: Observed) ->
         draft.cond(r.COND_FAILED, True, failure.reason, failure.message)
         return draft.finish(r.FAILED, failure.reason, failure.message)
     return None
+
+
+def _restarting(draft: _StatusDraft, spec: FineTuneJobSpec, verdict: GangVerdict) -> dict[str, Any]:
+    """A multi-rank job whose Job failed with one rank: Starting again, saying which rank, pod and why."""
+    out = draft.out
+    out.update(retries=verdict.retries, restarts=verdict.restarts)
+    if not verdict.recorded:
+        out["lastRestart"] = verdict.culprit.as_status(draft.stamp)
+    message = restart_message(verdict, spec)[:MAX_FAILURE_MESSAGE]
+    draft.cond(r.COND_RUNNING, False, r.RESTARTING, message)
+    return draft.finish(r.STARTING, r.RESTARTING, message)
 
 
 def _suspended(draft: _StatusDraft, spec: FineTuneJobSpec) -> dict[str, Any]:
@@ -218,7 +243,15 @@ def _running_or_starting(
         draft.cond(r.COND_RUNNING, True, r.PODS_RUNNING, message)
         return draft.finish(r.RUNNING, r.PODS_RUNNING, message)
     reason, message = _why_not_running(live, nodes, observed.failed_creates)
-    if out["retries"] and reason == r.POD_PENDING:
+    last_restart = out.get("lastRestart") or {}
+    if reason == r.POD_PENDING and last_restart and previous.get("reason") == r.RESTARTING:
+        # The new gang is on its way: keep saying why it restarted until all its ranks run.
+        reason = r.RESTARTING
+        message = (
+            f"restart {out.get('restarts')} after rank {last_restart.get('rank')} ended "
+            f"({last_restart.get('reason')}): {message}"
+        )
+    elif out["retries"] and reason == r.POD_PENDING:
         reason = r.RETRYING
         message = f"retry {out['retries']} of {spec.run_policy.backoff_limit}: {message}"
     draft.cond(r.COND_RUNNING, False, reason, message)

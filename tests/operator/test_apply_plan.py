@@ -133,7 +133,7 @@ async def test_a_search_records_its_trials_before_their_children_and_registers_t
 async def test_a_failure_gets_its_pods_log_tail_redacted_and_a_failed_read_still_records_the_failure(world):
     actuators, _, _, _, _ = world
     failure = {"reason": r.TRAINER_CRASHED, "message": "boom", "pod": "ft-0"}
-    plan = Plan(status={"phase": r.FAILED, "failure": failure}, failure_log_pod="ft-0")
+    plan = Plan(status={"phase": r.FAILED, "failure": failure}, log_tail=("failure", "ft-0"))
     kube = FakeKube(log="loading\nAuthorization: Bearer abc.def.ghi\nTraceback: boom")
     await apply_plan(plan, FTJ, actuators(kube))
     [write] = [c for c in kube.calls if c[0] == "status"]

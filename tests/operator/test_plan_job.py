@@ -68,6 +68,8 @@ def pod(name: str, phase: str = "Running", *, terminated: dict[str, Any] | None 
 
 
 RUNNING_PODS = [pod("ft-0"), pod("ft-1")]
+# One pod: the Job controller retries it and counts the retries (several: gang restarts, test_gang_restart.py).
+ONE_NODE = {"nodes": 1, "gpusPerNode": 4}
 
 
 def plan(body, children=None, record=None, now=NOW, **record_fields):
@@ -162,7 +164,8 @@ def test_a_spec_change_after_creation_is_warned_of_once_naming_the_fields():
     ],
 )
 def test_each_phase_the_children_show_is_written_with_its_event(children, phase, reason):
-    body = ftj({"phase": r.PENDING}, runPolicy={"suspend": phase == r.SUSPENDED})
+    # backoffLimit 0: the failed gang is not restarted (gang restarts: test_gang_restart.py)
+    body = ftj({"phase": r.PENDING}, runPolicy={"suspend": phase == r.SUSPENDED, "backoffLimit": 0})
     result = plan(body, children)
     assert result.status["phase"] == phase
     if reason is not None:
@@ -230,15 +233,15 @@ FAILED_PODS = [
 @pytest.mark.parametrize(("terminated", "reason"), FAILED_PODS)
 def test_a_failed_trainer_fails_the_job_with_its_class_reads_its_log_once_and_counts_it(terminated, reason):
     children = Observed(job("Failed"), [pod("ft-0", "Failed", terminated={**terminated, "finishedAt": "t"})])
-    result = plan(ftj({"phase": r.RUNNING}), children)
+    result = plan(ftj({"phase": r.RUNNING}, resources=ONE_NODE), children)
     assert result.status["phase"] == r.FAILED and result.status["reason"] == reason
     assert result.status["failure"]["pod"] == "ft-0"
-    assert result.failure_log_pod == "ft-0"
+    assert result.log_tail == ("failure", "ft-0")
     assert result.metrics.failures == [reason]
     assert [e.type for e in result.events] == ["Warning"]
     # Already Failed: no second log read, count or event.
-    again = plan(written(ftj({"phase": r.RUNNING}), result), children)
-    assert again.failure_log_pod is None and again.metrics.failures == [] and again.events == []
+    again = plan(written(ftj({"phase": r.RUNNING}, resources=ONE_NODE), result), children)
+    assert again.log_tail is None and again.metrics.failures == [] and again.events == []
 
 
 @pytest.mark.parametrize(
@@ -253,7 +256,7 @@ def test_a_failed_trainer_fails_the_job_with_its_class_reads_its_log_once_and_co
 )
 def test_a_job_failed_by_disruptions_names_them(pod_status, reason):
     failed = pod("ft-0", "Failed", terminated={"exitCode": 137}, **pod_status)
-    result = plan(ftj({"phase": r.RUNNING}), Observed(job("Failed"), [failed]))
+    result = plan(ftj({"phase": r.RUNNING}, resources=ONE_NODE), Observed(job("Failed"), [failed]))
     assert result.status["reason"] == reason and result.metrics.failures == [reason]
 
 
@@ -266,7 +269,7 @@ def test_the_jobs_active_deadline_is_its_failure_reason():
         ),
     )
     assert result.status["reason"] == r.TRAINER_CRASHED
-    assert result_deadline.status["reason"] == r.DEADLINE_EXCEEDED and result_deadline.failure_log_pod is None
+    assert result_deadline.status["reason"] == r.DEADLINE_EXCEEDED and result_deadline.log_tail is None
 
 
 def test_a_job_that_cannot_start_in_time_fails_and_releases_its_job():
@@ -281,14 +284,10 @@ def test_a_job_that_cannot_start_in_time_fails_and_releases_its_job():
 
 
 def test_new_pod_retries_are_counted_once():
-    result = plan(ftj({"phase": r.RUNNING, "retries": 1}), Observed(job(active=2, failed=3), RUNNING_PODS))
+    body = ftj({"phase": r.RUNNING, "retries": 1}, resources=ONE_NODE)
+    result = plan(body, Observed(job(active=1, failed=3), [pod("ft-0")]))
     assert result.metrics.retries == 2
-    assert (
-        plan(
-            written(ftj({"phase": r.RUNNING, "retries": 1}), result), Observed(job(active=2, failed=3), RUNNING_PODS)
-        ).metrics.retries
-        == 0
-    )
+    assert plan(written(body, result), Observed(job(active=1, failed=3), [pod("ft-0")])).metrics.retries == 0
 
 
 def test_an_invalid_spec_fails_once_with_its_message():

@@ -19,6 +19,8 @@ from finetune_operator.status import (
 )
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+# One pod: the Job controller retries it and counts the retries (several: gang restarts, test_gang_restart.py).
+ONE_NODE = {"nodes": 1, "gpusPerNode": 4}
 
 
 def make_spec(**overrides):
@@ -177,7 +179,7 @@ def failed_pod(exit_code, message="", reason="Error"):
 )
 def test_failed_job_is_classified_from_the_trainers_exit(exit_code, message, term_reason, expected):
     failed_job = job(conditions=[{"type": "Failed", "reason": "BackoffLimitExceeded"}], failed=4)
-    status = derive(make_spec(), Observed(failed_job, [failed_pod(exit_code, message, term_reason)]))
+    status = derive(make_spec(resources=ONE_NODE), Observed(failed_job, [failed_pod(exit_code, message, term_reason)]))
     assert status["phase"] == r.FAILED
     assert status["reason"] == expected
     assert status["failure"]["exitCode"] == exit_code
@@ -201,7 +203,7 @@ def test_deadline_exceeded():
 
 
 def test_retry_is_reported_while_replacement_pods_start():
-    status = derive(make_spec(), Observed(job(failed=1), [pod("ft-0", "Pending"), pod("ft-1", "Pending")]))
+    status = derive(make_spec(resources=ONE_NODE), Observed(job(failed=1), [pod("ft-0", "Pending")]))
     assert status["reason"] == r.RETRYING
     assert status["message"].startswith("retry 1 of 3")
 

@@ -45,6 +45,9 @@ def test_exit_codes_are_recovered_from_the_termination_message():
     assert exit_code_for(1, '{"reason": "InvalidData", "message": "x"}', False) == EXIT_INVALID_DATA
     assert exit_code_for(1, '{"reason": "OutOfMemory", "message": "x"}', False) == EXIT_OUT_OF_MEMORY
     assert exit_code_for(1, None, True) == EXIT_PREEMPTED
+    # A worker that saved and stopped because another pod's rank got SIGTERM: 143, not a crash.
+    assert exit_code_for(1, '{"reason": "StoppedByPeer", "message": "x"}', False) == EXIT_PREEMPTED
+    assert exit_code_for(1, '{"reason": "PeerLost", "message": "x"}', False) == 1
     assert exit_code_for(1, "not json", False) == 1
     assert exit_code_for(-9, None, False) == 1
 

@@ -48,6 +48,9 @@ def test_exceptions_map_to_pod_contract_exit_codes():
         == EXIT_COMMUNICATION_TIMEOUT
     )
     assert classify_exception(ValueError("boom")) == (EXIT_CRASH, "TrainerCrashed")
+    # What gloo raises on the surviving rank when another rank's process dies mid-collective.
+    gone = RuntimeError("[gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:25827: Connection reset by peer.")
+    assert classify_exception(gone) == (EXIT_CRASH, "PeerLost")
 
 
 def test_termination_message_is_json_within_4096_bytes():

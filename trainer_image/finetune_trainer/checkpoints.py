@@ -125,12 +125,20 @@ class GracefulStop(TrainerCallback):
 
     def __init__(self):
         self.requested = False
+        # This process got SIGTERM itself (else another rank did, and the stop was agreed in _agree).
+        self.signalled = False
         self._previous = None
 
     def request(self, *_):
         if not self.requested:
             logger.warning("SIGTERM received: saving a checkpoint at the next step boundary, then stopping")
         self.requested = True
+        self.signalled = True
+
+    @property
+    def by_peer(self) -> bool:
+        """Stopped because another rank was asked to stop: the operator looks for the rank that was not."""
+        return self.requested and not self.signalled
 
     def install(self) -> None:
         try:
@@ -151,6 +159,8 @@ class GracefulStop(TrainerCallback):
             return self.requested
         flag = torch.tensor([1.0 if self.requested else 0.0], device=args.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and not self.requested:
+            logger.warning("another rank received SIGTERM: saving a checkpoint with it, then stopping")
         self.requested = bool(flag.item())
         return self.requested
 

@@ -23,6 +23,16 @@ TERMINATION_MESSAGE_LIMIT = 4096
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
 
+# Termination-message reasons of a rank that stopped or failed because of another rank. The operator
+# skips them when it names the rank whose failure restarted a multi-rank job (docs/pod-contract.md).
+STOPPED = "Stopped"  # this rank got SIGTERM and stopped after saving a checkpoint
+STOPPED_BY_PEER = "StoppedByPeer"  # another rank got SIGTERM; this one saved and stopped with it
+PEER_LOST = "PeerLost"  # a collective failed because another rank's process went away
+
+# What gloo and NCCL say when the other end of a collective's connection is gone.
+_PEER_GONE = ("connection reset by peer", "connection closed by peer", "broken pipe", "remote process exited")
+
+
 class InvalidData(Exception):
     """Bad input that no retry can fix: a missing column, an empty file, an unknown label, a bad config."""
 
@@ -43,6 +53,9 @@ def classify_exception(exc: BaseException) -> tuple[int, str]:
         "timeout" in text or "timed out" in text
     ):
         return EXIT_COMMUNICATION_TIMEOUT, "CommunicationTimeout"
+    if isinstance(exc, (RuntimeError, ConnectionError)) and any(words in text for words in _PEER_GONE):
+        # Still a crash for the Job (it restarts the gang), but not this rank's own fault.
+        return EXIT_CRASH, PEER_LOST
     return EXIT_CRASH, "TrainerCrashed"
 
 

@@ -22,6 +22,8 @@ from finetune_trainer.errors import (
     EXIT_OK,
     EXIT_OUT_OF_MEMORY,
     EXIT_PREEMPTED,
+    STOPPED,
+    STOPPED_BY_PEER,
     termination_log_path,
 )
 
@@ -29,6 +31,9 @@ _CODES = {
     "InvalidData": EXIT_INVALID_DATA,
     "OutOfMemory": EXIT_OUT_OF_MEMORY,
     "CommunicationTimeout": EXIT_COMMUNICATION_TIMEOUT,
+    # Workers that saved a checkpoint and stopped (this pod's SIGTERM, or another rank's) exit 143.
+    STOPPED: EXIT_PREEMPTED,
+    STOPPED_BY_PEER: EXIT_PREEMPTED,
 }
 
 

@@ -27,6 +27,8 @@ from finetune_trainer.data_parallel import data_parallel_trainer
 from finetune_trainer.errors import (
     EXIT_OK,
     EXIT_PREEMPTED,
+    STOPPED,
+    STOPPED_BY_PEER,
     InvalidData,
     classify_exception,
     completion_message,
@@ -296,7 +298,7 @@ def _run(config_path: str) -> int:
         baseline = baseline_metrics(trainer, setup, os.path.join(checkpoints_dir, BASELINE_FILE), bool(resume_from))
         if stop.requested:
             logger.warning("stopped before training started; nothing to save")
-            return EXIT_PREEMPTED
+            return _stopped(stop, "before training started; nothing to save")
 
         # Train, resuming from the newest complete checkpoint.
         if resume_from:
@@ -304,7 +306,7 @@ def _run(config_path: str) -> int:
         train_result = trainer.train(resume_from_checkpoint=resume_from)
         if stop.requested and trainer.state.global_step < trainer.state.max_steps:
             logger.warning("stopped at step %d after saving a checkpoint", trainer.state.global_step)
-            return EXIT_PREEMPTED
+            return _stopped(stop, f"at step {trainer.state.global_step} after saving a checkpoint")
 
         # Evaluate after training.
         final_eval, retention_after = evaluate_splits(trainer, setup)
@@ -328,6 +330,18 @@ def _run(config_path: str) -> int:
         return EXIT_OK
     finally:
         stop.uninstall()
+
+
+def _stopped(stop: GracefulStop, when: str) -> int:
+    """EXIT_PREEMPTED, with a termination message saying whether this rank got SIGTERM or stopped with
+    another rank that did (a multi-rank job's restart names the rank that was stopped, not its peers)."""
+    if stop.by_peer:
+        write_termination_message(
+            STOPPED_BY_PEER, f"stopped with the other ranks {when}: another rank received SIGTERM"
+        )
+    else:
+        write_termination_message(STOPPED, f"stopped by SIGTERM {when}")
+    return EXIT_PREEMPTED
 
 
 def _step_of(checkpoint: str | None) -> int | None:

@@ -42,6 +42,22 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
+def gang_pod_failure_policy() -> dict[str, Any]:
+    """Several ranks train as one gang: the first rank to fail or be disrupted fails the whole Job, and the
+    Job controller stops the other ranks at once (they would otherwise wait in a collective until its
+    timeout). The operator then restarts the gang from the newest checkpoint (gang.py), counting the
+    restart against runPolicy.backoffLimit unless a disruption caused it."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "NotIn", "values": [0]},
+            },
+            {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+
+
 def spec_hash(spec: FineTuneJobSpec) -> str:
     """A short digest of the spec, defaults included, without the fields that may change after creation."""
     fields = spec.model_dump(mode="json", by_alias=True, exclude={"run_policy": {"suspend"}})
@@ -49,8 +65,16 @@ def spec_hash(spec: FineTuneJobSpec) -> str:
 
 
 def build_job(
-    spec: FineTuneJobSpec, name: str, namespace: str, *, config: OperatorConfig, config_hash: str
+    spec: FineTuneJobSpec,
+    name: str,
+    namespace: str,
+    *,
+    config: OperatorConfig,
+    config_hash: str,
+    deadline_seconds: int | None = None,
 ) -> dict[str, Any]:
+    """The training Job. `deadline_seconds` overrides runPolicy.activeDeadlineSeconds for a Job sent again
+    (a restarted gang) so that the deadline keeps counting from the job's first start."""
     metadata = child_metadata(training_job_name(name), namespace, name)
     # What the Job was built from: a later spec with another digest is a change the Job cannot take.
     metadata["annotations"] = {ANNOTATION_SPEC_HASH: spec_hash(spec)}
@@ -59,14 +83,15 @@ def build_job(
         metadata["labels"][LABEL_QUEUE_NAME] = queue
     nodes = spec.resources.nodes
     run_policy = spec.run_policy
+    gang = nodes > 1
     job_spec: dict[str, Any] = {
         "completionMode": "Indexed",
         "completions": nodes,
         "parallelism": nodes,
-        # Job-level, not backoffLimitPerIndex: ranks train together, so any rank's failure is the
-        # whole run's failure, and a per-index budget would let one flaky rank exhaust the others.
-        "backoffLimit": run_policy.backoff_limit,
-        "podFailurePolicy": pod_failure_policy(),
+        # One pod: the Job controller retries it, up to runPolicy.backoffLimit. Several: the operator
+        # restarts them all together (gang.py) and counts against backoffLimit itself.
+        "backoffLimit": 0 if gang else run_policy.backoff_limit,
+        "podFailurePolicy": gang_pod_failure_policy() if gang else pod_failure_policy(),
         # A replacement rank starts only once the failed one is gone, so two pods never claim one
         # hostname (and rank) at the same time.
         "podReplacementPolicy": "Failed",
@@ -76,6 +101,7 @@ def build_job(
     }
     # No ttlSecondsAfterFinished: the operator applies the FineTuneJob's TTL itself, after it has
     # read the Job's final status.
-    if run_policy.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = run_policy.active_deadline_seconds
+    deadline = deadline_seconds if deadline_seconds is not None else run_policy.active_deadline_seconds
+    if deadline is not None:
+        job_spec["activeDeadlineSeconds"] = deadline
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec}

@@ -56,8 +56,12 @@ async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
     # Before the children: a trainer that starts at once must find its record (else its reports get 404).
     for job, tracked in plan.track.items():
         act.registry.track(namespace, job, **tracked)
+    status = plan.status
+    field, pod = plan.log_tail or ("", "")
+    if field and status.get(field):
+        status = {**status, field: await _with_log_tail(act.kube, namespace, pod, status[field])}
     if plan.status_first:
-        await _write_status(act, namespace, name, plan.status)
+        await _write_status(act, namespace, name, status)
     for children in plan.create:
         async with act.children_first.creating():
             await create_children(act.kube, children, refresh=plan.refresh_children)
@@ -73,9 +77,6 @@ async def apply_plan(plan: Plan, ftj: dict[str, Any], act: Actuators) -> None:
     for job in plan.delete_jobs:
         await asyncio.to_thread(act.kube.delete_job, namespace, job)
     if not plan.status_first:
-        status = plan.status
-        if plan.failure_log_pod:
-            status = {**status, "failure": await _failure_with_log(act.kube, namespace, plan.failure_log_pod, status)}
         if status or plan.events:
             # Status writes and events wait for a burst's pending child creations.
             await act.children_first.after_children()
@@ -145,9 +146,9 @@ async def _write_status(act: Actuators, namespace: str, name: str, status: dict[
         await asyncio.to_thread(act.kube.patch_finetunejob_status, namespace, name, status)
 
 
-async def _failure_with_log(kube: KubeApi, namespace: str, pod: str, status: dict[str, Any]) -> dict[str, Any]:
-    """status.failure plus its pod's log tail; read once, as the job turns Failed (not on every reconcile)."""
-    failure = status.get("failure") or {}
+async def _with_log_tail(kube: KubeApi, namespace: str, pod: str, failure: dict[str, Any]) -> dict[str, Any]:
+    """status.failure (or status.lastRestart) plus its pod's log tail; read once, as the job turns Failed
+    or starts a restart (not on every reconcile)."""
     try:
         # Over-read: redaction and the byte bound are applied to the text, by failure.with_log_tail.
         text = await asyncio.to_thread(

@@ -18,6 +18,7 @@ from ..builders import spec_hash
 from ..children import run_children, suspension_change
 from ..conditions import find_condition
 from ..config import OperatorConfig
+from ..failure import job_condition
 from ..names import ANNOTATION_SPEC_HASH, training_job_name
 from ..pod_creation import pods_missing
 from ..progress.records import JobRecord
@@ -81,15 +82,17 @@ def plan_job(observation: JobObservation, record: JobRecord, *, config: Operator
     observed = observation.children
     remember: dict[str, Any] = {}
     if previous.get("phase") not in r.TERMINAL_PHASES:
-        observed = _plan_children(plan, remember, observation, spec, record, config, restart=restart)
+        observed = _plan_children(plan, remember, observation, spec, record, config, now, restart=restart)
 
     derived = derive_status(spec, previous, observed, job_name=training_job_name(name), generation=generation, now=now)
     if startup_deadline_exceeded(spec, derived, observation.created(now), now):
         derived.update(startup_failure_status(derived, generation=generation, now=now))
         # Release whatever the job holds (quota, pending pods) now that it has failed.
         plan.delete_jobs.append(training_job_name(name))
-    if derived["phase"] == r.FAILED and previous.get("phase") != r.FAILED:
-        plan.failure_log_pod = (derived.get("failure") or {}).get("pod")
+    failed_pod = (derived.get("failure") or {}).get("pod")
+    if derived["phase"] == r.FAILED and previous.get("phase") != r.FAILED and failed_pod:
+        plan.log_tail = ("failure", failed_pod)
+    _plan_gang_restart(plan, previous, derived, observed)
     remember.update(_plan_lifecycle(plan, record, spec, previous, derived, now))
 
     seconds_idle = record.seconds_without_progress(now, running_since=remember["running_since"])
@@ -110,6 +113,21 @@ def plan_job(observation: JobObservation, record: JobRecord, *, config: Operator
     plan.requeue_after = _requeue_after(spec, observed, observation.created(now), now)
     plan.remember[name] = remember
     return plan
+
+
+def _plan_gang_restart(plan: Plan, previous: dict[str, Any], derived: dict[str, Any], observed: Observed) -> None:
+    """A multi-rank job restarting (gang.py): keep the failed rank's log tail with status.lastRestart, and
+    once the Job controller has stopped every rank of the failed Job (Failed, not just FailureTarget),
+    delete it so that the next reconcile sends a new one. The status goes first: the restart is counted
+    before its Job disappears."""
+    if derived.get("reason") != r.RESTARTING or observed.job is None:
+        return
+    last = derived.get("lastRestart") or {}
+    if last != previous.get("lastRestart") and last.get("pod"):
+        plan.log_tail = ("lastRestart", last["pod"])
+    if job_condition(observed.job, "Failed") and last.get("jobUID") == observed.job["metadata"].get("uid"):
+        plan.delete_jobs.append(observed.job["metadata"]["name"])
+        plan.status_first = True
 
 
 def _requeue_after(spec: FineTuneJobSpec, observed: Observed, created: datetime, now: datetime) -> float | None:
@@ -156,6 +174,7 @@ def _plan_children(
     spec: FineTuneJobSpec,
     record: JobRecord,
     config: OperatorConfig,
+    now: datetime,
     *,
     restart: bool = False,
 ) -> Observed:
@@ -164,7 +183,8 @@ def _plan_children(
     about to be sent, when there was none)."""
     observed, name = observation.children, observation.name
     if observed.job is None or not record.children_complete or restart:
-        children = run_children(observation.ftj, spec, name, config, observation.token)
+        deadline = _remaining_deadline(spec, observation.previous, now)
+        children = run_children(observation.ftj, spec, name, config, observation.token, deadline_seconds=deadline)
         plan.create.append(children)
         remember["children_complete"] = True
         if observed.job is None:
@@ -176,6 +196,15 @@ def _plan_children(
         plan.suspend.append((observed.job["metadata"]["name"], suspend))
     plan.events.extend(_ignored_spec_change(remember, observation, spec, record))
     return observed
+
+
+def _remaining_deadline(spec: FineTuneJobSpec, previous: dict[str, Any], now: datetime) -> int | None:
+    """activeDeadlineSeconds for a Job sent again after the job ran (a gang restart, a deleted Job): what
+    is left of it since the job first ran, so restarts do not extend the deadline. None: the spec's own."""
+    deadline, started = spec.run_policy.active_deadline_seconds, parse_timestamp(previous.get("startTime"))
+    if deadline is None or started is None:
+        return None
+    return max(1, deadline - int((now - started).total_seconds()))
 
 
 def _ignored_spec_change(

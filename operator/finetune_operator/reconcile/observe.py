@@ -32,8 +32,19 @@ Index = Mapping[tuple[str, str], Any]
 
 
 def children_of(jobs: Index, pods: Index, namespace: str, run: str) -> Observed:
+    """The run's Job and the pods it owns: pods of an earlier Job of the same name (a restarted gang's
+    failed ranks, until the garbage collector removes them) are not this Job's."""
     key = (namespace, run)
-    return Observed(job=next(iter(jobs.get(key, ())), None), pods=list(pods.get(key, ())))
+    job = next(iter(jobs.get(key, ())), None)
+    run_pods = list(pods.get(key, ()))
+    uid = (job or {}).get("metadata", {}).get("uid")
+    if uid:
+        run_pods = [pod for pod in run_pods if _owner_uids(pod) in ({uid}, set())]
+    return Observed(job=job, pods=run_pods)
+
+
+def _owner_uids(pod: dict[str, Any]) -> set[str]:
+    return {ref.get("uid") for ref in pod["metadata"].get("ownerReferences") or () if ref.get("controller")}
 
 
 def observe_job(

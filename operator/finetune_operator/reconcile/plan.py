@@ -50,8 +50,9 @@ class Plan:
     suspend: list[tuple[str, bool]] = field(default_factory=list)
     # Jobs to delete (a failed job's held resources, early-stopped trials).
     delete_jobs: list[str] = field(default_factory=list)
-    # The pod whose log tail goes into status.failure (read once, as the job turns Failed).
-    failure_log_pod: str | None = None
+    # (status field, pod): the pod whose log tail goes into status.failure (read once, as the job turns
+    # Failed) or status.lastRestart (as a multi-rank job starts a restart).
+    log_tail: tuple[str, str] | None = None
     events: list[Event] = field(default_factory=list)
     metrics: MetricDeltas = field(default_factory=MetricDeltas)
     # Runs to register (JobRegistry.track's arguments, by name): the trials a search starts.
@@ -68,10 +69,10 @@ class Plan:
 
 
 def phase_event(derived: dict[str, Any]) -> Event:
-    """The event of a phase (or reason) change: a Warning when the job failed."""
-    failed = derived["phase"] == r.FAILED
+    """The event of a phase (or reason) change: a Warning when the job failed or lost a rank."""
+    warning = derived["phase"] == r.FAILED or derived.get("reason") == r.RESTARTING
     return Event(
-        "Warning" if failed else "Normal",
+        "Warning" if warning else "Normal",
         derived.get("reason") or derived["phase"],
         f"{derived['phase']}: {derived.get('message', '')}",
     )
