@@ -86,9 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     logs = commands.add_parser("logs", help="print the trainer's log")
     logs.add_argument("name")
     logs.add_argument("-n", "--namespace", default=None)
-    logs.add_argument("--rank", type=int, default=0, help="which node's pod (completion index)")
+    logs.add_argument(
+        "--rank",
+        type=int,
+        default=0,
+        help="which training process: its global rank (torchrun's RANK), 0 to nodes x processes per node - 1; "
+        "rank R runs in the pod of node R // processes per node. With several processes per node "
+        "(gpusPerNode > 1) they write to their pod's one log: you get that log without the lines torchrun marked "
+        "as another rank's ([rankN]:); lines without a mark may be any of the pod's processes'",
+    )
     logs.add_argument("-f", "--follow", action="store_true")
-    logs.add_argument("--tail", type=int, default=None)
+    logs.add_argument("--tail", type=int, default=None, help="only the last N lines (of the rank's lines)")
 
     train = commands.add_parser("train", help="run a FineTuneJob YAML locally, without a cluster")
     train.add_argument("file", help="a FineTuneJob manifest (or just its spec)")

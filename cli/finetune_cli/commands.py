@@ -12,9 +12,10 @@ from typing import Any
 
 import yaml
 from finetune_operator import clock
+from finetune_operator.builders.env import COMPLETION_INDEX_ANNOTATION
 from finetune_operator.names import GROUP, LABEL_JOB_NAME, PLURAL, TRAINER_CONTAINER, VERSION
 
-from . import display, interrupt, sandbox_record
+from . import display, interrupt, ranks, sandbox_record
 
 
 class UserError(Exception):
@@ -118,23 +119,75 @@ def logs(args: argparse.Namespace) -> int:
     custom, core, default_ns = _clients(args)
     namespace = args.namespace or default_ns
     _read(custom, namespace, args.name)
-    pods = core.list_namespaced_pod(
-        namespace, label_selector=f"{LABEL_JOB_NAME}={args.name},batch.kubernetes.io/job-completion-index={args.rank}"
-    ).items
-    if not pods:
-        raise UserError(f"{args.name} has no trainer pod for rank {args.rank} yet; see `ftjob describe {args.name}`")
-    pod = max(pods, key=lambda p: p.metadata.creation_timestamp)
+    pod, per_node = _pod_of_rank(core, namespace, args.name, args.rank)
+    shared = per_node > 1
+    if shared:
+        first = args.rank - args.rank % per_node
+        print(
+            f"ftjob: ranks {first}-{first + per_node - 1} write to one log, pod {pod.metadata.name}'s; "
+            f"left out: the lines torchrun marked as another rank's ([rankN]:)",
+            file=sys.stderr,
+            flush=True,
+        )
     stream = core.read_namespaced_pod_log(
         pod.metadata.name,
         namespace,
         container=TRAINER_CONTAINER,
         follow=args.follow,
-        tail_lines=args.tail,
+        # A rank's last lines are counted among its own, except while following (the server cuts the pod's log).
+        tail_lines=args.tail if not shared or args.follow else None,
         _preload_content=False,
     )
-    for chunk in stream.stream():
-        os.write(1, chunk)
+    if not shared:
+        for chunk in stream.stream():
+            os.write(1, chunk)
+        return 0
+    lines = ranks.RankLines(args.rank)
+    if args.follow:
+        for chunk in stream.stream():
+            os.write(1, lines.feed(chunk))
+        os.write(1, lines.finish())
+        return 0
+    kept = b"".join(lines.feed(chunk) for chunk in stream.stream()) + lines.finish()
+    os.write(1, ranks.last_lines(kept, args.tail))
     return 0
+
+
+def _pod_of_rank(core: Any, namespace: str, name: str, rank: int) -> tuple[Any, int]:
+    """(the newest pod that runs process `rank` of job `name`, how many processes each pod runs)."""
+    not_yet = f"{name} has no trainer pod for rank {rank} yet; see `ftjob describe {name}`"
+    pods = core.list_namespaced_pod(namespace, label_selector=f"{LABEL_JOB_NAME}={name}").items
+    if not pods:
+        raise UserError(not_yet)
+    # The newest pod says how the job is laid out: its spec cannot change while the job runs.
+    nodes, per_node = ranks.pod_shape(_trainer_env(max(pods, key=_created)))
+    try:
+        node = ranks.node_of(rank, nodes, per_node)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    on_node = [pod for pod in pods if _completion_index(pod) == str(node)]
+    if not on_node:
+        raise UserError(not_yet)
+    return max(on_node, key=_created), per_node  # a retry's pod, not the one it replaced
+
+
+def _created(pod: Any) -> Any:
+    return pod.metadata.creation_timestamp
+
+
+def _completion_index(pod: Any) -> str | None:
+    """The pod's node rank: the Job controller writes it as a label and as an annotation."""
+    for found in (pod.metadata.labels, pod.metadata.annotations):
+        if (found or {}).get(COMPLETION_INDEX_ANNOTATION):
+            return found[COMPLETION_INDEX_ANNOTATION]
+    return None
+
+
+def _trainer_env(pod: Any) -> dict[str, str]:
+    for container in pod.spec.containers or []:
+        if container.name == TRAINER_CONTAINER:
+            return {var.name: var.value for var in container.env or [] if var.value is not None}
+    return {}
 
 
 # -- the sandbox ---------------------------------------------------------------------------------------

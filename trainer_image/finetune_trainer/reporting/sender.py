@@ -122,6 +122,16 @@ class ReportSender:
             if 200 <= status < 300:
                 if self.metrics is not None:
                     self.metrics.reports_sent.inc()
+                # Once per process: the log shows that progress gets through, and which process sends it
+                # (rank 0 alone, which a multi-rank run's logs let anyone check).
+                self._log_once(
+                    "delivered",
+                    logging.INFO,
+                    "first progress report delivered to %s (event %s, step %s); later ones are not logged",
+                    self.url,
+                    report.get("event"),
+                    report.get("step"),
+                )
                 return "sent", None
             detail, retry_after = "", None
         self._failed()
