@@ -25,8 +25,14 @@ from .spec import FineTuneJobSpec
 COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 # Failures no restart can fix.
 FINAL_REASONS = (r.INVALID_DATA,)
-# The Job controller names the pod whose failure matched a FailJob rule: "... for pod NS/NAME ...".
+# The Job controller names the pod whose failure matched a FailJob rule: "Container trainer for pod NS/NAME
+# failed with exit code 143 matching FailJob rule at index 1", "Pod NS/NAME has condition DisruptionTarget ...".
 _POLICY_POD = re.compile(r"\bpod ([a-z0-9.-]+)/([a-z0-9.-]+)", re.IGNORECASE)
+_POLICY_EXIT = re.compile(r"failed with exit code (\d+)")
+# An Indexed Job's pod: JOB-INDEX-SUFFIX.
+_INDEXED_POD = re.compile(r"-(\d+)-[a-z0-9]{5}$")
+# SIGTERM's exit code: a pod stopped without a disruption (deleted).
+_SIGTERM_EXIT = 143
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class RankFailure:
     failure: Failure
     counted: bool
     job_uid: str
+    # The rank reports that another rank ended it: the one to blame has not finished stopping yet.
+    follower: bool = False
 
     def summary(self) -> str:
         who = f"rank {self.rank}" if self.rank is not None else "a rank"
@@ -73,6 +81,9 @@ class GangVerdict:
     restarts: int
     # True when the status already records this Job's restart (a later reconcile of the same failure).
     recorded: bool
+    # The rank to blame is known: it ended on its own, or every rank has stopped (the Job is Failed).
+    # Until then only ranks that another rank ended have finished: nothing is counted or recorded yet.
+    settled: bool = True
 
 
 def rank_of(pod: dict[str, Any]) -> int | None:
@@ -89,11 +100,37 @@ def _named_by_job(job: dict[str, Any]) -> str | None:
     return match.group(2) if match else None
 
 
+def _failure_named_by_job(job: dict[str, Any]) -> RankFailure | None:
+    """The rank to blame from the Job's own failure message, when its pods are gone (the Job controller
+    releases a counted pod, and a deleted pod then disappears at once)."""
+    condition = job_condition(job, "FailureTarget") or job_condition(job, "Failed") or {}
+    message = condition.get("message") or ""
+    pod = _POLICY_POD.search(message)
+    if pod is None:
+        return None
+    name = pod.group(2)
+    index = _INDEXED_POD.search(name)
+    exit_match = _POLICY_EXIT.search(message)
+    exit_code = int(exit_match.group(1)) if exit_match else None
+    disruption = "DisruptionTarget" in message
+    if disruption:
+        reason = r.PREEMPTED
+    elif exit_code == _SIGTERM_EXIT:
+        reason = r.STOPPED
+    else:
+        reason = r.EXIT_CODE_REASONS.get(exit_code, r.TRAINER_CRASHED)
+    hint = r.FAILURE_HINTS.get(reason)
+    failure = Failure(reason, f"{message}; {hint}" if hint else message, exit_code, name)
+    rank = int(index.group(1)) if index else None
+    return RankFailure(rank, failure, not disruption, job["metadata"].get("uid", ""))
+
+
 def first_failed_rank(job: dict[str, Any], pods: list[dict[str, Any]]) -> RankFailure | None:
-    """The rank whose end ended this attempt: the first to end on its own, else the first to end."""
+    """The rank whose end ended this attempt: the first to end on its own, else the first to end (else the
+    one the Job's failure names, when the failed pods are gone)."""
     failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
     if not failed:
-        return None
+        return _failure_named_by_job(job)
     own = [p for p in failed if reported_reason(p) not in r.FOLLOWER_REASONS] or failed
     named = _named_by_job(job)
 
@@ -103,7 +140,8 @@ def first_failed_rank(job: dict[str, Any], pods: list[dict[str, Any]]) -> RankFa
         return (finished_at(pod) or "~", pod["metadata"]["name"] != named, rank if rank is not None else 1 << 30)
 
     pod = min(own, key=order)
-    return RankFailure(rank_of(pod), pod_failure(pod), not disrupted(pod), job["metadata"].get("uid", ""))
+    follower = reported_reason(pod) in r.FOLLOWER_REASONS
+    return RankFailure(rank_of(pod), pod_failure(pod), not disrupted(pod), job["metadata"].get("uid", ""), follower)
 
 
 def gang_verdict(
@@ -121,14 +159,15 @@ def gang_verdict(
         return None
     retries, restarts = int(previous.get("retries") or 0), int(previous.get("restarts") or 0)
     recorded = (previous.get("lastRestart") or {}).get("jobUID") == culprit.job_uid
+    settled = recorded or not culprit.follower or job_condition(job, "Failed") is not None
     counted = int(culprit.counted)
     retries_before = retries - counted if recorded else retries
     restart = culprit.failure.reason not in FINAL_REASONS and (
         not culprit.counted or retries_before < spec.run_policy.backoff_limit
     )
-    if restart and not recorded:
+    if restart and settled and not recorded:
         retries, restarts = retries + counted, restarts + 1
-    return GangVerdict(culprit, restart, retries, restarts, recorded)
+    return GangVerdict(culprit, restart, retries, restarts, recorded, settled)
 
 
 def restart_message(verdict: GangVerdict, spec: FineTuneJobSpec) -> str:
@@ -143,6 +182,15 @@ def restart_message(verdict: GangVerdict, spec: FineTuneJobSpec) -> str:
     return (
         f"{culprit.summary()}; restarting all {nodes} ranks from the newest checkpoint ({budget}): "
         f"{culprit.failure.message}"
+    )
+
+
+def stopping_message(verdict: GangVerdict, spec: FineTuneJobSpec) -> str:
+    """The status message while the ranks stop and the one to blame is not known yet."""
+    culprit = verdict.culprit
+    return (
+        f"{culprit.summary()}, ended by another rank; waiting for all {spec.resources.nodes} ranks to stop "
+        f"before restarting them from the newest checkpoint"
     )
 
 

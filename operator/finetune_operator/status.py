@@ -15,7 +15,7 @@ from typing import Any
 from . import reasons as r
 from .conditions import find_condition, set_condition
 from .failure import MAX_FAILURE_MESSAGE, classify_failure, job_condition, trainer_status
-from .gang import GangVerdict, final_message, gang_verdict, restart_message
+from .gang import GangVerdict, final_message, gang_verdict, restart_message, stopping_message
 from .pod_creation import creation_failure
 from .redaction import redact
 from .spec import FineTuneJobSpec
@@ -176,7 +176,7 @@ def _finished(
         return draft.finish(r.SUCCEEDED, r.COMPLETED, f"training finished; model written to {spec.output.uri}")
     if job_condition(job, "Failed") or job_condition(job, "FailureTarget"):
         verdict = gang_verdict(spec, previous, job, observed.pods)
-        if verdict is not None and verdict.restart:
+        if verdict is not None and (verdict.restart or not verdict.settled):
             return _restarting(draft, spec, verdict)
         failure = classify_failure(job, observed.pods) if verdict is None else verdict.culprit.failure
         if verdict is not None:
@@ -191,8 +191,13 @@ def _finished(
 
 
 def _restarting(draft: _StatusDraft, spec: FineTuneJobSpec, verdict: GangVerdict) -> dict[str, Any]:
-    """A multi-rank job whose Job failed with one rank: Starting again, saying which rank, pod and why."""
+    """A multi-rank job whose Job failed with one rank: Starting again, saying which rank, pod and why
+    (or, until the rank to blame has stopped, that the ranks are stopping)."""
     out = draft.out
+    if not verdict.settled:
+        message = stopping_message(verdict, spec)
+        draft.cond(r.COND_RUNNING, False, r.RESTARTING, message)
+        return draft.finish(r.STARTING, r.RESTARTING, message)
     out.update(retries=verdict.retries, restarts=verdict.restarts)
     if not verdict.recorded:
         out["lastRestart"] = verdict.culprit.as_status(draft.stamp)

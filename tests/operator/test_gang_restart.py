@@ -114,6 +114,40 @@ def test_within_one_second_the_pod_the_job_controller_named_is_the_culprit():
     assert first_failed_rank(failed_job(), pods).rank == 0  # nothing else to go by: the lowest rank
 
 
+@pytest.mark.parametrize(
+    ("message", "rank", "reason", "exit_code", "counted"),
+    [
+        (
+            "Container trainer for pod ns/ft-1-x7k2p failed with exit code 1 matching FailJob rule at index 1",
+            1,
+            r.TRAINER_CRASHED,
+            1,
+            True,
+        ),
+        (
+            "Container trainer for pod ns/ft-0-x7k2p failed with exit code 143 matching FailJob rule at index 1",
+            0,
+            r.STOPPED,
+            143,
+            True,
+        ),
+        (
+            "Pod ns/ft-1-x7k2p has condition DisruptionTarget matching FailJob rule at index 0",
+            1,
+            r.PREEMPTED,
+            None,
+            False,
+        ),
+    ],
+)
+def test_the_jobs_own_message_names_the_rank_once_its_pods_are_gone(message, rank, reason, exit_code, counted):
+    # The Job controller releases a counted pod; a deleted pod then disappears before the operator looks.
+    culprit = first_failed_rank(failed_job(message=message), [])
+    assert (culprit.rank, culprit.failure.pod, culprit.failure.reason) == (rank, f"ft-{rank}-x7k2p", reason)
+    assert (culprit.failure.exit_code, culprit.counted) == (exit_code, counted)
+    assert first_failed_rank(failed_job(message="BackoffLimitExceeded"), []) is None
+
+
 def test_a_disrupted_rank_does_not_count():
     culprit = first_failed_rank(failed_job(), [rank_pod(1, exit_code=143, disrupted=True)])
     assert culprit.failure.reason == r.PREEMPTED and not culprit.counted
@@ -163,8 +197,8 @@ def test_a_multi_rank_job_fails_as_a_whole_at_its_first_rank_failure():
         for rule in gang["podFailurePolicy"]["rules"]
     ]
     assert actions == [
-        ("FailJob", {"containerName": "trainer", "operator": "NotIn", "values": [0]}, None),
         ("FailJob", None, [{"type": "DisruptionTarget", "status": "True"}]),
+        ("FailJob", {"containerName": "trainer", "operator": "NotIn", "values": [0]}, None),
     ]
     single = build_job(make_spec(resources={"nodes": 1}), "ft", "ns", config=CONFIG, config_hash="h")["spec"]
     assert single["backoffLimit"] == 2  # the Job controller retries a single pod itself
@@ -246,3 +280,21 @@ def test_the_restart_event_says_whether_it_counted(disrupted):
     _, status = reconcile(RUNNING, Observed(failed_job(), pods))
     assert ("not counted against runPolicy.backoffLimit" in status["message"]) is disrupted
     assert status["retries"] == (0 if disrupted else 1)
+
+
+def test_the_rank_to_blame_is_named_only_once_it_has_stopped():
+    # Rank 0's pod was deleted; rank 1 saved and stopped with it and was Failed first.
+    follower = rank_pod(1, exit_code=143, report=r.STOPPED_BY_PEER)
+    stopping_rank_0 = rank_pod(0, phase="Running")
+    early, status = reconcile(RUNNING, Observed(failed_job(terminal=False), [stopping_rank_0, follower]))
+    assert status["reason"] == r.RESTARTING and "waiting for all 2 ranks to stop" in status["message"]
+    assert "lastRestart" not in status and status["retries"] == 0 and early.delete_jobs == []
+
+    stopped = [rank_pod(0, exit_code=143, report=r.STOPPED), follower]
+    settled, status = reconcile(status, Observed(failed_job(), stopped))
+    last = status["lastRestart"]
+    assert (last["rank"], last["reason"], last["counted"]) == (0, r.STOPPED, True)
+    assert status["retries"] == 1 and settled.delete_jobs == ["ft"]
+    # The reason did not change (Restarting already): the restart still gets its own event.
+    [event] = settled.events
+    assert (event.type, event.reason) == ("Warning", r.RESTARTING) and "rank 0 (pod ft-0-abcde) failed" in event.message

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import time
 import traceback
 
 import torch
@@ -27,6 +29,7 @@ from finetune_trainer.data_parallel import data_parallel_trainer
 from finetune_trainer.errors import (
     EXIT_OK,
     EXIT_PREEMPTED,
+    PEER_LOST,
     STOPPED,
     STOPPED_BY_PEER,
     InvalidData,
@@ -42,6 +45,10 @@ from finetune_trainer.retention import retention_report
 from finetune_trainer.sources import fetch, output_dir_for, upload
 from finetune_trainer.tasks import DataPaths, build_task
 from finetune_trainer.training_setup import choose_precision, training_arguments_kwargs
+
+# How long a rank that another rank ended waits for its own SIGTERM (see _wait_for_own_sigterm): enough
+# for the Job controller to see the first rank fail and stop the others, bounded for a rank that hangs.
+FOLLOWER_WAIT_SECONDS = 60
 
 logger = logging.getLogger("finetune_trainer")
 
@@ -62,6 +69,8 @@ def main(config_path: str) -> int:
         else:
             logger.error("training failed (%s):\n%s", reason, traceback.format_exc())
         write_termination_message(reason, str(exc) or type(exc).__name__)
+        if reason == PEER_LOST:
+            _wait_for_own_sigterm(FOLLOWER_WAIT_SECONDS)
         return code
     _leave_process_group()
     return code
@@ -332,6 +341,25 @@ def _run(config_path: str) -> int:
         stop.uninstall()
 
 
+def _wait_for_own_sigterm(seconds: float) -> None:
+    """Before a rank that another rank ended exits, wait (at most `seconds`) for its own SIGTERM.
+
+    The rank to blame (deleted, preempted, crashed) then always fails first: the Job controller stops the
+    other ranks only after it, so the Job's failure and the operator's restart name that rank, not one
+    that merely followed it (docs/reliability.md, gang restarts)."""
+    received: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda signum, _frame: received.append(signum))
+    except ValueError:
+        return  # not the main thread: an embedding app handles signals itself
+    try:
+        deadline = time.monotonic() + seconds
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _stopped(stop: GracefulStop, when: str) -> int:
     """EXIT_PREEMPTED, with a termination message saying whether this rank got SIGTERM or stopped with
     another rank that did (a multi-rank job's restart names the rank that was stopped, not its peers)."""
@@ -339,6 +367,7 @@ def _stopped(stop: GracefulStop, when: str) -> int:
         write_termination_message(
             STOPPED_BY_PEER, f"stopped with the other ranks {when}: another rank received SIGTERM"
         )
+        _wait_for_own_sigterm(FOLLOWER_WAIT_SECONDS)
     else:
         write_termination_message(STOPPED, f"stopped by SIGTERM {when}")
     return EXIT_PREEMPTED

@@ -49,11 +49,12 @@ def gang_pod_failure_policy() -> dict[str, Any]:
     restart against runPolicy.backoffLimit unless a disruption caused it."""
     return {
         "rules": [
+            # First, so that the Job's message says a disruption ended the pod (it also exits 143).
+            {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             {
                 "action": "FailJob",
                 "onExitCodes": {"containerName": TRAINER_CONTAINER, "operator": "NotIn", "values": [0]},
             },
-            {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]
     }
 

@@ -123,8 +123,12 @@ def _plan_gang_restart(plan: Plan, previous: dict[str, Any], derived: dict[str, 
     if derived.get("reason") != r.RESTARTING or observed.job is None:
         return
     last = derived.get("lastRestart") or {}
-    if last != previous.get("lastRestart") and last.get("pod"):
-        plan.log_tail = ("lastRestart", last["pod"])
+    if last and last != previous.get("lastRestart"):
+        if last.get("pod"):
+            plan.log_tail = ("lastRestart", last["pod"])
+        if previous.get("reason") == r.RESTARTING:
+            # No phase or reason change to announce it: the ranks were already stopping (or restarting).
+            plan.events.append(Event("Warning", r.RESTARTING, f"{derived['phase']}: {derived.get('message', '')}"))
     if job_condition(observed.job, "Failed") and last.get("jobUID") == observed.job["metadata"].get("uid"):
         plan.delete_jobs.append(observed.job["metadata"]["name"])
         plan.status_first = True
