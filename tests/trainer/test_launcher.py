@@ -33,6 +33,7 @@ def test_torchrun_command_uses_the_pod_environment():
     command = torchrun_command("/etc/finetune/config.json", env)
     assert command[1:3] == ["-m", "torch.distributed.run"]
     assert "--nnodes=2" in command and "--nproc-per-node=4" in command and "--node-rank=1" in command
+    assert "--tee=3" in command  # each worker's lines through torchrun, marked [rankN]: (LOG_LINE_PREFIX)
     assert "--master-addr=job-0.job.ns.svc" in command and command[-3:] == [
         "--module",
         "finetune_trainer",

@@ -37,6 +37,10 @@ _CODES = {
 }
 
 
+# torchrun's mark on each worker line (the form torch's own C++ warnings use): "[rank1]: ...".
+LOG_LINE_PREFIX = "[rank${rank}]:"
+
+
 def _int(environ, *names: str) -> int:
     for name in names:
         if environ.get(name):
@@ -63,6 +67,9 @@ def torchrun_command(config_path: str, environ=os.environ) -> list[str]:
         f"--node-rank={environ.get('PET_NODE_RANK') or environ.get('NODE_RANK') or 0}",
         f"--master-addr={environ.get('PET_MASTER_ADDR') or environ.get('MASTER_ADDR') or '127.0.0.1'}",
         f"--master-port={environ.get('PET_MASTER_PORT') or environ.get('MASTER_PORT') or '29500'}",
+        # Every worker line through torchrun, marked with its rank (LOG_LINE_PREFIX below): several ranks
+        # share one pod log, and `ftjob logs --rank N` keeps rank N's lines.
+        "--tee=3",
         "--module",
         "finetune_trainer",
         config_path,
@@ -85,7 +92,10 @@ def exit_code_for(returncode: int, message_text: str | None, terminated: bool) -
 def launch(config_path: str, environ=os.environ) -> int:
     """Run the job under torchrun; forward SIGTERM so the workers can save a checkpoint and stop."""
     log_path = termination_log_path(environ)
-    child = subprocess.Popen(torchrun_command(config_path, environ), env={**environ, "PYTHONUNBUFFERED": "1"})
+    child = subprocess.Popen(
+        torchrun_command(config_path, environ),
+        env={**environ, "PYTHONUNBUFFERED": "1", "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE": LOG_LINE_PREFIX},
+    )
     terminated = False
 
     def forward(signum, _frame):
