@@ -81,6 +81,23 @@ def progress_bar(status: dict[str, Any], width: int = 30) -> str:
     return "  ".join(parts)
 
 
+def _restart_lines(status: dict[str, Any]) -> list[str]:
+    """A multi-rank job's gang restarts: how many, and which rank ended the last attempt, and why."""
+    last = status.get("lastRestart")
+    if not last:
+        return []
+    counted = "counted against backoffLimit" if last.get("counted") else "not counted (disruption)"
+    lines = [
+        f"Restarts:    {status.get('restarts', 0)}; last at {last.get('time', '-')}: rank {last.get('rank', '?')} "
+        f"(pod {last.get('pod', '?')}, exit code {last.get('exitCode', '-')}) {last.get('reason')}, {counted}",
+        f"             {last.get('message', '')}",
+    ]
+    if last.get("logTail"):
+        lines.append("             its last log lines:")
+        lines.extend(f"               {line}" for line in last["logTail"].splitlines())
+    return lines
+
+
 def describe(ftj: dict[str, Any], events: list[dict[str, Any]], now: datetime) -> str:
     meta, spec, status = ftj["metadata"], ftj.get("spec") or {}, ftj.get("status") or {}
     lines = [
@@ -102,6 +119,7 @@ def describe(ftj: dict[str, Any], events: list[dict[str, Any]], now: datetime) -
     failure = status.get("failure")
     if failure:
         lines.append(f"Failure:     {failure.get('reason')}: {failure.get('message')}")
+    lines.extend(_restart_lines(status))
     lines.extend(_search_lines(status))
     lines.append("Conditions:")
     conditions = status.get("conditions") or []

@@ -164,3 +164,29 @@ def test_parser_knows_every_documented_command():
         ["train", "job.yaml", "--max-steps", "5"],
     ):
         assert parser.parse_args(argv).command == argv[0]
+
+
+def test_describe_names_the_rank_that_restarted_a_multi_rank_job_and_its_last_lines():
+    status = {
+        "phase": "Running",
+        "reason": "PodsRunning",
+        "retries": 1,
+        "restarts": 2,
+        "lastRestart": {
+            "time": "2026-12-07T11:58:00Z",
+            "rank": 1,
+            "pod": "ft-1-abcde",
+            "reason": "TrainerCrashed",
+            "exitCode": 1,
+            "counted": True,
+            "message": "the trainer exited with code 1",
+            "logTail": "Traceback (most recent call last):\nRuntimeError: boom",
+        },
+    }
+    text = describe(ftj(status), [], NOW)
+    assert (
+        "Restarts:    2; last at 2026-12-07T11:58:00Z: rank 1 (pod ft-1-abcde, exit code 1) TrainerCrashed, "
+        "counted against backoffLimit"
+    ) in text
+    assert "               RuntimeError: boom" in text
+    assert "Restarts:" not in describe(ftj({"phase": "Running"}), [], NOW)
