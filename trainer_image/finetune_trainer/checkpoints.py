@@ -4,10 +4,13 @@ Trainer writes `checkpoint-STEP/` piece by piece; a pod killed mid-save leaves a
 We write a `COMPLETE` marker after Trainer's save returns, resume only from marked folders, and
 remove unmarked ones on start. Rotation is ours (Trainer's save_total_limit would delete the
 previous checkpoint before the new one is marked, leaving a window with no complete checkpoint).
+The marker also records the global batch the checkpoint was trained with, which a resume must keep
+(data_parallel.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -60,14 +63,31 @@ def remove_incomplete_checkpoints(checkpoints_dir: str) -> list[str]:
     return removed
 
 
-def mark_complete(folder: str) -> None:
+def mark_complete(folder: str, global_batch: int | None = None) -> None:
     # Write-then-rename so the marker itself never exists half-written.
     tmp = os.path.join(folder, COMPLETE_MARKER + ".tmp")
     with open(tmp, "w") as f:
-        f.write("ok\n")
+        f.write(json.dumps({"global_batch": global_batch} if global_batch else {}) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(folder, COMPLETE_MARKER))
+
+
+def recorded_global_batch(folder: str) -> int | None:
+    """The global batch the marker of `folder` records; None where it records none (an older trainer's marker)."""
+    try:
+        with open(os.path.join(folder, COMPLETE_MARKER)) as f:
+            facts = json.loads(f.read() or "{}")
+    except (OSError, ValueError):
+        return None
+    value = facts.get("global_batch") if isinstance(facts, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def global_batch_of(args) -> int:
+    """Samples per optimizer step over all ranks: train_batch_size is the per-device batch times the GPUs of a
+    single-process DataParallel run."""
+    return args.train_batch_size * args.gradient_accumulation_steps * args.world_size
 
 
 def checkpoints_to_delete(complete: list[tuple[int, str]], keep: int, protected: str | None) -> list[str]:
@@ -77,20 +97,39 @@ def checkpoints_to_delete(complete: list[tuple[int, str]], keep: int, protected:
     return [f for f in old if not protected or os.path.abspath(f) != os.path.abspath(protected)]
 
 
+def _all_ranks_here(args) -> None:
+    """Return once every rank has called this (a no-op in a single process): a one-element all-reduce, like
+    GracefulStop's, so that it behaves alike on gloo and NCCL."""
+    if dist.is_available() and dist.is_initialized():
+        flag = torch.zeros(1, device=args.device)
+        dist.all_reduce(flag)
+        flag.item()  # waits for the reduction on a GPU too
+
+
 class CompleteCheckpointCallback(TrainerCallback):
-    """After each save: mark the checkpoint complete, then rotate (main process only)."""
+    """After each save: mark the checkpoint complete, then rotate (main process only).
+
+    With several ranks, rank 0 writes the checkpoint and every rank writes its own rng_state_RANK.pth, with
+    no barrier in Trainer's save. The marker waits for every rank's part, and no rank leaves the save before
+    the marker is written: a rank that goes ahead could exit (after a stop) while rank 0 still writes, and in
+    a multi-node Job the first pod to exit fails the gang, whose other pods the Job controller then stops.
+    """
 
     def __init__(self, checkpoints_dir: str, keep: int):
         self.checkpoints_dir = checkpoints_dir
         self.keep = keep
 
     def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
+        _all_ranks_here(args)
+        if state.is_world_process_zero:
+            self._mark_and_rotate(args, state)
+        _all_ranks_here(args)
+
+    def _mark_and_rotate(self, args, state) -> None:
         folder = os.path.join(self.checkpoints_dir, f"checkpoint-{state.global_step}")
         if not os.path.isdir(folder):
             return
-        mark_complete(folder)
+        mark_complete(folder, global_batch_of(args))
         for old in checkpoints_to_delete(
             complete_checkpoints(self.checkpoints_dir), self.keep, state.best_model_checkpoint
         ):

@@ -25,6 +25,14 @@ Trainer subclass (`data_parallel_trainer`):
    prepared, and the `prepare` of `train()` then returns it unwrapped. No gradient was all-reduced: every
    rank trained its own copy on its share of the data, and rank 0 saved its copy. `train()` here undoes the
    evaluation-only preparation first, so that accelerate wraps the model for training.
+
+A resume on another number of ranks continues exactly where the checkpoint stopped as long as the global
+batch (batch size x gradient accumulation steps x ranks) is the same: the sampler's order depends on the
+seed and the epoch only, each rank takes its share of every global batch, and Trainer skips global_step
+global batches. With another global batch, Trainer still skips global_step of the new (larger or smaller)
+global batches and recounts the epochs from them: the run silently trains some samples again and others
+not at all (the epoch went from 2.33 back to 1.25 resuming 2 ranks of 8 on one rank of 8). `train()`
+refuses such a resume and says which accumulation keeps the global batch.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ import logging
 import math
 
 import torch
+
+from finetune_trainer.checkpoints import recorded_global_batch
+from finetune_trainer.errors import InvalidData
 
 logger = logging.getLogger("finetune_trainer")
 
@@ -59,15 +70,42 @@ def agreed(divides_votes: int, ignores_votes: int) -> bool:
     return divides_votes > 0 and ignores_votes == 0
 
 
+def global_batch_change(saved: int | None, batch_size: int, accumulation: int, ranks: int) -> str | None:
+    """Why this run cannot resume a checkpoint trained with a global batch of `saved`, or None when it can. Pure."""
+    current = batch_size * accumulation * ranks
+    if saved is None or saved == current:
+        return None
+    if saved % (batch_size * ranks) == 0:
+        fix = f"set gradient_accumulation_steps to {saved // (batch_size * ranks)}"
+    elif saved % ranks == 0:
+        fix = f"choose batch_size and gradient_accumulation_steps whose product is {saved // ranks}"
+    else:
+        fix = f"resume on a number of ranks that divides {saved}"
+    return (
+        f"the checkpoint was trained with a global batch of {saved} (batch_size x gradient_accumulation_steps x "
+        f"ranks) and this run's is {current} ({batch_size} x {accumulation} x {ranks}): resuming it would train "
+        f"some samples twice and skip others; {fix}, or give another output_uri to start afresh"
+    )
+
+
 def data_parallel_trainer(base_class):
     """A Trainer class whose losses and gradients on N ranks are those of one process (see the module doc)."""
 
     class DataParallelTrainer(base_class):
         loss_divides_by_num_items: bool | None = None  # None until measured
 
-        def train(self, *args, **kwargs):
+        def train(self, resume_from_checkpoint=None, *args, **kwargs):
+            if resume_from_checkpoint:
+                change = global_batch_change(
+                    recorded_global_batch(resume_from_checkpoint),
+                    self.args.train_batch_size,
+                    self.args.gradient_accumulation_steps,
+                    self.args.world_size,
+                )
+                if change:
+                    raise InvalidData(f"cannot resume {resume_from_checkpoint}: {change}")
             self._undo_evaluation_only_preparation()
-            return super().train(*args, **kwargs)
+            return super().train(resume_from_checkpoint, *args, **kwargs)
 
         def _undo_evaluation_only_preparation(self) -> None:
             model = self.model
