@@ -10,7 +10,8 @@ stopped with SIGTERM, on 2 nodes, 2 nodes, 1 node with 1 process, 1 node with 2 
   0's pod alone saves one checkpoint at the step where the ranks stopped, and every pod exits 143 saying why
   (Stopped, or StoppedByPeer for a rank that stopped with another);
 - each attempt continues from the step where the last one stopped, with the same global batch, and its
-  losses and gradient norms are those of an uninterrupted run; a resume with another global batch is refused.
+  losses and gradient norms are those of an uninterrupted run; a resume on other ranks keeps the
+  global batch by accumulating, and is refused where no accumulation can.
 
 Every attempt holds its ranks at one step end until the test has signalled them (a `sitecustomize` on the
 workers' PYTHONPATH adds that callback): a tiny model trains hundreds of steps a second, so a signal sent
@@ -21,6 +22,7 @@ test sends SIGTERM to the others, as the Job controller does to a gang.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -35,7 +37,7 @@ import psutil
 import pytest
 from finetune_trainer import main
 from finetune_trainer.checkpoints import checkpoint_steps, complete_checkpoints
-from finetune_trainer.data_parallel import global_batch_change
+from finetune_trainer.data_parallel import accumulation_keeping, global_batch_change
 from finetune_trainer.errors import EXIT_INVALID_DATA, EXIT_OK, EXIT_PREEMPTED, STOPPED, STOPPED_BY_PEER
 from trainer_data import sentiment_rows, write_csv
 
@@ -431,25 +433,56 @@ def test_a_job_resumes_on_another_number_of_nodes_as_if_never_stopped(job, unint
 
 
 @pytest.mark.slow
-def test_a_resume_with_another_global_batch_is_refused(job, tiny_bert, data, tmp_path, termination_log):
+def test_a_resume_on_other_ranks_keeps_the_global_batch_or_is_refused(
+    job, tiny_bert, data, tmp_path, termination_log, caplog
+):
     out, _ = job
-    # The checkpoint two ranks of 8 saved when stopped, resumed on one rank of 8 without accumulation: Trainer
-    # would skip 14 of its global batches of 8, and count the epochs back from 2.33 to 1.25.
+    # The checkpoint two ranks of 8 saved when stopped, resumed on one rank of 8 (a job recreated on one node
+    # with the same spec). Left alone, Trainer would skip 14 of its global batches of 8 and count the epochs
+    # back from 2.33 to 1.25; the resume accumulates 2 micro-batches instead, keeping the global batch of 16.
     stopped = f"checkpoint-{ATTEMPTS[ONE_POD].stop_at}"
-    shutil.copytree(out / "checkpoints" / stopped, tmp_path / "out" / "checkpoints" / stopped)
-    config = dict(CONFIG, model_uri=tiny_bert, train_uri=data, output_uri=str(tmp_path / "out"))
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    assert main(str(tmp_path / "config.json")) == EXIT_INVALID_DATA
+    for case in ("kept", "refused"):
+        shutil.copytree(out / "checkpoints" / stopped, tmp_path / case / "checkpoints" / stopped)
+    kept = dict(CONFIG, model_uri=tiny_bert, train_uri=data, output_uri=str(tmp_path / "kept"))
+    (tmp_path / "kept.json").write_text(json.dumps(kept))
+    # The trainer's logger does not propagate (it has its own stderr handler): listen to it directly.
+    trainer_logger = logging.getLogger("finetune_trainer")
+    trainer_logger.addHandler(caplog.handler)
+    try:
+        assert main(str(tmp_path / "kept.json")) == EXIT_OK
+    finally:
+        trainer_logger.removeHandler(caplog.handler)
+    assert "gradient accumulation 2 (not 1) keeps it" in caplog.text
+    metrics = json.loads((tmp_path / "kept" / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == ATTEMPTS[ONE_POD].stop_at and metrics["global_step"] == STEPS
+    assert metrics["epoch"] == pytest.approx(STEPS * GLOBAL_BATCH / ROWS)
+
+    # A batch of 5 cannot make 16 on one rank: refused before training, the checkpoint untouched.
+    refused = dict(kept, output_uri=str(tmp_path / "refused"), batch_size=5)
+    (tmp_path / "refused.json").write_text(json.dumps(refused))
+    assert main(str(tmp_path / "refused.json")) == EXIT_INVALID_DATA
     message = json.loads(termination_log.read_text())
     assert message["reason"] == "InvalidData"
-    assert "global batch of 16" in message["message"] and "set gradient_accumulation_steps to 2" in message["message"]
-    assert sorted(checkpoint_steps(str(tmp_path / "out" / "checkpoints"))) == [ATTEMPTS[ONE_POD].stop_at]
+    assert "global batch of 16" in message["message"] and "whose product is 16" in message["message"]
+    assert sorted(checkpoint_steps(str(tmp_path / "refused" / "checkpoints"))) == [ATTEMPTS[ONE_POD].stop_at]
 
 
 def test_the_global_batch_change_names_the_accumulation_that_keeps_it():
     assert global_batch_change(16, batch_size=8, accumulation=2, ranks=1) is None
     assert global_batch_change(None, batch_size=8, accumulation=1, ranks=1) is None  # an older trainer's marker
-    assert "set gradient_accumulation_steps to 2" in global_batch_change(16, batch_size=8, accumulation=1, ranks=1)
-    assert "set gradient_accumulation_steps to 1" in global_batch_change(16, batch_size=8, accumulation=2, ranks=2)
+    assert "set hyperparameters.gradientAccumulationSteps to 2" in global_batch_change(
+        16, batch_size=8, accumulation=1, ranks=1
+    )
+    assert "set hyperparameters.gradientAccumulationSteps to 1" in global_batch_change(
+        16, batch_size=8, accumulation=2, ranks=2
+    )
     assert "whose product is 4" in global_batch_change(16, batch_size=8, accumulation=1, ranks=4)
-    assert "a number of ranks that divides 16" in global_batch_change(16, batch_size=8, accumulation=1, ranks=3)
+    assert "(nodes x processes per node) that divides 16" in global_batch_change(16, batch_size=8, accumulation=1, ranks=3)
+
+
+def test_a_resume_accumulates_to_keep_the_checkpoints_global_batch():
+    assert accumulation_keeping(16, batch_size=8, accumulation=1, ranks=1) == 2  # 2 ranks -> 1
+    assert accumulation_keeping(16, batch_size=8, accumulation=2, ranks=2) == 1  # 1 rank -> 2
+    assert accumulation_keeping(16, batch_size=8, accumulation=2, ranks=1) is None  # already kept
+    assert accumulation_keeping(16, batch_size=5, accumulation=1, ranks=1) is None  # impossible: refused in train()
+    assert accumulation_keeping(None, batch_size=8, accumulation=1, ranks=3) is None  # an older trainer's marker

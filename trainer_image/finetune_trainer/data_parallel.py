@@ -70,21 +70,33 @@ def agreed(divides_votes: int, ignores_votes: int) -> bool:
     return divides_votes > 0 and ignores_votes == 0
 
 
+def accumulation_keeping(saved: int | None, batch_size: int, accumulation: int, ranks: int) -> int | None:
+    """The gradient accumulation with which this run keeps the global batch `saved` of the checkpoint it
+    resumes, when that needs another accumulation than its own and one exists; else None. Pure.
+
+    A job recreated on another number of nodes keeps its spec's per-process batch, so its global batch
+    would change with the ranks; as DeepSpeed's elasticity does, the resume keeps the checkpoint's global
+    batch (and so its steps, epochs and learning-rate schedule) by accumulating more or fewer micro-batches."""
+    if saved is None or saved == batch_size * accumulation * ranks or saved % (batch_size * ranks):
+        return None
+    return saved // (batch_size * ranks)
+
+
 def global_batch_change(saved: int | None, batch_size: int, accumulation: int, ranks: int) -> str | None:
     """Why this run cannot resume a checkpoint trained with a global batch of `saved`, or None when it can. Pure."""
     current = batch_size * accumulation * ranks
     if saved is None or saved == current:
         return None
     if saved % (batch_size * ranks) == 0:
-        fix = f"set gradient_accumulation_steps to {saved // (batch_size * ranks)}"
+        fix = f"set hyperparameters.gradientAccumulationSteps to {saved // (batch_size * ranks)}"
     elif saved % ranks == 0:
-        fix = f"choose batch_size and gradient_accumulation_steps whose product is {saved // ranks}"
+        fix = f"choose hyperparameters.batchSize and gradientAccumulationSteps whose product is {saved // ranks}"
     else:
-        fix = f"resume on a number of ranks that divides {saved}"
+        fix = f"resume on a number of ranks (nodes x processes per node) that divides {saved}"
     return (
-        f"the checkpoint was trained with a global batch of {saved} (batch_size x gradient_accumulation_steps x "
+        f"the checkpoint was trained with a global batch of {saved} (batchSize x gradientAccumulationSteps x "
         f"ranks) and this run's is {current} ({batch_size} x {accumulation} x {ranks}): resuming it would train "
-        f"some samples twice and skip others; {fix}, or give another output_uri to start afresh"
+        f"some samples twice and skip others; {fix}, or give another output uri to start afresh"
     )
 
 

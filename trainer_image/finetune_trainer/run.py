@@ -23,9 +23,10 @@ from finetune_trainer.checkpoints import (
     GracefulStop,
     NoDuplicateFinalCheckpoint,
     newest_complete_checkpoint,
+    recorded_global_batch,
     remove_incomplete_checkpoints,
 )
-from finetune_trainer.data_parallel import data_parallel_trainer
+from finetune_trainer.data_parallel import accumulation_keeping, data_parallel_trainer
 from finetune_trainer.errors import (
     EXIT_OK,
     EXIT_PREEMPTED,
@@ -300,6 +301,10 @@ def _run(config_path: str) -> int:
         precision, why = choose_precision(run_args.precision, cuda, cuda and torch.cuda.is_bf16_supported())
         logger.info("precision %s (%s)", precision, why)
 
+        # A resume on another number of ranks keeps the checkpoint's global batch (data_parallel.py).
+        if resume_from:
+            _keep_global_batch(run_args, resume_from)
+
         # Training arguments and callbacks.
         trainer = build_trainer(setup, model, run_args, checkpoints_dir, stop, precision=precision, use_cpu=not cuda)
 
@@ -339,6 +344,24 @@ def _run(config_path: str) -> int:
         return EXIT_OK
     finally:
         stop.uninstall()
+
+
+def _keep_global_batch(run_args, resume_from: str) -> None:
+    ranks = int(os.environ.get("WORLD_SIZE") or 1)
+    saved = recorded_global_batch(resume_from)
+    accumulation = accumulation_keeping(saved, run_args.batch_size, run_args.gradient_accumulation_steps, ranks)
+    if accumulation is not None:
+        logger.warning(
+            "%s was trained with a global batch of %d; on %d rank(s) of batch %d, gradient accumulation %d (not %d) "
+            "keeps it, and with it the steps, epochs and learning-rate schedule",
+            resume_from,
+            saved,
+            ranks,
+            run_args.batch_size,
+            accumulation,
+            run_args.gradient_accumulation_steps,
+        )
+        run_args.gradient_accumulation_steps = accumulation
 
 
 def _wait_for_own_sigterm(seconds: float) -> None:
