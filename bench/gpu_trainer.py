@@ -11,6 +11,15 @@ model FLOPs utilisation = achieved FLOP/s / the card's dense bf16 peak. Training
 6N for full fine-tuning, 4N with LoRA (no weight gradients for the frozen N), plus 12*L*S*d for
 attention (L layers, S sequence length, d width). Prints the card's name with every number.
 One summary line per workload, the ratio ours/plain last; exits non-zero below TARGET_RATIO.
+
+Multi-GPU case (after the 1-GPU comparisons, ours only): each workload trained by our trainer as 1
+process on one GPU and as one process per visible GPU on one node (torchrun, started as a pod starts it,
+with the operator's PET_* variables), the same global batch on both (per GPU: batch / GPUs), dropout off.
+Reports steady-state samples/s of both (from the trainer's progress reports: steps 2..N, start-up and the
+first step excluded; see bench/trainer_data_parallel.py), the scaling ratio N-GPUs/1-GPU (informational,
+ideal N) and the final train loss of both, which must agree within 5% (exit 1 otherwise). Skipped, with
+a message, when fewer than 2 GPUs are visible. The 1-GPU cases above run with CUDA_VISIBLE_DEVICES set to
+the first visible GPU: one process that sees several GPUs would get DataParallel from the Trainer.
 --smoke: tiny sizes that run on a CPU in seconds (the test suite runs it; the target is not checked).
 Run: python bench/gpu_trainer.py [--steps 60] | python bench/gpu_trainer.py --smoke
 """
@@ -22,13 +31,22 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from trainer_throughput import step_timer  # noqa: E402 (needs HF_HUB_OFFLINE first)
+from trainer_data_parallel import (  # noqa: E402 (needs HF_HUB_OFFLINE first)
+    LOSS_TOLERANCE,
+    ProgressReceiver,
+    loss_ratio,
+    run_trainer,
+    threads_per_rank,
+    usable_cores,
+)
+from trainer_throughput import step_timer  # noqa: E402
 
 TARGET_RATIO = 0.98
 SEED = 42
@@ -226,16 +244,12 @@ def plain_trainer(w: Workload, steps: int, bf16: bool, durations: list[float]) -
     ).train()
 
 
-def our_trainer(w: Workload, steps: int, bf16: bool, durations: list[float]) -> None:
-    import finetune_trainer.run as run
-    from finetune_trainer import main
-
-    out = tempfile.mkdtemp(prefix="ours-")
+def our_config(w: Workload, steps: int, bf16: bool) -> dict:
+    """Our trainer's config for a workload (without output_uri); batch_size is per process."""
     config = dict(
         task=w.task,
         model_uri=w.model_dir,
         train_uri=w.train_csv,
-        output_uri=out,
         columns=w.columns,
         max_steps=steps,
         batch_size=w.batch_size,
@@ -255,8 +269,16 @@ def our_trainer(w: Workload, steps: int, bf16: bool, durations: list[float]) -> 
             lora_dropout=LORA["dropout"],
             lora_target_modules=LORA["targets"],
         )
+    return config
+
+
+def our_trainer(w: Workload, steps: int, bf16: bool, durations: list[float]) -> None:
+    import finetune_trainer.run as run
+    from finetune_trainer import main
+
+    out = tempfile.mkdtemp(prefix="ours-")
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(config, f)
+        json.dump({**our_config(w, steps, bf16), "output_uri": out}, f)
     assemble = run.assemble_callbacks
     run.assemble_callbacks = lambda *a: assemble(*a) + [step_timer(durations)]  # the same timer as the plain side
     try:
@@ -292,6 +314,67 @@ def compare(
     return line, ratio
 
 
+def visible_gpus() -> int:
+    """The CUDA devices a new process sees, counted in a child: CUDA reads CUDA_VISIBLE_DEVICES once per
+    process, so this one can still be pinned to one GPU afterwards."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[-1])
+
+
+def gpu_list(environ, gpus: int) -> tuple[str, str]:
+    """(the first visible GPU, all visible GPUs) as CUDA_VISIBLE_DEVICES values."""
+    listed = [d.strip() for d in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    every = listed[:gpus] if listed else [str(i) for i in range(gpus)]
+    return every[0], ",".join(every)
+
+
+def multi_gpu_case(
+    w: Workload, steps: int, bf16: bool, device: str, gpus: int, visible: tuple[str, str], folder: str
+) -> tuple[list[str], bool]:
+    """Our trainer on 1 GPU vs torchrun on all `gpus`, same global batch: (summary lines, losses agree)."""
+    name = f"gpu_trainer multi-GPU {w.name}"
+    if w.batch_size % gpus:
+        return [
+            f"{name}: skipped: batch {w.batch_size} does not split over {gpus} GPUs (pass a batch size they divide)"
+        ], True
+    # Dropout off: both sides compute the same function. A log at step 10 or earlier: a final loss to compare.
+    config = {**our_config(w, steps, bf16), "dropout": 0.0, "logging_steps": min(10, steps)}
+    if w.lora:
+        config["lora_dropout"] = 0.0
+    cores = usable_cores()
+    results = {}
+    with ProgressReceiver() as receiver:
+        for ranks, devices in ((1, visible[0]), (gpus, visible[1])):
+            results[ranks] = run_trainer(
+                {**config, "batch_size": w.batch_size // ranks},
+                folder,
+                f"{w.task}-{ranks}gpu",
+                receiver,
+                ranks=ranks,
+                threads=threads_per_rank(cores, ranks),
+                env={"CUDA_VISIBLE_DEVICES": devices},
+            )
+    one, many = results[1], results[gpus]
+    scaling = many.steady / one.steady
+    losses = loss_ratio([one], [many])
+    agree = abs(losses - 1.0) <= LOSS_TOLERANCE
+    label = f"{gpus}-GPUs/1-GPU"
+    shape = f"{'bf16' if bf16 else 'fp32'}, global batch {w.batch_size} = {gpus} x {w.batch_size // gpus}"
+    return [
+        f"{name} on {gpus} x {device} ({shape}, {w.seq_len} tokens, {steps} steps):"
+        f" 1 GPU {one.steady:.1f} samples/s, {gpus} GPUs {many.steady:.1f} samples/s steady-state"
+        f" (whole train(): {one.whole:.1f} vs {many.whole:.1f}), efficiency {scaling / gpus:.0%};"
+        f" ratio {label}: {scaling:.3f} (informational, ideal {gpus})",
+        f"{name} final train loss: 1 GPU {one.loss:.4f}, {gpus} GPUs {many.loss:.4f}; loss ratio {label}:"
+        f" {losses:.4f} ({'agree' if agree else 'DISAGREE'}: must be within {LOSS_TOLERANCE:.0%})",
+    ], agree
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, runs on CPU; the target is not checked")
@@ -302,6 +385,11 @@ def main() -> int:
     parser.add_argument("--lm-seq-len", type=int, default=512)
     parser.add_argument("--lm-batch-size", type=int, default=16)
     args = parser.parse_args()
+    gpus = visible_gpus()
+    visible = gpu_list(os.environ, gpus) if gpus else ("", "")
+    if gpus > 1:
+        # The Trainer wraps a model in DataParallel when one process sees several GPUs: the 1-GPU cases see one.
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible[0]
     import torch
 
     cuda = torch.cuda.is_available()
@@ -330,7 +418,19 @@ def main() -> int:
             line, ratio = compare(workload, args.steps, args.repeats, bf16, device, peak, warm_up=not args.smoke)
             print(line + (" (smoke: target not checked)" if args.smoke else f" (target >= {TARGET_RATIO})"), flush=True)
             missed |= ratio < TARGET_RATIO
-    return 1 if missed and not args.smoke else 0
+        disagree = False
+        if gpus < 2:
+            print(
+                f"gpu_trainer multi-GPU: skipped: {gpus} GPU(s) visible; the case needs 2 or more"
+                " (torchrun on one node, one process per GPU)",
+                flush=True,
+            )
+        else:
+            for workload in workloads:
+                lines, agree = multi_gpu_case(workload, args.steps, bf16, device, gpus, visible, folder)
+                print("\n".join(lines), flush=True)
+                disagree |= not agree
+    return 1 if disagree or (missed and not args.smoke) else 0
 
 
 if __name__ == "__main__":

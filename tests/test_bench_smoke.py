@@ -17,7 +17,7 @@ import yaml
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
-from gpu_trainer import peak_bf16_tflops, train_flops_per_token  # noqa: E402
+from gpu_trainer import gpu_list, peak_bf16_tflops, train_flops_per_token  # noqa: E402
 from operator_progress_path import step_in_metrics  # noqa: E402
 from operator_reconcile import rounds_for  # noqa: E402
 from operator_sandbox import (  # noqa: E402
@@ -32,22 +32,30 @@ from operator_sandbox import (  # noqa: E402
 )
 from operator_scale import per_job_breakdown  # noqa: E402
 from search_quality import early_stopping_savings, smoke_variant, validation_loss, with_epochs  # noqa: E402
+from trainer_data_parallel import RunResult, loss_ratio, steady_samples_per_second, threads_per_rank  # noqa: E402
 
 
-def run_bench(script: str, *args: str, timeout: float = 240) -> list[str]:
-    """Run a benchmark; return its summary lines. Exit 1 means "target missed", so only a crash fails."""
+def run_bench_output(
+    script: str, *args: str, timeout: float = 240, exit_codes: tuple[int, ...] = (0, 1)
+) -> tuple[str, list[str]]:
+    """Run a benchmark; return its stdout and summary lines. Exit 1 means "target missed", so by default
+    only a crash fails; a correctness check that exits 1 passes exit_codes=(0,)."""
     result = subprocess.run(
         [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=timeout, cwd=BENCH.parent
     )
     output = result.stdout + result.stderr
-    assert result.returncode in (0, 1) and "Traceback" not in output, (
-        f"{script} crashed ({result.returncode}):\n{output[-4000:]}"
+    assert result.returncode in exit_codes and "Traceback" not in output, (
+        f"{script} exited {result.returncode}:\n{output[-4000:]}"
     )
     lines = [line for line in result.stdout.splitlines() if re.search(r"ratio [^:]+: [0-9.]+", line)]
     assert lines, f"{script} printed no summary line:\n{output[-4000:]}"
     for line in lines:
         assert re.search(r"ratio [^:]+: [0-9.]+( \([^)]*\))?$", line), f"the ratio is not last in: {line}"
-    return lines
+    return result.stdout, lines
+
+
+def run_bench(script: str, *args: str, timeout: float = 240) -> list[str]:
+    return run_bench_output(script, *args, timeout=timeout)[1]
 
 
 def test_reconcile_benchmark_runs_both_operators_and_the_job_first_baseline() -> None:
@@ -161,12 +169,47 @@ def test_progress_path_benchmark_times_status_and_metrics() -> None:
 
 @pytest.mark.slow
 def test_gpu_benchmark_smoke_runs_on_cpu() -> None:
-    lines = run_bench("gpu_trainer.py", "--smoke", timeout=600)
+    stdout, lines = run_bench_output("gpu_trainer.py", "--smoke", timeout=600)
     assert [line.split(" on ")[0] for line in lines] == [
         "gpu_trainer classification MiniLM-L6 full",
         "gpu_trainer causal-lm GPT-2-tiny LoRA",
     ]
     assert all("on CPU (fp32" in line and "smoke: target not checked" in line for line in lines)
+    assert "gpu_trainer multi-GPU: skipped: 0 GPU(s) visible; the case needs 2 or more" in stdout
+
+
+def test_the_multi_gpu_case_pins_the_first_visible_gpu_and_launches_on_all() -> None:
+    assert gpu_list({}, 4) == ("0", "0,1,2,3")
+    assert gpu_list({"CUDA_VISIBLE_DEVICES": "3, 5"}, 2) == ("3", "3,5")
+    assert gpu_list({"CUDA_VISIBLE_DEVICES": "GPU-a1,GPU-b2"}, 2) == ("GPU-a1", "GPU-a1,GPU-b2")
+
+
+@pytest.mark.slow
+def test_data_parallel_benchmark_compares_two_ranks_with_one_process_and_their_losses() -> None:
+    throughput, loss = run_bench_output("trainer_data_parallel.py", "--smoke", timeout=240, exit_codes=(0,))[1]
+    assert throughput.startswith("data parallel tiny BERT on ") and "1 process " in throughput, throughput
+    assert "ratio 2-ranks/1-rank: " in throughput and throughput.endswith("(informational, load-dependent)")
+    assert loss.startswith("data parallel tiny BERT final train loss: 1 process "), loss
+    assert loss.endswith("(agree: must be within 5%)"), loss
+
+
+def test_threads_are_split_between_the_ranks() -> None:
+    assert [threads_per_rank(2, ranks) for ranks in (1, 2, 4)] == [2, 1, 1]
+    assert threads_per_rank(16, 8) == 2
+
+
+def test_steady_throughput_counts_the_steps_after_the_first() -> None:
+    report = {"step": 11, "firstStepTime": "2026-12-07T08:00:00.000Z", "time": "2026-12-07T08:00:05.000Z"}
+    assert steady_samples_per_second(report, 16) == pytest.approx(10 * 16 / 5.0)
+
+
+def test_the_loss_ratio_is_the_pair_furthest_from_agreement() -> None:
+    def run(loss: float) -> RunResult:
+        return RunResult("r", 1, 1, steady=1.0, whole=1.0, loss=loss, train_runtime=1.0, wall=1.0, load_average=0.0)
+
+    assert loss_ratio([run(0.5)], [run(0.5)]) == 1.0
+    assert loss_ratio([run(0.5), run(0.4)], [run(0.5)]) == pytest.approx(1.25)
+    assert loss_ratio([run(0.5)], [run(0.49), run(0.45)]) == pytest.approx(0.9)
 
 
 def test_search_benchmark_smoke_compares_the_search_with_the_default_job() -> None:
