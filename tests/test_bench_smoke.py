@@ -17,6 +17,7 @@ import yaml
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
+from gang_restart import steps_redone, verdict  # noqa: E402
 from gpu_trainer import gpu_list, peak_bf16_tflops, train_flops_per_token  # noqa: E402
 from operator_progress_path import step_in_metrics  # noqa: E402
 from operator_reconcile import rounds_for  # noqa: E402
@@ -364,3 +365,16 @@ def test_validation_loss_reads_a_search_or_a_plain_job_status() -> None:
     assert validation_loss({"metrics": {"eval_loss": 0.2}, "progress": {"evalLoss": 0.5}}) == 0.2
     assert validation_loss({"progress": {"evalLoss": 0.5}}) == 0.5
     assert validation_loss({}) is None
+
+
+def test_gang_restart_benchmark_times_a_restart_against_the_cold_start() -> None:
+    stdout, [line] = run_bench_output("gang_restart.py", "--steps", "600", timeout=600)
+    assert line.startswith("gang restart ") and "cold start" in stdout
+    assert re.search(r"resumed from \d+: \d+ steps redone", stdout), stdout
+    assert "restarts 1, last: rank 1 TrainerCrashed" in stdout, stdout
+
+
+def test_gang_restart_target_is_time_and_steps_redone() -> None:
+    assert steps_redone(120, 100) == 20 and steps_redone(100, 100) == 0
+    assert verdict(59.0, 50, 50) == ("target (training again <= 60 s, <= 50 steps redone): met", False)
+    assert verdict(61.0, 0, 50)[1] and verdict(10.0, 51, 50)[1]
