@@ -3,9 +3,9 @@ with gloo, run through torchrun to Succeeded; rank 0 alone reports progress, wri
 termination message with metrics; `ftjob logs NAME --rank N` shows rank N's log.
 
 1 node x 2 processes is `gpusPerNode: 2` on the sandbox's fake GPUs: one process per GPU, and with no CUDA
-the trainer trains on CPU. Each shape runs one small job for the whole module; the two run one after the
-other: every pod of the sandbox listens on 127.0.0.1 and every multi-rank job's rendezvous is port 29500, so
-two multi-rank jobs at once collide (one of them restarts until the other is done).
+the trainer trains on CPU. Each shape runs one small job for the whole module. The last test runs two
+multi-rank jobs at once: every pod of the sandbox is 127.0.0.1, so the sandbox's kubelet gives each job's
+rendezvous a port of its own, as each rank-0 pod has its own IP on a cluster.
 """
 
 from __future__ import annotations
@@ -172,3 +172,18 @@ def test_ftjob_logs_shows_rank_0_by_default_and_rank_1_with_rank_1(run: Run) -> 
     beyond = ftjob(run, "logs", NAME, "--rank", "2")
     assert beyond.returncode == 2
     assert "rank 2 is not one of this job's ranks 0-1" in beyond.stderr, beyond.stderr
+
+
+def test_two_multi_rank_jobs_at_once_each_meet_at_their_own_rendezvous(cluster: Cluster, team: str) -> None:
+    # On a cluster each rank-0 pod has its own IP and both listen on 29500; in the sandbox every pod is
+    # 127.0.0.1, so the kubelet gives each job's rendezvous a port of its own (kubelet/env.py sandbox_env).
+    # Without it the second job's ranks met the first job's store and were restarted until it finished.
+    names = ("pair-a", "pair-b")
+    for name in names:
+        cluster.apply(
+            finetunejob(name, team, resources=SHAPES["2-nodes-x-1-process"], hyperparameters={"maxSteps": 30})
+        )
+    for name in names:
+        status = cluster.wait_phase(team, name, "Succeeded", "Failed", timeout=300)
+        assert status["phase"] == "Succeeded", status
+        assert status["retries"] == 0 and not status.get("restarts"), status

@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 
 import pytest
-from finetune_sandbox.kubelet.env import EnvError, expand_references, resolve_env, rewrite_cluster_dns
+from finetune_sandbox.kubelet.env import EnvError, expand_references, resolve_env, rewrite_cluster_dns, sandbox_env
 from finetune_sandbox.kubelet.process_runtime import is_bad_image, is_python
 from finetune_sandbox.kubelet.status import (
     ContainerRun,
@@ -294,3 +294,17 @@ def test_running_pod_is_ready():
         "ContainersReady": "True",
         "Ready": "True",
     }
+
+
+def test_each_jobs_rendezvous_gets_its_own_port_on_the_shared_host():
+    # Every sandbox pod is 127.0.0.1: two jobs' rank 0s cannot both listen on 29500, as they do on a cluster.
+    def env(job: str) -> dict[str, str]:
+        address = f"{job}-0.{job}.ns.svc"
+        return {"MASTER_ADDR": address, "MASTER_PORT": "29500", "PET_MASTER_ADDR": address, "PET_MASTER_PORT": "29500"}
+
+    first, again, other = sandbox_env(env("a")), sandbox_env(env("a")), sandbox_env(env("b"))
+    assert first["MASTER_ADDR"] == first["PET_MASTER_ADDR"] == "127.0.0.1"
+    assert first == again and first["MASTER_PORT"] == first["PET_MASTER_PORT"]  # every rank of a job agrees
+    assert first["MASTER_PORT"] != other["MASTER_PORT"] and 20000 <= int(first["MASTER_PORT"]) < 32000
+    # An address that is not a cluster name (a local run) keeps its port.
+    assert sandbox_env({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"})["MASTER_PORT"] == "29500"

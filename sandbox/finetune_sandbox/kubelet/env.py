@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 
@@ -61,6 +62,29 @@ def expand_references(text: str, env: dict[str, str]) -> str:
 def rewrite_cluster_dns(value: str) -> str:
     """Point in-cluster DNS names (e.g. MASTER_ADDR=job-0.job.ns.svc) at the sandbox host."""
     return _CLUSTER_DNS.sub(SANDBOX_IP, value)
+
+
+# Rendezvous (address, port) pairs the torch launchers read (docs/pod-contract.md).
+_RENDEZVOUS = (("MASTER_ADDR", "MASTER_PORT"), ("PET_MASTER_ADDR", "PET_MASTER_PORT"))
+# Ports a rendezvous moves to on this host: below the Linux ephemeral range (32768+), above the usual services.
+_RENDEZVOUS_PORTS = range(20000, 32000)
+
+
+def sandbox_env(env: dict[str, str]) -> dict[str, str]:
+    """The container's env as it must be on this one host: cluster DNS names point here, and a rendezvous
+    at a cluster DNS name gets a port of its own.
+
+    On a cluster every pod has its own IP, so two jobs' rank-0 pods both listen on port 29500. Here every pod
+    shares 127.0.0.1 (and torch's TCPStore listens on all addresses), so two multi-rank jobs at once would
+    meet at each other's store. The port becomes a function of the name and the port: the same for every rank
+    of one job, different for two jobs (a 1-in-12000 chance of a clash, per pair)."""
+    out = {key: rewrite_cluster_dns(value) for key, value in env.items()}
+    for address, port in _RENDEZVOUS:
+        name, number = env.get(address, ""), env.get(port, "")
+        if _CLUSTER_DNS.fullmatch(name) and number.isdigit():
+            digest = int.from_bytes(hashlib.sha256(f"{name}:{number}".encode()).digest()[:4], "big")
+            out[port] = str(_RENDEZVOUS_PORTS[digest % len(_RENDEZVOUS_PORTS)])
+    return out
 
 
 def resolve_env(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .env import resolve_env, rewrite_cluster_dns
+from .env import resolve_env, sandbox_env
 from .image_runtime.buildah import WORKING_CONTAINER_PREFIX, BuildahError, WorkingContainer
 from .image_runtime.command import host_env, launch_argv
 from .image_runtime.filesystem import apply_volume_ownership, image_accounts, readlink_or_none
@@ -102,7 +102,7 @@ class PodRuntime:
             if not mount.local_path.exists():
                 mount.local_path.mkdir(parents=True, exist_ok=True)
         env = resolve_env(spec, pod, configmaps, secrets)
-        env = {key: rewrite_cluster_dns(value) for key, value in env.items()}
+        env = sandbox_env(env)
         message_file = self.dir / "termination" / name
         message_file.parent.mkdir(parents=True, exist_ok=True)
         message_file.write_bytes(b"")
