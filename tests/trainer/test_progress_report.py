@@ -99,6 +99,15 @@ def test_eval_metrics_keep_numeric_schema_names_eval_loss_first_and_at_most_32()
     assert {"epoch", "eval_label", "eval runtime", "eval_nan", "eval_flag"}.isdisjoint(picked)
 
 
+def test_eval_metrics_leave_out_the_evaluations_timings():
+    timings = {"eval_runtime": 0.26, "eval_samples_per_second": 61.1, "eval_steps_per_second": 7.6}
+    timings["eval_model_preparation_time"] = 0.0009
+    assert eval_metrics_from({"eval_loss": 0.69, "eval_accuracy": 0.44, **timings}) == {
+        "eval_loss": 0.69,
+        "eval_accuracy": 0.44,
+    }
+
+
 def test_eval_metrics_accept_numpy_scalars():
     np = pytest.importorskip("numpy")
     assert eval_metrics_from({"eval_f1": np.float32(0.5)}) == {"eval_f1": 0.5}

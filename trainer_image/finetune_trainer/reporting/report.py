@@ -56,15 +56,23 @@ def rfc3339(unix_time: float) -> str:
     return datetime.fromtimestamp(unix_time, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Trainer's timings of an evaluation, not metrics of the model.
+TIMING_SUFFIXES = ("_runtime", "_per_second", "_model_preparation_time")
+
+
 def eval_metrics_from(metrics: Mapping | None) -> dict[str, float]:
     """The numeric, finite evaluation results under names the schema admits, eval_loss first.
 
-    `epoch` is left out: Trainer adds it to the evaluation dict, and the report carries it already.
+    `epoch` is left out: Trainer adds it to the evaluation dict, and the report carries it already. So are
+    Trainer's timings of the evaluation (`eval_runtime`, `eval_*_per_second`, `eval_model_preparation_time`):
+    they say how fast the machine was, not how good the model is, and would crowd out real metrics.
     """
     picked = {}
     for key, value in (metrics or {}).items():
         number = finite_number(value)
-        if key != "epoch" and number is not None and isinstance(key, str) and EVAL_KEY.match(key):
+        if key == "epoch" or not isinstance(key, str) or key.endswith(TIMING_SUFFIXES):
+            continue
+        if number is not None and EVAL_KEY.match(key):
             picked[key] = number
     ordered = sorted(picked, key=lambda k: k != "eval_loss")  # stable: keeps the given order otherwise
     return {key: picked[key] for key in ordered[:MAX_EVAL_METRICS]}
