@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import typing
 
-from finetune_operator import reasons
-from finetune_operator.builders.job import pod_failure_policy
-from finetune_operator.failure import _reported_failure
+from finetune_operator import gang, reasons
+from finetune_operator.builders.job import gang_pod_failure_policy, pod_failure_policy
+from finetune_operator.failure import _reported_failure, pod_failure
 from finetune_operator.progress import report as operator_report
 from finetune_operator.termination import _metrics_of
 from finetune_trainer import errors
@@ -34,6 +34,15 @@ TRAINER_FAILURES = [
     DistBackendError("watchdog caught collective operation timeout"),
     RuntimeError("Read error [10.0.0.7]:29500: Connection reset by peer"),
     ValueError("a bug"),
+    errors.StorageAccessDenied(
+        "model s3://b/m: refused (InvalidAccessKeyId)", uri="s3://b/m", code="InvalidAccessKeyId"
+    ),
+    errors.StorageNotFound("model s3://b/m: not found (NoSuchBucket)", uri="s3://b/m", code="NoSuchBucket"),
+    errors.StorageUnavailable("output s3://b/o: unavailable (SlowDown)", uri="s3://b/o", code="SlowDown"),
+    errors.StorageRequestRejected(
+        "data s3://b/d: rejected (PermanentRedirect)", uri="s3://b/d", code="PermanentRedirect"
+    ),
+    errors.HubUnreachable("model hf://org/m: the Hub cannot be reached", uri="hf://org/m"),
 ]
 # The reasons of a rank that stopped on SIGTERM, or because another rank did.
 STOP_REASONS = [errors.STOPPED, errors.STOPPED_BY_PEER, errors.PEER_LOST]
@@ -53,9 +62,54 @@ def test_each_exit_code_the_trainer_uses_means_the_same_reason_to_the_operator()
     assert errors.EXIT_COMMUNICATION_TIMEOUT == reasons.EXIT_COMMUNICATION_TIMEOUT
 
 
-def test_the_jobs_failure_policy_fails_at_once_on_the_trainers_invalid_data_code():
-    fail_job = [rule for rule in pod_failure_policy()["rules"] if rule["action"] == "FailJob"]
-    assert any(errors.EXIT_INVALID_DATA in rule["onExitCodes"]["values"] for rule in fail_job if "onExitCodes" in rule)
+def test_every_failure_class_of_the_trainer_has_its_exit_code_reason_and_hint_on_the_operators_side():
+    operator_codes = {reason: code for code, reason in reasons.EXIT_CODE_REASONS.items()}
+    for failure in errors.KNOWN_FAILURES:
+        assert operator_codes.get(failure.reason) == failure.exit_code, failure.reason
+        assert failure.reason in reasons.FAILURE_HINTS, f"no hint tells a user what to do about {failure.reason}"
+    assert errors.EXIT_CODES_BY_REASON == {f.reason: f.exit_code for f in errors.KNOWN_FAILURES}
+    assert len(set(errors.EXIT_CODES_BY_REASON.values())) == len(errors.KNOWN_FAILURES), "one code per reason"
+
+
+def test_what_the_trainer_calls_final_is_what_the_operator_never_retries():
+    final = {f.reason for f in errors.KNOWN_FAILURES if f.final}
+    assert final == set(reasons.FINAL_TRAINER_REASONS) == set(gang.FINAL_REASONS)
+    assert errors.StorageUnavailable.reason not in final, "the next attempt may reach the store"
+    assert errors.FINAL_EXIT_CODES == reasons.FINAL_EXIT_CODES
+    rules = pod_failure_policy()["rules"]
+    fail_job = [r["onExitCodes"]["values"] for r in rules if r["action"] == "FailJob" and "onExitCodes" in r]
+    count = [r["onExitCodes"]["values"] for r in rules if r["action"] == "Count"]
+    assert fail_job == [list(errors.FINAL_EXIT_CODES)]
+    assert count == [[0, *errors.FINAL_EXIT_CODES]], "every other non-zero code, StorageUnavailable's too, counts"
+    assert errors.EXIT_STORAGE_UNAVAILABLE not in fail_job[0]
+    # Several ranks: any failure ends the attempt, and gang.py decides whether to restart (FINAL_REASONS above).
+    gang_rules = gang_pod_failure_policy()["rules"]
+    assert {"containerName": "trainer", "operator": "NotIn", "values": [0]} in [
+        r.get("onExitCodes") for r in gang_rules
+    ]
+
+
+def _failed_pod(exit_code: int, message: str | None) -> dict:
+    terminated = {"exitCode": exit_code, "reason": "Error", "finishedAt": "2026-12-07T12:00:00Z"}
+    if message is not None:
+        terminated["message"] = message
+    return {
+        "metadata": {"name": "ft-0-abcde"},
+        "status": {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {"terminated": terminated}}]},
+    }
+
+
+def test_a_storage_failure_the_trainer_reports_reads_back_with_its_uri_code_and_the_operators_hint():
+    for failure in TRAINER_FAILURES:
+        if not isinstance(failure, errors.StorageFailure):
+            continue
+        code, reason = errors.classify_exception(failure)
+        read = pod_failure(_failed_pod(code, errors.termination_message(reason, str(failure))))
+        assert (read.reason, read.exit_code) == (reason, code)
+        assert read.message.startswith(str(failure)) and failure.uri in read.message
+        assert read.message.endswith(reasons.FAILURE_HINTS[reason])
+        # Without its termination message (a lost log file), the exit code alone still names the reason.
+        assert pod_failure(_failed_pod(code, None)).reason == reason
 
 
 @given(

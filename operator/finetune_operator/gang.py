@@ -24,7 +24,7 @@ from .spec import FineTuneJobSpec
 
 COMPLETION_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
 # Failures no restart can fix.
-FINAL_REASONS = (r.INVALID_DATA,)
+FINAL_REASONS = r.FINAL_TRAINER_REASONS
 # The Job controller names the pod whose failure matched a FailJob rule: "Container trainer for pod NS/NAME
 # failed with exit code 143 matching FailJob rule at index 1", "Pod NS/NAME has condition DisruptionTarget ...".
 _POLICY_POD = re.compile(r"\bpod ([a-z0-9.-]+)/([a-z0-9.-]+)", re.IGNORECASE)

@@ -84,6 +84,12 @@ COMMUNICATION_TIMEOUT = "CommunicationTimeout"
 PREEMPTED = "Preempted"
 NODE_LOST = "NodeLost"
 TRAINER_CRASHED = "TrainerCrashed"
+# Object storage (s3://) and the Hugging Face Hub, as the trainer reports them (docs/storage.md).
+STORAGE_ACCESS_DENIED = "StorageAccessDenied"
+STORAGE_NOT_FOUND = "StorageNotFound"
+STORAGE_UNAVAILABLE = "StorageUnavailable"
+STORAGE_REQUEST_REJECTED = "StorageRequestRejected"
+HUB_UNREACHABLE = "HubUnreachable"
 # The trainer got SIGTERM without a disruption (its pod deleted, its node shut down) and saved a checkpoint.
 STOPPED = "Stopped"
 # The reasons a rank's trainer gives when another rank caused its end (docs/pod-contract.md): never the
@@ -112,6 +118,11 @@ FAILURE_REASONS = (
     PREEMPTED,
     NODE_LOST,
     TRAINER_CRASHED,
+    STORAGE_ACCESS_DENIED,
+    STORAGE_NOT_FOUND,
+    STORAGE_UNAVAILABLE,
+    STORAGE_REQUEST_REJECTED,
+    HUB_UNREACHABLE,
     STOPPED,
     STOPPED_BY_PEER,
     PEER_LOST,
@@ -128,17 +139,49 @@ SPEC_REFUSALS = (INVALID_SPEC, FORBIDDEN)
 EXIT_INVALID_DATA = 3
 EXIT_OUT_OF_MEMORY = 4
 EXIT_COMMUNICATION_TIMEOUT = 5
+EXIT_STORAGE_ACCESS_DENIED = 6
+EXIT_STORAGE_NOT_FOUND = 7
+EXIT_STORAGE_UNAVAILABLE = 8
+EXIT_STORAGE_REQUEST_REJECTED = 9
+EXIT_HUB_UNREACHABLE = 10
 EXIT_CODE_REASONS = {
     EXIT_INVALID_DATA: INVALID_DATA,
     EXIT_OUT_OF_MEMORY: OUT_OF_MEMORY,
     EXIT_COMMUNICATION_TIMEOUT: COMMUNICATION_TIMEOUT,
+    EXIT_STORAGE_ACCESS_DENIED: STORAGE_ACCESS_DENIED,
+    EXIT_STORAGE_NOT_FOUND: STORAGE_NOT_FOUND,
+    EXIT_STORAGE_UNAVAILABLE: STORAGE_UNAVAILABLE,
+    EXIT_STORAGE_REQUEST_REJECTED: STORAGE_REQUEST_REJECTED,
+    EXIT_HUB_UNREACHABLE: HUB_UNREACHABLE,
 }
+# Trainer failures no retry can change: the Job's podFailurePolicy fails at once on their exit codes, and a
+# multi-rank job is not restarted for them (gang.py). StorageUnavailable is not one: the next attempt may work.
+FINAL_TRAINER_REASONS = (
+    INVALID_DATA,
+    STORAGE_ACCESS_DENIED,
+    STORAGE_NOT_FOUND,
+    STORAGE_REQUEST_REJECTED,
+    HUB_UNREACHABLE,
+)
+FINAL_EXIT_CODES = tuple(sorted(code for code, reason in EXIT_CODE_REASONS.items() if reason in FINAL_TRAINER_REASONS))
 
 # Hints appended to failure messages: what a user can do about it.
 FAILURE_HINTS = {
     OUT_OF_MEMORY: "reduce hyperparameters.batchSize, raise gradientAccumulationSteps, "
     "lower maxSeqLength or use method.type: lora",
     INVALID_DATA: "fix the dataset or model named above and recreate the job; retrying cannot help",
+    STORAGE_ACCESS_DENIED: "check the keys in the Secret named by spec.secrets.s3Credentials (AWS_ACCESS_KEY_ID, "
+    "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), the bucket's policy (reading needs s3:ListBucket and s3:GetObject, "
+    "writing s3:PutObject) and AWS_ENDPOINT_URL, then recreate the job; retrying cannot help",
+    STORAGE_NOT_FOUND: "fix the URI named above (bucket, key, Hub repo or revision) or create what it names, then "
+    "recreate the job; retrying cannot help",
+    STORAGE_UNAVAILABLE: "the object store throttled the trainer, failed or could not be reached even after the "
+    "trainer's retries; the job is retried up to runPolicy.backoffLimit. If it persists, check AWS_ENDPOINT_URL "
+    "and the network path from the cluster to the store",
+    STORAGE_REQUEST_REJECTED: "the object store refused the request for the reason named above (wrong region: set "
+    "AWS_DEFAULT_REGION; TLS: set AWS_CA_BUNDLE); fix it and recreate the job; retrying cannot help",
+    HUB_UNREACHABLE: "the cluster cannot reach the Hugging Face Hub: copy the model to a PVC or a bucket and set "
+    "model.source to pvc://CLAIM/PATH or s3://BUCKET/PREFIX, or set HF_ENDPOINT in spec.env to a Hub mirror",
     IMAGE_PULL_FAILED: "check spec.image and the cluster's pull secrets",
     CONFIG_ERROR: "create the Secret or ConfigMap named above in the job's own namespace "
     "(spec.secrets and spec.env valueFrom never reach other namespaces), or fix the reference",

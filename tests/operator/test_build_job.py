@@ -88,13 +88,16 @@ def test_queue_name_suspends_the_job_and_labels_it_for_kueue():
     assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a-queue"
 
 
-def test_pod_failure_policy_fails_fast_on_bad_data_and_ignores_disruptions():
+def test_pod_failure_policy_fails_fast_on_final_failures_and_ignores_disruptions():
     job = _job()
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert [rule["action"] for rule in rules] == ["FailJob", "Ignore", "Count"]
-    assert rules[0]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [3]}
+    # InvalidData 3, StorageAccessDenied 6, StorageNotFound 7, StorageRequestRejected 9, HubUnreachable 10: a
+    # retry meets the same answer. StorageUnavailable 8 counts: the next attempt may reach the store.
+    # The API wants the values sorted and without duplicates.
+    assert rules[0]["onExitCodes"] == {"containerName": "trainer", "operator": "In", "values": [3, 6, 7, 9, 10]}
     assert rules[1]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
-    assert rules[2]["onExitCodes"] == {"containerName": "trainer", "operator": "NotIn", "values": [0, 3]}
+    assert rules[2]["onExitCodes"] == {"containerName": "trainer", "operator": "NotIn", "values": [0, 3, 6, 7, 9, 10]}
     # The API rejects podFailurePolicy unless pods never restart in place.
     assert _pod(job)["restartPolicy"] == "Never"
     assert job["spec"]["podReplacementPolicy"] == "Failed"

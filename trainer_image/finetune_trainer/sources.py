@@ -1,8 +1,10 @@
 """Resolve the URIs of a config (hf://, pvc://, s3://, file://, plain paths) to local paths.
 
 pvc:// is resolved through FINETUNE_VOLUME_MOUNTS (claim -> mount path), which the operator sets on
-every trainer container. s3:// objects are copied into a local cache with fsspec (credentials from
-the usual AWS_* variables); hf:// repos come from huggingface_hub (HF_TOKEN, the config's revision).
+every trainer container. s3:// objects and folders are copied into a local cache by storage.py
+(credentials and endpoint from the usual AWS_* variables); hf:// repos come from huggingface_hub
+(HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE, the config's revision). A Hub that cannot be reached fails the
+job at once (HubUnreachable): an offline cluster does not come online by retrying.
 """
 
 from __future__ import annotations
@@ -12,10 +14,18 @@ import os
 import tempfile
 from urllib.parse import unquote, urlparse
 
-import fsspec
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import snapshot_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 
-from finetune_trainer.errors import InvalidData
+from finetune_trainer import storage
+from finetune_trainer.errors import HubUnreachable, InvalidData, StorageAccessDenied, StorageNotFound
 
 MOUNTS_ENV = "FINETUNE_VOLUME_MOUNTS"
 
@@ -69,34 +79,81 @@ def fetch(
     uri: str, *, revision: str = "main", what: str = "data", environ=os.environ, cache_dir: str | None = None
 ) -> str:
     """Return a local path holding what `uri` names, downloading remote sources first."""
+    """Return a local path holding what `uri` names, downloading remote sources first.
+
+    Raises InvalidData for a bad URI or a missing local path; for s3:// the StorageFailure classes of
+    storage.py; for hf:// HubUnreachable, StorageNotFound (no such repo or revision) or StorageAccessDenied
+    (a gated repo)."""
     scheme = uri_scheme(uri)
     if scheme == "hf":
-        # Reads HF_TOKEN and honours HF_HUB_OFFLINE (the sandbox sets it) by itself.
-        return snapshot_download(hf_repo_id(uri), revision=revision, token=environ.get("HF_TOKEN") or None)
+        return _fetch_hf(uri, revision, what, environ)
     if scheme == "s3":
-        return _fetch_s3(uri, cache_dir or os.path.join(tempfile.gettempdir(), "finetune-s3"))
+        return storage.download(uri, cache_dir or os.path.join(tempfile.gettempdir(), "finetune-s3"), what=what)
     path = resolve_local_path(uri, volume_mounts(environ))
     if not os.path.exists(path):
         raise InvalidData(f"{what} {uri}: {path} does not exist")
     return path
 
 
-def _fetch_s3(uri: str, cache_dir: str) -> str:
-    fs, remote = fsspec.core.url_to_fs(uri)
-    local = os.path.join(cache_dir, remote.strip("/"))
-    if fs.isdir(remote):
-        fs.get(remote.rstrip("/") + "/", local.rstrip("/") + "/", recursive=True)
-    elif fs.exists(remote):
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        fs.get(remote, local)
+def _fetch_hf(uri: str, revision: str, what: str, environ) -> str:
+    repo = hf_repo_id(uri)
+    try:
+        # Reads HF_ENDPOINT and HF_HUB_OFFLINE (the sandbox sets it) by itself.
+        return snapshot_download(repo, revision=revision, token=environ.get("HF_TOKEN") or None)
+    except GatedRepoError as exc:  # before RepositoryNotFoundError, its base class
+        raise StorageAccessDenied(
+            f"{what} {uri}: the repo is gated (GatedRepo); accept its terms on the Hub with the account of the "
+            "token in HF_TOKEN (spec.secrets.hfToken)",
+            uri=uri,
+            code="GatedRepo",
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise StorageNotFound(
+            f"{what} {uri}: no such repo on the Hub, or a private one HF_TOKEN may not read (RepositoryNotFound); "
+            "check the name (hf://ORG/NAME) and spec.secrets.hfToken",
+            uri=uri,
+            code="RepositoryNotFound",
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise StorageNotFound(
+            f"{what} {uri}: the repo has no revision {revision!r} (RevisionNotFound); give a branch, tag or commit "
+            "it has in model.revision",
+            uri=uri,
+            code="RevisionNotFound",
+        ) from exc
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        raise HubUnreachable(hub_unreachable_message(uri, revision, what, exc), uri=uri) from exc
+
+
+def hub_unreachable_message(uri: str, revision: str, what: str, exc: BaseException) -> str:
+    """Why the Hub could not be asked for `uri`, and the ways to train without it."""
+    causes = list(_causes(exc))
+    if any(isinstance(link, OfflineModeIsEnabled) for link in causes):
+        why = "HF_HUB_OFFLINE is set"
     else:
-        raise InvalidData(f"{uri} does not exist")
-    return local
+        # huggingface_hub read HF_ENDPOINT when it was imported; that is the endpoint it asked.
+        endpoint = hf_constants.ENDPOINT
+        cause = causes[1] if len(causes) > 1 else None
+        why = f"{endpoint} did not answer ({type(cause).__name__}: {cause})" if cause else f"{endpoint} did not answer"
+    return (
+        f"{what} {uri} (revision {revision}): the Hugging Face Hub cannot be reached ({why}) and the model is not in "
+        "this pod's cache; copy the model to a PVC or a bucket and give pvc://CLAIM/PATH or s3://BUCKET/PREFIX, "
+        "or set HF_ENDPOINT (spec.env) to a Hub mirror the cluster can reach"
+    )
+
+
+def _causes(exc: BaseException):
+    link: BaseException | None = exc
+    while link is not None:
+        yield link
+        link = link.__cause__ or link.__context__
 
 
 def output_dir_for(uri: str, environ=os.environ) -> tuple[str, str | None]:
-    """(local dir to write into, remote URI to upload to at the end or None)."""
+    """(local dir to write into, remote URI to upload to at the end or None). No I/O; a malformed s3://
+    URI is InvalidData here, before anything is trained."""
     if uri_scheme(uri) == "s3":
+        storage.S3Location.parse(uri, "output_uri")
         staging = os.path.join(
             tempfile.gettempdir(), "finetune-output", urlparse(uri).netloc, urlparse(uri).path.strip("/")
         )
@@ -106,6 +163,12 @@ def output_dir_for(uri: str, environ=os.environ) -> tuple[str, str | None]:
     return resolve_local_path(uri, volume_mounts(environ)), None
 
 
+def check_output(remote_uri: str) -> None:
+    """Before training: the output's bucket exists and answers to these credentials (StorageFailure if not)."""
+    storage.check_location(remote_uri, what="output")
+
+
 def upload(local_dir: str, remote_uri: str) -> None:
-    fs, remote = fsspec.core.url_to_fs(remote_uri)
-    fs.put(local_dir.rstrip("/") + "/", remote.rstrip("/") + "/", recursive=True)
+    """Everything under `local_dir` to `remote_uri`, metrics.json and the model card last (the files that
+    say a model is complete). Adds and replaces objects, never deletes any."""
+    storage.upload_tree(local_dir, remote_uri, what="output", last=("metrics.json", "README.md"))

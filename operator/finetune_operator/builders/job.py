@@ -8,13 +8,16 @@ from typing import Any
 
 from ..config import OperatorConfig
 from ..names import ANNOTATION_SPEC_HASH, LABEL_QUEUE_NAME, TRAINER_CONTAINER, training_job_name
-from ..reasons import EXIT_INVALID_DATA
+from ..reasons import FINAL_EXIT_CODES
 from ..spec import FineTuneJobSpec
 from .meta import child_metadata
 from .pod_template import build_pod_template
 
 
 def pod_failure_policy() -> dict[str, Any]:
+    """One pod: the trainer's final failures (bad data, denied or missing storage, an unreachable Hub) fail the
+    Job at once, instead of a retry storm against a store that will answer the same; the rest count against
+    backoffLimit (StorageUnavailable included: the trainer has already backed off within the attempt)."""
     return {
         "rules": [
             {
@@ -22,7 +25,7 @@ def pod_failure_policy() -> dict[str, Any]:
                 "onExitCodes": {
                     "containerName": TRAINER_CONTAINER,
                     "operator": "In",
-                    "values": [EXIT_INVALID_DATA],
+                    "values": list(FINAL_EXIT_CODES),
                 },
             },
             # Preemption, node drain and eviction are not the trainer's fault.
@@ -35,7 +38,7 @@ def pod_failure_policy() -> dict[str, Any]:
                 "onExitCodes": {
                     "containerName": TRAINER_CONTAINER,
                     "operator": "NotIn",
-                    "values": [0, EXIT_INVALID_DATA],
+                    "values": [0, *FINAL_EXIT_CODES],
                 },
             },
         ]
