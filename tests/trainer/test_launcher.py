@@ -49,6 +49,9 @@ def test_exit_codes_are_recovered_from_the_termination_message():
     # A worker that saved and stopped because another pod's rank got SIGTERM: 143, not a crash.
     assert exit_code_for(1, '{"reason": "StoppedByPeer", "message": "x"}', False) == EXIT_PREEMPTED
     assert exit_code_for(1, '{"reason": "PeerLost", "message": "x"}', False) == 1
+    # Storage failures keep their codes through torchrun, so the Job's podFailurePolicy sees the final ones.
+    assert exit_code_for(1, '{"reason": "StorageAccessDenied", "message": "x"}', False) == 6
+    assert exit_code_for(1, '{"reason": "StorageUnavailable", "message": "x"}', False) == 8
     assert exit_code_for(1, "not json", False) == 1
     assert exit_code_for(-9, None, False) == 1
 

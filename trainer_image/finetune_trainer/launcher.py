@@ -16,9 +16,9 @@ import subprocess
 import sys
 
 from finetune_trainer.errors import (
+    EXIT_CODES_BY_REASON,
     EXIT_COMMUNICATION_TIMEOUT,
     EXIT_CRASH,
-    EXIT_INVALID_DATA,
     EXIT_OK,
     EXIT_OUT_OF_MEMORY,
     EXIT_PREEMPTED,
@@ -28,7 +28,7 @@ from finetune_trainer.errors import (
 )
 
 _CODES = {
-    "InvalidData": EXIT_INVALID_DATA,
+    **EXIT_CODES_BY_REASON,  # InvalidData, the storage failures, HubUnreachable
     "OutOfMemory": EXIT_OUT_OF_MEMORY,
     "CommunicationTimeout": EXIT_COMMUNICATION_TIMEOUT,
     # Workers that saved a checkpoint and stopped (this pod's SIGTERM, or another rank's) exit 143.
