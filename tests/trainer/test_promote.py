@@ -9,11 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import fsspec
 import pytest
 from finetune_trainer import promote as promote_module
 from finetune_trainer.errors import InvalidData
-from finetune_trainer.promote import FsspecStore, LocalStore, main, open_store, promote
+from finetune_trainer.promote import LocalStore, main, open_store, promote
 
 
 def write(path: Path, text: str = "x") -> Path:
@@ -153,26 +152,6 @@ def test_moves_across_filesystems_fall_back_to_copying(tmp_path, monkeypatch):
     assert not best.exists()
 
 
-def test_object_store_promotion_through_fsspec():
-    fs = fsspec.filesystem("memory")
-    root = "/bucket-promote-test/out"
-    for index in range(2):
-        for name in ("config.json", "metrics.json", "merged/model.safetensors", "checkpoints/checkpoint-4/COMPLETE"):
-            fs.pipe(f"{root}/trials/job-t{index}/{name}", f"t{index}:{name}".encode())
-    fs.pipe(f"{root}/merged/stale.bin", b"old")
-    store = FsspecStore(fs)
-    removes = [f"{root}/trials/job-t0", f"{root}/trials/job-t1"]
-    result = promote(store, f"{root}/trials/job-t1", root, removes)
-    assert sorted(result.moved) == ["config.json", "merged", "metrics.json"]
-    assert fs.cat(f"{root}/config.json") == b"t1:config.json"
-    assert fs.cat(f"{root}/merged/model.safetensors") == b"t1:merged/model.safetensors"
-    assert not fs.exists(f"{root}/merged/stale.bin") and not fs.exists(f"{root}/checkpoints")
-    assert not fs.exists(f"{root}/trials/job-t0") and not fs.exists(f"{root}/trials/job-t1")
-    # Again, after everything is gone: converges without error.
-    assert promote(store, f"{root}/trials/job-t1", root, removes).moved == []
-    fs.rm("/bucket-promote-test", recursive=True)
-
-
 def test_uris_must_share_one_kind_of_storage_and_name_mounted_claims():
     with pytest.raises(InvalidData, match="mix s3://"):
         open_store("s3://b/out/trials/t0", "pvc://models/out", [], {})
@@ -180,30 +159,6 @@ def test_uris_must_share_one_kind_of_storage_and_name_mounted_claims():
         open_store("hf://org/model", "/out", [], {})
     with pytest.raises(InvalidData, match="claim 'models' is not mounted"):
         open_store("pvc://models/out/trials/t0", "pvc://models/out", [], {"FINETUNE_VOLUME_MOUNTS": "{}"})
-
-
-def test_s3_uris_are_promoted_through_fsspec_end_to_end(monkeypatch, tmp_path, termination_log):
-    # s3fs is the trainer image's; a local fsspec filesystem stands in for the bucket here.
-    fs = fsspec.filesystem("memory")
-    monkeypatch.setattr(promote_module, "s3_filesystem", lambda: fs)
-    for name in ("config.json", "checkpoints/checkpoint-4/COMPLETE"):
-        fs.pipe(f"bucket-e2e/out/trials/job-t0/{name}", name.encode())
-    environ = {"FINETUNE_TERMINATION_LOG": str(termination_log)}
-    code = main(
-        [
-            "--best",
-            "s3://bucket-e2e/out/trials/job-t0/",
-            "--output",
-            "s3://bucket-e2e/out",
-            "--remove",
-            "s3://bucket-e2e/out/trials/job-t0",
-        ],
-        environ,
-    )
-    assert code == 0, termination_log.read_text()
-    assert fs.cat("bucket-e2e/out/config.json") == b"config.json"
-    assert not fs.exists("bucket-e2e/out/trials/job-t0") and not fs.exists("bucket-e2e/out/checkpoints")
-    fs.rm("bucket-e2e", recursive=True)
 
 
 def test_module_runs_as_a_command_with_the_pod_contracts_exit_codes(tmp_path):

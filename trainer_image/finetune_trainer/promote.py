@@ -9,9 +9,17 @@ on one filesystem, so a multi-GB model costs nothing), replacing an older entry 
 each --remove folder is deleted. Every step is safe to repeat, so a Job retry after a crash half-way
 converges: a missing best folder is fine as long as the output already holds a model.
 
-pvc:// and file:// URIs are resolved through FINETUNE_VOLUME_MOUNTS like the trainer's; s3:// URIs go
-through fsspec (copy, then delete). Exit codes follow docs/pod-contract.md: 0 done, 3 invalid input,
-1 anything else; the termination message says which.
+pvc:// and file:// URIs are resolved through FINETUNE_VOLUME_MOUNTS like the trainer's. s3:// URIs go
+through the trainer's storage layer (storage.py: the job's AWS_* variables, bounded retries, failures with
+the store's error code): each object is copied server-side, metrics.json and README.md last, and only then
+are the copied objects deleted from the trial, so a crash never loses an object and a retry copies again
+what is left. A bucket has no renames and no atomic folder replace: objects of an older model under the
+output that the new one does not have stay (as with the trainer's own uploads, S3 outputs are only added
+to and replaced, never pruned), and nothing is deleted that was not copied first, except the --remove
+folders the operator names.
+
+Exit codes follow docs/pod-contract.md: 0 done, 3 invalid input, 6-9 the storage failures (8 retried by
+the Job, the others final), 1 anything else; the termination message says which.
 """
 
 from __future__ import annotations
@@ -27,9 +35,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlparse
 
-import fsspec
-
-from finetune_trainer.errors import EXIT_CRASH, EXIT_INVALID_DATA, EXIT_OK, InvalidData, write_termination_message
+from finetune_trainer import storage
+from finetune_trainer.errors import (
+    EXIT_CRASH,
+    EXIT_OK,
+    InvalidData,
+    StorageNotFound,
+    TrainerFailure,
+    write_termination_message,
+)
 from finetune_trainer.sources import resolve_local_path, uri_scheme, volume_mounts
 
 logger = logging.getLogger("finetune_trainer.promote")
@@ -81,37 +95,6 @@ class LocalStore:
             os.unlink(path)
 
 
-class FsspecStore:
-    """An object store through fsspec (s3://): moves are copies then deletes."""
-
-    def __init__(self, fs) -> None:
-        self.fs = fs
-
-    def exists(self, path: str) -> bool:
-        self.fs.invalidate_cache()  # listings are cached, and we change them as we go
-        return self.fs.exists(path)
-
-    def is_dir(self, path: str) -> bool:
-        self.fs.invalidate_cache()
-        return self.fs.isdir(path)
-
-    def names(self, folder: str) -> list[str]:
-        self.fs.invalidate_cache()
-        return sorted(posixpath.basename(entry.rstrip("/")) for entry in self.fs.ls(folder, detail=False))
-
-    def move(self, source: str, target: str) -> None:
-        self.remove(target)
-        if self.fs.isdir(source):
-            self.fs.copy(source.rstrip("/") + "/", target.rstrip("/") + "/", recursive=True)
-        else:
-            self.fs.copy(source, target)
-        self.remove(source)
-
-    def remove(self, path: str) -> None:
-        if self.exists(path):
-            self.fs.rm(path, recursive=True)
-
-
 @dataclass
 class PromoteResult:
     moved: list[str] = field(default_factory=list)
@@ -128,8 +111,8 @@ def _has_model(store: Store, folder: str) -> bool:
     return any(store.exists(posixpath.join(folder, marker)) for marker in MODEL_MARKERS)
 
 
-def promote(store: Store, best: str, output: str, remove: list[str]) -> PromoteResult:
-    """Move the best trial's entries (not checkpoints/) into `output`, then delete each `remove` folder."""
+def check_folders(best: str, output: str, remove: list[str]) -> None:
+    """InvalidData when a move or a removal would destroy the output (paths of one store)."""
     if _inside(output, best):
         raise InvalidData(
             f"--output {output} is the best trial's folder {best} or inside it; give the job's output folder"
@@ -137,6 +120,18 @@ def promote(store: Store, best: str, output: str, remove: list[str]) -> PromoteR
     for folder in remove:
         if _inside(output, folder):
             raise InvalidData(f"--remove {folder} would delete the output {output}; give only trial folders")
+
+
+def _nothing_to_promote(best: str, output: str, best_state: str) -> InvalidData:
+    return InvalidData(
+        f"nothing to promote: the best trial's folder {best} {best_state} "
+        f"and the output {output} has no model yet (none of {', '.join(MODEL_MARKERS)})"
+    )
+
+
+def promote(store: Store, best: str, output: str, remove: list[str]) -> PromoteResult:
+    """Move the best trial's entries (not checkpoints/) into `output`, then delete each `remove` folder."""
+    check_folders(best, output, remove)
     result = PromoteResult()
     if store.is_dir(best):
         for name in store.names(best):
@@ -153,10 +148,8 @@ def promote(store: Store, best: str, output: str, remove: list[str]) -> PromoteR
     elif store.exists(best):
         raise InvalidData(f"--best {best} is a file; give the best trial's output folder")
     if not _has_model(store, output):
-        raise InvalidData(
-            f"nothing to promote: the best trial's folder {best} "
-            f"{'holds no model' if result.moved or store.exists(best) else 'does not exist'} "
-            f"and the output {output} has no model yet (none of {', '.join(MODEL_MARKERS)})"
+        raise _nothing_to_promote(
+            best, output, "holds no model" if result.moved or store.exists(best) else "does not exist"
         )
     for folder in remove:
         if store.exists(folder):
@@ -166,20 +159,98 @@ def promote(store: Store, best: str, output: str, remove: list[str]) -> PromoteR
     return result
 
 
-def s3_filesystem():
-    """s3fs, configured by the AWS_* variables (the job's s3Credentials Secret); its own seam for tests."""
-    return fsspec.filesystem("s3")
+# Written after every other object, as the trainer uploads them: a model marker in the output means the
+# model's other files are there already.
+WRITTEN_LAST = ("README.md", "metrics.json")
 
 
-def _bucket_path(uri: str) -> str:
-    """s3://BUCKET/KEY -> BUCKET/KEY, the path s3fs works with."""
-    parsed = urlparse(uri)
-    return f"{parsed.netloc}{parsed.path}".rstrip("/")
+def promote_s3(best_uri: str, output_uri: str, remove_uris: list[str]) -> PromoteResult:
+    """promote() for s3:// URIs: copy the best trial's objects (not checkpoints/) into the output, then
+    delete the copied objects from the trial, then each `remove` folder."""
+    best = storage.S3Location.parse(best_uri, "--best")
+    output = storage.S3Location.parse(output_uri, "--output")
+    removes = [storage.S3Location.parse(uri, "--remove") for uri in remove_uris]
+    check_folders(best.path, output.path, [folder.path for folder in removes])
+    fs = storage.filesystem()
+    result = PromoteResult()
+    moving = []
+    for relative in storage.list_files(str(best), what="best trial"):
+        name = relative.split("/", 1)[0]
+        if name == KEPT_IN_TRIAL:
+            continue
+        if _inside(best.path, output.child(name).path):
+            logger.warning("not moving %s: %s holds the best trial itself", name, output.child(name))
+            continue
+        moving.append(relative)
+    moving.sort(key=_copy_order)
+    for relative in moving:
+        source, target = best.child(relative), output.child(relative)
+        storage.with_retries(
+            lambda source=source, target=target: fs.cp_file(source.path, target.path),
+            target,
+            what="promoted model",
+            action="uploading",
+        )
+    _delete_objects(fs, best, [best.child(relative).key for relative in moving])
+    result.moved = sorted({relative.split("/", 1)[0] for relative in moving})
+    for name in result.moved:
+        logger.info("moved %s to %s", name, output.child(name))
+    if not any(marker in moving for marker in MODEL_MARKERS) and not _s3_has_model(fs, output):
+        raise _nothing_to_promote(str(best), str(output), "holds no model")
+    for folder in removes:
+        if storage.delete_tree(str(folder), what="trial folder"):
+            logger.info("removed %s", folder)
+            result.removed.append(str(folder))
+    return result
 
 
-def open_store(best: str, output: str, remove: list[str], environ=os.environ) -> tuple[Store, str, str, list[str]]:
-    """The store the URIs live in and their paths in it; all URIs must share one kind of storage."""
-    uris = [best, output, *remove]
+def _copy_order(relative: str) -> tuple[int, str]:
+    return (WRITTEN_LAST.index(relative) + 1 if relative in WRITTEN_LAST else 0, relative)
+
+
+def _s3_has_model(fs, output: storage.S3Location) -> bool:
+    for marker in MODEL_MARKERS:
+        location = output.child(marker)
+        try:
+            storage.with_retries(
+                lambda location=location: fs.call_s3("head_object", Bucket=location.bucket, Key=location.key),
+                location,
+                what="output",
+                action="listing",
+            )
+        except StorageNotFound:
+            continue
+        return True
+    return False
+
+
+def _delete_objects(fs, folder: storage.S3Location, keys: list[str]) -> None:
+    """Delete exactly `keys` (the objects just copied), never a listing made later: an object that
+    appeared since was not copied, so it stays."""
+    for start in range(0, len(keys), storage.DELETE_BATCH):
+        batch = {"Objects": [{"Key": key} for key in keys[start : start + storage.DELETE_BATCH]], "Quiet": True}
+        answer = storage.with_retries(
+            lambda batch=batch: fs.call_s3("delete_objects", Bucket=folder.bucket, Delete=batch),
+            folder,
+            what="best trial",
+            action="deleting",
+        )
+        # DeleteObjects answers 200 and lists the keys it could not delete: those are failures too.
+        errors = answer.get("Errors") or []
+        if errors:
+            first = errors[0]
+            failed = storage.S3Location(folder.bucket, first.get("Key", ""))
+            raise storage.failure_class(first.get("Code"), None)(
+                f"best trial {failed}: the store refused to delete it after copying it "
+                f"({first.get('Code')}: {first.get('Message', '')}) and {len(errors) - 1} other object(s); "
+                "the output already holds the copies",
+                uri=str(failed),
+                code=first.get("Code"),
+            )
+
+
+def check_schemes(uris: list[str]) -> str:
+    """ "s3" when every URI is s3://, "mounted" when none is; InvalidData for a mix or another scheme."""
     for uri in uris:
         if urlparse(uri).scheme not in SCHEMES:
             raise InvalidData(
@@ -187,15 +258,21 @@ def open_store(best: str, output: str, remove: list[str], environ=os.environ) ->
             )
     schemes = {uri_scheme(uri) for uri in uris}
     if schemes == {"s3"}:
-        paths = [_bucket_path(uri) for uri in uris]
-        return FsspecStore(s3_filesystem()), paths[0], paths[1], paths[2:]
+        return "s3"
     if "s3" in schemes:
         raise InvalidData(
             f"--best, --output and --remove mix s3:// with mounted paths ({', '.join(uris)}); "
             "trials live under the job's output, so give URIs of one kind"
         )
+    return "mounted"
+
+
+def open_store(best: str, output: str, remove: list[str], environ=os.environ) -> tuple[Store, str, str, list[str]]:
+    """The mounted filesystem pvc:// and file:// URIs live in, and their paths in it."""
+    if check_schemes([best, output, *remove]) == "s3":
+        raise InvalidData("s3:// URIs are promoted by promote_s3, not through a mounted filesystem")
     mounts = volume_mounts(environ)
-    paths = [os.path.abspath(resolve_local_path(uri, mounts)) for uri in uris]
+    paths = [os.path.abspath(resolve_local_path(uri, mounts)) for uri in [best, output, *remove]]
     return LocalStore(), paths[0], paths[1], paths[2:]
 
 
@@ -222,12 +299,16 @@ def main(argv: list[str] | None = None, environ=os.environ) -> int:
         logger.setLevel(logging.INFO)
     try:
         args = parse_args(argv)
-        store, best, output, remove = open_store(args.best, args.output, args.remove, environ)
-        result = promote(store, best, output, remove)
-    except InvalidData as exc:
-        logger.error("invalid input: %s", exc)
-        write_termination_message("InvalidData", str(exc), environ)
-        return EXIT_INVALID_DATA
+        if check_schemes([args.best, args.output, *args.remove]) == "s3":
+            result = promote_s3(args.best, args.output, args.remove)
+        else:
+            store, best, output, remove = open_store(args.best, args.output, args.remove, environ)
+            result = promote(store, best, output, remove)
+    except TrainerFailure as exc:
+        # InvalidData (3) and the storage failures (6-9), each with its own exit code for the podFailurePolicy.
+        logger.error("%s: %s", exc.reason, exc)
+        write_termination_message(exc.reason, str(exc), environ)
+        return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - every failure must become an exit code and a message
         logger.exception("promotion failed")
         write_termination_message(FAILED_REASON, f"{type(exc).__name__}: {exc}", environ)
