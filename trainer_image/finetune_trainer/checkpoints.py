@@ -5,7 +5,8 @@ We write a `COMPLETE` marker after Trainer's save returns, resume only from mark
 remove unmarked ones on start. Rotation is ours (Trainer's save_total_limit would delete the
 previous checkpoint before the new one is marked, leaving a window with no complete checkpoint).
 The marker also records the global batch the checkpoint was trained with, which a resume must keep
-(data_parallel.py).
+(data_parallel.py). With an s3:// output each marked checkpoint also streams to the store
+(checkpoint_store.py), and the rotation spares the one being uploaded until a later save.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import time
 
 import torch
 import torch.distributed as dist
@@ -27,15 +29,21 @@ COMPLETE_MARKER = "COMPLETE"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
+def step_of(name: str) -> int | None:
+    """The STEP of a `checkpoint-STEP` folder name (a path's last part counts), else None."""
+    match = _CHECKPOINT_RE.match(os.path.basename(name.rstrip("/")))
+    return int(match.group(1)) if match else None
+
+
 def checkpoint_steps(checkpoints_dir: str) -> dict[int, str]:
     """step -> folder of every checkpoint-STEP folder (complete or not)."""
     if not os.path.isdir(checkpoints_dir):
         return {}
     found = {}
     for name in os.listdir(checkpoints_dir):
-        match = _CHECKPOINT_RE.match(name)
-        if match and os.path.isdir(os.path.join(checkpoints_dir, name)):
-            found[int(match.group(1))] = os.path.join(checkpoints_dir, name)
+        step = step_of(name)
+        if step is not None and os.path.isdir(os.path.join(checkpoints_dir, name)):
+            found[step] = os.path.join(checkpoints_dir, name)
     return found
 
 
@@ -90,11 +98,21 @@ def global_batch_of(args) -> int:
     return args.train_batch_size * args.gradient_accumulation_steps * args.world_size
 
 
-def checkpoints_to_delete(complete: list[tuple[int, str]], keep: int, protected: str | None) -> list[str]:
-    """Folders beyond the newest `keep` complete ones, sparing `protected` (the best checkpoint). Pure."""
-    keep = max(1, keep)
-    old = [folder for _, folder in complete[:-keep]]
-    return [f for f in old if not protected or os.path.abspath(f) != os.path.abspath(protected)]
+def steps_to_delete(complete_steps: list[int], keep: int, spared: set[int]) -> list[int]:
+    """The rotation rule, for local folders and the store alike: the complete steps beyond the newest `keep`,
+    sparing `spared` (the best checkpoint; locally also the one being uploaded). Pure."""
+    old = sorted(complete_steps)[: -max(1, keep)]
+    return [step for step in old if step not in spared]
+
+
+def checkpoints_to_delete(
+    complete: list[tuple[int, str]], keep: int, protected: str | None, uploading: str | None = None
+) -> list[str]:
+    """Folders beyond the newest `keep` complete ones, sparing `protected` (the best checkpoint) and
+    `uploading` (still being read by the store upload; rotated at a later save). Pure."""
+    spared = {step_of(folder) for folder in (protected, uploading) if folder}
+    folders = dict(complete)
+    return [folders[step] for step in steps_to_delete(list(folders), keep, spared)]
 
 
 def _all_ranks_here(args) -> None:
@@ -115,23 +133,32 @@ class CompleteCheckpointCallback(TrainerCallback):
     a multi-node Job the first pod to exit fails the gang, whose other pods the Job controller then stops.
     """
 
-    def __init__(self, checkpoints_dir: str, keep: int):
+    def __init__(self, checkpoints_dir: str, keep: int, uploader=None):
         self.checkpoints_dir = checkpoints_dir
         self.keep = keep
+        # With an s3:// output, checkpoint_store.CheckpointUploader: rank 0 hands it each marked checkpoint to
+        # upload in the background; a rank on another node's disk puts its own part of the save with it.
+        self.uploader = uploader
 
     def on_save(self, args, state, control, **kwargs):
         _all_ranks_here(args)
         if state.is_world_process_zero:
             self._mark_and_rotate(args, state)
         _all_ranks_here(args)
+        if not state.is_world_process_zero and self.uploader is not None:
+            folder = os.path.join(self.checkpoints_dir, f"checkpoint-{state.global_step}")
+            self.uploader.put_own_part(folder, args.process_index)
 
     def _mark_and_rotate(self, args, state) -> None:
         folder = os.path.join(self.checkpoints_dir, f"checkpoint-{state.global_step}")
         if not os.path.isdir(folder):
             return
         mark_complete(folder, global_batch_of(args))
+        if self.uploader is not None:
+            self.uploader.submit(folder, state.best_model_checkpoint)
+        uploading = self.uploader.uploading if self.uploader is not None else None
         for old in checkpoints_to_delete(
-            complete_checkpoints(self.checkpoints_dir), self.keep, state.best_model_checkpoint
+            complete_checkpoints(self.checkpoints_dir), self.keep, state.best_model_checkpoint, uploading
         ):
             shutil.rmtree(old, ignore_errors=True)
         logger.info("checkpoint complete: %s", folder)
@@ -166,11 +193,14 @@ class GracefulStop(TrainerCallback):
         self.requested = False
         # This process got SIGTERM itself (else another rank did, and the stop was agreed in _agree).
         self.signalled = False
+        # time.monotonic() of the first request: the grace period runs from here (checkpoint_store.upload_deadline).
+        self.requested_at: float | None = None
         self._previous = None
 
     def request(self, *_):
         if not self.requested:
             logger.warning("SIGTERM received: saving a checkpoint at the next step boundary, then stopping")
+            self.requested_at = time.monotonic()
         self.requested = True
         self.signalled = True
 
@@ -200,6 +230,7 @@ class GracefulStop(TrainerCallback):
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if flag.item() and not self.requested:
             logger.warning("another rank received SIGTERM: saving a checkpoint with it, then stopping")
+            self.requested_at = time.monotonic()
         self.requested = bool(flag.item())
         return self.requested
 

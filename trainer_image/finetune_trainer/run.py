@@ -18,6 +18,14 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_
 from transformers.utils import logging as hf_logging
 
 from finetune_trainer.arguments import parse_config_file
+from finetune_trainer.checkpoint_store import (
+    CheckpointStore,
+    CheckpointUploader,
+    grace_seconds,
+    resume_point,
+    upload_deadline,
+    upload_outputs,
+)
 from finetune_trainer.checkpoints import (
     CompleteCheckpointCallback,
     GracefulStop,
@@ -43,7 +51,7 @@ from finetune_trainer.methods import apply_method, count_parameters
 from finetune_trainer.model_card import render_model_card
 from finetune_trainer.reporting.environment import reporting_callbacks
 from finetune_trainer.retention import retention_report
-from finetune_trainer.sources import fetch, output_dir_for, upload
+from finetune_trainer.sources import fetch, output_dir_for
 from finetune_trainer.tasks import DataPaths, build_task
 from finetune_trainer.training_setup import choose_precision, training_arguments_kwargs
 
@@ -103,10 +111,10 @@ def parse_config(config_path: str):
         raise InvalidData(f"config {config_path}: {exc}") from exc
 
 
-def assemble_callbacks(run_args, checkpoints_dir: str, stop) -> list:
+def assemble_callbacks(run_args, checkpoints_dir: str, stop, uploader=None) -> list:
     """Every TrainerCallback of a run, in one place."""
     callbacks = [
-        CompleteCheckpointCallback(checkpoints_dir, run_args.checkpoints_to_keep),
+        CompleteCheckpointCallback(checkpoints_dir, run_args.checkpoints_to_keep, uploader),
         NoDuplicateFinalCheckpoint(run_args.checkpoint_steps),
         stop,  # after NoDuplicateFinalCheckpoint: a stop request always saves
     ]
@@ -159,7 +167,7 @@ def fetch_data(data_args) -> DataPaths:
     )
 
 
-def build_trainer(setup, model, run_args, checkpoints_dir: str, stop, *, precision: str, use_cpu: bool):
+def build_trainer(setup, model, run_args, checkpoints_dir: str, stop, *, precision: str, use_cpu: bool, uploader=None):
     """The Trainer (or the task's Trainer class) over the task's datasets, with every callback of the run."""
     kwargs = training_arguments_kwargs(
         run_args,
@@ -183,7 +191,7 @@ def build_trainer(setup, model, run_args, checkpoints_dir: str, stop, *, precisi
         processing_class=setup.processor,
         compute_metrics=setup.compute_metrics,
         preprocess_logits_for_metrics=setup.preprocess_logits_for_metrics,
-        callbacks=assemble_callbacks(run_args, checkpoints_dir, stop),
+        callbacks=assemble_callbacks(run_args, checkpoints_dir, stop, uploader),
     )
 
 
@@ -276,6 +284,7 @@ def _run(config_path: str) -> int:
     # Stop requests may come while we load data: catch SIGTERM from the start.
     stop = GracefulStop()
     stop.install()
+    uploader = None
     try:
         model_args, data_args, run_args = parse_config(config_path)
         set_seed(run_args.seed)
@@ -283,7 +292,12 @@ def _run(config_path: str) -> int:
         # Where results go; partial checkpoints from a killed save are discarded.
         output_dir, upload_to = output_dir_for(run_args.output_uri)
         checkpoints_dir = prepare_checkpoints_dir(output_dir)
-        resume_from = newest_complete_checkpoint(checkpoints_dir)
+        # An s3:// output: checkpoints stream to the store as they complete, and a pod on an empty disk resumes
+        # from the newest complete one there (checkpoint_store.py).
+        store = CheckpointStore(upload_to) if upload_to else None
+        resume_from = resume_point(checkpoints_dir, store) if store else newest_complete_checkpoint(checkpoints_dir)
+        ranks = int(os.environ.get("WORLD_SIZE") or 1)
+        uploader = CheckpointUploader(store, run_args.checkpoints_to_keep, ranks) if store else None
 
         # Fetch the base model and the data (hf://, s3://, pvc://, file paths).
         model_path = fetch(model_args.model_uri, revision=model_args.model_revision, what="model")
@@ -306,7 +320,9 @@ def _run(config_path: str) -> int:
             _keep_global_batch(run_args, resume_from)
 
         # Training arguments and callbacks.
-        trainer = build_trainer(setup, model, run_args, checkpoints_dir, stop, precision=precision, use_cpu=not cuda)
+        trainer = build_trainer(
+            setup, model, run_args, checkpoints_dir, stop, precision=precision, use_cpu=not cuda, uploader=uploader
+        )
 
         # Evaluate before training (the "before" of before/after); a resumed run reuses the first run's numbers.
         baseline = baseline_metrics(trainer, setup, os.path.join(checkpoints_dir, BASELINE_FILE), bool(resume_from))
@@ -337,12 +353,15 @@ def _run(config_path: str) -> int:
             metrics.update(before_and_after(baseline, retention_after, model_args.task))
             write_results(output_dir, metrics, model_args, data_args, run_args, setup)
             if upload_to:
-                upload(output_dir, upload_to)
+                upload_outputs(output_dir, upload_to)
             # Last, once the output is in place: the operator reads a search trial's objective from here.
             final_numbers = {key: value for key, value in final_eval.items() if key.startswith("eval_")}  # not "epoch"
             write_termination_text(completion_message(trainer.state.global_step, final_numbers))
         return EXIT_OK
     finally:
+        # Before exiting, on every path: a checkpoint not yet in the store is lost with the pod's disk.
+        if uploader is not None:
+            uploader.finish(lambda: upload_deadline(stop.requested_at, grace_seconds()))
         stop.uninstall()
 
 
