@@ -11,11 +11,13 @@ arranged and read with boto3, never with the trainer's own storage code.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from finetune_sandbox.cluster import wait_for
 from s3_server import Credentials, S3Server, s3_server
 from sandbox_support import Cluster, finetunejob, write_sentiment_csv
 
@@ -24,6 +26,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SECRET = "s3-credentials"
 # Two trials of 4 steps each, evaluated at steps 2 and 4: the objective is the final eval_loss.
 SEARCH_RATES = [1.0e-3, 3.0e-3]
+# A job that must still be training when its pod is deleted, a checkpoint already in the bucket: as in
+# test_reliability_restarts.py, ~10 s of tiny-BERT steps, so a loaded machine cannot finish it first.
+LONG_RUN_STEPS = 1200
+LONG_CHECKPOINT_STEPS = 50
+# What the trainer logs when SIGTERM stopped it after saving (run.py), and when it resumed from the store
+# (checkpoint_store.py).
+STOPPED_AT = re.compile(r"stopped at step (\d+) after saving a checkpoint")
+DOWNLOADED = re.compile(r"downloaded checkpoint-(\d+) from (\S+) .*\(newest on this disk: none\)")
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +186,54 @@ def test_a_search_with_an_s3_output_promotes_the_best_trial_into_the_bucket(
     metrics = json.loads(s3.read(bucket, "sentiment/metrics.json"))
     assert metrics["eval_loss"] == pytest.approx(best["objectiveValue"], rel=1e-5)
     assert metrics["eval_loss"] == pytest.approx(status["metrics"]["eval_loss"], rel=1e-5)
+
+
+def test_a_deleted_trainer_pod_resumes_from_the_checkpoint_in_the_bucket(
+    cluster: Cluster, s3: S3Server, inputs: dict[str, str]
+) -> None:
+    """The new pod has a new, empty disk (its emptyDir): only the bucket can give it the checkpoint."""
+    namespace = cluster.namespace()
+    credentials_secret(cluster, namespace, s3.env())
+    bucket = s3.make_bucket(unique("out"))
+    output = f"s3://{bucket}/runs/long"
+    manifest = s3_job("s3-long", namespace, inputs, output)
+    manifest["spec"]["hyperparameters"].update(maxSteps=LONG_RUN_STEPS, batchSize=4)
+    manifest["spec"]["output"]["checkpointSteps"] = LONG_CHECKPOINT_STEPS
+    # On a cluster /tmp is the pod's own emptyDir. A sandbox pod is a process of this machine: Python's tempfile
+    # would use this machine's /tmp, shared by the old and the new pod, where the old pod's staged checkpoints
+    # would make the resume local. TMPDIR=/tmp is rewritten by the kubelet to the pod's emptyDir folder.
+    manifest["spec"]["env"] = [{"name": "TMPDIR", "value": "/tmp"}]
+    cluster.apply(manifest)
+
+    def checkpoint_in_bucket() -> int | None:
+        if cluster.status(namespace, "s3-long").get("phase") in ("Succeeded", "Failed"):
+            raise AssertionError("s3-long finished before its pod could be deleted; raise LONG_RUN_STEPS")
+        markers = [key for key in s3.keys(bucket, "runs/long/checkpoints/") if key.endswith("/COMPLETE")]
+        return max((int(key.split("/")[-2].removeprefix("checkpoint-")) for key in markers), default=None)
+
+    first_in_bucket = wait_for(checkpoint_in_bucket, 180, interval=0.2, message="a checkpoint in the bucket")
+    (pod,) = [p.metadata.name for p in cluster.pods(namespace, "s3-long") if p.status.phase == "Running"]
+    cluster.kubectl("delete", "pod", pod, "-n", namespace, "--wait=false")
+    stopped = int(wait_for(lambda: STOPPED_AT.search(trainer_log(cluster, namespace, pod)), 60).group(1))
+
+    status = cluster.wait_phase(namespace, "s3-long", "Succeeded", "Failed", timeout=300)
+    assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+    (new_pod,) = [p.metadata.name for p in cluster.pods(namespace, "s3-long")]
+    assert new_pod != pod
+    downloaded = DOWNLOADED.search(trainer_log(cluster, namespace, new_pod))
+    assert downloaded and downloaded.group(2) == output, trainer_log(cluster, namespace, new_pod)
+
+    metrics = json.loads(s3.read(bucket, "runs/long/metrics.json"))
+    resumed = metrics["resumed_from_step"]
+    assert resumed == int(downloaded.group(1)), (resumed, downloaded.group(0))
+    # Never behind what was in the bucket before the delete, and at most one interval behind the step the
+    # first pod reached (its SIGTERM save, uploaded within the grace period, makes it zero).
+    assert resumed >= first_in_bucket, (resumed, first_in_bucket)
+    assert 0 <= stopped - resumed <= LONG_CHECKPOINT_STEPS, (stopped, resumed)
+    assert metrics["global_step"] == LONG_RUN_STEPS, metrics
+
+
+def trainer_log(cluster: Cluster, namespace: str, pod: str) -> str:
+    """The pod's trainer log as the sandbox's kubelet keeps it ("" before the container started)."""
+    path = cluster.sandbox.data_dir / "pods" / namespace / pod / "trainer.log"
+    return path.read_text(errors="replace") if path.exists() else ""
