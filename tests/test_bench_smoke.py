@@ -17,6 +17,7 @@ import yaml
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
+from checkpoint_upload import split_steps  # noqa: E402
 from gang_restart import steps_redone, verdict  # noqa: E402
 from gpu_trainer import gpu_list, peak_bf16_tflops, train_flops_per_token  # noqa: E402
 from operator_progress_path import step_in_metrics  # noqa: E402
@@ -378,3 +379,18 @@ def test_gang_restart_target_is_time_and_steps_redone() -> None:
     assert steps_redone(120, 100) == 20 and steps_redone(100, 100) == 0
     assert verdict(59.0, 50, 50) == ("target (training again <= 60 s, <= 50 steps redone): met", False)
     assert verdict(61.0, 0, 50)[1] and verdict(10.0, 51, 50)[1]
+
+
+def test_checkpoint_upload_benchmark_times_steps_during_an_upload_against_steps_without() -> None:
+    stdout, [line] = run_bench_output(
+        "checkpoint_upload.py", "--steps", "60", "--checkpoint-steps", "20", "--hidden", "128", "--layers", "2"
+    )
+    assert line.startswith("checkpoint upload: mean step time during an upload ")
+    assert re.search(r"\d+ uploads of [0-9.]+ MB", stdout), stdout
+
+
+def test_a_step_is_during_an_upload_only_wholly_inside_one_and_without_only_touching_none() -> None:
+    steps = [(0.0, 1.0), (1.0, 2.0), (2.0, 3.0), (3.0, 4.0), (5.0, 6.0), (6.0, 7.0)]
+    split = split_steps(steps, [(0.5, 3.5), (6.5, 9.0)], warm_up=0)
+    assert split.during == [1.0, 1.0] and split.without == [1.0]  # (0, 1), (3, 4), (6, 7) overlap in part
+    assert split_steps(steps, [], warm_up=2).without == [1.0] * 4
