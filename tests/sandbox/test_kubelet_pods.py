@@ -221,3 +221,25 @@ async def test_missing_secret_reference_waits_with_create_container_config_error
 
     waiting = await wait_pod(client, "nosecret", config_error, timeout=5)
     assert 'secret "absent" not found' in main_status(waiting)["state"]["waiting"]["message"]
+
+
+async def test_each_pod_has_its_own_temporary_folder(env):
+    # In a container /tmp is the container's own; on this machine tempfile would share one /tmp between pods
+    # (a replacement pod once found its predecessor's staged checkpoint there).
+    client, _, _ = env
+    code = "import tempfile; print(tempfile.gettempdir())"
+    with_empty_dir = pod(
+        "tmp-mounted",
+        code,
+        container={"volumeMounts": [{"name": "t", "mountPath": "/tmp"}]},
+        volumes=[{"name": "t", "emptyDir": {}}],
+    )
+    for body in (pod("tmp-a", code), pod("tmp-b", code), with_empty_dir):
+        await client.create("v1", "pods", NS, body)
+    folders = {}
+    for name in ("tmp-a", "tmp-b", "tmp-mounted"):
+        done = await wait_pod(client, name, phase_is("Succeeded", "Failed"))
+        assert done["status"]["phase"] == "Succeeded", done["status"]
+        folders[name] = (await client.logs(NS, name, "main")).strip()
+    assert len(set(folders.values())) == 3 and "/tmp" not in folders.values(), folders
+    assert all(name in folder for name, folder in folders.items()), folders

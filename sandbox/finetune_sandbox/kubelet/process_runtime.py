@@ -64,6 +64,12 @@ def process_launch(
     base = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
     hostname = (pod.get("spec") or {}).get("hostname") or pod["metadata"]["name"]
     process_env = {**base, "HOSTNAME": hostname, "PYTHONUNBUFFERED": "1", **env, **extra_env}
+    if "TMPDIR" not in env:
+        # In a container /tmp is its own (an emptyDir, or the image's); tempfile would otherwise use this
+        # machine's, shared by every pod: a replacement pod found its predecessor's staged files there.
+        tmp = Path(mapping.get("/tmp") or pod_dir / "rootfs" / "tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        process_env["TMPDIR"] = str(tmp)
     working_dir = spec.get("workingDir")
     if working_dir:
         mapped = rewrite(working_dir)
