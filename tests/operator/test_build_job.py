@@ -226,6 +226,7 @@ def test_single_node_contract_env():
     assert env["FINETUNE_JOB_NAME"] == "sentiment"
     assert env["FINETUNE_JOB_NAMESPACE"] == "team-a"
     assert env["FINETUNE_TERMINATION_LOG"] == "/dev/termination-log"
+    assert env["FINETUNE_TERMINATION_GRACE_SECONDS"] == "120"  # the pod's terminationGracePeriodSeconds
     assert env["HF_HOME"] == "/var/cache/finetune/huggingface"
     assert env["WORLD_SIZE"] == "1"
     assert env["NPROC_PER_NODE"] == env["PET_NPROC_PER_NODE"] == "1"

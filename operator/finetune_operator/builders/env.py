@@ -58,6 +58,9 @@ def contract_env(spec: FineTuneJobSpec, name: str, namespace: str) -> list[dict[
         "FINETUNE_JOB_NAME": name,
         "FINETUNE_JOB_NAMESPACE": namespace,
         **storage_env_values(spec),
+        # How long a stop may take (the pod's terminationGracePeriodSeconds): the trainer's wait for its
+        # checkpoint uploads on SIGTERM must end before the kubelet's SIGKILL.
+        "FINETUNE_TERMINATION_GRACE_SECONDS": str(spec.run_policy.termination_grace_period_seconds),
         "HF_HOME": f"{CACHE_MOUNT_DIR}/huggingface",
         # The root filesystem is read-only: libraries that cache under ~ or XDG dirs need a writable home.
         "HOME": "/tmp",
