@@ -42,6 +42,7 @@ from finetune_trainer.errors import (
     STOPPED,
     STOPPED_BY_PEER,
     InvalidData,
+    TrainerFailure,
     classify_exception,
     completion_message,
     write_termination_message,
@@ -73,8 +74,9 @@ def main(config_path: str) -> int:
         if isinstance(exc, KeyboardInterrupt):
             raise
         code, reason = classify_exception(exc)
-        if isinstance(exc, InvalidData):
-            logger.error("invalid input: %s", exc)
+        if isinstance(exc, TrainerFailure):
+            # Recognised (bad input, a storage refusal, the Hub offline): its message says it all.
+            logger.error("%s: %s", reason, exc)
         else:
             logger.error("training failed (%s):\n%s", reason, traceback.format_exc())
         write_termination_message(reason, str(exc) or type(exc).__name__)
