@@ -477,7 +477,9 @@ def test_the_global_batch_change_names_the_accumulation_that_keeps_it():
         16, batch_size=8, accumulation=2, ranks=2
     )
     assert "whose product is 4" in global_batch_change(16, batch_size=8, accumulation=1, ranks=4)
-    assert "(nodes x processes per node) that divides 16" in global_batch_change(16, batch_size=8, accumulation=1, ranks=3)
+    assert "(nodes x processes per node) that divides 16" in global_batch_change(
+        16, batch_size=8, accumulation=1, ranks=3
+    )
 
 
 def test_a_resume_accumulates_to_keep_the_checkpoints_global_batch():
