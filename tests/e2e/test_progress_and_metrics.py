@@ -27,10 +27,19 @@ def job_series(cluster: Cluster, metric: str, namespace: str, name: str) -> floa
     return None
 
 
+# Long enough in time for several throttled status writes while training on an idle machine too (tiny BERT
+# runs ~150 steps/s there; with 600 steps the first write to land was once the one at step 400, then Succeeded).
+STEPS = 2400
+CHECKPOINT_STEPS = 800
+
+
 def test_progress_moves_status_and_metrics_and_leaves_with_the_job(cluster: Cluster, team: str) -> None:
     cluster.apply(
         finetunejob(
-            "progressing", team, hyperparameters={"maxSteps": 600, "batchSize": 4}, output={"checkpointSteps": 200}
+            "progressing",
+            team,
+            hyperparameters={"maxSteps": STEPS, "batchSize": 4},
+            output={"checkpointSteps": CHECKPOINT_STEPS},
         )
     )
 
@@ -50,21 +59,21 @@ def test_progress_moves_status_and_metrics_and_leaves_with_the_job(cluster: Clus
     # The throttled writer lands the final report within one interval.
     def final() -> dict | None:
         progress = cluster.status(team, "progressing").get("progress") or {}
-        return progress if progress.get("step") == 600 else None
+        return progress if progress.get("step") == STEPS else None
 
     progress = wait_for(final, 30, message="the final progress in status")
-    assert progress["percent"] == 100 and progress["totalSteps"] == 600
+    assert progress["percent"] == 100 and progress["totalSteps"] == STEPS
     assert progress["loss"] >= 0 and progress["lastReportTime"]
     status = cluster.status(team, "progressing")
-    assert status["checkpoint"]["step"] in (200, 400, 600)
+    assert status["checkpoint"]["step"] in (CHECKPOINT_STEPS, 2 * CHECKPOINT_STEPS, STEPS)
     assert status["timeToFirstStepSeconds"] > 0
     assert status["gpuSeconds"] == 0  # no GPUs asked for
 
-    assert job_series(cluster, "finetune_operator_job_step", team, "progressing") == 600
+    assert job_series(cluster, "finetune_operator_job_step", team, "progressing") == STEPS
     assert job_series(cluster, "finetune_operator_job_progress_ratio", team, "progressing") == 1.0
     assert job_series(cluster, "finetune_operator_job_phase", team, "progressing") is not None
     printed = cluster.kubectl("get", "ftj", "progressing", "-n", team).stdout.splitlines()[1].split()
-    assert printed[2:4] == ["100", "600"], printed
+    assert printed[2:4] == ["100", str(STEPS)], printed
 
     cluster.kubectl("delete", "ftj", "progressing", "-n", team)
     wait_for(
