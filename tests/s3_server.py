@@ -155,6 +155,18 @@ def _answers(endpoint: str) -> bool:
         return False
 
 
+def use_only(server: "S3Server", monkeypatch, folder: Path) -> None:
+    """This process's AWS settings as a job's s3Credentials Secret makes them for `server`, and nothing of this
+    machine's: no AWS_* variables, config or credentials files, nor instance-metadata lookups."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(folder / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name, value in server.env().items():
+        monkeypatch.setenv(name, value)
+
+
 @contextlib.contextmanager
 def s3_server(log_dir: str | os.PathLike | None = None) -> Iterator[S3Server]:
     """Start a moto server on 127.0.0.1 and a free port, wait until it answers, and stop it afterwards."""

@@ -36,7 +36,7 @@ from finetune_trainer.checkpoint_store import (
 )
 from finetune_trainer.checkpoints import checkpoints_to_delete, complete_checkpoints, mark_complete
 from finetune_trainer.errors import EXIT_OK, EXIT_PREEMPTED, EXIT_STORAGE_ACCESS_DENIED
-from s3_server import free_port, s3_server
+from s3_server import free_port, s3_server, use_only
 from transformers import TrainerCallback
 
 # What every checkpoint of a full fine-tune holds; its marker must come after all of them.
@@ -107,13 +107,7 @@ def s3(tmp_path_factory):
 @pytest.fixture
 def bucket(s3, monkeypatch, request, tmp_path) -> str:
     """A bucket of this test's own, and the trainer's environment as a job's s3Credentials Secret makes it."""
-    for name in [n for n in os.environ if n.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for key, value in s3.env().items():
-        monkeypatch.setenv(key, value)
+    use_only(s3, monkeypatch, tmp_path)
     return s3.make_bucket(re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:50].strip("-"))
 
 

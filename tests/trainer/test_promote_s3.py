@@ -8,7 +8,6 @@ are arranged and read with boto3 (s3_server), never with the code under test.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import pytest
@@ -20,7 +19,7 @@ from finetune_trainer.errors import (
     EXIT_STORAGE_UNAVAILABLE,
 )
 from finetune_trainer.promote import main
-from s3_server import Credentials, ThrottlingProxy, s3_server
+from s3_server import Credentials, ThrottlingProxy, s3_server, use_only
 
 # A trial's output as the trainer uploads it; checkpoints stay with the trial.
 TRIAL_FILES = (
@@ -44,13 +43,7 @@ def s3(tmp_path_factory):
 @pytest.fixture
 def s3_env(s3, monkeypatch, tmp_path):
     """The promote pod's environment as the job's s3Credentials Secret makes it, and nothing of this machine's."""
-    for name in [n for n in os.environ if n.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
+    use_only(s3, monkeypatch, tmp_path)
     monkeypatch.setattr(storage, "sleep", lambda _seconds: None)  # backoff costs no time here
     return s3
 

@@ -35,7 +35,7 @@ from finetune_trainer.errors import (
     StorageUnavailable,
 )
 from finetune_trainer.sources import fetch
-from s3_server import Credentials, ThrottlingProxy, free_port, s3_server
+from s3_server import Credentials, ThrottlingProxy, free_port, s3_server, use_only
 from trainer_data import sentiment_rows, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,13 +50,7 @@ def s3(tmp_path_factory):
 @pytest.fixture
 def s3_env(s3, monkeypatch, tmp_path):
     """The trainer's environment as a job's s3Credentials Secret makes it, and nothing of this machine's."""
-    for name in [n for n in os.environ if n.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookups for credentials
-    for name, value in s3.env().items():
-        monkeypatch.setenv(name, value)
+    use_only(s3, monkeypatch, tmp_path)
     # The trainer's download cache and output staging go under tempfile's folder: this test's own.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
