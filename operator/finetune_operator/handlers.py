@@ -32,6 +32,9 @@ from .registry import JobRegistry
 log = logging.getLogger(__name__)
 
 CHILDREN = {LABEL_MANAGED_BY: MANAGED_BY}
+CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+# Every kind the operator watches besides FineTuneJobs: each watch carries CHILD_SELECTOR.
+CHILD_RESOURCES = (("batch", "v1", "jobs"), ("v1", "pods"))
 PROGRESS_KEY_SECRET = "finetune-operator-progress-key"
 API_THREADS = POOL_SIZE
 
@@ -55,6 +58,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = int(os.environ.get("FINETUNE_WATCH_SERVER_TIMEOUT", "300"))
     settings.watching.client_timeout = int(os.environ.get("FINETUNE_WATCH_CLIENT_TIMEOUT", "330"))
     settings.watching.connect_timeout = 30
+    # Only our children travel: the API server filters pods and Jobs by label (labelSelector on list and watch),
+    # so the thousands of foreign pods of a shared cluster are never sent, decoded or indexed here. The
+    # handlers' labels= filters alone would apply on this side, after every pod of the cluster had arrived.
+    for resource in CHILD_RESOURCES:
+        settings.watching.label_selectors[resource] = CHILD_SELECTOR
     # Handler logs are not Kubernetes events; only explicit kopf.event() calls and errors are posted.
     settings.posting.level = logging.ERROR
     settings.execution.max_workers = 16
