@@ -61,6 +61,8 @@ NOT_FINISHED = "NotFinished"
 SEARCHING = "Searching"
 PROMOTING = "Promoting"
 EARLY_STOPPED = "EarlyStopped"
+# A trial stopped because its loss was not finite or far above its start (search/divergence.py).
+DIVERGED = "Diverged"
 TRIAL_PENDING, TRIAL_RUNNING, TRIAL_SUCCEEDED, TRIAL_FAILED, TRIAL_EARLY_STOPPED = (
     "Pending",
     "Running",

@@ -175,13 +175,13 @@ def test_max_failed_trials_stops_the_search_keeps_each_reason_and_promotes_nothi
     assert [e.type for e in plan.events] == ["Warning", "Warning", "Warning"]
 
 
-def report(step: int, eval_loss: float) -> ProgressReport:
+def report(step: int, eval_loss: float, total_steps: int = 100) -> ProgressReport:
     return ProgressReport.model_validate(
         {
             "time": (NOW + timedelta(seconds=step)).isoformat(),
             "event": "evaluate",
             "step": step,
-            "totalSteps": 100,
+            "totalSteps": total_steps,
             "evalMetrics": {"eval_loss": eval_loss},
         }
     )
@@ -201,6 +201,41 @@ def test_a_trial_behind_the_median_is_stopped_status_first_then_its_job_deleted(
     assert plan.status_first and plan.delete_jobs == ["s-t1"]
     assert [e.reason for e in plan.events][:1] == [r.TRIAL_EARLY_STOPPED_EVENT]
     assert search.records["s-t1"].phase == r.TRIAL_EARLY_STOPPED
+
+
+def test_a_diverging_first_trial_is_stopped_without_peers_as_diverged():
+    # Issue 19: lr 0.5 went from 0.69 (untrained, step 0) to 49.2 at step 10 while no trial had completed,
+    # so the median rule (minTrials 2) could not judge it.
+    rule = {"earlyStopping": {"algorithm": "median", "minSteps": 20, "minTrials": 2}}
+    search = Search(search_ftj(**rule, maxTrials=2, parallelTrials=1))
+    search.plan()
+    search.record("s-t0").accept(report(0, 0.693, total_steps=25), NOW)
+    search.record("s-t0").accept(report(10, 49.2, total_steps=25), NOW)
+    plan = search.plan({"s-t0": running("s-t0")})
+    [trial] = [t for t in search.ftj["status"]["trials"] if t["name"] == "s-t0"]
+    assert trial["state"] == r.TRIAL_EARLY_STOPPED and trial["reason"] == r.DIVERGED
+    assert trial["message"].startswith("eval_loss 49.2 at step 10 is far above its start 0.693 at step 0")
+    assert plan.status_first and plan.delete_jobs == ["s-t0"]
+    [event] = [e for e in plan.events if e.reason == r.TRIAL_EARLY_STOPPED_EVENT]
+    assert event.type == "Warning" and event.message.startswith("s-t0 (Diverged): eval_loss 49.2")
+    assert "s-t1" in search.trials()  # its slot goes to the next trial
+
+
+def test_a_trial_at_its_final_step_is_not_stopped_but_finishes_and_counts():
+    # Issue 19: a trial behind the median at its last evaluation (step 25 of 25) was stopped, which saved
+    # nothing and deleted a finished run.
+    rule = {"earlyStopping": {"algorithm": "median", "minSteps": 10, "minTrials": 1}}
+    search = Search(search_ftj(**rule, maxTrials=2))
+    search.plan()
+    for step, loss in ((10, 0.5), (20, 0.3), (25, 0.2)):
+        search.record("s-t0").accept(report(step, loss, total_steps=25), NOW)
+    search.plan({"s-t0": succeeded("s-t0", 0.2), "s-t1": running("s-t1")})
+    search.record("s-t1").accept(report(10, 0.45, total_steps=25), NOW)
+    search.record("s-t1").accept(report(25, 0.6, total_steps=25), NOW)
+    plan = search.plan({"s-t0": succeeded("s-t0", 0.2), "s-t1": running("s-t1")})
+    assert search.trials()["s-t1"] == r.TRIAL_RUNNING and plan.delete_jobs == []
+    search.plan({"s-t0": succeeded("s-t0", 0.2), "s-t1": succeeded("s-t1", 0.6)})
+    assert search.trials() == {"s-t0": r.TRIAL_SUCCEEDED, "s-t1": r.TRIAL_SUCCEEDED}
 
 
 def test_a_suspended_search_suspends_its_running_trials():

@@ -113,3 +113,18 @@ def test_an_empty_history_is_not_judged():
 def test_an_unknown_goal_is_refused():
     with pytest.raises(ValueError, match="goal: 'lower' is not minimize or maximize"):
         stop(history((40, 1.0)), goal="lower")
+
+
+def test_evaluations_at_or_after_the_final_step_are_not_judged():
+    # Behind the median at its last evaluation (step 60 of 60): stopping it would save nothing.
+    running = history((20, 0.8), (40, 0.42), (60, 0.9))
+    assert stop(running) is not None
+    assert (
+        median_stop(
+            running, COMPLETED_LOSS, goal="minimize", min_steps=0, min_trials=2, metric="eval_loss", final_step=60
+        )
+        is None
+    )
+    assert median_stop(
+        running, COMPLETED_LOSS, goal="minimize", min_steps=0, min_trials=2, metric="eval_loss", final_step=61
+    )

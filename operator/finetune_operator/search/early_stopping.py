@@ -14,6 +14,7 @@ def median_stop(
     min_trials: int,
     metric: str,
     judged_through: int | None = None,
+    final_step: int | None = None,
 ) -> str | None:
     """Why the running trial should stop, or None to let it run.
 
@@ -27,6 +28,9 @@ def median_stop(
     trial: reports reach the operator in batches (a trainer reports every few seconds, a search reconciles
     at most once per status interval), and the verdict must not depend on how evaluations were batched.
     Steps up to judged_through were judged by an earlier pass, against the trials completed then.
+
+    Evaluations at or after final_step (the trial's planned steps) are not judged: the trial has done its
+    work by then, and stopping it would save nothing and throw a finished run away.
     """
     if goal not in ("minimize", "maximize"):
         raise ValueError(f"spec.hyperparameterSearch.objective.goal: {goal!r} is not minimize or maximize")
@@ -34,6 +38,8 @@ def median_stop(
     best: float | None = None
     for point in sorted(history, key=lambda point: point["step"]):
         step = point["step"]
+        if final_step and step >= final_step:
+            break
         best = point["value"] if best is None else pick(best, point["value"])
         if step < min_steps or (judged_through is not None and step <= judged_through):
             continue

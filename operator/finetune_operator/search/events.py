@@ -16,7 +16,11 @@ def search_events(previous: dict[str, Any], derived: dict[str, Any], trials: lis
         state = trial["state"]
         if before.get(trial["name"]) == state:
             continue
-        if state == r.TRIAL_EARLY_STOPPED:
+        if state == r.TRIAL_EARLY_STOPPED and trial.get("reason") == r.DIVERGED:
+            # Not the median's ordinary pruning: the search space holds values that break training.
+            message = f"{trial['name']} ({r.DIVERGED}): {trial.get('message', '')}"
+            events.append(Event("Warning", r.TRIAL_EARLY_STOPPED_EVENT, message))
+        elif state == r.TRIAL_EARLY_STOPPED:
             events.append(Event("Normal", r.TRIAL_EARLY_STOPPED_EVENT, f"{trial['name']}: {trial.get('message', '')}"))
         elif state == r.TRIAL_FAILED:
             message = f"{trial['name']} ({trial.get('reason')}): {trial.get('message', '')}"

@@ -1,7 +1,7 @@
 """Plan one pass over a hyperparameter search (pure): what was observed in, a Plan out (docs/search.md).
 
-One pass: observe every unfinished trial (its Job, pods and progress reports) -> stop the trials that
-fall behind the median -> record new trials (parameters from Optuna) up to parallelTrials -> the
+One pass: observe every unfinished trial (its Job, pods and progress reports) -> stop the trials whose
+loss diverged or that fall behind the median -> record new trials (parameters from Optuna) up to parallelTrials -> the
 search's status -> the children of the trials to run, the Jobs of the early-stopped ones to delete ->
 once no trial is left to run, the promote Job that copies the best trial's model.
 
@@ -31,6 +31,7 @@ from ..reconcile.plan import Event, Plan, account_running
 from ..spec import SEARCH_PATHS, FineTuneJobSpec, changed_paths
 from ..status import Observed, parse_timestamp, status_changes, timestamp, ttl_expired
 from ..termination import completed_metrics
+from .divergence import diverged, judged_loss
 from .early_stopping import median_stop
 from .events import search_events
 from .promotion import promote_job_state
@@ -112,7 +113,7 @@ def plan_search(
     work.plan.status_first = True
     work.plan.events.extend(_ignored_spec_change(work))
     _observe_trials(work)
-    _stop_behind_median(work, previous)
+    _stop_early(work, previous)
     planned = _planned_trials(work)
     failed_limit_hit, exhausted = _add_trials(work, planned)
     active = [t for t in work.trials if t["state"] in ACTIVE_STATES]
@@ -187,8 +188,9 @@ def _account_trial(work: _Pass, record: JobRecord, state: str) -> None:
     work.remember(record.name, phase=phase, **fields)
 
 
-def _stop_behind_median(work: _Pass, previous: dict[str, Any]) -> None:
-    """Early stopping: running trials behind the median of the completed ones at the same step."""
+def _stop_early(work: _Pass, previous: dict[str, Any]) -> None:
+    """Early stopping: running trials whose loss diverged, or that fall behind the median of the completed
+    ones at the same step; never a trial at its final step (it is done: let it finish and count)."""
     rule = work.search.early_stopping
     if rule is None or rule.algorithm != "median":
         return
@@ -197,20 +199,30 @@ def _stop_behind_median(work: _Pass, previous: dict[str, Any]) -> None:
     judged = {
         t["name"]: max((p["step"] for p in t.get("history") or []), default=None) for t in previous.get("trials") or []
     }
+    loss = judged_loss(work.metric)
     for i, entry in enumerate(work.trials):
-        if entry["state"] != r.TRIAL_RUNNING or not entry.get("history"):
+        if entry["state"] != r.TRIAL_RUNNING:
             continue
-        why = median_stop(
-            entry["history"],
-            completed,
-            goal=work.goal,
-            min_steps=rule.min_steps,
-            min_trials=rule.min_trials,
-            metric=work.metric,
-            judged_through=judged.get(entry["name"]),
-        )
+        final_step = entry.get("totalSteps") or None
+        if final_step and (entry.get("step") or 0) >= final_step:
+            continue
+        record = work.observation.trials.get(entry["name"])
+        why = diverged(list(record.evaluations) if record else [], loss, final_step=final_step)
+        reason = r.DIVERGED
+        if why is None and entry.get("history"):
+            reason = r.EARLY_STOPPED
+            why = median_stop(
+                entry["history"],
+                completed,
+                goal=work.goal,
+                min_steps=rule.min_steps,
+                min_trials=rule.min_trials,
+                metric=work.metric,
+                judged_through=judged.get(entry["name"]),
+                final_step=final_step,
+            )
         if why:
-            work.trials[i] = early_stopped(entry, why, work.now)
+            work.trials[i] = early_stopped(entry, why, work.now, reason=reason)
             work.remember(entry["name"], phase=r.TRIAL_EARLY_STOPPED)
 
 

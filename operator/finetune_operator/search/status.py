@@ -111,11 +111,14 @@ def observe_trial(
     return out
 
 
-def early_stopped(entry: dict[str, Any], message: str, now: datetime) -> dict[str, Any]:
+def early_stopped(
+    entry: dict[str, Any], message: str, now: datetime, *, reason: str = r.EARLY_STOPPED
+) -> dict[str, Any]:
+    """A stopped trial: reason EarlyStopped (the median rule) or Diverged (its loss blew up)."""
     return {
         **entry,
         "state": r.TRIAL_EARLY_STOPPED,
-        "reason": r.EARLY_STOPPED,
+        "reason": reason,
         "message": message,
         "completionTime": timestamp(now),
     }
