@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .delivery import Deliveries
 from .discovery import NOT_FOUND, Discovery
 from .errors import ApiError
 from .listing import list_response, request_matcher
@@ -48,13 +49,16 @@ class Handlers:
         bookmark_interval: float,
         log_paths: LogPaths,
         max_watch_seconds: float = 1800.0,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self.store = store
+        # What each client was sent (list items, watch events): tests and benchmarks read it.
+        self.deliveries = deliveries or Deliveries()
         self.registry = registry
         self.objects = objects
         self.stopping = asyncio.Event()  # set when the server stops: watches and log follows end
         self.discovery = Discovery(registry)
-        self.watches = Watches(store, objects, bookmark_interval, max_watch_seconds, self.stopping)
+        self.watches = Watches(store, objects, bookmark_interval, max_watch_seconds, self.stopping, self.deliveries)
         self.logs = PodLogs(store, objects, log_paths, self.stopping)
 
     def routes(self) -> list[web.RouteDef]:
@@ -148,7 +152,7 @@ class Handlers:
         if method == "GET":
             if target.watch:
                 return await self.watches.serve(request, rt, namespace)
-            return list_response(request, self.store, self.objects, rt, namespace)
+            return list_response(request, self.store, self.objects, rt, namespace, self.deliveries)
         if method == "POST":
             body = await read_body(request)
             created = self.objects.create(rt, namespace, body, _dry_run(request), request.query.get("fieldValidation"))

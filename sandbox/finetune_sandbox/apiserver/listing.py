@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from . import selectors
+from .delivery import Deliveries
 from .errors import ApiError
 from .objects import Objects
 from .resources import ResourceType
@@ -26,7 +27,12 @@ def request_matcher(request: web.Request):
 
 
 def list_response(
-    request: web.Request, store: Store, objects: Objects, rt: ResourceType, namespace: str | None
+    request: web.Request,
+    store: Store,
+    objects: Objects,
+    rt: ResourceType,
+    namespace: str | None,
+    deliveries: Deliveries | None = None,
 ) -> web.Response:
     matcher = request_matcher(request)
     items = [
@@ -41,8 +47,14 @@ def list_response(
     if wants_table(request):
         table = build_table(rt, items, rv, request.query.get("includeObject", "Metadata"))
         table["metadata"] = list_meta
-        return json_response(table)
-    return json_response({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": list_meta, "items": items})
+        response = json_response(table)
+    else:
+        response = json_response(
+            {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": list_meta, "items": items}
+        )
+    if deliveries is not None:
+        deliveries.add(request, rt.group, rt.plural, "list", len(items), len(response.body or b""))
+    return response
 
 
 def _candidates(request: web.Request, store: Store, rt: ResourceType, namespace: str | None) -> list[dict[str, Any]]:

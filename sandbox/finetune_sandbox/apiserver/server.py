@@ -47,6 +47,8 @@ class ApiServer:
         self.gc = GarbageCollector(self.objects, interval=gc_interval)
         self._log_paths: dict[tuple[str, str, str], str] = {}
         self.handlers = Handlers(self.store, self.registry, self.objects, bookmark_interval, self._log_paths)
+        # Objects sent to each client by resource (list items and watch events): what a selector kept away.
+        self.deliveries = self.handlers.deliveries
         self._runner: web.AppRunner | None = None
         self.url: str | None = None
         ns_type = self.registry.get("", "v1", "namespaces")

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from . import selectors
+from .delivery import Deliveries
 from .errors import ApiError
 from .listing import request_matcher
 from .objects import Objects
@@ -31,8 +32,10 @@ class Watches:
         bookmark_interval: float,
         max_watch_seconds: float,
         stopping: asyncio.Event,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self.store = store
+        self.deliveries = deliveries or Deliveries()
         self.objects = objects
         self.bookmark_interval = bookmark_interval
         self.max_watch_seconds = max_watch_seconds
@@ -65,10 +68,12 @@ class Watches:
         try:
             await response.prepare(request)
             for type_, item in backlog:
-                await response.write(encode(type_, item))
+                line = encode(type_, item)
+                self.deliveries.add(request, rt.group, rt.plural, "watch", 1, len(line))
+                await response.write(line)
             if initial and bookmarks:
                 await response.write(self._bookmark(rt, initial_end=True))
-            await self._stream(response, rt, watcher, deadline, bookmarks, encode)
+            await self._stream(request, response, rt, watcher, deadline, bookmarks, encode)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -81,6 +86,7 @@ class Watches:
 
     async def _stream(
         self,
+        request: web.Request,
         response: web.StreamResponse,
         rt: ResourceType,
         watcher: Watcher,
@@ -96,7 +102,9 @@ class Watches:
             wait = min(remaining, self.bookmark_interval) if bookmarks else remaining
             batch = await watcher.next_batch(wait)
             if batch:
-                await response.write(b"".join(encode(*item) for item in batch))
+                chunk = b"".join(encode(*item) for item in batch)
+                self.deliveries.add(request, rt.group, rt.plural, "watch", len(batch), len(chunk))
+                await response.write(chunk)
             elif watcher.closed:
                 break
             elif bookmarks and deadline - time.monotonic() > 0:

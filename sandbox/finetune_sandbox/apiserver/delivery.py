@@ -1,0 +1,41 @@
+"""What the server sent to each client: objects in list answers and watch events, by client and resource.
+
+The real API server counts watch events per resource (`apiserver_watch_events_total`); the sandbox also
+keys them by the client, named by the first product of its User-Agent ("kopf/1.45.2" -> "kopf"), so a
+test or benchmark can say what reached the operator's watches and what a server-side selector kept
+away. Bookmarks carry no object and are not counted.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+# (client, group, plural, "list" or "watch")
+DeliveryKey = tuple[str, str, str, str]
+
+
+def client_name(request: web.Request) -> str:
+    agent = request.headers.get("User-Agent", "").strip()
+    return agent.split()[0].split("/")[0] if agent else "unknown"
+
+
+@dataclass
+class Deliveries:
+    objects: collections.Counter[DeliveryKey] = field(default_factory=collections.Counter)
+    bytes: collections.Counter[DeliveryKey] = field(default_factory=collections.Counter)
+
+    def add(self, request: web.Request, group: str, plural: str, how: str, objects: int, size: int) -> None:
+        key = (client_name(request), group, plural, how)
+        self.objects[key] += objects
+        self.bytes[key] += size
+
+    def received(self, client: str, group: str, plural: str) -> int:
+        """Objects `client` has been sent of one resource, list items and watch events together."""
+        return sum(n for (c, g, p, _), n in self.objects.items() if (c, g, p) == (client, group, plural))
+
+    def clear(self) -> None:
+        self.objects.clear()
+        self.bytes.clear()
