@@ -25,6 +25,7 @@ from .metrics import OperatorMetrics
 from .names import GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, LABEL_SEARCH, MANAGED_BY, PLURAL, VERSION
 from .progress.hub import ProgressHub
 from .progress.server import Servers
+from .progress.tls import ProgressTls
 from .reconcile.loop import reconcile, reconcile_from_cache, sweep
 from .reconcile.state import OperatorState
 from .registry import JobRegistry
@@ -87,6 +88,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             settings.peering.priority,
         )
     key = await asyncio.to_thread(_progress_key, kube)
+    # The progress endpoint's certificate and CA (None: TLS disabled); trainers get the CA bundle through config.
+    tls = await ProgressTls.start(config, kube)
+    config = tls.configured(config) if tls else config
     registry = JobRegistry()
     metrics = OperatorMetrics(registry.all)
 
@@ -105,7 +109,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     # Kopf gives each object a shallow copy of this memo: what handlers share is this one object.
     memo.state = state = OperatorState(config=config, kube=kube, registry=registry, metrics=metrics, hub=hub)
-    state.servers = Servers(hub, progress_port=config.progress_port, metrics_port=config.metrics_port)
+    if tls:
+        tls.follow(state)
+    state.servers = Servers(hub, progress_port=config.progress_port, metrics_port=config.metrics_port, tls=tls)
     await state.servers.start()
     state.sweeper = asyncio.get_running_loop().create_task(sweep(state))
 

@@ -44,6 +44,10 @@ IMAGE_TRAINER_IMAGE = "localhost/finetune-trainer:0.1.0-cpu"
 # The operator image `make images` builds, and the name of the pod the sandbox runs it in.
 IMAGE_OPERATOR_IMAGE = "localhost/finetune-operator:0.1.0"
 OPERATOR_POD = "finetune-operator-0"
+# Where the operator keeps its progress TLS Secret (CA and serving certificate): the Deployment's namespace, so
+# the operator as a process and as a pod (POD_NAMESPACE) find the same one, and restarts keep trainers' trust.
+OPERATOR_NAMESPACE = "finetune-system"
+PROGRESS_TLS_SECRET = "finetune-operator-progress-tls"
 RUNTIME_ENV = "FINETUNE_SANDBOX_RUNTIME"
 
 
@@ -69,12 +73,17 @@ def operator_environment(
 ) -> dict[str, str]:
     """The operator's settings in the sandbox; with `inherit`, on top of this process's environment."""
     env = dict(os.environ) if inherit else {}
+    # HTTPS unless the caller opts out (extra FINETUNE_PROGRESS_TLS=disabled): the certificate names 127.0.0.1.
+    scheme = "http" if (extra or {}).get("FINETUNE_PROGRESS_TLS", "").strip().lower() == "disabled" else "https"
     env.update(
         KUBECONFIG=str(kubeconfig),
         # Progress reports and metrics on loopback; one signing key per sandbox, kept across operator restarts.
         FINETUNE_PROGRESS_KEY=progress_key,
         FINETUNE_PROGRESS_PORT=str(progress_port),
-        FINETUNE_PROGRESS_BASE_URL=f"http://127.0.0.1:{progress_port}",
+        FINETUNE_PROGRESS_BASE_URL=f"{scheme}://127.0.0.1:{progress_port}",
+        # The progress CA and certificate in a Secret of the sandbox's API server, like a cluster's operator keeps
+        # them: a restarted operator serves the same CA, so running trainers keep reporting.
+        FINETUNE_PROGRESS_TLS_NAMESPACE=OPERATOR_NAMESPACE,
         FINETUNE_METRICS_PORT=str(metrics_port),
         # A sandbox is for watching things move: report and write status often.
         FINETUNE_PROGRESS_INTERVAL_SECONDS="2",
@@ -259,9 +268,9 @@ class Sandbox:
             default_image=self.trainer_image,
             inherit=False,
         )
-        # What the pod has of its own: its kubeconfig (from the Secret) and its progress key (a Secret that the
-        # operator makes in its namespace, found through POD_NAMESPACE).
-        for key in ("KUBECONFIG", "FINETUNE_PROGRESS_KEY"):
+        # What the pod has of its own: its kubeconfig (from the Secret), its progress key and TLS Secret (Secrets that
+        # the operator makes in its namespace, found through POD_NAMESPACE).
+        for key in ("KUBECONFIG", "FINETUNE_PROGRESS_KEY", "FINETUNE_PROGRESS_TLS_NAMESPACE"):
             settings.pop(key)
         with contextlib.suppress(ApiError):
             await self.client.create(

@@ -25,6 +25,7 @@ from ..names import (
     training_job_name,
 )
 from ..spec import FineTuneJobSpec
+from .secret import PROGRESS_CA_KEY
 from .volumes import claim_mount_table
 
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -125,6 +126,9 @@ def progress_env(name: str, namespace: str, config: OperatorConfig) -> list[dict
             FINETUNE_PROGRESS_TOKEN_FILE=f"{PROGRESS_TOKEN_DIR}/{PROGRESS_TOKEN_KEY}",
             FINETUNE_PROGRESS_INTERVAL_SECONDS=f"{config.progress_interval_seconds:g}",
         )
+        if config.progress_base_url.startswith("https://"):
+            # The CA bundle beside the token (same Secret, same mount): the trainer verifies the operator with it.
+            plain["FINETUNE_PROGRESS_CA_FILE"] = f"{PROGRESS_TOKEN_DIR}/{PROGRESS_CA_KEY}"
     return [{"name": key, "value": value} for key, value in plain.items()]
 
 

@@ -67,7 +67,8 @@ def build_claim_mounts(spec: FineTuneJobSpec) -> list[dict[str, Any]]:
 def build_volumes(spec: FineTuneJobSpec, name: str, config: OperatorConfig) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": CONFIG_VOLUME, "configMap": {"name": config_map_name(name)}},
-        # The job's own progress token, readable only by the trainer's user (fsGroup).
+        # The job's own progress token and the CA bundle of the progress endpoint (ca.crt), readable only by the
+        # trainer's user (fsGroup). A whole-Secret mount, no subPath: the kubelet refreshes it when the CA rotates.
         {"name": PROGRESS_TOKEN_VOLUME, "secret": {"secretName": progress_secret_name(name), "defaultMode": 0o440}},
     ]
     volumes += build_claim_volumes(spec)

@@ -32,6 +32,8 @@ RBAC_CALLS = {
     ("", "configmaps", "patch"),
     ("", "services", "create"),
     ("", "secrets", "create"),
+    # A live job's progress Secret gets the new CA bundle (key ca.crt) when the progress CA rotates.
+    ("", "secrets", "patch"),
     ("batch", "jobs", "create"),
     ("batch", "jobs", "patch"),
     ("batch", "jobs", "delete"),
@@ -48,6 +50,8 @@ RBAC_CALLS = {
 OWN_NAMESPACE_CALLS = {
     ("", "secrets", "get"),
     ("", "secrets", "create"),
+    # The progress endpoint's TLS Secret, renewed in place (a replace guarded by its resourceVersion).
+    ("", "secrets", "update"),
 }
 
 # What Kopf itself calls for the handlers we register, besides list+watch on every resource a handler
@@ -232,6 +236,57 @@ class KubeApi:
         except ApiError as exc:
             if exc.status == 409:  # another replica created it first: use theirs
                 return self.progress_key(namespace, name)
+            raise
+
+    # -- Secrets (the progress endpoint's TLS material, progress/tls.py) -----------------------------------
+
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.api_client.json("GET", _objects_path("", "v1", namespace, "secrets", name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_secret(self, secret: dict[str, Any]) -> bool:
+        """Create a Secret; False when one of that name exists already (another replica was first)."""
+        try:
+            self.api_client.request(
+                "POST", _objects_path("", "v1", secret["metadata"]["namespace"], "secrets"), body=secret
+            )
+            return True
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def replace_secret(self, secret: dict[str, Any]) -> bool:
+        """Replace a Secret whose metadata carries the resourceVersion it was read at; False when it changed since
+        (409: another replica wrote first, read it again) or is gone (404)."""
+        meta = secret["metadata"]
+        try:
+            self.api_client.request(
+                "PUT", _objects_path("", "v1", meta["namespace"], "secrets", meta["name"]), body=secret
+            )
+            return True
+        except ApiError as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+
+    def patch_secret_data(self, namespace: str, name: str, data: dict[str, str]) -> bool:
+        """Merge base64 `data` keys into a Secret; False when it does not exist (yet)."""
+        try:
+            self.api_client.request(
+                "PATCH",
+                _objects_path("", "v1", namespace, "secrets", name),
+                body={"data": data},
+                content_type=MERGE_PATCH,
+            )
+            return True
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
             raise
 
     def read_log_tail(self, namespace: str, pod: str, container: str, *, lines: int, max_bytes: int) -> str | None:

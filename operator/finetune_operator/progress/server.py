@@ -1,4 +1,5 @@
-"""The operator's HTTP endpoints: progress reports in (POST), Prometheus metrics out (GET /metrics).
+"""The operator's HTTP endpoints: progress reports in (POST, over TLS unless disabled: tls.py), Prometheus
+metrics out (GET /metrics).
 
 Hostile input is expected here (anything in the cluster can reach the port): bodies are size-capped
 before they are read, tokens compared in constant time, reports schema-checked, each job
@@ -16,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .hub import ProgressHub
 from .report import MAX_REPORT_BYTES, InvalidReport, parse_report
+from .tls import ProgressTls
 
 log = logging.getLogger(__name__)
 
@@ -109,24 +111,44 @@ def metrics_app(hub: ProgressHub) -> web.Application:
 
 
 class Servers:
-    """The progress and metrics listeners, started on the operator's own event loop."""
+    """The progress and metrics listeners, started on the operator's own event loop.
 
-    def __init__(self, hub: ProgressHub, *, progress_port: int, metrics_port: int, host: str = "0.0.0.0") -> None:
-        self._apps = [("progress", progress_app(hub), progress_port), ("metrics", metrics_app(hub), metrics_port)]
+    With `tls`, progress is served over HTTPS from its SSLContext (whose certificate tls.py renews in place) and
+    its background check runs while the servers do; metrics stay plain HTTP for Prometheus.
+    """
+
+    def __init__(
+        self,
+        hub: ProgressHub,
+        *,
+        progress_port: int,
+        metrics_port: int,
+        host: str = "0.0.0.0",
+        tls: ProgressTls | None = None,
+    ) -> None:
+        self._apps = [
+            ("progress", progress_app(hub), progress_port, tls.ssl_context if tls else None),
+            ("metrics", metrics_app(hub), metrics_port, None),
+        ]
         self._host = host
+        self._tls = tls
         self._runners: list[web.AppRunner] = []
 
     async def start(self) -> None:
-        for what, app, port in self._apps:
+        for what, app, port, ssl_context in self._apps:
             if port <= 0:
                 continue
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, self._host, port).start()
+            await web.TCPSite(runner, self._host, port, ssl_context=ssl_context).start()
             self._runners.append(runner)
-            log.info("serving %s on %s:%d", what, self._host, port)
+            log.info("serving %s on %s:%d (%s)", what, self._host, port, "https" if ssl_context else "http")
+        if self._tls is not None:
+            self._tls.run_in_background()
 
     async def stop(self) -> None:
+        if self._tls is not None:
+            await self._tls.stop()
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()

@@ -18,6 +18,7 @@ logger = logging.getLogger("finetune_trainer")
 
 ENV_URL = "FINETUNE_PROGRESS_URL"
 ENV_TOKEN_FILE = "FINETUNE_PROGRESS_TOKEN_FILE"
+ENV_CA_FILE = "FINETUNE_PROGRESS_CA_FILE"
 ENV_INTERVAL = "FINETUNE_PROGRESS_INTERVAL_SECONDS"
 ENV_METRICS_PORT = "FINETUNE_METRICS_PORT"
 
@@ -38,13 +39,15 @@ def reporting_callbacks(environ: Mapping[str, str] | None = None) -> list[Traine
     url = environ.get(ENV_URL, "").strip()
     if url and not url.startswith(("http://", "https://")):
         logger.warning(
-            "%s=%r is not an http(s) URL (e.g. http://finetune-operator.finetune-system.svc:8081/progress/v1/...): progress not reported",
+            "%s=%r is not an http(s) URL (e.g. https://finetune-operator.finetune-system.svc:8081/progress/v1/...): progress not reported",
             ENV_URL,
             url,
         )
     elif url:
         interval = max(0.0, _env_number(environ, ENV_INTERVAL, DEFAULT_INTERVAL_SECONDS, float, example="10"))
-        sender = ReportSender(url, environ.get(ENV_TOKEN_FILE) or None, metrics=metrics)
+        sender = ReportSender(
+            url, environ.get(ENV_TOKEN_FILE) or None, ca_file=environ.get(ENV_CA_FILE) or None, metrics=metrics
+        )
         callbacks.append(ProgressCallback(sender, interval, pod=environ.get("HOSTNAME") or None, gpu=gpu))
     return callbacks
 

@@ -1,7 +1,9 @@
-"""Sends progress reports to the operator over HTTP from a background thread; training never waits for it.
+"""Sends progress reports to the operator over HTTPS from a background thread; training never waits for it.
 
-One POST per report, JSON, with the job's bearer token read from a mounted file (docs/progress.md).
-Only the newest report matters: one submitted while another waits replaces it.
+One POST per report, JSON, with the job's bearer token read from a mounted file (docs/progress.md). An https://
+URL is verified (certificate chain and host name) against the CA bundle in FINETUNE_PROGRESS_CA_FILE, read again
+whenever verification fails (the operator rotates its CA by updating that mounted file); a server that does not
+verify gets no report and no token. Only the newest report matters: one submitted while another waits replaces it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -26,7 +29,9 @@ class ReportSender:
 
     Outcomes per answer: 2xx sent; connection errors, timeouts, 429 and 5xx retried with exponential
     backoff (Retry-After honoured up to the cap); 401/403 re-read the token file (it may have been
-    rotated) and retry; any other 4xx drops the report, logged once per status.
+    rotated) and retry; any other 4xx drops the report, logged once per status. A server certificate that
+    does not verify against `ca_file` (https only; without one, the system's CAs) is retried with backoff and the
+    CA file read again: nothing is sent to an unverified server.
     """
 
     def __init__(
@@ -34,6 +39,7 @@ class ReportSender:
         url: str,
         token_file: str | None = None,
         *,
+        ca_file: str | None = None,
         metrics: TrainerMetrics | None = None,
         timeout: float = REQUEST_TIMEOUT_SECONDS,
         min_backoff: float = MIN_BACKOFF_SECONDS,
@@ -51,6 +57,8 @@ class ReportSender:
         self._thread: threading.Thread | None = None
         self._token: str | None = None
         self._token_read = False
+        self.ca_file = ca_file
+        self._tls: ssl.SSLContext | None = None
         self._logged: set[str] = set()
         self.superseded = 0  # reports replaced before they were sent
 
@@ -104,11 +112,37 @@ class ReportSender:
             headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            context = self._tls_context()
+        except (OSError, ssl.SSLError) as error:
+            self._failed()
+            self._log_once(
+                "ca-file",
+                logging.ERROR,
+                "progress reports to %s not sent: cannot load the CA file %s (%s); reading it again at each retry",
+                self.url,
+                self.ca_file,
+                error,
+            )
+            return "retry", None
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=context) as response:
                 status = response.status
         except urllib.error.HTTPError as error:
             status, detail, retry_after = error.code, _error_text(error), _retry_after(error.headers)
         except (OSError, http.client.HTTPException) as error:  # refused, reset, DNS, timeout
+            if _verification_failed(error):
+                self._tls = None  # the mounted CA bundle may have been rotated: read it again
+                self._failed()
+                self._log_once(
+                    "verify",
+                    logging.ERROR,
+                    "progress reports to %s not sent: the server's certificate does not verify against the CA file "
+                    "%s (%s); nothing is sent to it, the CA file is read again at each retry",
+                    self.url,
+                    self.ca_file or "(the system's CAs)",
+                    _verification_reason(error),
+                )
+                return "retry", None
             self._failed()
             self._log_once(
                 "connection",
@@ -164,6 +198,15 @@ class ReportSender:
         )
         return "drop", None
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        """The context that verifies an https:// server (None for http://), built again after a failure."""
+        if not self.url.startswith("https://"):
+            return None
+        if self._tls is None:
+            # check_hostname and CERT_REQUIRED are create_default_context's defaults.
+            self._tls = ssl.create_default_context(cafile=self.ca_file or None)
+        return self._tls
+
     def _read_token(self) -> str | None:
         if not self._token_read:
             self._token_read = True
@@ -190,6 +233,17 @@ class ReportSender:
         if key not in self._logged:
             self._logged.add(key)
             logger.log(level, message, *args, exc_info=exc_info)
+
+
+def _verification_failed(error: BaseException) -> bool:
+    """Whether a failed request failed on the server's certificate (urllib wraps it in URLError)."""
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    return isinstance(reason, ssl.SSLCertVerificationError)
+
+
+def _verification_reason(error: BaseException) -> str:
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    return getattr(reason, "verify_message", None) or str(reason)
 
 
 def _error_text(error: urllib.error.HTTPError) -> str:
