@@ -9,6 +9,8 @@ import time
 
 import kopf
 
+from . import memory_profile
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="finetune-operator", description=__doc__)
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     # on Kopf's global registry, and loads the whole operator, Optuna included. Doing it only once the
     # arguments are parsed keeps --help cheap, and importing this module (tests do) free of that side effect.
     from . import handlers  # noqa: F401  (registers the handlers)
+
+    memory_profile.install()
 
     peering: dict[str, object] = {}
     if args.peering:
