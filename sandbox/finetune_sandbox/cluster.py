@@ -186,6 +186,14 @@ class Sandbox:
         )
         self._tasks = [asyncio.create_task(c.run(), name=type(c).__name__) for c in self._controllers]
         await self.install_crd()
+        # The operator's own namespace: its progress TLS Secret lives there (and, as a pod, the operator itself).
+        with contextlib.suppress(ApiError):
+            await self.client.create(
+                "v1",
+                "namespaces",
+                None,
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}},
+            )
         if self.run_operator and self.operator_image:
             await self._create_operator_pod()
         elif self.run_operator:

@@ -3,8 +3,10 @@ kubeconfig, and the official `kubernetes` client for assertions."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 import uuid
@@ -100,6 +102,15 @@ class Cluster:
             return "\n".join(self.sandbox.operator_log.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no operator log)"
+
+
+def progress_endpoint(cluster: Cluster, namespace: str, name: str) -> tuple[str, ssl.SSLContext, str]:
+    """What a trainer of job NAME is given: its progress URL, a TLS context trusting the CA bundle of its progress
+    Secret (ca.crt) and verifying the host, and its token (the Secret's token)."""
+    secret = cluster.core.read_namespaced_secret(f"{name}-progress", namespace)
+    context = ssl.create_default_context(cadata=base64.b64decode(secret.data["ca.crt"]).decode())
+    url = f"https://127.0.0.1:{cluster.sandbox.progress_port}/progress/v1/namespaces/{namespace}/finetunejobs/{name}"
+    return url, context, base64.b64decode(secret.data["token"]).decode()
 
 
 def write_tiny_text_classifier(model_dir: Path) -> None:

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from finetune_sandbox.cluster import wait_for
 from prometheus_client.parser import text_string_to_metric_families
-from sandbox_support import Cluster, finetunejob
+from sandbox_support import Cluster, finetunejob, progress_endpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -87,10 +87,10 @@ def test_progress_moves_status_and_metrics_and_leaves_with_the_job(cluster: Clus
 def test_the_endpoint_refuses_a_report_without_the_jobs_token(cluster: Cluster, team: str) -> None:
     cluster.apply(finetunejob("guarded", team, runPolicy={"suspend": True}))
     cluster.wait_phase(team, "guarded", "Suspended", timeout=60)
-    url = f"http://127.0.0.1:{cluster.sandbox.progress_port}/progress/v1/namespaces/{team}/finetunejobs/guarded"
+    url, tls, _ = progress_endpoint(cluster, team, "guarded")
     body = json.dumps({"time": "2026-11-28T12:00:00Z", "event": "log", "step": 1, "totalSteps": 2}).encode()
     request = urllib.request.Request(url, data=body, method="POST", headers={"Authorization": "Bearer forged"})
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=10)
+        urllib.request.urlopen(request, timeout=10, context=tls)
     assert refused.value.code == 403
     assert "progress" not in cluster.status(team, "guarded")

@@ -4,7 +4,6 @@ expression evaluates without error."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -27,7 +26,7 @@ from prometheus_support import (
     substitute_variables,
     trainer_target,
 )
-from sandbox_support import Cluster, finetunejob, write_sentiment_csv, write_tiny_text_classifier
+from sandbox_support import Cluster, finetunejob, progress_endpoint, write_sentiment_csv, write_tiny_text_classifier
 
 pytestmark = pytest.mark.e2e
 
@@ -68,9 +67,7 @@ def selector_text(selector) -> str:
 
 def post_gpu_report(cluster: Cluster, name: str, step: int) -> None:
     """The one fake here is the GPU: a report as rank 0 on a GPU node would send it, with the job's token."""
-    secret = cluster.core.read_namespaced_secret(f"{name}-progress", NAMESPACE)
-    token = base64.b64decode(secret.data["token"]).decode()
-    url = f"http://127.0.0.1:{cluster.sandbox.progress_port}/progress/v1/namespaces/{NAMESPACE}/finetunejobs/{name}"
+    url, tls, token = progress_endpoint(cluster, NAMESPACE, name)
     report = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "event": "interval",
@@ -84,7 +81,7 @@ def post_gpu_report(cluster: Cluster, name: str, step: int) -> None:
         method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
-    assert urllib.request.urlopen(request, timeout=10).status == 204
+    assert urllib.request.urlopen(request, timeout=10, context=tls).status == 204
 
 
 def test_every_dashboard_query_and_alert_selector_returns_data(observed) -> None:
