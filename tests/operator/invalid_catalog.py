@@ -210,6 +210,14 @@ CASES: list[Case] = [
         _both(_drop("dataset.validation"), _set("dataset.validationSplit", 0)),
     ),
     Case("dataset-format-unknown", "dataset.format", _set("dataset.format", "xlsx")),
+    Case("test-set-name-dashed", "dataset.test", _set("dataset.test", {"out-of-domain": "pvc://data/ood.csv"})),
+    Case("test-set-name-upper", "dataset.test", _set("dataset.test", {"InDomain": "pvc://data/test.csv"})),
+    Case("test-set-uri-http", "dataset.test.ood", _set("dataset.test", {"ood": "http://host/ood.csv"})),
+    Case(
+        "test-sets-too-many",
+        "dataset.test",
+        _set("dataset.test", {f"set{i}": f"pvc://data/{i}.csv" for i in range(9)}),
+    ),
     Case("imagefolder-for-text", "dataset.format", _set("dataset.format", "imagefolder")),
     Case(
         "audiofolder-for-causal-lm",

@@ -38,6 +38,15 @@ def test_input_claims_are_read_only_and_the_output_claim_is_writable():
     assert pvc_claims(spec) == {"models": False, "data": False, "eval": False, "results": True}
 
 
+def test_every_test_set_claim_is_mounted_read_only():
+    spec = _spec(
+        train="pvc://data/train.csv",
+        output="pvc://results/run-1",
+        test={"in_domain": "pvc://data/test.csv", "out_of_domain": "pvc://held-out/ood.csv"},
+    )
+    assert pvc_claims(spec) == {"data": False, "held-out": False, "results": True}
+
+
 def test_a_claim_shared_by_an_input_and_the_output_is_writable_once():
     spec = _spec(model="pvc://shared/base", train="pvc://shared/train.csv", output="pvc://shared/out")
     assert pvc_claims(spec) == {"shared": True}

@@ -53,3 +53,9 @@ def test_config_hash_ignores_metadata_and_key_order():
     config_map = {"metadata": {"name": "a"}, "data": {"x": "1", "y": "2"}}
     reordered = {"metadata": {"name": "b", "labels": {"l": "v"}}, "data": {"y": "2", "x": "1"}}
     assert config_hash(config_map) == config_hash(reordered)
+
+
+def test_named_test_sets_reach_the_trainer_config_by_name():
+    spec = parse_spec({**SPEC, "dataset": {**SPEC["dataset"], "test": {"in_domain": "s3://bucket/test.csv"}}})
+    assert render_trainer_config(spec, "sentiment", "team-a")["test_uris"] == {"in_domain": "s3://bucket/test.csv"}
+    assert render_trainer_config(parse_spec(SPEC), "sentiment", "team-a")["test_uris"] == {}

@@ -218,6 +218,7 @@ def _prop(root: dict[str, Any], dotted: str) -> dict[str, Any]:
         ("spec.dataset.train", "DATA_URI_PATTERN"),
         ("spec.dataset.validation", "DATA_URI_PATTERN"),
         ("spec.dataset.retention", "DATA_URI_PATTERN"),
+        ("spec.dataset.test.*", "DATA_URI_PATTERN"),
         ("spec.output.uri", "OUTPUT_URI_PATTERN"),
         ("spec.resources.cpu", "QUANTITY_PATTERN"),
         ("spec.resources.memory", "QUANTITY_PATTERN"),
@@ -319,6 +320,13 @@ def test_column_role_rule_lists_exactly_the_spec_roles(root):
     rules = _prop(root, "spec.dataset.columns")["x-kubernetes-validations"]
     assert _quoted(rules[0]["rule"]) == list(spec_schema.COLUMN_ROLES)
     assert _prop(root, "spec.dataset.columns")["maxProperties"] == len(spec_schema.COLUMN_ROLES)
+
+
+def test_test_set_name_rule_uses_the_spec_pattern_and_limit(root):
+    node = _prop(root, "spec.dataset.test")
+    (rule,) = node["x-kubernetes-validations"]
+    assert _quoted(rule["rule"]) == [spec_schema.TEST_SET_NAME_PATTERN]
+    assert node["maxProperties"] == spec_schema.MAX_TEST_SETS
 
 
 def test_task_enum_is_the_spec_tasks(root):

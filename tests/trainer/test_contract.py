@@ -36,6 +36,7 @@ VARIANTS = {
             "train": "s3://bucket/train.parquet",
             "validationSplit": 0.1,
             "retention": "pvc://data/general.parquet",
+            "test": {"in_domain": "pvc://data/test.parquet", "out_of_domain": "s3://bucket/ood.parquet"},
             "format": "parquet",
         },
         "hyperparameters": {"maxSteps": 100, "evalStrategy": "steps", "evalSteps": 10, "precision": "bf16"},
@@ -57,3 +58,7 @@ def test_rendered_config_parses_in_the_trainer(variant, tmp_path):
         assert run_args.early_stopping_metric == "eval_accuracy" and model_args.dropout == 0.2
     if variant == "split-and-retention":
         assert data_args.validation_split == 0.1 and data_args.retention_uri == "pvc://data/general.parquet"
+        assert data_args.test_uris == {
+            "in_domain": "pvc://data/test.parquet",
+            "out_of_domain": "s3://bucket/ood.parquet",
+        }

@@ -95,6 +95,7 @@ def test_image_classification_from_imagefolder_learns_colours(tiny_vit, tmp_path
             model_uri=tiny_vit,
             train_uri=str(tmp_path / "train"),
             validation_uri=str(tmp_path / "val"),
+            test_uris={"held_out": str(tmp_path / "val")},
             dataset_format="imagefolder",
             output_uri=str(out),
             augment=True,
@@ -111,6 +112,9 @@ def test_image_classification_from_imagefolder_learns_colours(tiny_vit, tmp_path
     assert metrics["labels"] == ["blue", "red"]
     assert metrics["eval_loss"] < metrics["eval_loss_before"]
     assert metrics["eval_accuracy"] >= 0.9
+    # A test set is read and scored as the validation set is: the same folder gives the same numbers.
+    assert metrics["test_held_out_accuracy"] == metrics["eval_accuracy"]
+    assert metrics["test_held_out_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-4)
     assert (out / "preprocessor_config.json").exists()
 
 
@@ -142,6 +146,7 @@ def test_audio_classification_from_a_table_learns_tones(tiny_wav2vec2, tmp_path,
             model_uri=tiny_wav2vec2,
             train_uri=train,
             validation_uri=val,
+            test_uris={"held_out": val},
             output_uri=str(out),
             augment=True,
             max_steps=15,
@@ -156,6 +161,7 @@ def test_audio_classification_from_a_table_learns_tones(tiny_wav2vec2, tmp_path,
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["data"]["sampling_rate"] == 16000
     assert metrics["eval_loss"] < metrics["eval_loss_before"]
+    assert metrics["test_held_out_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-4)
 
 
 def test_speech_recognition_ctc_with_a_vocabulary_from_train(tiny_wav2vec2, tmp_path, write_config):
@@ -168,6 +174,7 @@ def test_speech_recognition_ctc_with_a_vocabulary_from_train(tiny_wav2vec2, tmp_
             model_uri=tiny_wav2vec2,
             train_uri=train,
             validation_split=0.25,
+            test_uris={"seen": train},
             output_uri=str(out),
             max_steps=15,
             batch_size=8,
@@ -181,6 +188,7 @@ def test_speech_recognition_ctc_with_a_vocabulary_from_train(tiny_wav2vec2, tmp_
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["eval_loss"] < metrics["eval_loss_before"]
     assert metrics["eval_wer"] >= 0.0 and "eval_wer_before" in metrics
+    assert metrics["test_seen_wer"] >= 0.0 and metrics["data"]["test_rows"] == {"seen": 32}
     assert json.loads((out / "vocab.json").read_text()) == char_vocab(["hi", "yo"])
     from transformers import Wav2Vec2Processor
 

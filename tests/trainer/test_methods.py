@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from finetune_trainer import main
 from finetune_trainer.arguments import ModelArguments
@@ -131,3 +132,39 @@ def test_model_arguments_reject_unknown_method():
 
     with pytest.raises(ValueError, match="method must be full, lora or freeze"):
         ModelArguments(task="text-classification", model_uri="x", method="prefix")
+
+
+def test_named_test_sets_are_evaluated_after_training_under_their_names(
+    tiny_bert, sentiment_files, write_config, tmp_path
+):
+    train, validation = sentiment_files
+    rows = sentiment_rows(24, seed=11)
+    same = write_csv(tmp_path / "test.csv", rows)
+    # The same sentences with the labels flipped: every right answer on one is a wrong answer on the other.
+    flipped = write_csv(
+        tmp_path / "flipped.csv",
+        [{"text": r["text"], "label": "negative" if r["label"] == "positive" else "positive"} for r in rows],
+    )
+    out = tmp_path / "out"
+    config = _config(tiny_bert, train, validation, out, test_uris={"in_domain": same, "flipped": flipped})
+    assert main(write_config(**config)) == EXIT_OK
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_in_domain_accuracy"] > 0.5
+    assert metrics["test_in_domain_accuracy"] + metrics["test_flipped_accuracy"] == pytest.approx(1.0)
+    assert {"test_in_domain_loss", "test_in_domain_f1_macro", "test_flipped_loss"} <= set(metrics)
+    assert not any(key.startswith("test_") and key.endswith(("_runtime", "_per_second")) for key in metrics)
+    assert metrics["data"]["test_rows"] == {"in_domain": 24, "flipped": 24}
+    assert "eval_accuracy" in metrics and "test_in_domain_accuracy_before" not in metrics
+    card = (out / "README.md").read_text()
+    assert f"- test `in_domain` (held out, evaluated after training): `{same}` (24 rows)" in card
+    assert f"| in_domain_accuracy | {metrics['test_in_domain_accuracy']:.4f} |" in card
+
+
+def test_bad_test_data_fails_the_run_before_training(tiny_bert, sentiment_files, write_config, tmp_path):
+    train, validation = sentiment_files
+    bad = write_csv(tmp_path / "bad.csv", [{"text": "fine", "label": "maybe"}, {"text": "ok", "label": "positive"}])
+    out = tmp_path / "out"
+    config = _config(tiny_bert, train, validation, out, test_uris={"ood": bad})
+    assert main(write_config(**config)) != EXIT_OK
+    assert not (out / "metrics.json").exists()

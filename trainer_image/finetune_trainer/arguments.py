@@ -69,6 +69,10 @@ class DataArguments:
     retention_uri: Optional[str] = field(
         default=None, metadata={"help": "Data evaluated before and after training to measure forgetting."}
     )
+    test_uris: dict = field(
+        default_factory=dict,
+        metadata={"help": "Held-out test sets, name -> URI, evaluated after training (metrics test_<name>_*)."},
+    )
     dataset_format: str = field(
         default="csv", metadata={"help": "csv | json | jsonl | parquet | imagefolder | audiofolder."}
     )

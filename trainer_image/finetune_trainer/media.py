@@ -44,24 +44,27 @@ def folder_table(root: str, extensions: tuple[str, ...], path_column: str, label
     return pd.DataFrame(rows)
 
 
-def media_frames(
-    paths, data_args, *, folder_format: str, extensions, path_column: str, label_column: str, required: list[str]
+def media_table(
+    path, data_args, *, folder_format: str, extensions, path_column: str, label_column: str, required: list[str]
 ):
-    """(train, validation or None, retention or None) tables with absolute file paths in `path_column`."""
+    """The table of one media split (a folder layout or a table file) with absolute file paths in `path_column`."""
+    if data_args.dataset_format == folder_format:
+        frame = folder_table(path, extensions, path_column, label_column)
+        missing = [c for c in required if c not in frame.columns]
+        if missing:
+            raise InvalidData(f"{source_name(path)}: metadata lacks column {', '.join(map(repr, missing))}")
+        return frame
+    frame = load_table(path, data_args.dataset_format, required, name=source_name(path))
+    base = path if os.path.isdir(path) else os.path.dirname(path)
+    frame[path_column] = [p if os.path.isabs(str(p)) else os.path.join(base, str(p)) for p in frame[path_column]]
+    return frame
+
+
+def media_frames(paths, data_args, **layout):
+    """(train, validation or None, retention or None) tables of `media_table(path, data_args, **layout)`."""
 
     def load(path):
-        if path is None:
-            return None
-        if data_args.dataset_format == folder_format:
-            frame = folder_table(path, extensions, path_column, label_column)
-            missing = [c for c in required if c not in frame.columns]
-            if missing:
-                raise InvalidData(f"{source_name(path)}: metadata lacks column {', '.join(map(repr, missing))}")
-            return frame
-        frame = load_table(path, data_args.dataset_format, required, name=source_name(path))
-        base = path if os.path.isdir(path) else os.path.dirname(path)
-        frame[path_column] = [p if os.path.isabs(str(p)) else os.path.join(base, str(p)) for p in frame[path_column]]
-        return frame
+        return media_table(path, data_args, **layout) if path is not None else None
 
     train = load(paths.train)
     if data_args.max_train_samples:

@@ -54,6 +54,9 @@ def _data_section(data_args, run_args, data_summary: dict, labels: list[str]) ->
         lines.append(
             f"- retention (forgetting check): `{data_args.retention_uri}` ({data_summary.get('retention_rows', '?')} rows)"
         )
+    test_rows = data_summary.get("test_rows") or {}
+    for name, uri in data_args.test_uris.items():
+        lines.append(f"- test `{name}` (held out, evaluated after training): `{uri}` ({test_rows.get(name, '?')} rows)")
     if labels:
         lines.append(f"- labels: {', '.join(labels)}")
     return lines
@@ -80,7 +83,13 @@ def _method_section(model_args, data_args, run_args, metrics: dict) -> list[str]
 
 
 def _results_section(metrics: dict) -> list[str]:
-    return ["", "## Results", ""] + _eval_table(metrics) + _retention_table(metrics) + _training_lines(metrics)
+    return (
+        ["", "## Results", ""]
+        + _eval_table(metrics)
+        + _test_table(metrics)
+        + _retention_table(metrics)
+        + _training_lines(metrics)
+    )
 
 
 def _eval_table(metrics: dict) -> list[str]:
@@ -102,6 +111,21 @@ def _eval_table(metrics: dict) -> list[str]:
                 f"| {key.removeprefix('eval_')} | {_fmt(before) if before is not None else '-'} | {_fmt(metrics[key])} |"
             )
     return lines
+
+
+def _test_table(metrics: dict) -> list[str]:
+    """Each held-out test set's metrics after training (test_<name>_<metric>), only when the run had test sets."""
+    tests = sorted(k for k in metrics if k.startswith("test_") and isinstance(metrics[k], (int, float)))
+    if not tests:
+        return []
+    return [
+        "",
+        "Held-out test sets, after fine-tuning:",
+        "",
+        "| metric | after |",
+        "|---|---|",
+        *(f"| {key.removeprefix('test_')} | {_fmt(metrics[key])} |" for key in tests),
+    ]
 
 
 def _retention_table(metrics: dict) -> list[str]:

@@ -166,7 +166,32 @@ def fetch_data(data_args) -> DataPaths:
         train=fetch(data_args.train_uri, what="train data"),
         validation=fetch(data_args.validation_uri, what="validation data") if data_args.validation_uri else None,
         retention=fetch(data_args.retention_uri, what="retention data") if data_args.retention_uri else None,
+        tests={name: fetch(uri, what=f"test data {name!r}") for name, uri in data_args.test_uris.items()},
     )
+
+
+def test_datasets(setup, paths, task: str) -> dict:
+    """Test set name -> its dataset, read and encoded as the validation set is; read before training so that
+    bad test data fails the run at once, not after hours of training."""
+    if paths.tests and setup.evaluation_set is None:
+        raise InvalidData(f"task {task} cannot evaluate test sets (dataset.test); leave dataset.test out")
+    tests = {name: setup.evaluation_set(path) for name, path in paths.tests.items()}
+    if tests:
+        setup.data_summary["test_rows"] = {name: len(dataset) for name, dataset in tests.items()}
+    return tests
+
+
+def evaluate_tests(trainer, setup, tests: dict) -> dict:
+    """test_<name>_* metrics of every test set, by predict(): evaluate() would also reach the callbacks, which
+    take every evaluation for the latest validation result (early stopping, progress reports, status)."""
+    metrics = {}
+    for name, dataset in tests.items():
+        prefix = f"test_{name}"
+        numbers = _numbers(trainer.predict(dataset, metric_key_prefix=prefix).metrics)
+        if setup.derive_metrics is not None:
+            numbers.update(setup.derive_metrics(numbers, prefix))
+        metrics.update({k: v for k, v in numbers.items() if not k.endswith(("_runtime", "_per_second"))})
+    return metrics
 
 
 def build_trainer(setup, model, run_args, checkpoints_dir: str, stop, *, precision: str, use_cpu: bool, uploader=None):
@@ -307,6 +332,7 @@ def _run(config_path: str) -> int:
 
         # Build the task: model, processor, datasets, collator and metrics.
         setup = build_task(model_args.task, model_path, model_args, data_args, run_args, paths)
+        tests = test_datasets(setup, paths, model_args.task)
 
         # Apply the method (full / lora / freeze).
         model = apply_method(setup.model, model_args, setup.peft_task_type, setup.head_modules)
@@ -342,6 +368,7 @@ def _run(config_path: str) -> int:
 
         # Evaluate after training.
         final_eval, retention_after = evaluate_splits(trainer, setup)
+        tested = evaluate_tests(trainer, setup, tests)
 
         # Save the model (or adapter) with its processor; optionally the merged model too.
         trainer.save_model(output_dir)
@@ -351,7 +378,7 @@ def _run(config_path: str) -> int:
 
             # metrics.json and the model card: what ran, the numbers after training, and those before.
             metrics = run_facts(model_args, setup, model, trainer.state, precision, parameters, resume_from)
-            metrics.update({**_numbers(train_result.metrics), **final_eval})
+            metrics.update({**_numbers(train_result.metrics), **final_eval, **tested})
             metrics.update(before_and_after(baseline, retention_after, model_args.task))
             write_results(output_dir, metrics, model_args, data_args, run_args, setup)
             if upload_to:

@@ -21,6 +21,7 @@ def pvc_claims(spec: FineTuneJobSpec) -> dict[str, bool]:
         spec.dataset.train,
         spec.dataset.validation,
         spec.dataset.retention,
+        *spec.dataset.test.values(),
     )
     claims: dict[str, bool] = {}
     for uri in read_uris:

@@ -31,6 +31,7 @@ def render_trainer_config(spec: FineTuneJobSpec, name: str, namespace: str) -> d
         "validation_uri": spec.dataset.validation,
         "validation_split": spec.dataset.validation_split,
         "retention_uri": spec.dataset.retention,
+        "test_uris": dict(spec.dataset.test),
         "dataset_format": spec.dataset.format,
         "columns": dict(spec.dataset.columns),
         "labels": list(spec.dataset.labels),

@@ -36,6 +36,10 @@ DATA_URI_PATTERN = rf"^({_HF}|{_PVC}|{_S3}|{_FILE})$"
 OUTPUT_URI_PATTERN = rf"^({_PVC}|{_S3}|{_FILE})$"
 QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 METRIC_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,62}$"
+# A named test set (dataset.test): its metrics are test_<name>_accuracy, test_<name>_loss, ..., so the name is
+# a metric-name fragment short enough to leave room for the prefix and the longest metric suffix.
+TEST_SET_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+MAX_TEST_SETS = 8
 
 # Kubernetes names, as k8s.io/apimachinery/pkg/util/validation checks them. The patterns write '.' as [.], never
 # as \., so a CEL rule can quote them verbatim inside a string literal.

@@ -6,6 +6,7 @@ that a schema cannot state (FieldRuleError names the field to blame).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
@@ -21,6 +22,7 @@ from .schema import (
     DNS_SUBDOMAIN_PATTERN,
     ENV_NAME_PATTERN,
     INT32_MAX,
+    MAX_TEST_SETS,
     METRIC_PATTERN,
     MODEL_URI_PATTERN,
     OUTPUT_URI_PATTERN,
@@ -29,6 +31,7 @@ from .schema import (
     RESOURCE_NAME_MAX_LENGTH,
     RESOURCE_NAME_PATTERN,
     RESOURCE_PREFIX_MAX_LENGTH,
+    TEST_SET_NAME_PATTERN,
     ColumnName,
     DatasetFormat,
     EvalStrategy,
@@ -45,12 +48,17 @@ class ModelSource(SpecModel):
     revision: str = Field(default="main", pattern=r"^[A-Za-z0-9._/-]{1,128}$", max_length=128)
 
 
+DataUri = Annotated[str, Field(pattern=DATA_URI_PATTERN, max_length=1024)]
+
+
 class Dataset(SpecModel):
     train: str = Field(pattern=DATA_URI_PATTERN, max_length=1024)
     validation: str | None = Field(default=None, pattern=DATA_URI_PATTERN, max_length=1024)
     validation_split: float | None = Field(default=None, gt=0.0, lt=1.0)
     # Evaluated before and after fine-tuning to measure what was forgotten.
     retention: str | None = Field(default=None, pattern=DATA_URI_PATTERN, max_length=1024)
+    # Named held-out test sets (name -> URI), evaluated once after training: metrics test_<name>_*.
+    test: dict[str, DataUri] = Field(default_factory=dict, max_length=MAX_TEST_SETS)
     format: DatasetFormat = "csv"
     columns: dict[str, ColumnName] = Field(default_factory=dict, max_length=len(COLUMN_ROLES))
     # Label names in id order; inferred from the training data when empty.
@@ -67,6 +75,17 @@ class Dataset(SpecModel):
                     "(e.g. columns: {text: sentence, label: label})"
                 )
         return columns
+
+    @field_validator("test")
+    @classmethod
+    def _test_set_names(cls, test: dict[str, str]) -> dict[str, str]:
+        for name in test:
+            if not re.match(TEST_SET_NAME_PATTERN, name):
+                raise ValueError(
+                    f"test set name {shorten(name)} must be 1-32 lower-case letters, digits and underscores, "
+                    "starting with a letter (e.g. test: {in_domain: pvc://data/test.csv})"
+                )
+        return test
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> Dataset:

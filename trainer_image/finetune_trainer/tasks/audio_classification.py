@@ -9,9 +9,9 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 from finetune_trainer.augment import MappedDataset, augment_waveform
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.labels import encode_labels, infer_labels
-from finetune_trainer.media import AUDIO_EXTENSIONS, load_waveform, media_frames
+from finetune_trainer.media import AUDIO_EXTENSIONS, load_waveform, media_frames, media_table
 from finetune_trainer.tables import source_name
-from finetune_trainer.tasks.common import argmax_logits, classification_config, column, split_datasets
+from finetune_trainer.tasks.common import argmax_logits, classification_config, column, split_datasets, whole_dataset
 from finetune_trainer.tasks.image_classification import head_modules
 from finetune_trainer.tasks.task_setup import TaskSetup
 from finetune_trainer.tasks.text_classification import classification_metrics
@@ -61,15 +61,14 @@ def audio_collator(feature_extractor):
 
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     audio_col, label_col = column(data_args, "audio", "audio"), column(data_args, "label", "label")
-    train, validation, retention = media_frames(
-        paths,
-        data_args,
+    layout = dict(
         folder_format="audiofolder",
         extensions=AUDIO_EXTENSIONS,
         path_column=audio_col,
         label_column=label_col,
         required=[audio_col, label_col],
     )
+    train, validation, retention = media_frames(paths, data_args, **layout)
     labels = list(data_args.labels) or infer_labels(train[label_col])
     if len(labels) < 2:
         raise InvalidData(f"{source_name(paths.train)}: only the label {labels}; a classifier needs at least 2")
@@ -101,6 +100,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         retention_dataset=retention_ds,
+        evaluation_set=lambda path: whole_dataset(dataset, media_table(path, data_args, **layout), path),
         data_collator=audio_collator(extractor),
         compute_metrics=classification_metrics(len(labels)),
         preprocess_logits_for_metrics=argmax_logits,

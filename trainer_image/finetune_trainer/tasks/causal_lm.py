@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.eval_metrics import perplexity
 from finetune_trainer.tables import check_no_blanks, load_table, source_name
-from finetune_trainer.tasks.common import load_frames, load_model_config
+from finetune_trainer.tasks.common import load_frames, load_model_config, table_reader
 from finetune_trainer.tasks.task_setup import TaskSetup, encoded_splits, split_rows
 from finetune_trainer.tasks.text_classification import load_tokenizer
 
@@ -100,6 +100,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     columns = text_columns(data_args, paths)
     pairs = "prompt" in columns
     train, validation, retention = load_frames(paths, data_args, list(columns.values()))
+    read_table = table_reader(data_args, list(columns.values()))
     tokenizer = load_padding_tokenizer(model_path, model_args.model_uri)
 
     def encode(frame, path):
@@ -123,6 +124,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         retention_dataset=retention_ds,
+        evaluation_set=lambda path: encode(read_table(path), path),
         data_collator=lambda features: pad_batch(features, tokenizer.pad_token_id),
         main_metric="perplexity",
         peft_task_type="CAUSAL_LM",

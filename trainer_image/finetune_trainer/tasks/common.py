@@ -61,6 +61,11 @@ def load_frames(paths, data_args, required: list[str]):
     return train, validation, retention
 
 
+def table_reader(data_args, required: list[str]):
+    """path -> its table, checked for rows and required columns as the validation table is (for test sets)."""
+    return lambda path: load_table(path, data_args.dataset_format, required, name=source_name(path))
+
+
 def split_off_validation(n_rows: int, data_args, run_args) -> tuple[list[int], list[int] | None]:
     """(train row indices, validation row indices or None) for validation_split (seeded)."""
     if not data_args.validation_split:
@@ -89,6 +94,11 @@ def split_datasets(dataset, frames, paths, data_args, run_args):
         dataset(retention, paths.retention, list(range(len(retention))), False) if retention is not None else None
     )
     return train_ds, eval_ds, retention_ds
+
+
+def whole_dataset(dataset, frame, path):
+    """Every row of `frame` as an evaluation dataset of a media task (`dataset` as in split_datasets)."""
+    return dataset(frame, path, list(range(len(frame))), False)
 
 
 def classification_config(model_path: str, model_args, labels: list[str]):

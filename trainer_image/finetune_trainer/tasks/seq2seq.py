@@ -8,7 +8,7 @@ from transformers import AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, Seq2SeqT
 
 from finetune_trainer.eval_metrics import chrf
 from finetune_trainer.tables import check_no_blanks, source_name
-from finetune_trainer.tasks.common import column, load_frames, load_model_config, split_off_validation
+from finetune_trainer.tasks.common import column, load_frames, load_model_config, split_off_validation, table_reader
 from finetune_trainer.tasks.task_setup import TaskSetup
 from finetune_trainer.tasks.text_classification import load_tokenizer
 
@@ -28,6 +28,7 @@ def chrf_metrics(tokenizer):
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     source_col, target_col = column(data_args, "source", "source"), column(data_args, "target", "target")
     train, validation, retention = load_frames(paths, data_args, [source_col, target_col])
+    read_table = table_reader(data_args, [source_col, target_col])
     tokenizer = load_tokenizer(model_path, model_args.model_uri)
 
     def encode(frame, path):
@@ -59,6 +60,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         retention_dataset=retention_ds,
+        evaluation_set=lambda path: encode(read_table(path), path),
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
         compute_metrics=chrf_metrics(tokenizer),
         main_metric="chrf",

@@ -12,10 +12,10 @@ from transformers import AutoModelForCTC, Wav2Vec2CTCTokenizer, Wav2Vec2Processo
 
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.eval_metrics import word_error_rate
-from finetune_trainer.media import AUDIO_EXTENSIONS, media_frames
+from finetune_trainer.media import AUDIO_EXTENSIONS, media_frames, media_table
 from finetune_trainer.tables import check_no_blanks, source_name
 from finetune_trainer.tasks.audio_classification import load_feature_extractor, waveform_dataset
-from finetune_trainer.tasks.common import argmax_logits, column, load_model_config, split_datasets
+from finetune_trainer.tasks.common import argmax_logits, column, load_model_config, split_datasets, whole_dataset
 from finetune_trainer.tasks.task_setup import TaskSetup, split_rows, with_new_head
 
 PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
@@ -98,6 +98,21 @@ def transcript_frames(paths, data_args, audio_col: str, text_col: str):
     return frames
 
 
+def transcript_table(path, data_args, audio_col: str, text_col: str):
+    """One table of audio files and their transcripts (a held-out test set); no transcript blank."""
+    frame = media_table(
+        path,
+        data_args,
+        folder_format="audiofolder",
+        extensions=AUDIO_EXTENSIONS,
+        path_column=audio_col,
+        label_column=text_col,
+        required=[audio_col, text_col],
+    )
+    check_no_blanks(frame, text_col, source_name(path))
+    return frame
+
+
 def transcript_ids(tokenizer, transcripts, rows: list[int], source: str) -> list[list[int]]:
     """Label ids of every (lowercased) transcript; one of `rows` with a character unknown to the vocabulary is an error."""
     ids = tokenizer([str(t).lower() for t in transcripts])["input_ids"]
@@ -142,6 +157,9 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         retention_dataset=retention_ds,
+        evaluation_set=lambda path: whole_dataset(
+            dataset, transcript_table(path, data_args, audio_col, text_col), path
+        ),
         data_collator=ctc_collator(processor),
         compute_metrics=wer_metrics(processor),
         preprocess_logits_for_metrics=argmax_logits,

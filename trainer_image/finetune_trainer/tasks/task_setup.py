@@ -19,6 +19,7 @@ class DataPaths:
     train: str
     validation: Optional[str] = None
     retention: Optional[str] = None
+    tests: dict = field(default_factory=dict)  # test set name -> local path
 
 
 @dataclass
@@ -28,6 +29,8 @@ class TaskSetup:
     train_dataset: Any
     eval_dataset: Any = None
     retention_dataset: Any = None
+    # A held-out data file (local path) -> a dataset read and encoded as the validation set is (for dataset.test).
+    evaluation_set: Optional[Callable[[str], Any]] = None
     data_collator: Optional[Callable] = None
     compute_metrics: Optional[Callable] = None
     preprocess_logits_for_metrics: Optional[Callable] = None

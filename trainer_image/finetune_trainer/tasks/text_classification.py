@@ -11,7 +11,7 @@ from finetune_trainer.errors import InvalidData
 from finetune_trainer.eval_metrics import accuracy, macro_f1
 from finetune_trainer.labels import encode_labels, infer_labels
 from finetune_trainer.tables import check_no_blanks, source_name
-from finetune_trainer.tasks.common import argmax_logits, classification_config, column, load_frames
+from finetune_trainer.tasks.common import argmax_logits, classification_config, column, load_frames, table_reader
 from finetune_trainer.tasks.task_setup import TaskSetup, encoded_splits, split_rows, with_new_head
 
 
@@ -40,6 +40,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     label_col = column(data_args, "label", "label")
     required = [text_col, label_col] + ([pair_col] if pair_col else [])
     train, validation, retention = load_frames(paths, data_args, required)
+    read_table = table_reader(data_args, required)
 
     # Labels: the configured list, else the sorted distinct labels of the training data.
     labels = list(data_args.labels) or infer_labels(train[label_col])
@@ -74,6 +75,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         train_dataset=train_dataset,
         eval_dataset=eval_ds,
         retention_dataset=retention_ds,
+        evaluation_set=lambda path: encode(read_table(path), path),
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=classification_metrics(len(labels)),
         preprocess_logits_for_metrics=argmax_logits,

@@ -11,7 +11,7 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 from finetune_trainer.errors import InvalidData
 from finetune_trainer.eval_metrics import accuracy, entity_f1
 from finetune_trainer.tables import source_name
-from finetune_trainer.tasks.common import argmax_logits, classification_config, column, load_frames
+from finetune_trainer.tasks.common import argmax_logits, classification_config, column, load_frames, table_reader
 from finetune_trainer.tasks.task_setup import TaskSetup, encoded_splits, split_rows, with_new_head
 from finetune_trainer.tasks.text_classification import load_tokenizer
 
@@ -112,6 +112,7 @@ def encode_tagged_words(tokenizer, words, tags, labels: list[str], *, source: st
 def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
     tokens_col, tags_col = column(data_args, "tokens", "tokens"), column(data_args, "tags", "tags")
     train, validation, retention = load_frames(paths, data_args, [tokens_col, tags_col])
+    read_table = table_reader(data_args, [tokens_col, tags_col])
     # Train is read first on its own: its tags are the label list when the config gives none.
     train_words, train_tags = read_tagged_words(train, paths.train, tokens_col, tags_col)
     labels = list(data_args.labels) or infer_tags(train_tags)
@@ -136,6 +137,7 @@ def build(model_path, model_args, data_args, run_args, paths) -> TaskSetup:
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         retention_dataset=retention_ds,
+        evaluation_set=lambda path: encode(read_table(path), path),
         data_collator=DataCollatorForTokenClassification(tokenizer),
         compute_metrics=entity_metrics(labels),
         preprocess_logits_for_metrics=argmax_logits,
