@@ -254,6 +254,21 @@ def test_an_external_secret_is_read_and_never_written():
     assert external.loaded != before and store.version == 0
 
 
+def test_an_external_rsa_certificate_is_served_as_given():
+    # cert-manager's default key is RSA 2048: the operator serves any key type ssl can.
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    ca_key, key = rsa.generate_private_key(65537, 2048), rsa.generate_private_key(65537, 2048)
+    ca = tls.issue_ca(ca_key, T0, 365 * DAY)
+    cert = tls.issue_cert(key, ca, ca_key, ("127.0.0.1",), T0, 30 * DAY)
+    store = MemoryStore()
+    store.data = material_to_data(TlsMaterial(cert=cert, key=key, bundle=(ca,)))
+
+    external = manager(store, mode="external")
+
+    assert external.refresh() and external.loaded is not None
+
+
 def test_an_external_secret_without_its_ca_keeps_the_current_certificate(caplog):
     store = MemoryStore()
     store.data = material_to_data(fresh(hosts=("127.0.0.1",)))

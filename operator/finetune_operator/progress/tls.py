@@ -356,7 +356,8 @@ def material_from_data(data: dict[str, str]) -> TlsMaterial:
         except (ValueError, TypeError):
             log.warning("key %s of the progress TLS Secret holds no readable private key; ignored", key)
             return None
-        return loaded if isinstance(loaded, ec.EllipticCurvePrivateKey) else _unsupported(key)
+        # Any key type ssl serves (cert-manager's default is RSA); the operator's own keys are ECDSA P-256.
+        return loaded  # type: ignore[return-value]
 
     def certificates(key: str) -> tuple[x509.Certificate, ...]:
         pem = raw(key)
@@ -378,11 +379,6 @@ def material_from_data(data: dict[str, str]) -> TlsMaterial:
     )
 
 
-def _unsupported(key: str) -> None:
-    log.warning("key %s of the progress TLS Secret is not an ECDSA key; ignored", key)
-    return None
-
-
 def material_to_data(material: TlsMaterial) -> dict[str, str]:
     pem: dict[str, bytes] = {CA_BUNDLE_KEY: material.bundle_pem.encode()}
     if material.cert is not None:
@@ -393,9 +389,7 @@ def material_to_data(material: TlsMaterial) -> dict[str, str]:
         (CA_NEXT_KEY_KEY, material.ca_next_key),
     ):
         if key is not None:
-            pem[name] = key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
+            pem[name] = _key_pem(key)
     return {name: base64.b64encode(value).decode() for name, value in pem.items()}
 
 
@@ -513,7 +507,7 @@ class ProgressTls:
             )
             store = MemoryStore()
         tls = cls(config, store)
-        await asyncio.to_thread(tls.refresh)
+        await tls.check()
         if tls.loaded is None:
             raise RuntimeError(f"no usable TLS certificate for the progress endpoint in {store}")
         return tls
@@ -534,11 +528,20 @@ class ProgressTls:
     # -- one check ---------------------------------------------------------------------------------------
 
     def refresh(self) -> bool:
-        """Read the Secret, renew what is due (self-signed), load what changed. True when the bundle changed.
+        """Read the Secret, renew what is due (self-signed), load what changed. True when the bundle changed."""
+        material = self.read_and_renew()
+        return material is not None and self.load(material)
 
-        Runs in a thread (API calls and key generation); the SSLContext is reloaded there too, which is safe:
-        OpenSSL copies the chain into each new connection, so handshakes in flight keep the old one.
-        """
+    async def check(self) -> bool:
+        """`refresh` on the operator's loop: the API calls and key generation in a thread, the SSLContext's reload
+        on the loop itself (the thread that makes new connections from it), so no handshake meets a half-loaded
+        context. OpenSSL copies the chain into each new connection: handshakes in flight keep the old one."""
+        material = await asyncio.to_thread(self.read_and_renew)
+        return material is not None and self.load(material)
+
+    def read_and_renew(self) -> TlsMaterial | None:
+        """What the Secret holds, renewed first where due (self-signed: written back, guarded); None when the
+        Secret kept changing under this replica."""
         for _ in range(5):
             found = self.store.read()
             data, version = found if found is not None else ({}, None)
@@ -553,11 +556,12 @@ class ProgressTls:
                         )
                         continue
                     log.info("progress TLS renewed in %s: %s", self.store, "; ".join(renewal.reasons))
-            return self._load(material)
+            return material
         log.warning("the progress TLS Secret kept changing under this replica; trying again at the next check")
-        return False
+        return None
 
-    def _load(self, material: TlsMaterial) -> bool:
+    def load(self, material: TlsMaterial) -> bool:
+        """Serve `material`'s certificate from now on (if it changed); True when its trust bundle changed."""
         if material.cert is None or material.key is None or not material.bundle:
             log.error(
                 "%s lacks %s: the progress endpoint keeps its current certificate%s",
@@ -608,7 +612,7 @@ class ProgressTls:
         while True:
             await asyncio.sleep(self.config.progress_tls_check_interval)
             try:
-                changed = await asyncio.to_thread(self.refresh)
+                changed = await self.check()
                 if changed and self.on_bundle is not None:
                     await self.on_bundle(self.bundle_pem)
             except asyncio.CancelledError:
