@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from finetune_operator import clock
@@ -118,7 +118,13 @@ def local_path(sandbox: Sandbox, namespace: str, uri: str) -> Path | None:
     return sandbox.data_dir / "pvcs" / namespace / claim / rest
 
 
-def report(ftj: dict[str, Any], output_dir: Path | None) -> str:
+def report(
+    ftj: dict[str, Any], output_dir: Path | None, resolve: Callable[[str], Path | None] = lambda uri: None
+) -> str:
+    """The closing report: result, time, validation accuracy before and after, each test set's accuracy.
+
+    `resolve` maps a data URI of the spec to its file on this machine (None where there is none), so that a
+    test set's line can say which domains it holds and whether training saw them."""
     status = ftj.get("status") or {}
     created = parse_timestamp(ftj["metadata"].get("creationTimestamp"))
     finished = parse_timestamp(status.get("completionTime"))
@@ -133,9 +139,43 @@ def report(ftj: dict[str, Any], output_dir: Path | None) -> str:
     before, after = metrics.get("eval_accuracy_before"), metrics.get("eval_accuracy")
     if before is not None and after is not None:
         lines.append(f"Validation accuracy: {before:.1%} before fine-tuning -> {after:.1%} after")
+    dataset = ftj["spec"].get("dataset") or {}
+    for name, uri in (dataset.get("test") or {}).items():
+        accuracy = metrics.get(f"test_{name}_accuracy")
+        if accuracy is not None:
+            rows = ((metrics.get("data") or {}).get("test_rows") or {}).get(name)
+            where = held_out_domains(resolve(uri), resolve(dataset.get("train") or ""))
+            lines.append(f"Test accuracy, {name}: {accuracy:.1%}" + _held_out(rows, where))
     if output_dir is not None:
         lines.append(f"Model written to: {ftj['spec']['output']['uri']}  (on this machine: {output_dir})")
     return "\n".join(lines)
+
+
+def held_out_domains(test: Path | None, train: Path | None) -> tuple[list[str], list[str]] | None:
+    """(the test set's domains that training saw, those it never saw), from a `domain` column in both files;
+    None where either file or the column is missing."""
+    import pandas as pd
+
+    if test is None or train is None or not test.is_file() or not train.is_file():
+        return None
+    try:
+        tested, trained = (set(pd.read_csv(path)["domain"].astype(str)) for path in (test, train))
+    except (KeyError, ValueError, OSError):
+        return None
+    return sorted(tested & trained), sorted(tested - trained)
+
+
+def _held_out(rows: int | None, domains: tuple[list[str], list[str]] | None) -> str:
+    parts = [f"{rows} held-out rows"] if rows is not None else []
+    if domains is not None:
+        seen, unseen = domains
+        if unseen:
+            parts.append(f"domains never seen in training: {', '.join(unseen)}")
+        if seen:
+            parts.append(
+                f"{len(seen)} domains seen in training" if unseen else f"from the {len(seen)} training domains"
+            )
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def missing_image(image: str) -> str | None:
@@ -196,7 +236,8 @@ def run_demo(args: argparse.Namespace) -> int:
             [kubectl_binary(), "--kubeconfig", str(sandbox.kubeconfig), "apply", "-f", str(sample)], check=True
         )
         final = follow(custom, namespace, name, args.timeout)
-        print(report(final, local_path(sandbox, namespace, final["spec"]["output"]["uri"])))
+        output_dir = local_path(sandbox, namespace, final["spec"]["output"]["uri"])
+        print(report(final, output_dir, lambda uri: local_path(sandbox, namespace, uri)))
         if args.keep:
             print(f"\nThe sandbox keeps running: export KUBECONFIG={sandbox.kubeconfig}  (Ctrl-C stops it)", flush=True)
             while True:
