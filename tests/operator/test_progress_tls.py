@@ -380,3 +380,13 @@ async def test_the_running_server_hands_new_handshakes_the_renewed_certificate()
 
 def test_the_module_documents_its_modes():
     assert all(mode in (tls.__doc__ or "") for mode in ("self-signed", "external", "disabled"))
+
+
+def test_outside_a_cluster_without_a_namespace_the_ca_lives_in_memory_with_a_warning(caplog):
+    config = OperatorConfig(progress_base_url="https://127.0.0.1:8443", progress_tls_namespace="")
+
+    started = asyncio.run(ProgressTls.start(config, kube=None))
+
+    assert isinstance(started.store, MemoryStore) and started.loaded is not None
+    assert "in memory" in caplog.text
+    assert started.configured(config).progress_ca_bundle == started.bundle_pem != ""

@@ -151,3 +151,18 @@ def test_an_unreadable_ca_file_sends_nothing_until_it_appears(endpoint, tmp_path
 
     assert sender.flush(10)
     assert len(endpoint.requests) == 1
+
+
+def test_the_trainer_takes_its_ca_file_from_the_operators_environment():
+    from finetune_trainer.reporting.environment import reporting_callbacks
+
+    environ = {
+        "FINETUNE_PROGRESS_URL": "https://op.svc:8081/progress/v1/namespaces/ns/finetunejobs/job",
+        "FINETUNE_PROGRESS_TOKEN_FILE": "/var/run/secrets/finetune/progress/token",
+        "FINETUNE_PROGRESS_CA_FILE": "/var/run/secrets/finetune/progress/ca.crt",
+        "FINETUNE_METRICS_PORT": "0",
+    }
+
+    _, progress = reporting_callbacks(environ)
+
+    assert progress.sender.ca_file == environ["FINETUNE_PROGRESS_CA_FILE"]
