@@ -47,7 +47,12 @@ def run_children(
     job = build_job(
         spec, name, namespace, config=config, config_hash=config_hash(config_map), deadline_seconds=deadline_seconds
     )
-    children = [config_map, build_progress_secret(name, namespace, token, config.progress_ca_bundle), build_service(spec, name, namespace), job]
+    children = [
+        config_map,
+        build_progress_secret(name, namespace, token, config.progress_ca_bundle),
+        build_service(spec, name, namespace),
+        job,
+    ]
     for child in children:
         if search is not None:
             _labelled(child, search)

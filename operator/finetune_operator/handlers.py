@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import copy
 import logging
 import os
 import secrets
@@ -29,6 +28,7 @@ from .progress.tls import ProgressTls
 from .reconcile.loop import reconcile, reconcile_from_cache, sweep
 from .reconcile.state import OperatorState
 from .registry import JobRegistry
+from .snapshots import child_snapshot, finetunejob_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +139,12 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.index("batch", "v1", "jobs", labels=CHILDREN)
 def training_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels[LABEL_JOB_NAME]): _plain(body)}
+    return {(namespace, labels[LABEL_JOB_NAME]): child_snapshot(body)}
 
 
 @kopf.index("v1", "pods", labels=CHILDREN)
 def trainer_pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {(namespace, labels[LABEL_JOB_NAME]): _plain(body)}
+    return {(namespace, labels[LABEL_JOB_NAME]): child_snapshot(body)}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -178,7 +178,9 @@ async def job_event(
     ):
         return
     # An event older than the operator's own last write is reconciled from that write's (newer) answer.
-    await reconcile(namespace, name, state, training_jobs, trainer_pods, body=state.kube.remember(_plain(body)))
+    await reconcile(
+        namespace, name, state, training_jobs, trainer_pods, body=state.kube.remember(finetunejob_snapshot(body))
+    )
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
@@ -204,8 +206,3 @@ async def child_changed(
         return
     search_or_job = state.kube.finetunejobs.get((namespace, name))
     await reconcile(namespace, name, state, training_jobs, trainer_pods, body=search_or_job)
-
-
-def _plain(body: kopf.Body) -> dict[str, Any]:
-    # Index values must be snapshots: Kopf's Body is a live view that changes under our feet.
-    return copy.deepcopy(dict(body))

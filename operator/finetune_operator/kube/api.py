@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..names import GROUP, PLURAL, VERSION
+from ..snapshots import strip_unread_metadata
 from .client import ApiClient, ApiError
 
 # Kopf's peering resources (manifests/crd/kopf-peering.yaml).
@@ -126,7 +127,8 @@ class KubeApi:
 
     def get_finetunejob(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return self.remember(self.api_client.json("GET", _objects_path(GROUP, VERSION, namespace, PLURAL, name)))
+            found = self.api_client.json("GET", _objects_path(GROUP, VERSION, namespace, PLURAL, name))
+            return self.remember(strip_unread_metadata(found))
         except ApiError as exc:
             if exc.status == 404:
                 self.forget(namespace, name)
@@ -148,7 +150,7 @@ class KubeApi:
             return
         # The watch echoes this write back: handlers.job_event recognises (and skips) it by this version.
         self.written_versions[(namespace, name)] = version
-        self.remember(updated)
+        self.remember(strip_unread_metadata(updated))
 
     def remember(self, finetunejob: dict[str, Any]) -> dict[str, Any]:
         """Keep `finetunejob` unless a newer version is known already; return the newest known."""
