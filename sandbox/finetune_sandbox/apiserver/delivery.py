@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-# (client, group, plural, "list" or "watch")
-DeliveryKey = tuple[str, str, str, str]
+# (client, group, plural, "list" or "watch", namespace: "" for cluster-scoped objects)
+DeliveryKey = tuple[str, str, str, str, str]
 
 
 def client_name(request: web.Request) -> str:
@@ -27,14 +27,21 @@ class Deliveries:
     objects: collections.Counter[DeliveryKey] = field(default_factory=collections.Counter)
     bytes: collections.Counter[DeliveryKey] = field(default_factory=collections.Counter)
 
-    def add(self, request: web.Request, group: str, plural: str, how: str, objects: int, size: int) -> None:
-        key = (client_name(request), group, plural, how)
-        self.objects[key] += objects
-        self.bytes[key] += size
+    def add(self, request: web.Request, group: str, plural: str, how: str, namespaces: list[str], size: int) -> None:
+        """One answer or watch write: the namespace of each object in it, and its size in bytes."""
+        client = client_name(request)
+        for namespace in namespaces:
+            self.objects[(client, group, plural, how, namespace)] += 1
+        if namespaces:
+            self.bytes[(client, group, plural, how, namespaces[0])] += size
 
-    def received(self, client: str, group: str, plural: str) -> int:
-        """Objects `client` has been sent of one resource, list items and watch events together."""
-        return sum(n for (c, g, p, _), n in self.objects.items() if (c, g, p) == (client, group, plural))
+    def received(self, client: str, group: str, plural: str, namespaces: set[str] | None = None) -> int:
+        """Objects `client` has been sent of one resource (in `namespaces`, else anywhere), lists and watches."""
+        return sum(
+            n
+            for (c, g, p, _, ns), n in self.objects.items()
+            if (c, g, p) == (client, group, plural) and (namespaces is None or ns in namespaces)
+        )
 
     def clear(self) -> None:
         self.objects.clear()

@@ -53,7 +53,8 @@ def list_response(
             {"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": list_meta, "items": items}
         )
     if deliveries is not None:
-        deliveries.add(request, rt.group, rt.plural, "list", len(items), len(response.body or b""))
+        namespaces = [obj["metadata"].get("namespace", "") for obj in items]
+        deliveries.add(request, rt.group, rt.plural, "list", namespaces, len(response.body or b""))
     return response
 
 

@@ -69,18 +69,18 @@ class Watches:
             await response.prepare(request)
             for type_, item in backlog:
                 line = encode(type_, item)
-                self.deliveries.add(request, rt.group, rt.plural, "watch", 1, len(line))
+                self.deliveries.add(request, rt.group, rt.plural, "watch", [_namespace(item)], len(line))
                 await response.write(line)
             if initial and bookmarks:
                 await response.write(self._bookmark(rt, initial_end=True))
             await self._stream(request, response, rt, watcher, deadline, bookmarks, encode)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the client went away mid-stream (its timeout, a restart): normal for a watch
         finally:
             watcher.close()
         try:
             await response.write_eof()
-        except (ConnectionResetError, RuntimeError):
+        except (ConnectionError, RuntimeError):
             pass
         return response
 
@@ -103,7 +103,8 @@ class Watches:
             batch = await watcher.next_batch(wait)
             if batch:
                 chunk = b"".join(encode(*item) for item in batch)
-                self.deliveries.add(request, rt.group, rt.plural, "watch", len(batch), len(chunk))
+                namespaces = [_namespace(item) for _, item in batch]
+                self.deliveries.add(request, rt.group, rt.plural, "watch", namespaces, len(chunk))
                 await response.write(chunk)
             elif watcher.closed:
                 break
@@ -138,6 +139,11 @@ class Watches:
             ).encode()
             + b"\n"
         )
+
+
+def _namespace(item: Any) -> str:
+    obj = item if isinstance(item, dict) else item.obj
+    return obj["metadata"].get("namespace", "")
 
 
 def _parse_rv(text: str) -> int:
