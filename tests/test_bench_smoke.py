@@ -35,6 +35,7 @@ from operator_sandbox import (  # noqa: E402
 from operator_scale import per_job_breakdown  # noqa: E402
 from search_quality import early_stopping_savings, smoke_variant, validation_loss, with_epochs  # noqa: E402
 from trainer_data_parallel import RunResult, loss_ratio, steady_samples_per_second, threads_per_rank  # noqa: E402
+from trainer_forgetting import METHODS, REGULARISATION, budget, forgetting  # noqa: E402
 
 
 def run_bench_output(
@@ -212,6 +213,38 @@ def test_the_loss_ratio_is_the_pair_furthest_from_agreement() -> None:
     assert loss_ratio([run(0.5)], [run(0.5)]) == 1.0
     assert loss_ratio([run(0.5), run(0.4)], [run(0.5)]) == pytest.approx(1.25)
     assert loss_ratio([run(0.5)], [run(0.49), run(0.45)]) == pytest.approx(0.9)
+
+
+def test_forgetting_benchmark_smoke_prints_both_tables_and_their_ratios() -> None:
+    out, [methods, regularisation] = run_bench_output(
+        "trainer_forgetting.py", "--smoke", "--regularisation", timeout=540
+    )
+    for row in ("| base model |", "| full |", "| lora |", "| freeze |", "| none |", "| all of them |"):
+        assert row in out, out
+    assert methods.startswith("forgetting (1 - pair rho): full ") and "ratio full/lora forgetting: " in methods
+    assert regularisation.startswith("best control on test_out_of_domain: ")
+
+
+def test_forgetting_runs_share_one_budget_and_differ_only_in_their_own_settings() -> None:
+    for variant in METHODS:
+        config = budget(variant.settings, epochs=2, seed=42, eval_steps=None, smoke=False)
+        assert (config["epochs"], config["seed"], config["batch_size"], config["max_seq_length"]) == (2, 42, 16, 64)
+        assert config["eval_strategy"] == "epoch" and config["method"] == variant.name
+    none = budget(REGULARISATION[0].settings, epochs=3, seed=7, eval_steps=19, smoke=False)
+    assert none == budget(METHODS[0].settings, epochs=3, seed=7, eval_steps=None, smoke=False)
+    for variant in REGULARISATION[1:]:
+        config = budget(variant.settings, epochs=3, seed=7, eval_steps=19, smoke=False)
+        changed = {key for key in config.keys() | none.keys() if config.get(key) != none.get(key)}
+        own = variant.settings.keys() - REGULARISATION[0].settings.keys()
+        if "early_stopping_metric" in own:  # evaluates twice an epoch to have points to stop at
+            own |= {"eval_strategy", "eval_steps"}
+        assert changed == own, variant.name
+    assert budget({}, epochs=2, seed=1, eval_steps=None, smoke=True)["max_steps"] == 2
+
+
+def test_forgetting_is_what_the_pairwise_similarity_ranking_lost() -> None:
+    assert forgetting({"retention_similarity_spearman": 1.0}) == 0.0
+    assert forgetting({"retention_similarity_spearman": 0.75}) == pytest.approx(0.25)
 
 
 def test_search_benchmark_smoke_compares_the_search_with_the_default_job() -> None:
