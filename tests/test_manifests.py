@@ -36,7 +36,7 @@ BUILTIN_GROUPS = {
     "admissionregistration.k8s.io",
 }
 # Packages only the trainer or the sandbox install; the operator image has none of them. (numpy is not one:
-# Optuna needs it, and search.sampling imports it, so operator/requirements.txt pins it.)
+# Optuna needs it, and search.optuna_study imports it, so operator/requirements.txt pins it.)
 NOT_IN_OPERATOR_IMAGE = (
     "torch",
     "transformers",

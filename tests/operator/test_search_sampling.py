@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 import statistics
+import subprocess
+import sys
 import warnings
 from types import SimpleNamespace
 
 import optuna
 import pytest
+from finetune_operator.search.optuna_study import distributions, grid_order, grid_search_space
 from finetune_operator.search.sampling import (
     Param,
-    distributions,
     grid_points,
     grid_size,
     space_from_search,
@@ -316,12 +318,10 @@ def test_bad_inputs_are_refused_naming_the_field(change, complaint):
 def test_grid_ids_of_rebuilt_trials_match_grid_samplers_shuffle():
     # Rebuilt trials carry GridSampler's `grid_id`; it must index the sampler's own shuffled grid.
     # This reads a private attribute on purpose: it pins the assumption for Optuna upgrades.
-    from finetune_operator.search.sampling import _grid_order, _grid_search_space
-
-    grid_space = _grid_search_space(GRID)
+    grid_space = grid_search_space(GRID)
     for seed in (0, 1, 11, 2**31 - 1):
         sampler = optuna.samplers.GridSampler(grid_space, seed=seed)
-        assert [tuple(point.values()) for point in _grid_order(grid_space, seed)] == sampler._all_grids
+        assert [tuple(point.values()) for point in grid_order(grid_space, seed)] == sampler._all_grids
 
 
 def test_grid_past_its_size_in_trial_numbers_still_visits_each_point_once():
@@ -347,3 +347,17 @@ def test_bayesian_spreads_parallel_trials_instead_of_piling_onto_the_best_region
             trials.append({"index": index, "parameters": params, "state": "Running" if index % 2 else "Pending"})
             parallel.append(params["x"])
         assert statistics.pstdev(parallel) > 2.0
+
+
+def test_the_operator_loads_optuna_only_when_a_search_asks_for_parameters():
+    # About 25 MiB of resident memory (docs/scaling.md): reading specs and sizing grids must not pay it.
+    script = (
+        "import sys\n"
+        "import finetune_operator.handlers\n"
+        "from finetune_operator.search.sampling import Param, grid_size, suggest\n"
+        "assert grid_size({'a': Param('a', 'categorical', values=(1, 2))}) == 2\n"
+        "assert 'optuna' not in sys.modules and 'numpy' not in sys.modules, 'loaded at import'\n"
+        "suggest('random', {'a': Param('a', 'float', 0.0, 1.0)}, [], goal='minimize', seed=1, index=0, max_trials=2)\n"
+        "assert 'optuna' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
