@@ -159,10 +159,15 @@ async def test_kubelet_play_starts_a_pod_once_its_sources_exist_with_the_mount_b
 
 
 def test_scale_benchmark_counts_requests_per_job() -> None:
-    [line] = run_bench(
-        "operator_scale.py", "--sizes", "2", "--duration", "2", "--report-interval", "1", "--timeout", "90"
+    lines = run_bench(
+        "operator_scale.py",
+        *("--sizes", "2", "--duration", "2", "--report-interval", "1", "--timeout", "90"),
+        *("--foreign-pods", "300", "--foreign-churn", "50", "--compare-foreign"),
     )
-    assert line.startswith("scale N=2:") and "create jobs 1.00" in line and "MiB peak" in line
+    without, with_foreign, ratio = lines
+    assert without.startswith("scale N=2, 0 foreign pods") and "create jobs 1.00" in without and "MiB peak" in without
+    assert with_foreign.startswith("scale N=2, 300 foreign pods") and ", 0 foreign;" in with_foreign
+    assert ratio.startswith("scale N=2: ratio of peak RSS with 300 foreign pods to without: ")
 
 
 def test_progress_path_benchmark_times_status_and_metrics() -> None:
