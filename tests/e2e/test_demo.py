@@ -17,15 +17,28 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ACCURACY_LINE = re.compile(r"Validation accuracy: ([\d.]+)% before fine-tuning -> ([\d.]+)% after")
+IN_DOMAIN_LINE = re.compile(r"Test accuracy, in_domain: ([\d.]+)% \(250 held-out rows; from the 10 training domains\)")
+OUT_OF_DOMAIN_LINE = re.compile(
+    r"Test accuracy, out_of_domain: ([\d.]+)% \(200 held-out rows; domains never seen in training: clothing, travel\)"
+)
+# Measured with the sample's defaults (3 epochs, lr 1e-4) at seeds 42 and 7: in-domain 86.4% and 84.4%,
+# out-of-domain 88.5% and 87.5% (the target, 95%, is out of this model's reach on 600 sentences: see
+# cli/finetune_cli/demo_data/sentiment/README.md). The floors leave room for seeds and thread counts, and still
+# fail a model that learnt little (a coin scores 50%) or a test set read wrong.
+IN_DOMAIN_FLOOR = 0.80
+OUT_OF_DOMAIN_FLOOR = 0.80
 
 
+# 114 steps and 450 test sentences: about a minute on 2 idle cores, but 9 minutes was measured while other
+# work kept the load at 6-8, past the suite's 600 s default.
+@pytest.mark.timeout(1200)
 def test_demo_fine_tunes_minilm_to_high_accuracy_and_writes_the_model(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
     ftjob = shutil.which("ftjob") or str(Path(sys.executable).with_name("ftjob"))
 
-    # On 2 cores this takes 1-2 minutes alone, longer while other tests load the machine.
+    # On 2 idle cores this takes 1-2 minutes, far longer while other work loads the machine.
     result = subprocess.run(
-        [ftjob, "demo", "--data-dir", str(data_dir), "--timeout", "540"], capture_output=True, text=True, timeout=600
+        [ftjob, "demo", "--data-dir", str(data_dir), "--timeout", "1080"], capture_output=True, text=True, timeout=1140
     )
 
     output = result.stdout + result.stderr
@@ -36,6 +49,11 @@ def test_demo_fine_tunes_minilm_to_high_accuracy_and_writes_the_model(tmp_path: 
     before, after = float(accuracy.group(1)) / 100, float(accuracy.group(2)) / 100
     assert after >= 0.8, accuracy.group(0)
     assert after > before, accuracy.group(0)
+    # The held-out test sets: the sentences of the ten training domains, and two domains training never saw.
+    in_domain, out_of_domain = IN_DOMAIN_LINE.search(result.stdout), OUT_OF_DOMAIN_LINE.search(result.stdout)
+    assert in_domain is not None and out_of_domain is not None, result.stdout
+    assert float(in_domain.group(1)) / 100 >= IN_DOMAIN_FLOOR, in_domain.group(0)
+    assert float(out_of_domain.group(1)) / 100 >= OUT_OF_DOMAIN_FLOOR, out_of_domain.group(0)
 
     model_dir = data_dir / "pvcs" / "default" / "models" / "sentiment-minilm"
     assert f"(on this machine: {model_dir})" in result.stdout
@@ -43,6 +61,10 @@ def test_demo_fine_tunes_minilm_to_high_accuracy_and_writes_the_model(tmp_path: 
     # The printed numbers are the trainer's own, not something the demo made up.
     assert f"{metrics['eval_accuracy']:.1%}" == accuracy.group(2) + "%"
     assert f"{metrics['eval_accuracy_before']:.1%}" == accuracy.group(1) + "%"
+    assert f"{metrics['test_in_domain_accuracy']:.1%}" == in_domain.group(1) + "%"
+    assert f"{metrics['test_out_of_domain_accuracy']:.1%}" == out_of_domain.group(1) + "%"
+    assert metrics["data"]["test_rows"] == {"in_domain": 250, "out_of_domain": 200}
+    assert metrics["data"]["train_rows"] == 600 and metrics["data"]["validation_rows"] == 150
     assert metrics["task"] == "text-classification"
     card = (model_dir / "README.md").read_text()
     assert "base_model: pvc://models/all-MiniLM-L6-v2" in card

@@ -89,4 +89,10 @@ def test_sandbox_demo_sample_is_cpu_friendly_minilm():
     assert spec.output.uri == "pvc://models/sentiment-minilm"
     assert spec.resources.gpus_per_node == 0 and spec.total_gpus == 0
     hp = spec.hyperparameters
-    assert (hp.epochs, hp.batch_size, hp.max_seq_length, hp.learning_rate, hp.precision) == (2, 16, 64, 5.0e-5, "auto")
+    assert (hp.epochs, hp.batch_size, hp.max_seq_length, hp.learning_rate, hp.precision) == (3, 16, 64, 1.0e-4, "auto")
+    assert (hp.warmup_ratio, hp.weight_decay) == (0.1, 0.01)
+    # Both held-out test sets of the shipped data, under the names the demo's report and its e2e test read.
+    assert spec.dataset.test == {
+        "in_domain": "pvc://datasets/sentiment/test.csv",
+        "out_of_domain": "pvc://datasets/sentiment/test_out_of_domain.csv",
+    }
