@@ -173,6 +173,14 @@ async def sample_process(bench: BenchSandbox, stop: asyncio.Event, samples: list
         samples.append((process.memory_info().rss, process.cpu_percent(None)))
 
 
+async def take_profile(bench: BenchSandbox, written: Path, keep: Path, timeout: float) -> None:
+    """Ask the operator for its memory profile (SIGUSR2), wait for the file, keep it as `keep`."""
+    written.unlink(missing_ok=True)
+    os.kill(bench.operator.pid, signal.SIGUSR2)
+    await bench.wait_until(written.exists, timeout, f"the operator's memory profile in {written}")
+    written.replace(keep)
+
+
 async def measure(args: argparse.Namespace, size: int, data_dir: Path, *, foreign_pods: int) -> dict:
     timeout = args.timeout
     operator_env = dict(item.split("=", 1) for item in args.operator_env)
@@ -204,6 +212,12 @@ async def measure(args: argparse.Namespace, size: int, data_dir: Path, *, foreig
             burst = keys[first : first + args.burst]
             for _, name in burst:
                 bench.create_finetunejob(finetunejob(name))
+            if profile is not None and first == 0:
+                # Mid-burst, where the peak is: half of the first burst's Jobs sent.
+                await bench.wait_until(
+                    lambda b=burst: sum(k in jobs for k in b) >= len(b) // 2, timeout, "half a burst"
+                )
+                await take_profile(bench, profile, profile.with_name(profile.stem + "-burst" + profile.suffix), timeout)
             await bench.wait_until(lambda b=burst: all(k in jobs for k in b), timeout, f"the Jobs of burst {first}")
         bench.create_pods(keys)
         await bench.wait_until(lambda: all(k in starting for k in keys), timeout, f"{size} jobs to be Starting")
@@ -224,8 +238,7 @@ async def measure(args: argparse.Namespace, size: int, data_dir: Path, *, foreig
         stop.set()
         await sampler
         if profile is not None:
-            os.kill(bench.operator.pid, signal.SIGUSR2)
-            await bench.wait_until(profile.exists, timeout, f"the operator's memory profile in {profile}")
+            await take_profile(bench, profile, profile, timeout)
         await foreign.stop_churn()
 
         # End of life: trainers exit 0, Jobs complete, the FineTuneJobs are deleted and garbage-collected.

@@ -25,7 +25,10 @@ def report(snapshot: tracemalloc.Snapshot) -> str:
     snapshot = snapshot.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
     by_line = snapshot.statistics("lineno")
     total = sum(stat.size for stat in by_line)
-    lines = [f"traced live memory: {total / 2**20:.1f} MiB in {sum(s.count for s in by_line)} blocks", ""]
+    lines = [f"traced live memory: {total / 2**20:.1f} MiB in {sum(s.count for s in by_line)} blocks"]
+    if tracemalloc.is_tracing():
+        lines.append(f"traced peak since start: {tracemalloc.get_traced_memory()[1] / 2**20:.1f} MiB")
+    lines.append("")
     lines.append(f"top {TOP_LINES} lines:")
     for stat in by_line[:TOP_LINES]:
         frame = stat.traceback[0]
@@ -45,6 +48,7 @@ def install() -> bool:
 
     def dump(_signum: int, _frame: object) -> None:
         text = report(tracemalloc.take_snapshot())
+        # Each signal writes a new file when the last one was taken away (renamed): the benchmark asks twice.
         tmp = path.with_suffix(".partial")
         tmp.write_text(text)
         tmp.replace(path)  # whole or not at all: the benchmark waits for the file

@@ -123,7 +123,7 @@ async def reconcile_once(
 ) -> None:
     """Observe, plan, act, under the job's lock."""
     lock = state.locks.setdefault((namespace, name), asyncio.Lock())
-    async with lock:
+    async with lock, state.reconcile_slots:
         # The newest version known once the lock is ours: a reconcile that waited for it may hold a body
         # older than the status the previous one just wrote.
         kube = state.kube

@@ -15,6 +15,7 @@ import kopf
 
 from ..config import OperatorConfig
 from ..kube import KubeApi
+from ..kube.client import POOL_SIZE
 from ..metrics import OperatorMetrics
 from ..progress.hub import ProgressHub
 from ..registry import JobRegistry
@@ -22,6 +23,11 @@ from .apply import Actuators
 from .children_first import ChildrenFirst
 
 Key = tuple[str, str]
+# How many reconciles plan and act at once. A burst of 1,000 new FineTuneJobs would otherwise hold
+# 1,000 plans (each with its children's manifests) in memory while they queue for the API threads:
+# that was the operator's memory peak (docs/scaling.md). Twice the pooled API connections keeps every
+# connection busy, so the burst takes no longer.
+RECONCILE_CONCURRENCY = 2 * POOL_SIZE
 
 
 @dataclass
@@ -34,6 +40,8 @@ class OperatorState:
     children_first: ChildrenFirst = field(default_factory=ChildrenFirst)
     # One reconcile per FineTuneJob at a time: child events for one job arrive concurrently.
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    # Taken after the job's lock, for the observe-plan-act only (see RECONCILE_CONCURRENCY).
+    reconcile_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILE_CONCURRENCY))
     # Kopf's indexes of our Jobs and pods (live views), once a handler has run: the sweep and trial
     # reports, which are no handlers, reconcile through them.
     indexes: tuple[kopf.Index, kopf.Index] | None = None
