@@ -67,8 +67,8 @@ METHODS = (
     Variant("full", {"method": "full", "learning_rate": 5e-5}, "every weight, lr 5e-5"),
     Variant(
         "lora",
-        {"method": "lora", "learning_rate": 5e-4, "lora_r": 8, "lora_alpha": 16, "merge_adapter": True},
-        "r 8, alpha 16, lr 5e-4",
+        {"method": "lora", "learning_rate": 2e-3, "lora_r": 8, "lora_alpha": 16, "merge_adapter": True},
+        "r 8, alpha 16, lr 2e-3",
     ),
     Variant(
         "freeze", {"method": "freeze", "learning_rate": 5e-5, "freeze_trainable_layers": 2}, "top 2 + head, lr 5e-5"
@@ -283,6 +283,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=float, default=2.0, help="the budget of every run")
     parser.add_argument("--regularisation", action="store_true", help="also run the regularisation table")
     parser.add_argument("--no-methods", action="store_true", help="skip the methods table (not the base model)")
+    parser.add_argument("--learning-rate", type=float, help="override the learning rate of the methods rows")
+    parser.add_argument("--methods", help="comma-separated names of the methods rows to run (default: all)")
     parser.add_argument("--controls", help="comma-separated names of the regularisation rows to run (default: all)")
     parser.add_argument("--seeds", default="42", help="comma-separated; each row is the mean over them")
     parser.add_argument("--smoke", action="store_true", help="2 optimizer steps per run (for the test suite)")
@@ -333,13 +335,22 @@ def main() -> int:
     task = "test_out_of_domain" if splits["test_out_of_domain"] is not None else "test"
     budget_line = f"{args.epochs:g} epochs, batch 16, max length 64, seed(s) {args.seeds}"
     methods: list[dict[str, Any]] = []
+    by_name: dict[str, dict[str, Any]] = {}
     if not args.no_methods:
+        chosen = tuple(v for v in METHODS if not args.methods or v.name in args.methods.split(","))
+        if args.learning_rate:
+            chosen = tuple(
+                Variant(v.name, {**v.settings, "learning_rate": args.learning_rate}, f"lr {args.learning_rate:g}")
+                for v in chosen
+            )
         methods = run_variants(
-            METHODS, epochs=args.epochs, seeds=seeds, eval_steps=None, context=context, smoke=args.smoke
+            chosen, epochs=args.epochs, seeds=seeds, eval_steps=None, context=context, smoke=args.smoke
         )
         print(f"\nForgetting: {budget_line}\n")
         print(table([base_row, *methods], "method"))
-        full, lora, freeze = methods
+        by_name = {row["name"]: row for row in methods}
+    if len(methods) == len(METHODS):
+        full, lora, freeze = (by_name[v.name] for v in METHODS)
         print(
             f"\nforgetting (1 - pair rho): full {forgetting(full):.3f}, lora {forgetting(lora):.3f}, "
             f"freeze {forgetting(freeze):.3f}; {task} accuracy full {full[task]:.3f}, lora {lora[task]:.3f}, "
@@ -350,7 +361,7 @@ def main() -> int:
         steps_per_epoch = -(-len(train_frame) // BASE_CONFIG["batch_size"])
         eval_steps = max(1, steps_per_epoch // 2)
         # "none" is table 1's full run when it ran: the same config.
-        variants = REGULARISATION[1:] if methods else REGULARISATION
+        variants = REGULARISATION[1:] if "full" in by_name else REGULARISATION
         if args.controls:
             variants = tuple(v for v in variants if v.name in args.controls.split(","))
         if args.smoke:
@@ -358,8 +369,8 @@ def main() -> int:
         rows = run_variants(
             variants, epochs=args.epochs, seeds=seeds, eval_steps=eval_steps, context=context, smoke=args.smoke
         )
-        if methods:
-            rows.insert(0, {**methods[0], "name": REGULARISATION[0].name, "note": REGULARISATION[0].note})
+        if "full" in by_name:
+            rows.insert(0, {**by_name["full"], "name": REGULARISATION[0].name, "note": REGULARISATION[0].note})
         print(f"\nRegularisation: full fine-tuning, {budget_line}; early stopping evaluates every {eval_steps} steps\n")
         print(table([base_row, *rows], "control"))
         none = rows[0] if rows[0]["name"] == REGULARISATION[0].name else None
