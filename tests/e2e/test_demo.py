@@ -29,16 +29,13 @@ IN_DOMAIN_FLOOR = 0.80
 OUT_OF_DOMAIN_FLOOR = 0.80
 
 
-# 114 steps and 450 test sentences: about a minute on 2 idle cores, but 9 minutes was measured while other
-# work kept the load at 6-8, past the suite's 600 s default.
-@pytest.mark.timeout(1200)
 def test_demo_fine_tunes_minilm_to_high_accuracy_and_writes_the_model(tmp_path: Path) -> None:
     data_dir = tmp_path / "demo"
     ftjob = shutil.which("ftjob") or str(Path(sys.executable).with_name("ftjob"))
 
-    # On 2 idle cores this takes 1-2 minutes, far longer while other work loads the machine.
+    # On 2 cores this took 1m47s from apply to Succeeded while other work kept the load average at 5-8.
     result = subprocess.run(
-        [ftjob, "demo", "--data-dir", str(data_dir), "--timeout", "1080"], capture_output=True, text=True, timeout=1140
+        [ftjob, "demo", "--data-dir", str(data_dir), "--timeout", "540"], capture_output=True, text=True, timeout=600
     )
 
     output = result.stdout + result.stderr
