@@ -13,6 +13,7 @@ Python environment: the trainer pods from the trainer image, and the operator as
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import subprocess
@@ -154,15 +155,18 @@ def report(
 def held_out_domains(test: Path | None, train: Path | None) -> tuple[list[str], list[str]] | None:
     """(the test set's domains that training saw, those it never saw), from a `domain` column in both files;
     None where either file or the column is missing."""
-    import pandas as pd
-
     if test is None or train is None or not test.is_file() or not train.is_file():
         return None
     try:
-        tested, trained = (set(pd.read_csv(path)["domain"].astype(str)) for path in (test, train))
-    except (KeyError, ValueError, OSError):
+        tested, trained = (_domains(path) for path in (test, train))
+    except (KeyError, ValueError, OSError, csv.Error):
         return None
     return sorted(tested & trained), sorted(tested - trained)
+
+
+def _domains(path: Path) -> set[str]:
+    with path.open(newline="") as rows:
+        return {row["domain"] for row in csv.DictReader(rows)}
 
 
 def _held_out(rows: int | None, domains: tuple[list[str], list[str]] | None) -> str:
