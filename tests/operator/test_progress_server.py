@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import datetime, timezone
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from finetune_operator.metrics import OperatorMetrics
 from finetune_operator.progress.hub import ProgressHub, job_token
+from finetune_operator.progress.report import parse_report
 from finetune_operator.progress.server import RateLimiter, metrics_app, progress_app
 from finetune_operator.registry import JobRegistry
 from hypothesis import HealthCheck, given, settings
@@ -102,6 +104,40 @@ async def test_status_writes_are_throttled_per_job_but_the_newest_report_lands(s
     await asyncio.sleep(0.4)
     assert len(writes) == 2
     assert writes[-1][2]["progress"]["step"] == 5
+
+
+async def test_a_slow_api_server_gets_one_write_per_job_at_a_time_and_then_the_newest_report():
+    # 10,000 jobs ask for 667 writes a second; an API server that answers slower must not make writes
+    # pile up in the operator's memory (docs/scaling.md): one waits per job, carrying the newest report.
+    release, started, writes = threading.Event(), threading.Event(), []
+
+    def slow_write(namespace, name, fields):
+        started.set()
+        release.wait(10)
+        writes.append(fields["progress"]["step"])
+
+    registry = JobRegistry()
+    hub = ProgressHub(KEY, registry, slow_write, OperatorMetrics(registry.all), status_interval=0.01, clock=lambda: NOW)
+    record = registry.track("team-a", "sentiment", uid="uid-1", created=NOW, gpus=0, gpu_seconds=0)
+    token = job_token(KEY, "team-a", "sentiment", "uid-1")
+    try:
+        assert hub.accept("team-a", "sentiment", token, parse_report(body(step=1).encode())) == (204, "Accepted")
+        await asyncio.to_thread(started.wait, 10)
+        for step in range(2, 50):
+            hub.accept("team-a", "sentiment", token, parse_report(body(step=step).encode()))
+            await asyncio.sleep(0.002)  # many intervals pass while the first write hangs
+        sent = hub.metrics.status_writes.labels("progress")._value.get()
+        assert sent == 1, f"{sent} writes were sent while the first was unanswered"
+        release.set()
+        for _ in range(200):
+            if writes[-1:] == [49]:
+                break
+            await asyncio.sleep(0.01)
+        assert writes == [1, 49]
+        assert record.report.step == 49
+    finally:
+        release.set()
+        await hub.close()
 
 
 @pytest.mark.parametrize(

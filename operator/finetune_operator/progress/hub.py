@@ -3,6 +3,9 @@
 The reconcile registers each job it sees in the JobRegistry; the progress endpoint hands over
 authenticated reports (`accept`) to those records; every accepted report schedules one status write per
 job per `status_interval` at most (trailing edge, so the newest report always lands within one interval).
+A job has at most one write waiting or in flight: when the API server answers slower than reports come
+(10,000 jobs ask for 667 writes a second), writes wait for their job's previous one instead of piling up
+in memory, and each carries the newest report when it goes.
 This is the one writer of the fields `progress_status` renders (status.progress, checkpoint,
 timeToFirstStepSeconds, gpuSeconds): the reconcile asks for a write (`schedule_write`), it never writes
 them itself.
@@ -52,6 +55,9 @@ class ProgressHub:
         self._clock = clock
         self._last_write: dict[tuple[str, str], float] = {}
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # Jobs whose write is in flight (its fields already taken), and those that got a report meanwhile.
+        self._in_flight: set[tuple[str, str]] = set()
+        self._dirty: set[tuple[str, str]] = set()
         # A search trial's reports go to its FineTuneJob's reconcile (which owns status.trials), not to a
         # status write of their own.
         self.trial_reported = trial_reported
@@ -63,6 +69,7 @@ class ProgressHub:
         """Cancel the pending writes of deleted jobs (JobRegistry.forget names them)."""
         for key in keys:
             self._last_write.pop(key, None)
+            self._dirty.discard(key)
             task = self._pending.pop(key, None)
             if task is not None:
                 task.cancel()
@@ -84,18 +91,31 @@ class ProgressHub:
     def schedule_write(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         if key in self._pending:
+            if key in self._in_flight:
+                self._dirty.add(key)  # written again once the write in flight is answered
             return
         elapsed = time.monotonic() - self._last_write.get(key, float("-inf"))
         delay = max(0.0, self.status_interval - elapsed)
         self._pending[key] = asyncio.get_running_loop().create_task(self._write_after(key, delay))
 
     async def _write_after(self, key: tuple[str, str], delay: float) -> None:
-        await asyncio.sleep(delay)
-        self._pending.pop(key, None)
+        try:
+            await asyncio.sleep(delay)
+            await self._write(key)
+        finally:
+            self._in_flight.discard(key)
+            if self._pending.get(key) is asyncio.current_task():
+                del self._pending[key]
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.schedule_write(*key)
+
+    async def _write(self, key: tuple[str, str]) -> None:
         record = self.registry.records.get(key)
         if record is None:
             return
         self._last_write[key] = time.monotonic()
+        self._in_flight.add(key)
         if record.parent is not None:
             if self.trial_reported is not None:
                 try:
@@ -117,7 +137,7 @@ class ProgressHub:
         except Exception:  # noqa: BLE001 (the next report or reconcile retries; training must not notice)
             log.exception("writing progress of %s/%s failed; will retry", *key)
             self.metrics.reconcile_errors.inc()
-            self.schedule_write(*key)
+            self._dirty.add(key)
 
     async def close(self) -> None:
         for task in self._pending.values():
