@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 import secrets
@@ -25,8 +26,9 @@ from .names import GROUP, LABEL_JOB_NAME, LABEL_MANAGED_BY, LABEL_SEARCH, MANAGE
 from .progress.hub import ProgressHub
 from .progress.server import Servers
 from .progress.tls import ProgressTls
-from .reconcile.loop import reconcile, reconcile_from_cache, sweep
-from .reconcile.state import OperatorState
+from .reconcile.loop import reconcile_from_cache, reconcile_queued, sweep
+from .reconcile.queue import ReconcileQueue
+from .reconcile.state import RECONCILE_CONCURRENCY, OperatorState
 from .registry import JobRegistry
 from .snapshots import child_snapshot, finetunejob_snapshot
 
@@ -114,6 +116,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     state.servers = Servers(hub, progress_port=config.progress_port, metrics_port=config.metrics_port, tls=tls)
     await state.servers.start()
     state.sweeper = asyncio.get_running_loop().create_task(sweep(state))
+    # What events ask for: a reconcile per job, run by a fixed set of workers (reconcile/queue.py).
+    state.queue = ReconcileQueue(functools.partial(reconcile_queued, state), workers=RECONCILE_CONCURRENCY)
 
 
 def _progress_key(kube: KubeApi) -> bytes:
@@ -133,6 +137,7 @@ async def shutdown(memo: kopf.Memo, **_: Any) -> None:
     state: OperatorState = memo.state
     if state.sweeper is not None:
         state.sweeper.cancel()
+    await state.queue.close()
     await state.servers.stop()
     await state.hub.close()
 
@@ -177,10 +182,11 @@ async def job_event(
         and not newer_version(body.metadata.get("resourceVersion"), state.kube.written_versions.get((namespace, name)))
     ):
         return
-    # An event older than the operator's own last write is reconciled from that write's (newer) answer.
-    await reconcile(
-        namespace, name, state, training_jobs, trainer_pods, body=state.kube.remember(finetunejob_snapshot(body))
-    )
+    # An event older than the operator's own last write is reconciled from that write's (newer) answer,
+    # which the queued reconcile reads from the cache when it runs.
+    state.kube.remember(finetunejob_snapshot(body))
+    state.indexes = (training_jobs, trainer_pods)
+    state.queue.add(namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=CHILDREN)
@@ -195,8 +201,8 @@ async def child_changed(
     trainer_pods: kopf.Index,
     **_: Any,
 ) -> None:
-    # A search trial's (or promote Job's) children belong to the search job: reconcile that one, from the
-    # newest version of it the watch (or our own write) delivered: no GET per child event.
+    # A search trial's (or promote Job's) children belong to the search job: reconcile that one. The queued
+    # reconcile reads the newest version of it the watch (or our own write) delivered: no GET per child event.
     state: OperatorState = memo.state
     name = labels.get(LABEL_SEARCH) or labels[LABEL_JOB_NAME]
     record = state.registry.get(namespace, labels[LABEL_JOB_NAME])
@@ -204,5 +210,5 @@ async def child_changed(
         # A Job this process has just created, status still empty: its reconcile already counted on it.
         # (Skipping it matters in a burst: the next jobs' events wait behind these reconciles.)
         return
-    search_or_job = state.kube.finetunejobs.get((namespace, name))
-    await reconcile(namespace, name, state, training_jobs, trainer_pods, body=search_or_job)
+    state.indexes = (training_jobs, trainer_pods)
+    state.queue.add(namespace, name)

@@ -94,6 +94,13 @@ def in_handler_context(state: OperatorState, coroutine: Coroutine[Any, Any, None
     return context.run(loop.create_task, coroutine) if context is not None else loop.create_task(coroutine)
 
 
+async def reconcile_queued(state: OperatorState, key: tuple[str, str]) -> None:
+    """A job's reconcile that an event queued (reconcile/queue.py), from the newest version of it known."""
+    if state.indexes is None:
+        return  # no handler has run yet, so none has queued anything
+    await reconcile(*key, state, *state.indexes, body=state.kube.finetunejobs.get(key))
+
+
 async def reconcile_from_cache(state: OperatorState, namespace: str, name: str) -> None:
     """Reconcile a job outside the handlers (the sweep, a trial's report), from the newest version known."""
     if state.indexes is None:

@@ -21,6 +21,7 @@ from ..progress.hub import ProgressHub
 from ..registry import JobRegistry
 from .apply import Actuators
 from .children_first import ChildrenFirst
+from .queue import ReconcileQueue
 
 Key = tuple[str, str]
 # How many reconciles plan and act at once. A burst of 1,000 new FineTuneJobs would otherwise hold
@@ -28,6 +29,10 @@ Key = tuple[str, str]
 # that was the operator's memory peak (docs/scaling.md). Twice the pooled API connections keeps every
 # connection busy, so the burst takes no longer.
 RECONCILE_CONCURRENCY = 2 * POOL_SIZE
+
+
+async def _nothing(_key: Key) -> None:
+    """The queue's work until start-up gives it the reconcile."""
 
 
 @dataclass
@@ -51,6 +56,8 @@ class OperatorState:
     retries: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     # One pending look-again per job (a plan's requeue_after).
     requeues: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
+    # The jobs that events asked to reconcile, and the workers that do (made at start-up).
+    queue: ReconcileQueue = field(default_factory=lambda: ReconcileQueue(_nothing, workers=0))
     # The progress and metrics servers and the sweep task, stopped at shutdown.
     servers: Any = None
     sweeper: asyncio.Task[None] | None = None
