@@ -206,7 +206,8 @@ def smoke_assets(folder: Path) -> dict[str, Path]:
     from sandbox_support import write_sentiment_csv, write_tiny_text_classifier
 
     write_tiny_text_classifier(folder / "tiny-bert")
-    for split, rows in (("train", 64), ("validation", 16), ("test", 16)):
+    # Every file the samples name: their held-out test sets included (spec.dataset.test).
+    for split, rows in (("train", 64), ("validation", 16), ("test", 16), ("test_out_of_domain", 16)):
         write_sentiment_csv(folder / "sentiment" / f"{split}.csv", rows)
     return {"models/tiny-bert": folder / "tiny-bert", "datasets/sentiment": folder / "sentiment"}
 
