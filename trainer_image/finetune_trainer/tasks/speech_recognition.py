@@ -81,17 +81,20 @@ def wer_metrics(processor):
     return compute
 
 
+def _transcript_layout(audio_col: str, text_col: str) -> dict:
+    """How a transcript table is read: an audiofolder or a table of audio paths, both columns required."""
+    return {
+        "folder_format": "audiofolder",
+        "extensions": AUDIO_EXTENSIONS,
+        "path_column": audio_col,
+        "label_column": text_col,
+        "required": [audio_col, text_col],
+    }
+
+
 def transcript_frames(paths, data_args, audio_col: str, text_col: str):
     """(train, validation, retention) tables of audio files and their transcripts; no transcript blank."""
-    frames = media_frames(
-        paths,
-        data_args,
-        folder_format="audiofolder",
-        extensions=AUDIO_EXTENSIONS,
-        path_column=audio_col,
-        label_column=text_col,
-        required=[audio_col, text_col],
-    )
+    frames = media_frames(paths, data_args, **_transcript_layout(audio_col, text_col))
     for frame, path in zip(frames, (paths.train, paths.validation, paths.retention)):
         if frame is not None:
             check_no_blanks(frame, text_col, source_name(path))
@@ -100,15 +103,7 @@ def transcript_frames(paths, data_args, audio_col: str, text_col: str):
 
 def transcript_table(path, data_args, audio_col: str, text_col: str):
     """One table of audio files and their transcripts (a held-out test set); no transcript blank."""
-    frame = media_table(
-        path,
-        data_args,
-        folder_format="audiofolder",
-        extensions=AUDIO_EXTENSIONS,
-        path_column=audio_col,
-        label_column=text_col,
-        required=[audio_col, text_col],
-    )
+    frame = media_table(path, data_args, **_transcript_layout(audio_col, text_col))
     check_no_blanks(frame, text_col, source_name(path))
     return frame
 
