@@ -31,6 +31,14 @@ def pods_missing(job: dict[str, Any] | None, live_pods: int, nodes: int) -> bool
     return live_pods < nodes
 
 
+def ask_again_after(age_seconds: float) -> float:
+    """How long until the operator asks again why pods are missing, for a job `age_seconds` old: every
+    second at first, then less often (a quarter of the job's age, at most every 30 s). Refusals show up
+    within a second of the apply; a Job that waits minutes for its pods costs a list per 30 s, not one
+    per reconcile."""
+    return min(30.0, max(1.0, age_seconds / 4))
+
+
 def _when(event: dict[str, Any]) -> str:
     return event.get("lastTimestamp") or event.get("eventTime") or event.get("firstTimestamp") or ""
 

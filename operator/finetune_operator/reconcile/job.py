@@ -20,7 +20,7 @@ from ..conditions import find_condition
 from ..config import OperatorConfig
 from ..failure import job_condition
 from ..names import ANNOTATION_SPEC_HASH, training_job_name
-from ..pod_creation import pods_missing
+from ..pod_creation import ask_again_after, pods_missing
 from ..progress.records import JobRecord
 from ..rejection import Rejection
 from ..spec import FineTuneJobSpec, changed_paths
@@ -136,11 +136,10 @@ def _plan_gang_restart(plan: Plan, previous: dict[str, Any], derived: dict[str, 
 
 def _requeue_after(spec: FineTuneJobSpec, observed: Observed, created: datetime, now: datetime) -> float | None:
     """While the Job has fewer pods than ranks, look again soon: the Job controller says why only in Events
-    on the Job, which bring no watch event. Every second at first, then less often (a quarter of the
-    job's age, at most every 30 s)."""
+    on the Job, which bring no watch event (see ask_again_after)."""
     if not pods_missing(observed.job, len(live_pods(observed.pods)), spec.resources.nodes):
         return None
-    return min(30.0, max(1.0, (now - created).total_seconds() / 4))
+    return ask_again_after((now - created).total_seconds())
 
 
 def plan_rejection(ftj: dict[str, Any], rejection: Rejection, now: datetime) -> Plan:

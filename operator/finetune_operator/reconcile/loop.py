@@ -191,7 +191,7 @@ async def plan_reconcile(ftj: dict[str, Any], state: OperatorState, jobs: Index,
         )
     token = state.hub.token(meta["namespace"], meta["name"], meta.get("uid", ""))
     job = observe_job(ftj, spec, error, registry=state.registry, jobs=jobs, pods=pods, token=token, now=now)
-    job = await with_failed_creates(state.kube, job)
+    job = await with_failed_creates(state.kube, job, state.failed_create_lookups, now)
     record = state.registry.get(meta["namespace"], meta["name"])
     assert record is not None  # observe_job registered it
     return plan_job(job, record, config=state.config, now=now)

@@ -17,12 +17,13 @@ from typing import Any
 from .. import reasons as r
 from ..kube import KubeApi
 from ..names import promote_job_name
-from ..pod_creation import pods_missing
+from ..pod_creation import ask_again_after, pods_missing
 from ..registry import JobRegistry
 from ..search.plan import SearchObservation
 from ..search.specs import frozen_spec, trial_spec
 from ..spec import FineTuneJobSpec
 from ..status import Observed, live_pods, parse_timestamp
+from .failed_create_lookups import FailedCreateLookups
 from .job import JobObservation
 
 log = logging.getLogger(__name__)
@@ -106,19 +107,28 @@ def observe_search(
     return SearchObservation(ftj=ftj, spec=spec, children=children, parent=parent, trials=records)
 
 
-async def with_failed_creates(kube: KubeApi, observation: JobObservation) -> JobObservation:
+async def with_failed_creates(
+    kube: KubeApi, observation: JobObservation, lookups: FailedCreateLookups, now: datetime
+) -> JobObservation:
     """The Job controller's FailedCreate events, read only while the Job has fewer live pods than ranks
-    (one field-selected list; a plain job's reconcile needs none otherwise)."""
+    (one field-selected list, at most once per Job per ask_again_after of its age, however often it is
+    reconciled; a plain job's reconcile needs none otherwise)."""
     children, spec = observation.children, observation.spec
     if spec is None or children.job is None:
-        return observation
-    if not pods_missing(children.job, len(live_pods(children.pods)), spec.resources.nodes):
         return observation
     meta = children.job["metadata"]
     if not meta.get("uid"):
         return observation  # the Job about to be created (no uid yet): nothing can have failed
+    if not pods_missing(children.job, len(live_pods(children.pods)), spec.resources.nodes):
+        lookups.forget(meta["uid"])
+        return observation
+
+    async def fetch() -> list[dict[str, Any]]:
+        return await asyncio.to_thread(kube.failed_create_events, meta["namespace"], meta["uid"])
+
     try:
-        events = await asyncio.to_thread(kube.failed_create_events, meta["namespace"], meta["uid"])
+        fresh_for = ask_again_after((now - observation.created(now)).total_seconds())
+        events = await lookups.events(meta["uid"], fetch, fresh_for=fresh_for)
     except Exception:  # noqa: BLE001 - the reason is a courtesy; the status still says what the pods show
         log.warning("could not list the events of Job %s/%s", meta["namespace"], meta["name"], exc_info=True)
         return observation

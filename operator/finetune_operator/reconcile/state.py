@@ -21,6 +21,7 @@ from ..progress.hub import ProgressHub
 from ..registry import JobRegistry
 from .apply import Actuators
 from .children_first import ChildrenFirst
+from .failed_create_lookups import FailedCreateLookups
 from .queue import ReconcileQueue
 
 Key = tuple[str, str]
@@ -47,6 +48,8 @@ class OperatorState:
     locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     # Taken after the job's lock, for the observe-plan-act only (see RECONCILE_CONCURRENCY).
     reconcile_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(RECONCILE_CONCURRENCY))
+    # The last FailedCreate answer per Job short of pods (one events list per Job per interval).
+    failed_create_lookups: FailedCreateLookups = field(default_factory=FailedCreateLookups)
     # Kopf's indexes of our Jobs and pods (live views), once a handler has run: the sweep and trial
     # reports, which are no handlers, reconcile through them.
     indexes: tuple[kopf.Index, kopf.Index] | None = None
