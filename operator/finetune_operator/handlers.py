@@ -66,6 +66,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # handlers' labels= filters alone would apply on this side, after every pod of the cluster had arrived.
     for resource in CHILD_RESOURCES:
         settings.watching.label_selectors[resource] = CHILD_SELECTOR
+    # Kopf's worker for an object holds that object's last watch event until it has idled this long (5 s by
+    # default). At 10,000 jobs, whose status writes echo back every few seconds, most workers never idle
+    # that long and their events were 6 KB a job (docs/scaling.md); a worker made again costs less.
+    settings.queueing.idle_timeout = 1.0
     # Handler logs are not Kubernetes events; only explicit kopf.event() calls and errors are posted.
     settings.posting.level = logging.ERROR
     settings.execution.max_workers = 16

@@ -19,7 +19,7 @@ import kopf
 import pytest
 import urllib3
 import yaml
-from finetune_operator.kube import KubeApi
+from finetune_operator.kube import KubeApi, newer_version
 from finetune_operator.kube import api as kube
 from finetune_operator.kube import client as kube_client
 from finetune_operator.kube.client import ApiClient, ApiError
@@ -139,7 +139,7 @@ def test_get_finetunejob_and_none_once_it_is_gone(api: KubeApi, sandbox: Sandbox
     got = api.get_finetunejob(NS, "get-me")
     assert got is not None and got["metadata"]["uid"] == created["metadata"]["uid"]
     assert got["spec"]["task"] == "text-classification"
-    assert api.finetunejobs[(NS, "get-me")] is got
+    assert api.finetunejobs[(NS, "get-me")] == got
     assert api.get_finetunejob(NS, "no-such-job") is None
     api.delete_finetunejob(NS, "get-me")
     assert api.get_finetunejob(NS, "get-me") is None
@@ -162,7 +162,7 @@ def test_patch_finetunejob_status_is_a_merge_patch_and_records_the_written_versi
     assert stored is not None and stored["status"]["phase"] == "Pending"
     version = api.written_versions[(NS, "patch-me")]
     assert version == stored["metadata"]["resourceVersion"]
-    assert kube.newer_version(version, created["metadata"]["resourceVersion"])
+    assert newer_version(version, created["metadata"]["resourceVersion"])
     assert api.finetunejobs[(NS, "patch-me")]["status"]["message"] == "waiting"
     with pytest.raises(ApiError) as err:
         api.patch_finetunejob_status(NS, "no-such-job", {"phase": "Pending"})

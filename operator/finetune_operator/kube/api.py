@@ -18,6 +18,7 @@ from urllib.parse import quote
 from ..names import GROUP, PLURAL, VERSION
 from ..snapshots import strip_unread_metadata
 from .client import ApiClient, ApiError
+from .finetunejob_cache import FineTuneJobCache
 
 # Kopf's peering resources (manifests/crd/kopf-peering.yaml).
 KOPF_GROUP = "kopf.dev"
@@ -78,19 +79,6 @@ KOPF_CALLS = {
 MERGE_PATCH = "application/merge-patch+json"
 
 
-def newer_version(version: str | None, than: str | None) -> bool:
-    """Whether resourceVersion `version` is newer than `than`.
-
-    resourceVersions are opaque by contract; the API server's (etcd's) are increasing integers, and only
-    then are they compared by size (otherwise: any different version counts as newer).
-    """
-    if version is None or than is None:
-        return version is not None
-    if version.isdigit() and than.isdigit():
-        return int(version) > int(than)
-    return version != than
-
-
 def _path(*segments: str) -> str:
     return "/" + "/".join(quote(s, safe="") for s in segments)
 
@@ -121,7 +109,7 @@ class KubeApi:
         # (namespace, name) -> the newest FineTuneJob known here: the API server's answer to this client's
         # own status writes, and what the watch delivered (handlers.job_event). Reconciles triggered by a
         # child's event or the periodic sweep start from it instead of a GET.
-        self.finetunejobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.finetunejobs = FineTuneJobCache()
 
     # -- FineTuneJobs -----------------------------------------------------------------------------
 
@@ -154,20 +142,10 @@ class KubeApi:
 
     def remember(self, finetunejob: dict[str, Any]) -> dict[str, Any]:
         """Keep `finetunejob` unless a newer version is known already; return the newest known."""
-        meta = finetunejob["metadata"]
-        key = (meta["namespace"], meta["name"])
-        known = self.finetunejobs.get(key)
-        if (
-            known is not None
-            and known["metadata"].get("uid") == meta.get("uid")
-            and not newer_version(meta.get("resourceVersion"), known["metadata"].get("resourceVersion"))
-        ):
-            return known
-        self.finetunejobs[key] = finetunejob
-        return finetunejob
+        return self.finetunejobs.remember(finetunejob)
 
     def forget(self, namespace: str, name: str) -> None:
-        self.finetunejobs.pop((namespace, name), None)
+        self.finetunejobs.forget((namespace, name))
         self.written_versions.pop((namespace, name), None)
 
     def delete_finetunejob(self, namespace: str, name: str) -> None:
