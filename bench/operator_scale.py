@@ -291,6 +291,8 @@ async def measure(args: argparse.Namespace, size: int, data_dir: Path, *, foreig
         "progress_writes": progress_writes,
         "delivered": delivered,
         "foreign_delivered": foreign_delivered,
+        # Watches the API server refused as too old: each made the operator list that resource again.
+        "expired": {plural: n for (client, _, plural), n in deliveries.expired.items() if client == OPERATOR_CLIENT},
     }
 
 
@@ -322,6 +324,7 @@ def summary(result: dict) -> tuple[str, bool]:
     target = rss_target(size)
     rss_ratio = result["peak_rss"] / target if target else 0.0
     delivered = result["delivered"]
+    expired = ", ".join(f"{plural} {n}" for plural, n in sorted(result["expired"].items())) or "none"
     line = (
         f"scale N={size}, {result['foreign_pods']} foreign pods ({result['foreign_changes']} changes):"
         f" all Running after {result['setup_seconds']:.1f} s; {sent} reports in {result['load_seconds']:.0f} s"
@@ -331,6 +334,7 @@ def summary(result: dict) -> tuple[str, bool]:
         + f"; CPU {result['mean_cpu']:.0f}% mean under load, {result['peak_cpu']:.0f}% peak (of one core);"
         f" sent to the operator's watches: {delivered['pods']} pods, {delivered['jobs']} Jobs,"
         f" {result['foreign_delivered']} foreign;"
+        f" watches expired (410, a relist each): {expired};"
         f" status writes/min under load: {result['writes_per_minute']['progress']:.0f} progress +"
         f" {result['writes_per_minute']['reconcile']:.0f} reconcile; per job over its life: {reads:.1f} reads,"
         f" {writes:.2f} writes ({detail}), {besides_progress:.2f} besides progress;"

@@ -26,6 +26,8 @@ def client_name(request: web.Request) -> str:
 class Deliveries:
     objects: collections.Counter[DeliveryKey] = field(default_factory=collections.Counter)
     bytes: collections.Counter[DeliveryKey] = field(default_factory=collections.Counter)
+    # Watches refused with 410 Expired, by (client, group, plural): each makes the client list everything again.
+    expired: collections.Counter[tuple[str, str, str]] = field(default_factory=collections.Counter)
 
     def add(self, request: web.Request, group: str, plural: str, how: str, namespaces: list[str], size: int) -> None:
         """One answer or watch write: the namespace of each object in it, and its size in bytes."""
@@ -43,6 +45,10 @@ class Deliveries:
             if (c, g, p) == (client, group, plural) and (namespaces is None or ns in namespaces)
         )
 
+    def refused_expired(self, request: web.Request, group: str, plural: str) -> None:
+        self.expired[(client_name(request), group, plural)] += 1
+
     def clear(self) -> None:
         self.objects.clear()
         self.bytes.clear()
+        self.expired.clear()

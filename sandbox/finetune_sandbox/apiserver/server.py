@@ -14,6 +14,7 @@ from .errors import ApiError
 from .faults import Faults
 from .gc import GarbageCollector
 from .handlers import Handlers
+from .history import UPPER_BOUND
 from .objects import Objects
 from .resources import Registry
 from .store import Store
@@ -31,7 +32,7 @@ class ApiServer:
         port: int = 0,
         *,
         graceful_pod_deletion: bool = True,
-        history_size: int = 10_000,
+        history_size: int = UPPER_BOUND,
         bookmark_interval: float = 5.0,
         gc_interval: float = 1.0,
         namespaces: tuple[str, ...] = ("default", "kube-system"),

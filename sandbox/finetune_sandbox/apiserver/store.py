@@ -1,4 +1,5 @@
-"""The in-memory object store: objects, one global resourceVersion counter, event history and watchers.
+"""The in-memory object store: objects, one global resourceVersion counter, each resource's event history
+(history.py) and watchers.
 
 Objects are treated as immutable once stored: every write stores a new dict, so readers and watch
 events can share references without copying, and each event is serialised at most once.
@@ -7,12 +8,13 @@ events can share references without copying, and each event is serialised at mos
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
 import json
+import time
 from typing import Any, Callable, Iterator
 
 from .errors import ApiError
+from .history import UPPER_BOUND, History
 
 TypeKey = tuple[str, str]  # (group, plural)
 ObjKey = tuple[str, str, str, str]  # (group, plural, namespace, name); namespace "" if cluster-scoped
@@ -112,14 +114,15 @@ def _wake(future: "asyncio.Future[None]") -> None:
 
 
 class Store:
-    def __init__(self, history_size: int = 10_000) -> None:
+    def __init__(self, history_size: int = UPPER_BOUND, clock: Callable[[], float] = time.monotonic) -> None:
         self._objects: dict[TypeKey, dict[str, dict[str, dict[str, Any]]]] = {}
         self._by_uid: dict[str, ObjKey] = {}
         self._dependents: dict[str, set[ObjKey]] = {}  # owner uid -> keys of objects that reference it
         self._rv = 0
-        self._history: collections.deque[Event] = collections.deque()
+        # One window per resource, as the API server's watch cache keeps (history.py).
+        self._histories: dict[TypeKey, History[Event]] = {}
         self._history_size = history_size
-        self._dropped_rv = 0  # highest rv no longer in the history
+        self._clock = clock
         self._watchers: dict[TypeKey, set[Watcher]] = {}
         self.listeners: list[Callable[[Event], None]] = []
 
@@ -211,9 +214,7 @@ class Store:
                 self._dependents.setdefault(uid, set()).add(key)
 
     def _emit(self, event: Event) -> None:
-        self._history.append(event)
-        while len(self._history) > self._history_size:
-            self._dropped_rv = self._history.popleft().rv
+        self._history(event.key[:2]).append(event)
         for watcher in list(self._watchers.get(event.key[:2], ())):
             watcher.offer(event)
         for listener in self.listeners:
@@ -239,24 +240,26 @@ class Store:
                 if matcher is None or matcher(obj):
                     backlog.append(("ADDED", obj))
         else:
-            if since < self._dropped_rv:
-                raise ApiError(410, f"too old resource version: {since} ({self._dropped_rv + 1})", reason="Expired")
+            history = self._history((group, plural))
+            if history.expired(since):
+                raise ApiError(410, f"too old resource version: {since} ({history.dropped_rv + 1})", reason="Expired")
             if since > self._rv:
                 # A resourceVersion from another (earlier) server: make the client relist.
                 raise ApiError(410, f"too large resource version: {since}, current: {self._rv}", reason="Expired")
             probe = Watcher(self, (group, plural), namespace, matcher)
-            events = []
-            for event in reversed(self._history):
-                if event.rv <= since:
-                    break
-                if event.key[:2] == (group, plural):
-                    events.append(event)
-            for event in reversed(events):
+            events = list(history.since(since))
+            for event in events:
                 probe.offer(event)
             backlog.extend(probe.drain())
         watcher = Watcher(self, (group, plural), namespace, matcher)
         self._watchers.setdefault((group, plural), set()).add(watcher)
         return watcher, backlog
+
+    def _history(self, type_key: TypeKey) -> History[Event]:
+        history = self._histories.get(type_key)
+        if history is None:
+            history = self._histories[type_key] = History(upper_bound=self._history_size, clock=self._clock)
+        return history
 
     def close_watchers(self, type_key: TypeKey | None = None) -> None:
         keys = [type_key] if type_key else list(self._watchers)

@@ -58,6 +58,8 @@ class Watches:
                 rt.group, rt.plural, namespace if rt.namespaced else None, matcher, since
             )
         except ApiError as exc:
+            if exc.code == 410:
+                self.deliveries.refused_expired(request, rt.group, rt.plural)
             await response.prepare(request)
             await response.write(json.dumps({"type": "ERROR", "object": exc.status()}).encode() + b"\n")
             await response.write_eof()
