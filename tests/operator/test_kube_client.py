@@ -20,7 +20,6 @@ import pytest
 import urllib3
 import yaml
 from finetune_operator.kube import KubeApi, newer_version
-from finetune_operator.kube import api as kube
 from finetune_operator.kube import client as kube_client
 from finetune_operator.kube.client import ApiClient, ApiError
 from finetune_operator.names import GROUP, PLURAL, VERSION
