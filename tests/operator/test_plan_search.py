@@ -221,6 +221,25 @@ def test_a_diverging_first_trial_is_stopped_without_peers_as_diverged():
     assert "s-t1" in search.trials()  # its slot goes to the next trial
 
 
+def test_a_trial_that_diverges_across_an_operator_restart_is_judged_from_its_start_in_the_status():
+    # Issue 19's search survived an operator SIGKILL: a new process holds only the evaluations reported
+    # after it started, and would take the first of those for the trial's start.
+    rule = {"earlyStopping": {"algorithm": "median", "minSteps": 20, "minTrials": 2}}
+    search = Search(search_ftj(**rule, maxTrials=2, parallelTrials=1))
+    search.plan()
+    search.record("s-t0").accept(report(10, 0.5, total_steps=50), NOW)
+    search.record("s-t0").accept(report(20, 0.6, total_steps=50), NOW)
+    search.plan({"s-t0": running("s-t0")})
+    assert search.trials()["s-t0"] == r.TRIAL_RUNNING
+    search.records.clear()  # the restart: no records, the FineTuneJob's status as it was
+    search.record("s-t0").accept(report(30, 2.0, total_steps=50), NOW)
+    plan = search.plan({"s-t0": running("s-t0")})
+    [trial] = [t for t in search.ftj["status"]["trials"] if t["name"] == "s-t0"]
+    assert trial["reason"] == r.DIVERGED, trial
+    assert trial["message"].startswith("eval_loss 2 at step 30 is far above its start 0.5 at step 10")
+    assert plan.delete_jobs == ["s-t0"]
+
+
 def test_a_trial_at_its_final_step_is_not_stopped_but_finishes_and_counts():
     # Issue 19: a trial behind the median at its last evaluation (step 25 of 25) was stopped, which saved
     # nothing and deleted a finished run.

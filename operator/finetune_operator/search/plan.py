@@ -207,7 +207,7 @@ def _stop_early(work: _Pass, previous: dict[str, Any]) -> None:
         if final_step and (entry.get("step") or 0) >= final_step:
             continue
         record = work.observation.trials.get(entry["name"])
-        why = diverged(list(record.evaluations) if record else [], loss, final_step=final_step)
+        why = diverged(_evaluations(entry, record, loss, work.metric), loss, final_step=final_step)
         reason = r.DIVERGED
         if why is None and entry.get("history"):
             reason = r.EARLY_STOPPED
@@ -224,6 +224,19 @@ def _stop_early(work: _Pass, previous: dict[str, Any]) -> None:
         if why:
             work.trials[i] = early_stopped(entry, why, work.now, reason=reason)
             work.remember(entry["name"], phase=r.TRIAL_EARLY_STOPPED)
+
+
+def _evaluations(entry: dict[str, Any], record: JobRecord | None, loss: str, metric: str) -> list[tuple[int, dict]]:
+    """The trial's evaluations for the divergence rule: what was reported to this operator process, and,
+    when the objective is the judged loss, the earlier points of its status history. An operator restarted
+    mid-trial (a SIGKILL, a new leader) holds only the evaluations reported since; the status still has the
+    trial's first evaluated loss, so a trial that diverged across the restart is still judged from its start."""
+    evaluations = list(record.evaluations) if record else []
+    if metric != loss:
+        return evaluations
+    reported = {step for step, _ in evaluations}
+    earlier = [(p["step"], {loss: p["value"]}) for p in entry.get("history") or () if p["step"] not in reported]
+    return earlier + evaluations
 
 
 def _planned_trials(work: _Pass) -> int:
