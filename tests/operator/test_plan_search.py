@@ -110,6 +110,10 @@ class Search:
             (self.records.get(run) or self.record(run)).update(**fields)
         return plan
 
+    def trial(self, name: str) -> dict[str, Any]:
+        [entry] = [t for t in self.ftj["status"].get("trials") or [] if t["name"] == name]
+        return entry
+
     def trials(self) -> dict[str, str]:
         return {t["name"]: t["state"] for t in self.ftj["status"].get("trials") or []}
 
@@ -203,16 +207,22 @@ def test_a_trial_behind_the_median_is_stopped_status_first_then_its_job_deleted(
     assert search.records["s-t1"].phase == r.TRIAL_EARLY_STOPPED
 
 
-def test_a_diverging_first_trial_is_stopped_without_peers_as_diverged():
-    # Issue 19: lr 0.5 went from 0.69 (untrained, step 0) to 49.2 at step 10 while no trial had completed,
-    # so the median rule (minTrials 2) could not judge it.
+def first_trial_without_peers() -> Search:
+    """One trial at a time, its first one running: the median rule (minTrials 2) cannot judge it yet."""
     rule = {"earlyStopping": {"algorithm": "median", "minSteps": 20, "minTrials": 2}}
     search = Search(search_ftj(**rule, maxTrials=2, parallelTrials=1))
     search.plan()
+    return search
+
+
+def test_a_diverging_first_trial_is_stopped_without_peers_as_diverged():
+    # Issue 19: lr 0.5 went from 0.69 (untrained, step 0) to 49.2 at step 10 while no trial had completed,
+    # so the median rule (minTrials 2) could not judge it.
+    search = first_trial_without_peers()
     search.record("s-t0").accept(report(0, 0.693, total_steps=25), NOW)
     search.record("s-t0").accept(report(10, 49.2, total_steps=25), NOW)
     plan = search.plan({"s-t0": running("s-t0")})
-    [trial] = [t for t in search.ftj["status"]["trials"] if t["name"] == "s-t0"]
+    trial = search.trial("s-t0")
     assert trial["state"] == r.TRIAL_EARLY_STOPPED and trial["reason"] == r.DIVERGED
     assert trial["message"].startswith("eval_loss 49.2 at step 10 is far above its start 0.693 at step 0")
     assert plan.status_first and plan.delete_jobs == ["s-t0"]
@@ -224,9 +234,7 @@ def test_a_diverging_first_trial_is_stopped_without_peers_as_diverged():
 def test_a_trial_that_diverges_across_an_operator_restart_is_judged_from_its_start_in_the_status():
     # Issue 19's search survived an operator SIGKILL: a new process holds only the evaluations reported
     # after it started, and would take the first of those for the trial's start.
-    rule = {"earlyStopping": {"algorithm": "median", "minSteps": 20, "minTrials": 2}}
-    search = Search(search_ftj(**rule, maxTrials=2, parallelTrials=1))
-    search.plan()
+    search = first_trial_without_peers()
     search.record("s-t0").accept(report(10, 0.5, total_steps=50), NOW)
     search.record("s-t0").accept(report(20, 0.6, total_steps=50), NOW)
     search.plan({"s-t0": running("s-t0")})
@@ -234,7 +242,7 @@ def test_a_trial_that_diverges_across_an_operator_restart_is_judged_from_its_sta
     search.records.clear()  # the restart: no records, the FineTuneJob's status as it was
     search.record("s-t0").accept(report(30, 2.0, total_steps=50), NOW)
     plan = search.plan({"s-t0": running("s-t0")})
-    [trial] = [t for t in search.ftj["status"]["trials"] if t["name"] == "s-t0"]
+    trial = search.trial("s-t0")
     assert trial["reason"] == r.DIVERGED, trial
     assert trial["message"].startswith("eval_loss 2 at step 30 is far above its start 0.5 at step 10")
     assert plan.delete_jobs == ["s-t0"]

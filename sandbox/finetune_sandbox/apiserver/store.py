@@ -247,8 +247,7 @@ class Store:
                 # A resourceVersion from another (earlier) server: make the client relist.
                 raise ApiError(410, f"too large resource version: {since}, current: {self._rv}", reason="Expired")
             probe = Watcher(self, (group, plural), namespace, matcher)
-            events = list(history.since(since))
-            for event in events:
+            for event in history.since(since):
                 probe.offer(event)
             backlog.extend(probe.drain())
         watcher = Watcher(self, (group, plural), namespace, matcher)
